@@ -1,0 +1,169 @@
+//! PBX events as the core sees them: already parsed and typed by an adapter (the `mango` crate
+//! turns webhook payloads into these). Field names follow Mango's VPBX realtime API, because that is
+//! the first PBX; another PBX adapter maps its own events onto the same shapes.
+
+use serde::{Deserialize, Serialize};
+
+/// One event of the PBX, any kind the core cares about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PbxEvent {
+    /// A PBX leg changed state (`events/call`).
+    Call(CallEvent),
+    /// The PBX's final word on an entry (`events/summary`).
+    Summary(SummaryEvent),
+    /// A recording started, moved to another leg, or completed (`events/recording`).
+    Recording(RecordingEvent),
+    /// A recording was stored in the cloud (`events/record/added`).
+    RecordAdded(RecordStoredEvent),
+    /// Speech analytics finished with a recording (`events/record/tagged`).
+    RecordTagged(RecordStoredEvent),
+}
+
+impl PbxEvent {
+    /// The entry (one call as the client lives it) this event belongs to.
+    pub fn entry_id(&self) -> &str {
+        match self {
+            PbxEvent::Call(e) => &e.entry_id,
+            PbxEvent::Summary(e) => &e.entry_id,
+            PbxEvent::Recording(e) => &e.entry_id,
+            PbxEvent::RecordAdded(e) | PbxEvent::RecordTagged(e) => &e.entry_id,
+        }
+    }
+
+    /// The event's own time (Unix seconds), used as the stream clock.
+    pub fn timestamp(&self) -> i64 {
+        match self {
+            PbxEvent::Call(e) => e.timestamp,
+            PbxEvent::Summary(e) => e.end_time.max(e.create_time),
+            PbxEvent::Recording(e) => e.timestamp,
+            PbxEvent::RecordAdded(e) | PbxEvent::RecordTagged(e) => e.timestamp,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub enum CallState {
+    Appeared,
+    Connected,
+    OnHold,
+    Disconnected,
+}
+
+/// Where the leg is: in the voice menu, waiting in a group's queue, or at an employee / external
+/// number. Unknown locations are kept (the PBX adds values over time) and treated as `abonent`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Location {
+    Ivr,
+    Queue,
+    Abonent,
+    Other(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferKind {
+    Consultative,
+    Blind,
+    ReturnBlind,
+}
+
+/// One side of a PBX leg (`from` or `to` of `events/call`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Party {
+    /// Employee extension; absent when the party is not an employee.
+    pub extension: Option<String>,
+    /// Phone number or device (`sip:...`) as the PBX sent it.
+    pub number: Option<String>,
+    /// The leg this party was in before it was moved into this one.
+    pub taken_from_call_id: Option<String>,
+    /// The line the call came in on (only meaningful on `to`).
+    pub line_number: Option<String>,
+    /// The operator group's extension when the leg was offered through a group.
+    pub acd_group: Option<String>,
+    pub was_transferred: bool,
+    pub hold_initiator: bool,
+}
+
+/// `events/call`: one state change of one PBX leg.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CallEvent {
+    pub entry_id: String,
+    pub call_id: String,
+    pub timestamp: i64,
+    pub seq: u64,
+    pub call_state: CallState,
+    pub location: Location,
+    pub from: Party,
+    pub to: Party,
+    pub disconnect_reason: Option<u32>,
+    pub transfer: Option<TransferKind>,
+    /// Set when the leg was created by an API command (callback, route...).
+    pub command_id: Option<String>,
+    pub callback_initiator: Option<String>,
+}
+
+/// `call_direction` of the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SummaryDirection {
+    Internal,
+    Inbound,
+    Outbound,
+    /// A value this version does not know; the assembler decides from the legs.
+    Unknown,
+}
+
+/// `events/summary`: the PBX's final event for an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SummaryEvent {
+    pub entry_id: String,
+    pub call_direction: SummaryDirection,
+    pub from: Party,
+    pub to: Party,
+    pub line_number: Option<String>,
+    pub create_time: i64,
+    pub forward_time: i64,
+    /// Answer time; 0 when nobody talked.
+    pub talk_time: i64,
+    pub end_time: i64,
+    /// 1 success, 0 missed; not trusted alone (the PBX's own examples contradict it).
+    pub entry_result: Option<u8>,
+    pub disconnect_reason: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub enum RecordingState {
+    Started,
+    Continued,
+    Completed,
+}
+
+/// `events/recording`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RecordingEvent {
+    pub entry_id: String,
+    pub call_id: Option<String>,
+    pub recording_id: String,
+    pub recording_state: RecordingState,
+    pub seq: u64,
+    /// The recorded employee.
+    pub extension: Option<String>,
+    pub timestamp: i64,
+    /// Only on `Completed`: 1000 saved; anything else means no file.
+    pub completion_code: Option<u32>,
+}
+
+/// `events/record/added` and `events/record/tagged`: the recording is stored / analysed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RecordStoredEvent {
+    pub entry_id: String,
+    pub recording_id: String,
+    /// The PBX's `general.user_id` of the employee (-1 when it belongs to nobody).
+    pub user_id: Option<i64>,
+    pub product_id: Option<i64>,
+    pub timestamp: i64,
+}

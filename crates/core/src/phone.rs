@@ -1,0 +1,56 @@
+//! Phone numbers as the CRM matches them.
+
+/// Normalises an external phone number to digits (E.164 without `+`), folding the Russian
+/// trunk prefix: `8 916 123-45-67`, `+7 (916) 123-45-67` and `79161234567` are one client.
+/// Returns `None` for what is not a client number: SIP addresses, short extensions, empty input.
+pub fn normalize(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.contains('@') || raw.to_ascii_lowercase().starts_with("sip:") {
+        return None;
+    }
+    let digits: String = raw.chars().filter(|c| c.is_ascii_digit()).collect();
+    // A short number (up to 6 digits) is an extension or a service code, not a client.
+    if digits.len() <= 6 {
+        return None;
+    }
+    if digits.len() == 11 && digits.starts_with('8') {
+        return Some(format!("7{}", &digits[1..]));
+    }
+    if digits.len() == 10 && digits.starts_with('9') {
+        // A Russian mobile number dialled without the country code.
+        return Some(format!("7{digits}"));
+    }
+    Some(digits)
+}
+
+/// The last ten digits, which amoCRM matches calls on.
+pub fn last_ten(normalized: &str) -> &str {
+    let n = normalized.len();
+    &normalized[n.saturating_sub(10)..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn russian_forms_fold_to_one_number() {
+        for raw in ["79161234567", "+7 (916) 123-45-67", "8 916 123 45 67", "9161234567"] {
+            assert_eq!(normalize(raw).as_deref(), Some("79161234567"), "{raw}");
+        }
+    }
+
+    #[test]
+    fn sip_and_short_numbers_are_not_clients() {
+        assert_eq!(normalize("sip:user101@vpbx400000001.mangosip.ru"), None);
+        assert_eq!(normalize("101"), None);
+        assert_eq!(normalize(""), None);
+        assert_eq!(normalize("user@host"), None);
+    }
+
+    #[test]
+    fn foreign_numbers_keep_their_digits() {
+        assert_eq!(normalize("+44 20 7946 0958").as_deref(), Some("442079460958"));
+        assert_eq!(last_ten("442079460958"), "2079460958");
+    }
+}

@@ -1,0 +1,1 @@
+//! Mango Office VPBX wire format (filled in next).
