@@ -1,1 +1,36 @@
-fn main() {}
+//! The `callbridge` binary: wires the crates together behind subcommands. No rules live here.
+
+mod simulate;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "callbridge", version, about = "Mango Office VPBX to amoCRM call integration")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// What-if: run the core over recorded PBX events with the given settings and print, as JSON,
+    /// what would be written to the CRM and why. Nothing is sent anywhere.
+    Simulate(simulate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Simulate(args) => simulate::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The contract: one line on stderr naming the file, line or key at fault.
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("callbridge: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,22 @@
-//! Mango Office VPBX wire format (filled in next).
+//! Mango Office VPBX wire format.
+//!
+//! Mango's cloud PBX POSTs every realtime event to `<base URL>/<path>` as an
+//! `application/x-www-form-urlencoded` body with three fields: `vpbx_api_key`, `sign` and `json`
+//! (the payload as a JSON string). This crate covers the two pure pieces of that:
+//!
+//! - [`webhook`]: the path and the `json` payload to a typed [`callbridge_core::PbxEvent`]
+//!   ([`parse_event`] for the raw text, [`parse_value`] for an already decoded value), or
+//!   [`Webhook::Ignored`] for paths the core does not use, or a [`WebhookError`] naming the
+//!   field at fault.
+//! - [`sign`](mod@sign): `sha256(vpbx_api_key + json + vpbx_api_salt)` as lower-case hex, and its
+//!   constant-time check ([`verify`]).
+//!
+//! No I/O here: the HTTP server and the `simulate` command live elsewhere.
+
+pub mod sign;
+pub mod webhook;
+
+pub use sign::{sign, verify};
+pub use webhook::{
+    is_event_path, normalize_path, parse_event, parse_value, Webhook, WebhookError,
+};

@@ -1,0 +1,587 @@
+//! Assembly (rules A1-A6): the events of one entry folded into PBX legs, conversations between the
+//! client and one employee, and, for an entry with no conversation, how it was missed.
+//!
+//! The fold ([`EntryEvents::push`]) only collects and de-duplicates; all reasoning happens in
+//! [`EntryEvents::assemble`] on the sorted legs. That makes the result independent of arrival order
+//! and of duplicated deliveries by construction, which the property tests check.
+
+use crate::event::*;
+use crate::phone;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Everything received so far for one entry (`entry_id`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryEvents {
+    pub entry_id: String,
+    /// Call events per PBX leg (`call_id`), kept sorted by `seq` and free of duplicates (A1).
+    legs: BTreeMap<String, Vec<CallEvent>>,
+    summary: Option<SummaryEvent>,
+    recordings: BTreeMap<String, RecordingFacts>,
+    /// Highest event timestamp seen for this entry.
+    pub last_activity: i64,
+    /// How many pushed events were duplicates and dropped.
+    pub duplicates: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RecordingFacts {
+    /// (timestamp, seq, call_id, extension) of the earliest recording event seen.
+    first: Option<(i64, u64, Option<String>, Option<String>)>,
+    completed_ok: bool,
+    completed_failed: bool,
+    stored: bool,
+    tagged: bool,
+}
+
+/// Outcome of pushing one event into an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    New,
+    Duplicate,
+}
+
+impl EntryEvents {
+    pub fn new(entry_id: impl Into<String>) -> Self {
+        EntryEvents { entry_id: entry_id.into(), ..Default::default() }
+    }
+
+    /// Folds one event of this entry in. Events of other entries are the caller's mistake and are
+    /// not checked here (the tracker routes by `entry_id`).
+    pub fn push(&mut self, event: PbxEvent) -> Pushed {
+        self.last_activity = self.last_activity.max(event.timestamp());
+        let pushed = match event {
+            PbxEvent::Call(call) => {
+                let leg = self.legs.entry(call.call_id.clone()).or_default();
+                match leg.binary_search_by(|e| call_order(e).cmp(&call_order(&call))) {
+                    Ok(i) => {
+                        // Same seq, state and time: a re-delivery. Should two deliveries differ
+                        // in detail, keep the richer one, chosen by content so that arrival order
+                        // cannot change the result.
+                        if richness(&call) > richness(&leg[i]) {
+                            leg[i] = call;
+                        }
+                        Pushed::Duplicate
+                    }
+                    Err(i) => {
+                        leg.insert(i, call);
+                        Pushed::New
+                    }
+                }
+            }
+            PbxEvent::Summary(summary) => match &self.summary {
+                Some(old) if summary_key(old) >= summary_key(&summary) => Pushed::Duplicate,
+                _ => {
+                    self.summary = Some(summary);
+                    Pushed::New
+                }
+            },
+            PbxEvent::Recording(rec) => {
+                let facts = self.recordings.entry(rec.recording_id.clone()).or_default();
+                let key = (rec.timestamp, rec.seq, rec.call_id.clone(), rec.extension.clone());
+                let mut new = false;
+                if facts.first.as_ref().is_none_or(|f| key < *f) {
+                    facts.first = Some(key);
+                    new = true;
+                }
+                if rec.recording_state == RecordingState::Completed {
+                    let ok = rec.completion_code.is_none_or(|c| c == 1000);
+                    let flag = if ok { &mut facts.completed_ok } else { &mut facts.completed_failed };
+                    new |= !*flag;
+                    *flag = true;
+                }
+                if new {
+                    Pushed::New
+                } else {
+                    Pushed::Duplicate
+                }
+            }
+            PbxEvent::RecordAdded(r) => {
+                let facts = self.recordings.entry(r.recording_id).or_default();
+                let new = !facts.stored;
+                facts.stored = true;
+                if new {
+                    Pushed::New
+                } else {
+                    Pushed::Duplicate
+                }
+            }
+            PbxEvent::RecordTagged(r) => {
+                let facts = self.recordings.entry(r.recording_id).or_default();
+                let new = !facts.tagged;
+                facts.tagged = true;
+                if new {
+                    Pushed::New
+                } else {
+                    Pushed::Duplicate
+                }
+            }
+        };
+        if pushed == Pushed::Duplicate {
+            self.duplicates += 1;
+        }
+        pushed
+    }
+
+    pub fn has_summary(&self) -> bool {
+        self.summary.is_some()
+    }
+
+    /// True when at least one call event or the summary has arrived: only then is there a call
+    /// to speak of (a lone recording event is not one).
+    pub fn has_call_facts(&self) -> bool {
+        self.summary.is_some() || !self.legs.is_empty()
+    }
+
+    /// True when every known leg's last event (by `seq`) is `Disconnected` (A4).
+    pub fn all_legs_disconnected(&self) -> bool {
+        !self.legs.is_empty()
+            && self
+                .legs
+                .values()
+                .all(|events| events.last().is_some_and(|e| e.call_state == CallState::Disconnected))
+    }
+
+    pub fn call_event_count(&self) -> usize {
+        self.legs.values().map(Vec::len).sum()
+    }
+
+    /// Assembles the entry from what has arrived (A1-A6).
+    pub fn assemble(&self) -> Assembly {
+        assemble(self)
+    }
+}
+
+fn call_order(e: &CallEvent) -> (u64, i64, CallState) {
+    (e.seq, e.timestamp, e.call_state)
+}
+
+/// A content-only ranking of two deliveries of the same leg event.
+fn richness(e: &CallEvent) -> (usize, String) {
+    let count = |p: &Party| {
+        [&p.extension, &p.number, &p.taken_from_call_id, &p.line_number, &p.acd_group]
+            .iter()
+            .filter(|f| f.is_some())
+            .count()
+    };
+    (count(&e.from) + count(&e.to), format!("{e:?}"))
+}
+
+fn summary_key(s: &SummaryEvent) -> (i64, i64, String) {
+    (s.end_time, s.talk_time, format!("{s:?}"))
+}
+
+/// The direction of an entry or of one conversation (A5, P7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+    Internal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedKind {
+    Group,
+    Ivr,
+    Personal,
+}
+
+/// A connected interval between the client and one employee (the seed's "leg").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conversation {
+    /// 0, 1, 2... in order of start (A3).
+    pub index: usize,
+    pub employee_extension: String,
+    /// The PBX leg the conversation (first) took place on.
+    pub call_id: String,
+    pub started_at: i64,
+    pub ended_at: i64,
+    /// Seconds of talk, hold within the conversation included (A2).
+    pub duration_s: i64,
+    /// Inbound for a conversation received by transfer (P7); otherwise the entry's direction.
+    pub direction: Direction,
+    pub received_by_transfer: bool,
+    pub recording_id: Option<String>,
+}
+
+/// How an entry with no conversation was missed (A6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Missed {
+    pub kind: MissedKind,
+    /// Employees the call was offered to (rang, or dialled out from), in the order offered.
+    pub offered: Vec<String>,
+    pub group: Option<String>,
+}
+
+/// One entry assembled: what the policy decides on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Assembly {
+    pub entry_id: String,
+    pub direction: Direction,
+    /// The client's number, normalised (see [`phone::normalize`]); `None` for internal calls.
+    pub client_phone: Option<String>,
+    pub line_number: Option<String>,
+    pub started_at: i64,
+    pub ended_at: i64,
+    pub conversations: Vec<Conversation>,
+    pub missed: Option<Missed>,
+    /// Every employee that took part in any leg (rang, talked, consulted), for the call card.
+    pub participants: BTreeSet<String>,
+    /// The final disconnect reason (summary's, else the last leg's).
+    pub disconnect_reason: Option<u32>,
+    pub has_summary: bool,
+}
+
+/// Who a side of a leg is, at one event.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    Employee(String),
+    Client(String),
+    /// The PBX itself: its voice menu or a group queue answering on a line.
+    Pbx,
+    Unknown,
+}
+
+fn classify(p: &Party, is_to: bool, location: &Location) -> Side {
+    if let Some(ext) = p.extension.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+        return Side::Employee(ext.to_string());
+    }
+    let Some(number) = p.number.as_deref().and_then(phone::normalize) else {
+        return Side::Unknown;
+    };
+    if is_to {
+        let on_line = p.line_number.as_deref().and_then(phone::normalize).is_some_and(|l| l == number);
+        if matches!(location, Location::Ivr | Location::Queue) || on_line {
+            return Side::Pbx;
+        }
+    }
+    Side::Client(number)
+}
+
+/// The employee and client of a pair of sides, when it is a conversation with the client.
+fn client_pair(a: &Side, b: &Side) -> Option<(String, String)> {
+    match (a, b) {
+        (Side::Employee(e), Side::Client(c)) | (Side::Client(c), Side::Employee(e)) => Some((e.clone(), c.clone())),
+        _ => None,
+    }
+}
+
+/// A connected interval on one leg, before deciding whether it is a conversation.
+#[derive(Debug, Clone)]
+struct Interval {
+    call_id: String,
+    employee: String,
+    start: i64,
+    start_seq: u64,
+    end: i64,
+    /// Set when the leg ended while the client was on hold (a transfer away, A2).
+    hold_at_end: Option<i64>,
+}
+
+fn assemble(ev: &EntryEvents) -> Assembly {
+    let summary = ev.summary.as_ref();
+    let mut participants = BTreeSet::new();
+    let mut intervals: Vec<Interval> = Vec::new();
+    // (first time offered, call_id, extension) of employees offered the call, for A6.
+    let mut offers: Vec<(i64, String, String)> = Vec::new();
+    let mut group: Option<String> = None;
+    let mut via_queue = false;
+    let mut only_ivr = true;
+    // The earliest event with a client side: (time, call_id, seq, client on the `from` side, number).
+    let mut first_client: Option<(i64, String, u64, bool, String)> = None;
+    let mut callback = false;
+    let mut started_at = i64::MAX;
+    let mut ended_at = i64::MIN;
+    let mut last_disconnect: Option<(i64, u64, u32)> = None;
+    let mut line_number: Option<String> = None;
+
+    for (call_id, events) in &ev.legs {
+        let mut connected: Option<(String, String, i64, u64)> = None;
+        let mut on_hold: Option<i64> = None;
+        for e in events {
+            started_at = started_at.min(e.timestamp);
+            ended_at = ended_at.max(e.timestamp);
+            if e.location != Location::Ivr {
+                only_ivr = false;
+            }
+            if e.location == Location::Queue {
+                via_queue = true;
+            }
+            if let Some(g) = e.to.acd_group.as_deref().map(str::trim).filter(|g| !g.is_empty()) {
+                if group.as_deref().is_none_or(|old| g < old) {
+                    group = Some(g.to_string());
+                }
+            }
+            if e.callback_initiator.is_some() {
+                callback = true;
+            }
+            if line_number.is_none() {
+                line_number = e.to.line_number.clone().filter(|l| !l.is_empty());
+            }
+            let from = classify(&e.from, false, &e.location);
+            let to = classify(&e.to, true, &e.location);
+            for (side, on_from) in [(&from, true), (&to, false)] {
+                match side {
+                    Side::Employee(ext) => {
+                        participants.insert(ext.clone());
+                    }
+                    Side::Client(number) => {
+                        let key = (e.timestamp, call_id.clone(), e.seq, on_from, number.clone());
+                        if first_client.as_ref().is_none_or(|f| key < *f) {
+                            first_client = Some(key);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // An employee is offered the call when a leg between them and the client exists.
+            if let Some((employee, _)) = client_pair(&from, &to) {
+                offers.push((e.timestamp, call_id.clone(), employee));
+            } else if let (Side::Employee(employee), Side::Pbx | Side::Unknown) = (&to, &from) {
+                // Offered from a queue or a menu whose caller side is not shown on this leg.
+                if e.location == Location::Abonent && e.from.taken_from_call_id.is_some() {
+                    offers.push((e.timestamp, call_id.clone(), employee.clone()));
+                }
+            }
+            let pair = client_pair(&from, &to);
+            match e.call_state {
+                CallState::Connected => {
+                    let same = matches!((&connected, &pair), (Some((ce, cc, _, _)), Some((pe, pc))) if ce == pe && cc == pc);
+                    if same {
+                        on_hold = None; // resumed after a hold: the hold belongs to it
+                    } else {
+                        if let Some((employee, _client, start, start_seq)) = connected.take() {
+                            intervals.push(Interval { call_id: call_id.clone(), employee, start, start_seq, end: e.timestamp, hold_at_end: None });
+                        }
+                        on_hold = None;
+                        connected = pair.map(|(employee, client)| (employee, client, e.timestamp, e.seq));
+                    }
+                }
+                CallState::OnHold => {
+                    if connected.is_some() && on_hold.is_none() {
+                        on_hold = Some(e.timestamp);
+                    }
+                }
+                CallState::Appeared | CallState::Disconnected => {
+                    if let Some((employee, _client, start, start_seq)) = connected.take() {
+                        intervals.push(Interval { call_id: call_id.clone(), employee, start, start_seq, end: e.timestamp, hold_at_end: on_hold });
+                    }
+                    on_hold = None;
+                    if e.call_state == CallState::Disconnected {
+                        if let Some(reason) = e.disconnect_reason {
+                            let key = (e.timestamp, e.seq, reason);
+                            if last_disconnect.is_none_or(|d| key > d) {
+                                last_disconnect = Some(key);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // A leg whose Disconnected never came: its conversation lasts to the entry's end.
+        if let Some((employee, _client, start, start_seq)) = connected {
+            let end = summary.map(|s| s.end_time).filter(|&t| t >= start).unwrap_or(i64::MIN);
+            intervals.push(Interval { call_id: call_id.clone(), employee, start, start_seq, end, hold_at_end: on_hold });
+        }
+    }
+    if let Some(s) = summary {
+        for t in [s.create_time, s.end_time] {
+            if t > 0 {
+                started_at = started_at.min(t);
+                ended_at = ended_at.max(t);
+            }
+        }
+        if let Some(l) = s.line_number.clone().filter(|l| !l.is_empty()) {
+            line_number = Some(l);
+        }
+    }
+    if started_at == i64::MAX {
+        started_at = ev.last_activity;
+        ended_at = ev.last_activity;
+    }
+    for iv in &mut intervals {
+        if iv.end == i64::MIN {
+            iv.end = ended_at.max(iv.start);
+        }
+    }
+
+    // A2: a conversation that ended on hold ends when the hold began if the client went on to
+    // another leg (a transfer away); otherwise the client hung up while held, and the hold counts.
+    let starts: Vec<(String, i64)> = intervals.iter().map(|i| (i.call_id.clone(), i.start)).collect();
+    for iv in &mut intervals {
+        if let Some(hold) = iv.hold_at_end {
+            if starts.iter().any(|(leg, start)| *leg != iv.call_id && *start >= hold) {
+                iv.end = hold;
+            }
+        }
+    }
+    intervals.sort_by(|a, b| (a.start, a.start_seq, &a.call_id).cmp(&(b.start, b.start_seq, &b.call_id)));
+
+    // A5: the direction; the client.
+    let summary_client = summary.and_then(|s| match s.call_direction {
+        SummaryDirection::Inbound => s.from.number.as_deref().and_then(phone::normalize),
+        SummaryDirection::Outbound => s.to.number.as_deref().and_then(phone::normalize),
+        _ => None,
+    });
+    let client_phone = first_client.as_ref().map(|f| f.4.clone()).or(summary_client);
+    let direction = if client_phone.is_none() {
+        Direction::Internal
+    } else {
+        match summary.map(|s| s.call_direction) {
+            Some(SummaryDirection::Inbound) => Direction::Inbound,
+            Some(SummaryDirection::Outbound) => Direction::Outbound,
+            _ if callback => Direction::Outbound,
+            _ => match &first_client {
+                Some((_, _, _, true, _)) => Direction::Inbound,
+                Some(_) => Direction::Outbound,
+                None => Direction::Inbound,
+            },
+        }
+    };
+
+    let recordings = recording_spans(ev);
+    let mut conversations: Vec<Conversation> = Vec::new();
+    if direction != Direction::Internal {
+        for iv in intervals {
+            // A return from a failed transfer, or a party swap on the leg, continues the same
+            // conversation when the employee did not change in between.
+            if let Some(last) = conversations.last_mut() {
+                if last.employee_extension == iv.employee {
+                    last.duration_s += (iv.end - iv.start).max(0);
+                    last.ended_at = last.ended_at.max(iv.end);
+                    continue;
+                }
+            }
+            let index = conversations.len();
+            conversations.push(Conversation {
+                index,
+                employee_extension: iv.employee,
+                call_id: iv.call_id,
+                started_at: iv.start,
+                ended_at: iv.end,
+                duration_s: (iv.end - iv.start).max(0),
+                direction: if index == 0 { direction } else { Direction::Inbound },
+                received_by_transfer: index > 0,
+                recording_id: None,
+            });
+        }
+        if conversations.is_empty() {
+            if let Some(c) = conversation_from_summary(summary, direction) {
+                conversations.push(c);
+            }
+        }
+        attach_recordings(&mut conversations, &recordings);
+    }
+
+    let missed = if direction == Direction::Internal || !conversations.is_empty() {
+        None
+    } else {
+        // Each employee once, at the time they were first offered the call.
+        offers.sort();
+        let mut seen = BTreeSet::new();
+        let mut ordered: Vec<(i64, bool, String, String)> = Vec::new();
+        let summary_to = summary.and_then(|s| s.to.extension.clone());
+        for (t, call_id, ext) in offers {
+            if seen.insert(ext.clone()) {
+                // Ties (a ring-all group) are broken by the summary's `to`, the first who missed.
+                ordered.push((t, summary_to.as_deref() != Some(ext.as_str()), call_id, ext));
+            }
+        }
+        ordered.sort();
+        let mut offered: Vec<String> = ordered.into_iter().map(|o| o.3).collect();
+        if offered.is_empty() {
+            if let Some(ext) = summary.and_then(|s| summary_employee(s, direction)) {
+                if group.as_deref() != Some(ext.as_str()) {
+                    offered.push(ext);
+                }
+            }
+        }
+        let kind = if group.is_some() || via_queue {
+            MissedKind::Group
+        } else if offered.is_empty() && (only_ivr || ev.legs.is_empty()) {
+            MissedKind::Ivr
+        } else {
+            MissedKind::Personal
+        };
+        Some(Missed { kind, offered, group })
+    };
+
+    Assembly {
+        entry_id: ev.entry_id.clone(),
+        direction,
+        client_phone: if direction == Direction::Internal { None } else { client_phone },
+        line_number,
+        started_at,
+        ended_at,
+        conversations,
+        missed,
+        participants,
+        disconnect_reason: summary.and_then(|s| s.disconnect_reason).or(last_disconnect.map(|d| d.2)),
+        has_summary: summary.is_some(),
+    }
+}
+
+fn summary_employee(s: &SummaryEvent, direction: Direction) -> Option<String> {
+    let party = if direction == Direction::Outbound { &s.from } else { &s.to };
+    party.extension.clone().filter(|e| !e.trim().is_empty())
+}
+
+/// When the leg events are lost but the summary says somebody talked (A4: a call is never lost).
+fn conversation_from_summary(summary: Option<&SummaryEvent>, direction: Direction) -> Option<Conversation> {
+    let s = summary?;
+    if s.talk_time <= 0 || s.entry_result == Some(0) {
+        return None;
+    }
+    let employee = summary_employee(s, direction)?;
+    Some(Conversation {
+        index: 0,
+        employee_extension: employee,
+        call_id: String::new(),
+        started_at: s.talk_time,
+        ended_at: s.end_time.max(s.talk_time),
+        duration_s: (s.end_time - s.talk_time).max(0),
+        direction,
+        received_by_transfer: false,
+        recording_id: None,
+    })
+}
+
+/// A recording that may be attached: (started, recording_id, call_id, extension).
+type RecordingSpan = (i64, String, Option<String>, Option<String>);
+
+fn recording_spans(ev: &EntryEvents) -> Vec<RecordingSpan> {
+    let mut spans: Vec<RecordingSpan> = ev
+        .recordings
+        .iter()
+        // A recording the PBX reported as not saved (too short, account limits) has no file.
+        .filter(|(_, f)| f.stored || f.completed_ok || !f.completed_failed)
+        .filter_map(|(id, f)| f.first.as_ref().map(|(t, _, call, ext)| (*t, id.clone(), call.clone(), ext.clone())))
+        .collect();
+    spans.sort();
+    spans
+}
+
+/// C3: each recording goes to the conversation it was made in: same employee, the recording's
+/// start within the conversation, preferring the same leg.
+fn attach_recordings(conversations: &mut [Conversation], recordings: &[RecordingSpan]) {
+    for (t, id, call_id, ext) in recordings {
+        let score = |c: &Conversation| {
+            let employee = ext.as_deref().is_none_or(|e| e == c.employee_extension);
+            let leg = call_id.as_deref() == Some(c.call_id.as_str());
+            let within = *t >= c.started_at - 1 && *t <= c.ended_at;
+            (employee && within && leg, employee && within, employee && leg, employee)
+        };
+        let best = conversations
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.recording_id.is_none())
+            .map(|(i, c)| (score(c), std::cmp::Reverse(i)))
+            .filter(|(s, _)| s.0 || s.1 || s.2 || s.3)
+            .max();
+        if let Some((_, std::cmp::Reverse(i))) = best {
+            conversations[i].recording_id = Some(id.clone());
+        }
+    }
+}

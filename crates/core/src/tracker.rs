@@ -1,0 +1,180 @@
+//! The tracker: a stream of events of many entries in, completed entries out (A4).
+//!
+//! An entry *closes* when its summary arrives, or when all its legs are disconnected and nothing
+//! has arrived for the grace period. A closed entry is *released* (planned) only after the settle
+//! window, so stragglers delivered out of order (a late leg event, a recording completed after
+//! the summary) still count. Memory holds only open and settling entries, plus the ids of
+//! released ones, so a late duplicate is recognised and never planned twice.
+//!
+//! The tracker has no clock of its own: `simulate` drives it with the events' timestamps, `serve`
+//! with the wall clock.
+
+use crate::assembler::{EntryEvents, Pushed};
+use crate::event::PbxEvent;
+use crate::plan::CompletedBy;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackerConfig {
+    /// A4: seconds of silence after the last leg disconnected before an entry without a summary
+    /// is complete.
+    pub grace_s: i64,
+    /// Seconds a closed entry waits for stragglers before it is released.
+    pub settle_s: i64,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig { grace_s: 120, settle_s: 120 }
+    }
+}
+
+/// What became of one pushed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    New,
+    Duplicate,
+    /// The entry was already released; the event changes nothing that was planned.
+    Late,
+}
+
+/// An entry ready to be planned.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub events: EntryEvents,
+    pub completed_by: CompletedBy,
+    /// The tracker clock when the entry closed.
+    pub closed_at: i64,
+}
+
+#[derive(Debug)]
+struct Open {
+    events: EntryEvents,
+    closed: Option<(i64, CompletedBy)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Tracker {
+    config: TrackerConfig,
+    clock: i64,
+    open: HashMap<String, Open>,
+    /// Closed entries in order of closing, waiting out the settle window.
+    settling: VecDeque<String>,
+    /// (deadline, entry) candidates for the grace period; checked lazily when popped.
+    grace: BinaryHeap<Reverse<(i64, String)>>,
+    released: HashSet<String>,
+    late: u64,
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig) -> Self {
+        Tracker { config, clock: i64::MIN, ..Default::default() }
+    }
+
+    pub fn clock(&self) -> i64 {
+        self.clock
+    }
+
+    /// Entries still open or settling.
+    pub fn in_flight(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Events that arrived for entries already released.
+    pub fn late_events(&self) -> u64 {
+        self.late
+    }
+
+    /// Folds one event in. Does not move the clock: call [`Tracker::advance`] for that.
+    pub fn push(&mut self, event: PbxEvent) -> Accepted {
+        let entry_id = event.entry_id();
+        if self.released.contains(entry_id) {
+            self.late += 1;
+            return Accepted::Late;
+        }
+        let is_summary = matches!(event, PbxEvent::Summary(_));
+        let open = match self.open.get_mut(entry_id) {
+            Some(open) => open,
+            None => {
+                let id = entry_id.to_string();
+                self.open.entry(id.clone()).or_insert(Open { events: EntryEvents::new(id), closed: None })
+            }
+        };
+        let pushed = open.events.push(event);
+        if open.closed.is_none() {
+            if is_summary {
+                open.closed = Some((self.clock, CompletedBy::Summary));
+                self.settling.push_back(open.events.entry_id.clone());
+            } else if open.events.all_legs_disconnected() {
+                let deadline = open.events.last_activity.saturating_add(self.config.grace_s);
+                self.grace.push(Reverse((deadline, open.events.entry_id.clone())));
+            }
+        }
+        match pushed {
+            Pushed::New => Accepted::New,
+            Pushed::Duplicate => Accepted::Duplicate,
+        }
+    }
+
+    /// Moves the clock forward (never back) and returns the entries released by it, in order
+    /// of closing.
+    pub fn advance(&mut self, now: i64) -> Vec<Completed> {
+        self.clock = self.clock.max(now);
+        self.close_quiet_entries();
+        let mut out = Vec::new();
+        while let Some(id) = self.settling.front() {
+            let closed_at = self.open.get(id).and_then(|o| o.closed).map(|c| c.0).unwrap_or(i64::MIN);
+            if closed_at.saturating_add(self.config.settle_s) > self.clock {
+                break;
+            }
+            let id = self.settling.pop_front().expect("front exists");
+            out.extend(self.release(id));
+        }
+        out
+    }
+
+    /// The end of the input: every closed entry is released, and every entry whose legs are all
+    /// disconnected is complete (A4). Returns them and the ids of entries still in progress.
+    pub fn finish(mut self) -> (Vec<Completed>, Vec<String>) {
+        let mut out: Vec<Completed> = Vec::new();
+        while let Some(id) = self.settling.pop_front() {
+            out.extend(self.release(id));
+        }
+        let mut rest: Vec<(i64, String)> = self.open.values().map(|o| (o.events.last_activity, o.events.entry_id.clone())).collect();
+        rest.sort();
+        let mut unfinished = Vec::new();
+        for (_, id) in rest {
+            let open = &self.open[&id];
+            if open.events.all_legs_disconnected() {
+                let open = self.open.remove(&id).expect("listed");
+                out.push(Completed { events: open.events, completed_by: CompletedBy::EndOfInput, closed_at: self.clock });
+            } else {
+                unfinished.push(id);
+            }
+        }
+        (out, unfinished)
+    }
+
+    fn close_quiet_entries(&mut self) {
+        while let Some(Reverse((deadline, _))) = self.grace.peek() {
+            if *deadline > self.clock {
+                break;
+            }
+            let Reverse((_, id)) = self.grace.pop().expect("peeked");
+            let Some(open) = self.open.get_mut(&id) else { continue };
+            let quiet = open.events.last_activity.saturating_add(self.config.grace_s) <= self.clock;
+            if open.closed.is_none() && quiet && open.events.all_legs_disconnected() {
+                open.closed = Some((self.clock, CompletedBy::Grace));
+                self.settling.push_back(id);
+            }
+        }
+    }
+
+    fn release(&mut self, id: String) -> Option<Completed> {
+        let open = self.open.remove(&id)?;
+        let (closed_at, completed_by) = open.closed?;
+        self.released.insert(id);
+        Some(Completed { events: open.events, completed_by, closed_at })
+    }
+}
