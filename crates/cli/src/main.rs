@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "callbridge", version, about = "Mango Office VPBX to amoCRM call integration")]
+#[command(
+    name = "callbridge",
+    version,
+    about = "Mango Office VPBX to amoCRM call integration"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

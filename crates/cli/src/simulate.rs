@@ -60,11 +60,25 @@ struct Stats {
 
 pub fn run(args: &Args) -> Result<()> {
     let settings = load_settings(&args.settings)?;
-    let file = File::open(&args.events).with_context(|| format!("{}: cannot open", args.events.display()))?;
+    let file = File::open(&args.events)
+        .with_context(|| format!("{}: cannot open", args.events.display()))?;
     let stdout = io::stdout();
-    let mut out = Output { writer: BufWriter::with_capacity(1 << 16, stdout.lock()), first: true, pretty: args.pretty };
-    let config = TrackerConfig { grace_s: args.grace_seconds, settle_s: args.settle_seconds };
-    let stats = simulate(&settings, BufReader::with_capacity(1 << 20, file), &args.events, config, &mut out)?;
+    let mut out = Output {
+        writer: BufWriter::with_capacity(1 << 16, stdout.lock()),
+        first: true,
+        pretty: args.pretty,
+    };
+    let config = TrackerConfig {
+        grace_s: args.grace_seconds,
+        settle_s: args.settle_seconds,
+    };
+    let stats = simulate(
+        &settings,
+        BufReader::with_capacity(1 << 20, file),
+        &args.events,
+        config,
+        &mut out,
+    )?;
     out.finish(&stats)?;
     for id in &stats.unfinished {
         eprintln!("callbridge: warning: entry {id} still had a leg up at the end of the input; not planned");
@@ -73,11 +87,18 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 pub fn load_settings(path: &Path) -> Result<ValidSettings> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     ValidSettings::parse_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-fn simulate(settings: &ValidSettings, input: impl BufRead, name: &Path, config: TrackerConfig, out: &mut Output<impl Write>) -> Result<Stats> {
+fn simulate(
+    settings: &ValidSettings,
+    input: impl BufRead,
+    name: &Path,
+    config: TrackerConfig,
+    out: &mut Output<impl Write>,
+) -> Result<Stats> {
     let mut tracker = Tracker::new(config);
     let mut stats = Stats::default();
     let emit = |done: Vec<Completed>, stats: &mut Stats, out: &mut Output<_>| -> Result<()> {
@@ -85,7 +106,10 @@ fn simulate(settings: &ValidSettings, input: impl BufRead, name: &Path, config: 
             stats.duplicates += c.events.duplicates;
             stats.entries += 1;
             let plan = policy::plan(settings, &c.events.assemble());
-            out.entry(&OutputEntry { plan: &plan, completed_by: c.completed_by })?;
+            out.entry(&OutputEntry {
+                plan: &plan,
+                completed_by: c.completed_by,
+            })?;
         }
         Ok(())
     };
@@ -96,21 +120,29 @@ fn simulate(settings: &ValidSettings, input: impl BufRead, name: &Path, config: 
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: Line = serde_json::from_str(&line)
-            .map_err(|e| anyhow::anyhow!("{}:{number}: not a webhook line ({{\"path\": ..., \"json\": ...}}): {e}", name.display()))?;
+        let parsed: Line = serde_json::from_str(&line).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{number}: not a webhook line ({{\"path\": ..., \"json\": ...}}): {e}",
+                name.display()
+            )
+        })?;
         // `json` may be the decoded object or, as posted, a string holding it.
         let raw = parsed.json.get();
         let text: std::borrow::Cow<str> = if raw.starts_with('"') {
-            serde_json::from_str::<String>(raw).map_err(|e| anyhow::anyhow!("{}:{number}: {e}", name.display()))?.into()
+            serde_json::from_str::<String>(raw)
+                .map_err(|e| anyhow::anyhow!("{}:{number}: {e}", name.display()))?
+                .into()
         } else {
             raw.into()
         };
         match parse_event(&parsed.path, &text) {
             Ok(Webhook::Event(event)) => {
                 stats.events += 1;
-                let done = tracker.advance(event.timestamp());
-                emit(done, &mut stats, out)?;
+                // Fold first, then move the clock: the event that moves the clock must count
+                // as activity of its own entry before any grace period is judged.
+                let now = event.timestamp();
                 tracker.push(event);
+                emit(tracker.advance(now), &mut stats, out)?;
             }
             Ok(_) => stats.ignored_paths += 1,
             Err(e) => bail!("{}:{number}: {e}", name.display()),
@@ -134,7 +166,11 @@ impl<W: Write> Output<W> {
     fn entry(&mut self, entry: &OutputEntry) -> Result<()> {
         let w = &mut self.writer;
         if self.first {
-            w.write_all(if self.pretty { b"{\n  \"entries\": [\n" } else { b"{\"entries\":[" })?;
+            w.write_all(if self.pretty {
+                b"{\n  \"entries\": [\n"
+            } else {
+                b"{\"entries\":["
+            })?;
             self.first = false;
         } else {
             w.write_all(if self.pretty { b",\n" } else { b"," })?;
@@ -157,12 +193,20 @@ impl<W: Write> Output<W> {
     fn finish(mut self, stats: &Stats) -> Result<()> {
         let w = &mut self.writer;
         if self.first {
-            w.write_all(if self.pretty { b"{\n  \"entries\": [" } else { b"{\"entries\":[" })?;
+            w.write_all(if self.pretty {
+                b"{\n  \"entries\": ["
+            } else {
+                b"{\"entries\":["
+            })?;
         }
         if self.pretty {
-            write!(w, "\n  ],\n  \"stats\": {}\n}}\n", serde_json::to_string_pretty(stats)?.replace('\n', "\n  "))?;
+            write!(
+                w,
+                "\n  ],\n  \"stats\": {}\n}}\n",
+                serde_json::to_string_pretty(stats)?.replace('\n', "\n  ")
+            )?;
         } else {
-            write!(w, "],\"stats\":{}}}\n", serde_json::to_string(stats)?)?;
+            writeln!(w, "],\"stats\":{}}}", serde_json::to_string(stats)?)?;
         }
         w.flush()?;
         Ok(())

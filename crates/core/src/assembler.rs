@@ -43,7 +43,10 @@ pub enum Pushed {
 
 impl EntryEvents {
     pub fn new(entry_id: impl Into<String>) -> Self {
-        EntryEvents { entry_id: entry_id.into(), ..Default::default() }
+        EntryEvents {
+            entry_id: entry_id.into(),
+            ..Default::default()
+        }
     }
 
     /// Folds one event of this entry in. Events of other entries are the caller's mistake and are
@@ -78,7 +81,12 @@ impl EntryEvents {
             },
             PbxEvent::Recording(rec) => {
                 let facts = self.recordings.entry(rec.recording_id.clone()).or_default();
-                let key = (rec.timestamp, rec.seq, rec.call_id.clone(), rec.extension.clone());
+                let key = (
+                    rec.timestamp,
+                    rec.seq,
+                    rec.call_id.clone(),
+                    rec.extension.clone(),
+                );
                 let mut new = false;
                 if facts.first.as_ref().is_none_or(|f| key < *f) {
                     facts.first = Some(key);
@@ -86,7 +94,11 @@ impl EntryEvents {
                 }
                 if rec.recording_state == RecordingState::Completed {
                     let ok = rec.completion_code.is_none_or(|c| c == 1000);
-                    let flag = if ok { &mut facts.completed_ok } else { &mut facts.completed_failed };
+                    let flag = if ok {
+                        &mut facts.completed_ok
+                    } else {
+                        &mut facts.completed_failed
+                    };
                     new |= !*flag;
                     *flag = true;
                 }
@@ -136,10 +148,11 @@ impl EntryEvents {
     /// True when every known leg's last event (by `seq`) is `Disconnected` (A4).
     pub fn all_legs_disconnected(&self) -> bool {
         !self.legs.is_empty()
-            && self
-                .legs
-                .values()
-                .all(|events| events.last().is_some_and(|e| e.call_state == CallState::Disconnected))
+            && self.legs.values().all(|events| {
+                events
+                    .last()
+                    .is_some_and(|e| e.call_state == CallState::Disconnected)
+            })
     }
 
     pub fn call_event_count(&self) -> usize {
@@ -159,10 +172,16 @@ fn call_order(e: &CallEvent) -> (u64, i64, CallState) {
 /// A content-only ranking of two deliveries of the same leg event.
 fn richness(e: &CallEvent) -> (usize, String) {
     let count = |p: &Party| {
-        [&p.extension, &p.number, &p.taken_from_call_id, &p.line_number, &p.acd_group]
-            .iter()
-            .filter(|f| f.is_some())
-            .count()
+        [
+            &p.extension,
+            &p.number,
+            &p.taken_from_call_id,
+            &p.line_number,
+            &p.acd_group,
+        ]
+        .iter()
+        .filter(|f| f.is_some())
+        .count()
     };
     (count(&e.from) + count(&e.to), format!("{e:?}"))
 }
@@ -245,14 +264,23 @@ enum Side {
 }
 
 fn classify(p: &Party, is_to: bool, location: &Location) -> Side {
-    if let Some(ext) = p.extension.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+    if let Some(ext) = p
+        .extension
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
         return Side::Employee(ext.to_string());
     }
     let Some(number) = p.number.as_deref().and_then(phone::normalize) else {
         return Side::Unknown;
     };
     if is_to {
-        let on_line = p.line_number.as_deref().and_then(phone::normalize).is_some_and(|l| l == number);
+        let on_line = p
+            .line_number
+            .as_deref()
+            .and_then(phone::normalize)
+            .is_some_and(|l| l == number);
         if matches!(location, Location::Ivr | Location::Queue) || on_line {
             return Side::Pbx;
         }
@@ -263,7 +291,9 @@ fn classify(p: &Party, is_to: bool, location: &Location) -> Side {
 /// The employee and client of a pair of sides, when it is a conversation with the client.
 fn client_pair(a: &Side, b: &Side) -> Option<(String, String)> {
     match (a, b) {
-        (Side::Employee(e), Side::Client(c)) | (Side::Client(c), Side::Employee(e)) => Some((e.clone(), c.clone())),
+        (Side::Employee(e), Side::Client(c)) | (Side::Client(c), Side::Employee(e)) => {
+            Some((e.clone(), c.clone()))
+        }
         _ => None,
     }
 }
@@ -309,7 +339,12 @@ fn assemble(ev: &EntryEvents) -> Assembly {
             if e.location == Location::Queue {
                 via_queue = true;
             }
-            if let Some(g) = e.to.acd_group.as_deref().map(str::trim).filter(|g| !g.is_empty()) {
+            if let Some(g) =
+                e.to.acd_group
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+            {
                 if group.as_deref().is_none_or(|old| g < old) {
                     group = Some(g.to_string());
                 }
@@ -353,10 +388,18 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                         on_hold = None; // resumed after a hold: the hold belongs to it
                     } else {
                         if let Some((employee, _client, start, start_seq)) = connected.take() {
-                            intervals.push(Interval { call_id: call_id.clone(), employee, start, start_seq, end: e.timestamp, hold_at_end: None });
+                            intervals.push(Interval {
+                                call_id: call_id.clone(),
+                                employee,
+                                start,
+                                start_seq,
+                                end: e.timestamp,
+                                hold_at_end: None,
+                            });
                         }
                         on_hold = None;
-                        connected = pair.map(|(employee, client)| (employee, client, e.timestamp, e.seq));
+                        connected =
+                            pair.map(|(employee, client)| (employee, client, e.timestamp, e.seq));
                     }
                 }
                 CallState::OnHold => {
@@ -366,7 +409,14 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                 }
                 CallState::Appeared | CallState::Disconnected => {
                     if let Some((employee, _client, start, start_seq)) = connected.take() {
-                        intervals.push(Interval { call_id: call_id.clone(), employee, start, start_seq, end: e.timestamp, hold_at_end: on_hold });
+                        intervals.push(Interval {
+                            call_id: call_id.clone(),
+                            employee,
+                            start,
+                            start_seq,
+                            end: e.timestamp,
+                            hold_at_end: on_hold,
+                        });
                     }
                     on_hold = None;
                     if e.call_state == CallState::Disconnected {
@@ -382,8 +432,18 @@ fn assemble(ev: &EntryEvents) -> Assembly {
         }
         // A leg whose Disconnected never came: its conversation lasts to the entry's end.
         if let Some((employee, _client, start, start_seq)) = connected {
-            let end = summary.map(|s| s.end_time).filter(|&t| t >= start).unwrap_or(i64::MIN);
-            intervals.push(Interval { call_id: call_id.clone(), employee, start, start_seq, end, hold_at_end: on_hold });
+            let end = summary
+                .map(|s| s.end_time)
+                .filter(|&t| t >= start)
+                .unwrap_or(i64::MIN);
+            intervals.push(Interval {
+                call_id: call_id.clone(),
+                employee,
+                start,
+                start_seq,
+                end,
+                hold_at_end: on_hold,
+            });
         }
     }
     if let Some(s) = summary {
@@ -409,15 +469,23 @@ fn assemble(ev: &EntryEvents) -> Assembly {
 
     // A2: a conversation that ended on hold ends when the hold began if the client went on to
     // another leg (a transfer away); otherwise the client hung up while held, and the hold counts.
-    let starts: Vec<(String, i64)> = intervals.iter().map(|i| (i.call_id.clone(), i.start)).collect();
+    let starts: Vec<(String, i64)> = intervals
+        .iter()
+        .map(|i| (i.call_id.clone(), i.start))
+        .collect();
     for iv in &mut intervals {
         if let Some(hold) = iv.hold_at_end {
-            if starts.iter().any(|(leg, start)| *leg != iv.call_id && *start >= hold) {
+            if starts
+                .iter()
+                .any(|(leg, start)| *leg != iv.call_id && *start >= hold)
+            {
                 iv.end = hold;
             }
         }
     }
-    intervals.sort_by(|a, b| (a.start, a.start_seq, &a.call_id).cmp(&(b.start, b.start_seq, &b.call_id)));
+    intervals.sort_by(|a, b| {
+        (a.start, a.start_seq, &a.call_id).cmp(&(b.start, b.start_seq, &b.call_id))
+    });
 
     // A5: the direction; the client.
     let summary_client = summary.and_then(|s| match s.call_direction {
@@ -425,7 +493,10 @@ fn assemble(ev: &EntryEvents) -> Assembly {
         SummaryDirection::Outbound => s.to.number.as_deref().and_then(phone::normalize),
         _ => None,
     });
-    let client_phone = first_client.as_ref().map(|f| f.4.clone()).or(summary_client);
+    let client_phone = first_client
+        .as_ref()
+        .map(|f| f.4.clone())
+        .or(summary_client);
     let direction = if client_phone.is_none() {
         Direction::Internal
     } else {
@@ -462,7 +533,11 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                 started_at: iv.start,
                 ended_at: iv.end,
                 duration_s: (iv.end - iv.start).max(0),
-                direction: if index == 0 { direction } else { Direction::Inbound },
+                direction: if index == 0 {
+                    direction
+                } else {
+                    Direction::Inbound
+                },
                 received_by_transfer: index > 0,
                 recording_id: None,
             });
@@ -505,31 +580,48 @@ fn assemble(ev: &EntryEvents) -> Assembly {
         } else {
             MissedKind::Personal
         };
-        Some(Missed { kind, offered, group })
+        Some(Missed {
+            kind,
+            offered,
+            group,
+        })
     };
 
     Assembly {
         entry_id: ev.entry_id.clone(),
         direction,
-        client_phone: if direction == Direction::Internal { None } else { client_phone },
+        client_phone: if direction == Direction::Internal {
+            None
+        } else {
+            client_phone
+        },
         line_number,
         started_at,
         ended_at,
         conversations,
         missed,
         participants,
-        disconnect_reason: summary.and_then(|s| s.disconnect_reason).or(last_disconnect.map(|d| d.2)),
+        disconnect_reason: summary
+            .and_then(|s| s.disconnect_reason)
+            .or(last_disconnect.map(|d| d.2)),
         has_summary: summary.is_some(),
     }
 }
 
 fn summary_employee(s: &SummaryEvent, direction: Direction) -> Option<String> {
-    let party = if direction == Direction::Outbound { &s.from } else { &s.to };
+    let party = if direction == Direction::Outbound {
+        &s.from
+    } else {
+        &s.to
+    };
     party.extension.clone().filter(|e| !e.trim().is_empty())
 }
 
 /// When the leg events are lost but the summary says somebody talked (A4: a call is never lost).
-fn conversation_from_summary(summary: Option<&SummaryEvent>, direction: Direction) -> Option<Conversation> {
+fn conversation_from_summary(
+    summary: Option<&SummaryEvent>,
+    direction: Direction,
+) -> Option<Conversation> {
     let s = summary?;
     if s.talk_time <= 0 || s.entry_result == Some(0) {
         return None;
@@ -557,7 +649,11 @@ fn recording_spans(ev: &EntryEvents) -> Vec<RecordingSpan> {
         .iter()
         // A recording the PBX reported as not saved (too short, account limits) has no file.
         .filter(|(_, f)| f.stored || f.completed_ok || !f.completed_failed)
-        .filter_map(|(id, f)| f.first.as_ref().map(|(t, _, call, ext)| (*t, id.clone(), call.clone(), ext.clone())))
+        .filter_map(|(id, f)| {
+            f.first
+                .as_ref()
+                .map(|(t, _, call, ext)| (*t, id.clone(), call.clone(), ext.clone()))
+        })
         .collect();
     spans.sort();
     spans
@@ -571,7 +667,12 @@ fn attach_recordings(conversations: &mut [Conversation], recordings: &[Recording
             let employee = ext.as_deref().is_none_or(|e| e == c.employee_extension);
             let leg = call_id.as_deref() == Some(c.call_id.as_str());
             let within = *t >= c.started_at - 1 && *t <= c.ended_at;
-            (employee && within && leg, employee && within, employee && leg, employee)
+            (
+                employee && within && leg,
+                employee && within,
+                employee && leg,
+                employee,
+            )
         };
         let best = conversations
             .iter()

@@ -35,7 +35,12 @@ mod tests {
 
     #[test]
     fn russian_forms_fold_to_one_number() {
-        for raw in ["79161234567", "+7 (916) 123-45-67", "8 916 123 45 67", "9161234567"] {
+        for raw in [
+            "79161234567",
+            "+7 (916) 123-45-67",
+            "8 916 123 45 67",
+            "9161234567",
+        ] {
             assert_eq!(normalize(raw).as_deref(), Some("79161234567"), "{raw}");
         }
     }
@@ -50,7 +55,10 @@ mod tests {
 
     #[test]
     fn foreign_numbers_keep_their_digits() {
-        assert_eq!(normalize("+44 20 7946 0958").as_deref(), Some("442079460958"));
+        assert_eq!(
+            normalize("+44 20 7946 0958").as_deref(),
+            Some("442079460958")
+        );
         assert_eq!(last_ten("442079460958"), "2079460958");
     }
 }

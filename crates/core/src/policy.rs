@@ -10,7 +10,11 @@ pub fn plan(settings: &ValidSettings, a: &Assembly) -> EntryPlan {
     let mut plan = EntryPlan {
         entry_id: a.entry_id.clone(),
         direction: a.direction,
-        outcome: if a.conversations.is_empty() { Outcome::Missed } else { Outcome::Answered },
+        outcome: if a.conversations.is_empty() {
+            Outcome::Missed
+        } else {
+            Outcome::Answered
+        },
         missed_kind: a.missed.as_ref().map(|m| m.kind),
         client_phone: a.client_phone.clone(),
         line_number: a.line_number.clone(),
@@ -23,7 +27,11 @@ pub fn plan(settings: &ValidSettings, a: &Assembly) -> EntryPlan {
     };
     if a.direction == Direction::Internal {
         // A5: internal calls are never written, and show no card (C1).
-        plan.outcome = if a.participants.len() > 1 || a.has_summary { Outcome::Answered } else { Outcome::Missed };
+        plan.outcome = if a.participants.len() > 1 || a.has_summary {
+            Outcome::Answered
+        } else {
+            Outcome::Missed
+        };
         plan.reasons.push(Rule::A5);
         return plan;
     }
@@ -41,7 +49,11 @@ pub fn plan(settings: &ValidSettings, a: &Assembly) -> EntryPlan {
 /// C1 = R6: the card goes to the CRM users of mapped employees who rang, talked or were
 /// consulted; never to unmapped ones, whatever "Save all calls" says.
 fn cards(settings: &ValidSettings, a: &Assembly) -> Vec<CrmUserId> {
-    let users: BTreeSet<CrmUserId> = a.participants.iter().filter_map(|ext| settings.crm_user_of(ext)).collect();
+    let users: BTreeSet<CrmUserId> = a
+        .participants
+        .iter()
+        .filter_map(|ext| settings.crm_user_of(ext))
+        .collect();
     users.into_iter().collect()
 }
 
@@ -57,7 +69,11 @@ fn attribute(settings: &ValidSettings, extension: &str) -> Result<(CrmUserId, Ru
 }
 
 fn plan_conversations(settings: &ValidSettings, a: &Assembly, plan: &mut EntryPlan) {
-    let mapped: Vec<bool> = a.conversations.iter().map(|c| settings.crm_user_of(&c.employee_extension).is_some()).collect();
+    let mapped: Vec<bool> = a
+        .conversations
+        .iter()
+        .map(|c| settings.crm_user_of(&c.employee_extension).is_some())
+        .collect();
     let save_all = settings.fallback_user().is_some();
     for (i, conv) in a.conversations.iter().enumerate() {
         let mut transfer = Vec::new();
@@ -78,7 +94,8 @@ fn plan_conversations(settings: &ValidSettings, a: &Assembly, plan: &mut EntryPl
             Ok((user, rule)) => {
                 let mut reasons = vec![rule];
                 reasons.extend(transfer);
-                plan.records.push(conversation_record(settings, a, conv, user, reasons));
+                plan.records
+                    .push(conversation_record(settings, a, conv, user, reasons));
             }
             Err(rule) => plan.ignored.push(Ignored {
                 conversation: Some(conv.index),
@@ -93,7 +110,11 @@ fn plan_conversations(settings: &ValidSettings, a: &Assembly, plan: &mut EntryPl
         .records
         .iter()
         .position(|r| r.reasons.contains(&Rule::P1))
-        .or(if plan.records.is_empty() { None } else { Some(0) });
+        .or(if plan.records.is_empty() {
+            None
+        } else {
+            Some(0)
+        });
     if let Some(i) = creator {
         make_creator(settings, &mut plan.records[i]);
     }
@@ -102,7 +123,13 @@ fn plan_conversations(settings: &ValidSettings, a: &Assembly, plan: &mut EntryPl
     }
 }
 
-fn conversation_record(settings: &ValidSettings, a: &Assembly, conv: &Conversation, user: CrmUserId, mut reasons: Vec<Rule>) -> CallRecord {
+fn conversation_record(
+    settings: &ValidSettings,
+    a: &Assembly,
+    conv: &Conversation,
+    user: CrmUserId,
+    mut reasons: Vec<Rule>,
+) -> CallRecord {
     let transcript = conv.recording_id.is_some() && settings.settings().speech_analytics.save;
     if conv.recording_id.is_some() {
         reasons.push(Rule::C3);
@@ -137,7 +164,11 @@ fn make_creator(settings: &ValidSettings, record: &mut CallRecord) {
         _ => (EntitySettings::Incoming, calls.incoming),
     };
     record.creates_entities = true;
-    record.entities = Some(Entities { settings: kind, rules, responsible_crm_user_id: record.crm_user_id });
+    record.entities = Some(Entities {
+        settings: kind,
+        rules,
+        responsible_crm_user_id: record.crm_user_id,
+    });
     record.reasons.push(Rule::P4);
 }
 
@@ -154,7 +185,13 @@ fn plan_missed(settings: &ValidSettings, a: &Assembly, missed: &Missed, plan: &m
             };
             employee = owner.clone();
             let group = &calls.missed_group;
-            decision = match (group.responsible_enabled.then_some(group.responsible_crm_user_id).flatten(), owner) {
+            decision = match (
+                group
+                    .responsible_enabled
+                    .then_some(group.responsible_crm_user_id)
+                    .flatten(),
+                owner,
+            ) {
                 (Some(user), _) => Ok((user, vec![Rule::M1])),
                 // No employee was offered the call (all busy or away): nobody it "ended on".
                 (None, None) => Err(vec![Rule::M2]),
@@ -184,7 +221,11 @@ fn plan_missed(settings: &ValidSettings, a: &Assembly, missed: &Missed, plan: &m
         }
     }
     match decision {
-        Err(reasons) => plan.ignored.push(Ignored { conversation: None, employee_extension: employee, reasons: sorted(reasons) }),
+        Err(reasons) => plan.ignored.push(Ignored {
+            conversation: None,
+            employee_extension: employee,
+            reasons: sorted(reasons),
+        }),
         Ok((user, reasons)) => {
             let mut record = CallRecord {
                 conversation: None,
@@ -248,7 +289,11 @@ fn missed_task(settings: &ValidSettings, a: &Assembly, user: CrmUserId) -> Task 
         responsible_crm_user_id: user,
         prefer_contact_owner: t.assign_to_contact_owner,
         due_at,
-        dedupe_key: format!("{}:{}", a.client_phone.as_deref().unwrap_or(""), civil_date(local_day)),
+        dedupe_key: format!(
+            "{}:{}",
+            a.client_phone.as_deref().unwrap_or(""),
+            civil_date(local_day)
+        ),
     }
 }
 
@@ -279,7 +324,7 @@ mod tests {
     #[test]
     fn civil_dates() {
         assert_eq!(civil_date(0), "1970-01-01");
-        assert_eq!(civil_date(20_415), "2025-11-24");
+        assert_eq!(civil_date(20_416), "2025-11-24");
         assert_eq!(civil_date(-1), "1969-12-31");
     }
 

@@ -105,7 +105,12 @@ pub struct MissedTasks {
 
 impl Default for MissedTasks {
     fn default() -> Self {
-        MissedTasks { enabled: false, assign_to_contact_owner: false, due_minutes: 60, evening_from_hour: 20 }
+        MissedTasks {
+            enabled: false,
+            assign_to_contact_owner: false,
+            due_minutes: 60,
+            evening_from_hour: 20,
+        }
     }
 }
 
@@ -155,9 +160,17 @@ impl Default for Settings {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
     #[error("line {line}, column {column}: {message}")]
-    Syntax { line: usize, column: usize, message: String },
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{key}: {message} [{rule}]")]
-    Rule { key: String, message: String, rule: &'static str },
+    Rule {
+        key: String,
+        message: String,
+        rule: &'static str,
+    },
 }
 
 /// Settings that passed validation, with the mapping table indexed for the policy.
@@ -224,11 +237,19 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> SettingsError {
     };
     // toml's message may span lines; the contract is one line.
     let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
-    SettingsError::Syntax { line, column, message }
+    SettingsError::Syntax {
+        line,
+        column,
+        message,
+    }
 }
 
 fn rule(key: &str, rule: &'static str, message: impl Into<String>) -> SettingsError {
-    SettingsError::Rule { key: key.to_string(), message: message.into(), rule }
+    SettingsError::Rule {
+        key: key.to_string(),
+        message: message.into(),
+        rule,
+    }
 }
 
 fn validate(s: &Settings) -> Result<(), SettingsError> {
@@ -236,14 +257,26 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
     // S2: extended-package settings cannot be switched on in the basic package.
     if s.plan == Plan::Basic {
         let extended_only: [(&str, &str, bool); 4] = [
-            ("calls.save_all_calls.enabled", "\"Save all calls\"", c.save_all_calls.enabled),
+            (
+                "calls.save_all_calls.enabled",
+                "\"Save all calls\"",
+                c.save_all_calls.enabled,
+            ),
             (
                 "calls.missed_group.responsible_enabled",
                 "\"Responsible for missed calls to a group\"",
                 c.missed_group.responsible_enabled,
             ),
-            ("calls.missed_tasks.enabled", "\"Create tasks for missed calls\"", c.missed_tasks.enabled),
-            ("speech_analytics.save", "\"Save speech analytics data\"", s.speech_analytics.save),
+            (
+                "calls.missed_tasks.enabled",
+                "\"Create tasks for missed calls\"",
+                c.missed_tasks.enabled,
+            ),
+            (
+                "speech_analytics.save",
+                "\"Save speech analytics data\"",
+                s.speech_analytics.save,
+            ),
         ];
         for (key, label, on) in extended_only {
             if on {
@@ -278,13 +311,25 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
         ));
     }
     if c.missed_tasks.due_minutes == 0 || c.missed_tasks.due_minutes > 1500 {
-        return Err(rule("calls.missed_tasks.due_minutes", "M5", "must be between 1 and 1500 minutes"));
+        return Err(rule(
+            "calls.missed_tasks.due_minutes",
+            "M5",
+            "must be between 1 and 1500 minutes",
+        ));
     }
     if c.missed_tasks.evening_from_hour > 24 {
-        return Err(rule("calls.missed_tasks.evening_from_hour", "M5", "must be an hour between 0 and 24"));
+        return Err(rule(
+            "calls.missed_tasks.evening_from_hour",
+            "M5",
+            "must be an hour between 0 and 24",
+        ));
     }
     if s.utc_offset_minutes.abs() > 14 * 60 {
-        return Err(rule("utc_offset_minutes", "S0", "must be within -840..=840 minutes"));
+        return Err(rule(
+            "utc_offset_minutes",
+            "S0",
+            "must be within -840..=840 minutes",
+        ));
     }
     // S4: the mapping table is one-to-one.
     let mut extensions = BTreeSet::new();
@@ -292,7 +337,11 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
     for (i, e) in s.employees.iter().enumerate() {
         let ext = e.extension.trim();
         if ext.is_empty() {
-            return Err(rule(&format!("employees[{i}].extension"), "S4", "must not be empty"));
+            return Err(rule(
+                &format!("employees[{i}].extension"),
+                "S4",
+                "must not be empty",
+            ));
         }
         if !extensions.insert(ext.to_string()) {
             return Err(rule(
@@ -325,7 +374,10 @@ mod tests {
         assert_eq!(s.plan, Plan::Extended);
         assert_eq!(s.calls.incoming.new_client, NewClientAction::Contact);
         assert_eq!(s.calls.incoming.repeat_client, RepeatClientAction::Manual);
-        assert_eq!(s.calls.missed_group.owner_when_unset, MissedGroupOwner::First);
+        assert_eq!(
+            s.calls.missed_group.owner_when_unset,
+            MissedGroupOwner::First
+        );
         assert!(!s.calls.save_all_calls.enabled);
         assert!(!s.speech_analytics.save);
         assert_eq!(v.fallback_user(), None);
@@ -333,9 +385,11 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
-        let err = ValidSettings::parse_toml("plan = \"extended\"\n[calls.save_all_calls]\nenabeld = true\n")
-            .unwrap_err()
-            .to_string();
+        let err = ValidSettings::parse_toml(
+            "plan = \"extended\"\n[calls.save_all_calls]\nenabeld = true\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("enabeld"), "{err}");
         assert!(err.starts_with("line 3"), "{err}");
         assert!(!err.contains('\n'));
@@ -343,7 +397,9 @@ mod tests {
 
     #[test]
     fn unknown_value_is_named() {
-        let err = ValidSettings::parse_toml("[calls.incoming]\nnew_client = \"deal\"\n").unwrap_err().to_string();
+        let err = ValidSettings::parse_toml("[calls.incoming]\nnew_client = \"deal\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("deal") && err.starts_with("line 2"), "{err}");
     }
 
@@ -354,27 +410,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, SettingsError::Rule { rule: "S2", .. }));
-        assert!(err.to_string().starts_with("calls.save_all_calls.enabled:"), "{err}");
+        assert!(
+            err.to_string().starts_with("calls.save_all_calls.enabled:"),
+            "{err}"
+        );
     }
 
     #[test]
     fn save_all_calls_without_user_is_refused_s1() {
-        let err = ValidSettings::parse_toml("[calls.save_all_calls]\nenabled = true\n").unwrap_err();
-        assert!(matches!(err, SettingsError::Rule { rule: "S1", .. }), "{err}");
+        let err =
+            ValidSettings::parse_toml("[calls.save_all_calls]\nenabled = true\n").unwrap_err();
+        assert!(
+            matches!(err, SettingsError::Rule { rule: "S1", .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn mapping_must_be_one_to_one_s4() {
         let two_users = "[[employees]]\nextension = \"101\"\ncrm_user_id = 1\n[[employees]]\nextension = \"101\"\ncrm_user_id = 2\n";
-        assert!(ValidSettings::parse_toml(two_users).unwrap_err().to_string().contains("listed twice"));
+        assert!(ValidSettings::parse_toml(two_users)
+            .unwrap_err()
+            .to_string()
+            .contains("listed twice"));
         let shared_user = "[[employees]]\nextension = \"101\"\ncrm_user_id = 1\n[[employees]]\nextension = \"102\"\ncrm_user_id = 1\n";
-        let err = ValidSettings::parse_toml(shared_user).unwrap_err().to_string();
-        assert!(err.starts_with("employees[1].crm_user_id") && err.contains("\"101\""), "{err}");
+        let err = ValidSettings::parse_toml(shared_user)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("employees[1].crm_user_id") && err.contains("\"101\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn listed_without_crm_user_is_unmapped() {
-        let v = ValidSettings::parse_toml("[[employees]]\nextension = \"105\"\nname = \"Anna\"\n").unwrap();
+        let v = ValidSettings::parse_toml("[[employees]]\nextension = \"105\"\nname = \"Anna\"\n")
+            .unwrap();
         assert_eq!(v.crm_user_of("105"), None);
     }
 }

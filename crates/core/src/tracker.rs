@@ -26,7 +26,10 @@ pub struct TrackerConfig {
 
 impl Default for TrackerConfig {
     fn default() -> Self {
-        TrackerConfig { grace_s: 120, settle_s: 120 }
+        TrackerConfig {
+            grace_s: 120,
+            settle_s: 120,
+        }
     }
 }
 
@@ -69,7 +72,11 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(config: TrackerConfig) -> Self {
-        Tracker { config, clock: i64::MIN, ..Default::default() }
+        Tracker {
+            config,
+            clock: i64::MIN,
+            ..Default::default()
+        }
     }
 
     pub fn clock(&self) -> i64 {
@@ -86,7 +93,8 @@ impl Tracker {
         self.late
     }
 
-    /// Folds one event in. Does not move the clock: call [`Tracker::advance`] for that.
+    /// Folds one event in. Does not move the clock: call [`Tracker::advance`] after it (folding
+    /// first means the event counts as activity before any grace period is judged).
     pub fn push(&mut self, event: PbxEvent) -> Accepted {
         let entry_id = event.entry_id();
         if self.released.contains(entry_id) {
@@ -94,21 +102,29 @@ impl Tracker {
             return Accepted::Late;
         }
         let is_summary = matches!(event, PbxEvent::Summary(_));
+        let closed_at = self.clock.max(event.timestamp());
         let open = match self.open.get_mut(entry_id) {
             Some(open) => open,
             None => {
                 let id = entry_id.to_string();
-                self.open.entry(id.clone()).or_insert(Open { events: EntryEvents::new(id), closed: None })
+                self.open.entry(id.clone()).or_insert(Open {
+                    events: EntryEvents::new(id),
+                    closed: None,
+                })
             }
         };
         let pushed = open.events.push(event);
         if open.closed.is_none() {
             if is_summary {
-                open.closed = Some((self.clock, CompletedBy::Summary));
+                open.closed = Some((closed_at, CompletedBy::Summary));
                 self.settling.push_back(open.events.entry_id.clone());
             } else if open.events.all_legs_disconnected() {
-                let deadline = open.events.last_activity.saturating_add(self.config.grace_s);
-                self.grace.push(Reverse((deadline, open.events.entry_id.clone())));
+                let deadline = open
+                    .events
+                    .last_activity
+                    .saturating_add(self.config.grace_s);
+                self.grace
+                    .push(Reverse((deadline, open.events.entry_id.clone())));
             }
         }
         match pushed {
@@ -124,7 +140,12 @@ impl Tracker {
         self.close_quiet_entries();
         let mut out = Vec::new();
         while let Some(id) = self.settling.front() {
-            let closed_at = self.open.get(id).and_then(|o| o.closed).map(|c| c.0).unwrap_or(i64::MIN);
+            let closed_at = self
+                .open
+                .get(id)
+                .and_then(|o| o.closed)
+                .map(|c| c.0)
+                .unwrap_or(i64::MIN);
             if closed_at.saturating_add(self.config.settle_s) > self.clock {
                 break;
             }
@@ -141,14 +162,22 @@ impl Tracker {
         while let Some(id) = self.settling.pop_front() {
             out.extend(self.release(id));
         }
-        let mut rest: Vec<(i64, String)> = self.open.values().map(|o| (o.events.last_activity, o.events.entry_id.clone())).collect();
+        let mut rest: Vec<(i64, String)> = self
+            .open
+            .values()
+            .map(|o| (o.events.last_activity, o.events.entry_id.clone()))
+            .collect();
         rest.sort();
         let mut unfinished = Vec::new();
         for (_, id) in rest {
             let open = &self.open[&id];
             if open.events.all_legs_disconnected() {
                 let open = self.open.remove(&id).expect("listed");
-                out.push(Completed { events: open.events, completed_by: CompletedBy::EndOfInput, closed_at: self.clock });
+                out.push(Completed {
+                    events: open.events,
+                    completed_by: CompletedBy::EndOfInput,
+                    closed_at: self.clock,
+                });
             } else {
                 unfinished.push(id);
             }
@@ -162,8 +191,14 @@ impl Tracker {
                 break;
             }
             let Reverse((_, id)) = self.grace.pop().expect("peeked");
-            let Some(open) = self.open.get_mut(&id) else { continue };
-            let quiet = open.events.last_activity.saturating_add(self.config.grace_s) <= self.clock;
+            let Some(open) = self.open.get_mut(&id) else {
+                continue;
+            };
+            let quiet = open
+                .events
+                .last_activity
+                .saturating_add(self.config.grace_s)
+                <= self.clock;
             if open.closed.is_none() && quiet && open.events.all_legs_disconnected() {
                 open.closed = Some((self.clock, CompletedBy::Grace));
                 self.settling.push_back(id);
@@ -175,6 +210,10 @@ impl Tracker {
         let open = self.open.remove(&id)?;
         let (closed_at, completed_by) = open.closed?;
         self.released.insert(id);
-        Some(Completed { events: open.events, completed_by, closed_at })
+        Some(Completed {
+            events: open.events,
+            completed_by,
+            closed_at,
+        })
     }
 }

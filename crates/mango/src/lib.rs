@@ -17,6 +17,4 @@ pub mod sign;
 pub mod webhook;
 
 pub use sign::{sign, verify};
-pub use webhook::{
-    is_event_path, normalize_path, parse_event, parse_value, Webhook, WebhookError,
-};
+pub use webhook::{is_event_path, normalize_path, parse_event, parse_value, Webhook, WebhookError};

@@ -73,7 +73,13 @@ mod tests {
         let mixed: String = EXPECTED
             .chars()
             .enumerate()
-            .map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c })
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
             .collect();
         assert!(verify(KEY, JSON, SALT, &mixed));
     }

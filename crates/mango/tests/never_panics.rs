@@ -53,6 +53,30 @@ const KEYS: &[&str] = &[
     "unknown",
 ];
 
+/// One valid payload per event path.
+const VALID: &[(&str, &str)] = &[
+    (
+        "events/call",
+        r#"{"entry_id":"E","call_id":"C","timestamp":1,"seq":1,"call_state":"Appeared","location":"ivr","from":{"number":"1"},"to":{"extension":"2"}}"#,
+    ),
+    (
+        "events/summary",
+        r#"{"entry_id":"E","call_direction":1,"to":{"extension":"2"}}"#,
+    ),
+    (
+        "events/recording",
+        r#"{"entry_id":"E","recording_id":"R","recording_state":"Started","seq":1,"timestamp":1}"#,
+    ),
+    (
+        "events/record/added",
+        r#"{"entry_id":"E","recording_id":"R","user_id":1}"#,
+    ),
+    (
+        "events/record/tagged",
+        r#"{"entry_id":"E","recording_id":"R","product_id":1}"#,
+    ),
+];
+
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(Value::Null),
@@ -82,16 +106,14 @@ fn value() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(4, 48, 8, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((prop::sample::select(KEYS), inner), 0..12).prop_map(
-                |pairs| {
-                    Value::Object(
-                        pairs
-                            .into_iter()
-                            .map(|(k, v)| (k.to_owned(), v))
-                            .collect::<Map<_, _>>(),
-                    )
-                }
-            ),
+            prop::collection::vec((prop::sample::select(KEYS), inner), 0..12).prop_map(|pairs| {
+                Value::Object(
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect::<Map<_, _>>(),
+                )
+            }),
         ]
     })
 }
@@ -103,10 +125,6 @@ fn check_agreement(path: &str, v: &Value) {
     let text = v.to_string();
     let decoded: Value = serde_json::from_str(&text).expect("serde_json reads its own output");
     assert_eq!(parse_event(path, &text), parse_value(path, &decoded));
-    // Away from floats, the decoded value is the original.
-    if decoded == *v {
-        assert_eq!(from_value, parse_value(path, &decoded));
-    }
     if let Err(e) = &from_value {
         let text = e.to_string();
         assert!(!text.contains('\n'), "{text}");
@@ -115,7 +133,7 @@ fn check_agreement(path: &str, v: &Value) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn arbitrary_values_never_panic(path in prop::sample::select(PATHS), v in value()) {
@@ -129,6 +147,29 @@ proptest! {
     ) {
         let obj = Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
         check_agreement(path, &obj);
+    }
+
+    /// Start from a valid payload and replace one field with anything: the result is an event, or
+    /// an error about exactly that field (or a field nested in it).
+    #[test]
+    fn one_bad_field_is_the_one_blamed(
+        which in 0..VALID.len(),
+        key in prop::sample::select(KEYS),
+        v in value(),
+    ) {
+        let (path, base) = VALID[which];
+        let mut obj: Value = serde_json::from_str(base).unwrap();
+        obj.as_object_mut().unwrap().insert(key.to_owned(), v);
+        match parse_value(path, &obj) {
+            Ok(w) => prop_assert!(w.event().is_some()),
+            Err(e) => {
+                let field = e.field().unwrap_or_default();
+                prop_assert!(
+                    field == key || field.starts_with(&format!("{key}.")),
+                    "replaced {key}, blamed {e}"
+                );
+            }
+        }
     }
 
     #[test]

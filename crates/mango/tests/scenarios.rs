@@ -30,13 +30,15 @@ fn every_scenario_line_parses() {
                 continue;
             }
             let where_ = format!("{}:{}", file.display(), n + 1);
-            let record: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{where_}: {e}"));
-            let path = record["path"].as_str().unwrap_or_else(|| panic!("{where_}: no path"));
+            let record: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{where_}: {e}"));
+            let path = record["path"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{where_}: no path"));
             let json = &record["json"];
-            let from_value =
-                parse_value(path, json).unwrap_or_else(|e| panic!("{where_}: {e}"));
-            let from_text = parse_event(path, &json.to_string())
-                .unwrap_or_else(|e| panic!("{where_}: {e}"));
+            let from_value = parse_value(path, json).unwrap_or_else(|e| panic!("{where_}: {e}"));
+            let from_text =
+                parse_event(path, &json.to_string()).unwrap_or_else(|e| panic!("{where_}: {e}"));
             assert_eq!(from_value, from_text, "{where_}");
             match from_value {
                 Webhook::Event(event) => {
@@ -65,6 +67,12 @@ fn every_scenario_line_parses() {
     // The scenarios exercise every event kind the parser produces.
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
-        ["call", "record_added", "record_tagged", "recording", "summary"]
+        [
+            "call",
+            "record_added",
+            "record_tagged",
+            "recording",
+            "summary"
+        ]
     );
 }

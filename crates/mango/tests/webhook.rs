@@ -5,7 +5,9 @@ use callbridge_core::{
     CallEvent, CallState, Location, Party, PbxEvent, RecordStoredEvent, RecordingEvent,
     RecordingState, SummaryDirection, SummaryEvent, TransferKind,
 };
-use callbridge_mango::{is_event_path, normalize_path, parse_event, parse_value, Webhook, WebhookError};
+use callbridge_mango::{
+    is_event_path, normalize_path, parse_event, parse_value, Webhook, WebhookError,
+};
 use serde_json::{json, Value};
 
 fn event(path: &str, json: &str) -> PbxEvent {
@@ -222,7 +224,9 @@ fn recording_states_and_completion_code() {
     ));
     assert_eq!(r.recording_state, RecordingState::Completed);
     assert_eq!(r.completion_code, Some(1000));
-    let r = recording(&recording_with(json!({"recording_state": "Continued", "call_id": "C2"})));
+    let r = recording(&recording_with(
+        json!({"recording_state": "Continued", "call_id": "C2"}),
+    ));
     assert_eq!(r.recording_state, RecordingState::Continued);
     assert_eq!(r.call_id.as_deref(), Some("C2"));
 }
@@ -247,8 +251,14 @@ fn record_added_and_tagged_examples() {
         product_id: Some(300022532),
         timestamp: 1578664187,
     };
-    assert_eq!(event("events/record/added", text), PbxEvent::RecordAdded(expected.clone()));
-    assert_eq!(event("events/record/tagged", text), PbxEvent::RecordTagged(expected));
+    assert_eq!(
+        event("events/record/added", text),
+        PbxEvent::RecordAdded(expected.clone())
+    );
+    assert_eq!(
+        event("events/record/tagged", text),
+        PbxEvent::RecordTagged(expected)
+    );
 }
 
 #[test]
@@ -268,7 +278,9 @@ fn call_integers_accept_numbers_and_strings() {
         (json!("2"), json!("1399906976"), json!("1131")),
         (json!(" 2 "), json!(1399906976.0), json!("1131")),
     ] {
-        let c = call(&call_with(json!({"seq": seq, "timestamp": ts, "disconnect_reason": reason})));
+        let c = call(&call_with(
+            json!({"seq": seq, "timestamp": ts, "disconnect_reason": reason}),
+        ));
         assert_eq!(c.seq, 2);
         assert_eq!(c.timestamp, 1399906976);
         assert_eq!(c.disconnect_reason, Some(1131));
@@ -303,7 +315,12 @@ fn summary_integers_accept_numbers_and_strings() {
     assert_eq!(as_numbers, as_strings);
     assert_eq!(as_numbers.call_direction, SummaryDirection::Outbound);
     assert_eq!(
-        (as_numbers.create_time, as_numbers.forward_time, as_numbers.talk_time, as_numbers.end_time),
+        (
+            as_numbers.create_time,
+            as_numbers.forward_time,
+            as_numbers.talk_time,
+            as_numbers.end_time
+        ),
         (100, 101, 105, 160)
     );
     assert_eq!(as_numbers.entry_result, Some(1));
@@ -319,17 +336,30 @@ fn recording_integers_and_extension_accept_numbers_and_strings() {
         json!({"seq": "3", "timestamp": "1764000007", "extension": "107", "completion_code": "1000"}),
     ));
     assert_eq!(a, b);
-    assert_eq!((a.seq, a.timestamp, a.completion_code), (3, 1764000007, Some(1000)));
+    assert_eq!(
+        (a.seq, a.timestamp, a.completion_code),
+        (3, 1764000007, Some(1000))
+    );
     assert_eq!(a.extension.as_deref(), Some("107"));
 }
 
 #[test]
 fn record_ids_accept_numbers_and_strings() {
-    let a = record_added(&record_with(json!({"user_id": 5, "product_id": 6, "timestamp": 7})));
-    let b = record_added(&record_with(json!({"user_id": "5", "product_id": "6", "timestamp": "7"})));
+    let a = record_added(&record_with(
+        json!({"user_id": 5, "product_id": 6, "timestamp": 7}),
+    ));
+    let b = record_added(&record_with(
+        json!({"user_id": "5", "product_id": "6", "timestamp": "7"}),
+    ));
     assert_eq!(a, b);
-    assert_eq!((a.user_id, a.product_id, a.timestamp), (Some(5), Some(6), 7));
-    assert_eq!(record_added(&record_with(json!({"user_id": "-1"}))).user_id, Some(-1));
+    assert_eq!(
+        (a.user_id, a.product_id, a.timestamp),
+        (Some(5), Some(6), 7)
+    );
+    assert_eq!(
+        record_added(&record_with(json!({"user_id": "-1"}))).user_id,
+        Some(-1)
+    );
 }
 
 #[test]
@@ -358,7 +388,10 @@ fn empty_string_and_null_mean_absent_for_optional_fields() {
     assert_eq!(c.seq, 0);
     assert_eq!(c.location, Location::Other(String::new()));
     assert_eq!((c.from, c.to), (Party::default(), Party::default()));
-    assert_eq!((c.disconnect_reason, c.transfer, c.callback_initiator), (None, None, None));
+    assert_eq!(
+        (c.disconnect_reason, c.transfer, c.callback_initiator),
+        (None, None, None)
+    );
 
     let s = summary(
         r#"{"entry_id":"E","call_direction":"","line_number":"","create_time":null,"talk_time":"",
@@ -419,8 +452,14 @@ fn was_transferred_true_under_either_spelling_wins() {
 
 #[test]
 fn hold_initiator_bool_forms() {
-    for (value, expected) in [(json!(true), true), (json!("false"), false), (json!(1), true)] {
-        let c = call(&call_with(json!({"call_state": "OnHold", "to": {"hold_initiator": value}})));
+    for (value, expected) in [
+        (json!(true), true),
+        (json!("false"), false),
+        (json!(1), true),
+    ] {
+        let c = call(&call_with(
+            json!({"call_state": "OnHold", "to": {"hold_initiator": value}}),
+        ));
         assert_eq!(c.to.hold_initiator, expected);
     }
 }
@@ -437,7 +476,11 @@ fn location_values() {
         ("Abonent", Location::Other("Abonent".into())),
         ("conference", Location::Other("conference".into())),
     ] {
-        assert_eq!(call(&call_with(json!({"location": raw}))).location, expected, "{raw}");
+        assert_eq!(
+            call(&call_with(json!({"location": raw}))).location,
+            expected,
+            "{raw}"
+        );
     }
     assert_eq!(
         call(&call_with(json!({"location": null}))).location,
@@ -456,7 +499,11 @@ fn transfer_values_and_unknown_ignored() {
         (json!(3), None),
         (json!({"kind": "blind"}), None),
     ] {
-        assert_eq!(call(&call_with(json!({"transfer": raw.clone()}))).transfer, expected, "{raw}");
+        assert_eq!(
+            call(&call_with(json!({"transfer": raw.clone()}))).transfer,
+            expected,
+            "{raw}"
+        );
     }
 }
 
@@ -468,7 +515,10 @@ fn every_call_state() {
         ("OnHold", CallState::OnHold),
         ("Disconnected", CallState::Disconnected),
     ] {
-        assert_eq!(call(&call_with(json!({"call_state": raw}))).call_state, expected);
+        assert_eq!(
+            call(&call_with(json!({"call_state": raw}))).call_state,
+            expected
+        );
     }
 }
 
@@ -482,7 +532,10 @@ fn call_direction_values() {
         (json!(3), SummaryDirection::Unknown),
         (json!(-1), SummaryDirection::Unknown),
         (json!("7"), SummaryDirection::Unknown),
-        (json!(99999999999999999999u128.to_string()), SummaryDirection::Unknown),
+        (
+            json!(99999999999999999999u128.to_string()),
+            SummaryDirection::Unknown,
+        ),
     ] {
         assert_eq!(
             summary(&summary_with(json!({"call_direction": raw.clone()}))).call_direction,
@@ -490,7 +543,10 @@ fn call_direction_values() {
             "{raw}"
         );
     }
-    assert_eq!(summary(&summary_with(json!({}))).call_direction, SummaryDirection::Unknown);
+    assert_eq!(
+        summary(&summary_with(json!({}))).call_direction,
+        SummaryDirection::Unknown
+    );
 }
 
 #[test]
@@ -536,7 +592,9 @@ fn summary_line_number_top_level_or_under_to() {
     ));
     assert_eq!(s.line_number.as_deref(), Some("111"));
     // An empty top-level one falls back to `to`.
-    let s = summary(&summary_with(json!({"line_number": "", "to": {"line_number": "222"}})));
+    let s = summary(&summary_with(
+        json!({"line_number": "", "to": {"line_number": "222"}}),
+    ));
     assert_eq!(s.line_number.as_deref(), Some("222"));
 }
 
@@ -548,7 +606,9 @@ fn summary_talk_time_absent_is_zero() {
 
 #[test]
 fn unknown_fields_are_ignored_everywhere() {
-    let plain = call(&call_with(json!({"from": {"number": "1"}, "to": {"extension": "2"}})));
+    let plain = call(&call_with(
+        json!({"from": {"number": "1"}, "to": {"extension": "2"}}),
+    ));
     let extra = call(&call_with(json!({
         "from": {"number": "1", "nickname": ["x"], "was_transferrrred": "junk"},
         "to": {"extension": "2", "device": {"deep": [1, 2, {"a": null}]}},
@@ -562,7 +622,9 @@ fn unknown_fields_are_ignored_everywhere() {
 
     let s = summary(&summary_with(json!({"sip_call_id": 5, "whatever": [1]})));
     assert_eq!(s, summary(r#"{"entry_id":"E1"}"#));
-    let r = recording(&recording_with(json!({"recipient": "CloudAndMail", "x": {}})));
+    let r = recording(&recording_with(
+        json!({"recipient": "CloudAndMail", "x": {}}),
+    ));
     assert_eq!(r, recording(&recording_with(json!({}))));
     let rec = record_added(&record_with(json!({"extra": [null]})));
     assert_eq!(rec, record_added(&record_with(json!({}))));
@@ -573,15 +635,32 @@ fn unknown_fields_are_ignored_everywhere() {
 #[test]
 fn paths_are_normalised_and_case_sensitive() {
     let body = call_with(json!({}));
-    for path in ["events/call", "/events/call", "events/call/", "/events/call/", "//events/call//"] {
-        assert!(matches!(parse_event(path, &body), Ok(Webhook::Event(PbxEvent::Call(_)))), "{path}");
+    for path in [
+        "events/call",
+        "/events/call",
+        "events/call/",
+        "/events/call/",
+        "//events/call//",
+    ] {
+        assert!(
+            matches!(
+                parse_event(path, &body),
+                Ok(Webhook::Event(PbxEvent::Call(_)))
+            ),
+            "{path}"
+        );
     }
-    assert_eq!(normalize_path("/events/record/added/"), "events/record/added");
+    assert_eq!(
+        normalize_path("/events/record/added/"),
+        "events/record/added"
+    );
     assert!(is_event_path("/events/summary/"));
     assert!(!is_event_path("Events/Call"));
     assert_eq!(
         parse_event("Events/Call", &body),
-        Ok(Webhook::Ignored { path: "Events/Call".into() })
+        Ok(Webhook::Ignored {
+            path: "Events/Call".into()
+        })
     );
 }
 
@@ -604,16 +683,24 @@ fn other_paths_are_ignored_without_reading_the_body() {
         ("/", ""),
     ] {
         // Garbage, empty, and a valid dtmf body: all ignored alike.
-        for body in ["", "not json", r#"{"seq":2,"dtmf":"123","call_id":"C","entry_id":"E"}"#] {
+        for body in [
+            "",
+            "not json",
+            r#"{"seq":2,"dtmf":"123","call_id":"C","entry_id":"E"}"#,
+        ] {
             assert_eq!(
                 parse_event(path, body),
-                Ok(Webhook::Ignored { path: normalised.to_owned() }),
+                Ok(Webhook::Ignored {
+                    path: normalised.to_owned()
+                }),
                 "{path:?} {body:?}"
             );
         }
         assert_eq!(
             parse_value(path, &json!([1, 2])),
-            Ok(Webhook::Ignored { path: normalised.to_owned() })
+            Ok(Webhook::Ignored {
+                path: normalised.to_owned()
+            })
         );
     }
 }
@@ -622,7 +709,10 @@ fn other_paths_are_ignored_without_reading_the_body() {
 fn webhook_accessors() {
     let w = parse_event("events/summary", r#"{"entry_id":"E"}"#).unwrap();
     assert_eq!(w.event().map(PbxEvent::entry_id), Some("E"));
-    assert_eq!(w.into_event().map(|e| e.entry_id().to_owned()), Some("E".to_owned()));
+    assert_eq!(
+        w.into_event().map(|e| e.entry_id().to_owned()),
+        Some("E".to_owned())
+    );
     let ignored = parse_event("ping", "").unwrap();
     assert_eq!(ignored.event(), None);
     assert_eq!(ignored.into_event(), None);
@@ -637,11 +727,17 @@ fn invalid_json_text_names_the_problem() {
     assert_eq!(e.path(), "events/call");
     assert_eq!(e.field(), None);
     let text = e.to_string();
-    assert!(text.starts_with("events/call: json: invalid JSON: "), "{text}");
+    assert!(
+        text.starts_with("events/call: json: invalid JSON: "),
+        "{text}"
+    );
     assert!(text.contains("EOF while parsing"), "{text}");
 
     let text = error_text("/events/summary/", "");
-    assert!(text.starts_with("events/summary: json: invalid JSON: EOF"), "{text}");
+    assert!(
+        text.starts_with("events/summary: json: invalid JSON: EOF"),
+        "{text}"
+    );
     let text = error_text("events/recording", "{'a': 1}");
     assert!(text.contains("key must be a string"), "{text}");
 }
@@ -662,14 +758,20 @@ fn non_object_json_is_rejected() {
         );
     }
     let e = parse_value("events/record/tagged", &json!("x")).unwrap_err();
-    assert_eq!(e.to_string(), "events/record/tagged: json: expected a JSON object, got \"x\"");
+    assert_eq!(
+        e.to_string(),
+        "events/record/tagged: json: expected a JSON object, got \"x\""
+    );
 }
 
 #[test]
 fn missing_required_fields_are_named() {
     for field in ["entry_id", "call_id", "call_state", "timestamp"] {
         let e = error("events/call", &call_with(json!({field: null})));
-        assert_eq!(e.to_string(), format!("events/call: missing field \"{field}\""));
+        assert_eq!(
+            e.to_string(),
+            format!("events/call: missing field \"{field}\"")
+        );
         assert_eq!(e.field(), Some(field));
         assert!(matches!(e, WebhookError::MissingField { .. }));
     }
@@ -687,7 +789,10 @@ fn missing_required_fields_are_named() {
             );
         }
     }
-    assert_eq!(error_text("events/summary", "{}"), "events/summary: missing field \"entry_id\"");
+    assert_eq!(
+        error_text("events/summary", "{}"),
+        "events/summary: missing field \"entry_id\""
+    );
     // Explicit null is missing too.
     assert_eq!(
         error_text("events/summary", r#"{"entry_id":null}"#),
@@ -703,15 +808,24 @@ fn empty_required_fields_are_named() {
     );
     for field in ["entry_id", "call_id", "call_state", "timestamp"] {
         let e = error("events/call", &call_with(json!({field: ""})));
-        assert_eq!(e.to_string(), format!("events/call: field \"{field}\" must not be empty"));
+        assert_eq!(
+            e.to_string(),
+            format!("events/call: field \"{field}\" must not be empty")
+        );
         assert!(matches!(e, WebhookError::EmptyField { .. }));
     }
     assert_eq!(
-        error_text("events/recording", &recording_with(json!({"recording_state": ""}))),
+        error_text(
+            "events/recording",
+            &recording_with(json!({"recording_state": ""}))
+        ),
         "events/recording: field \"recording_state\" must not be empty"
     );
     assert_eq!(
-        error_text("events/record/added", &record_with(json!({"recording_id": ""}))),
+        error_text(
+            "events/record/added",
+            &record_with(json!({"recording_id": ""}))
+        ),
         "events/record/added: field \"recording_id\" must not be empty"
     );
 }
@@ -723,10 +837,15 @@ fn unknown_call_state_is_rejected_with_the_expected_values() {
         e.to_string(),
         "events/call: field \"call_state\": unknown value \"Ringing\" (expected Appeared, Connected, OnHold, Disconnected)"
     );
-    assert!(matches!(&e, WebhookError::InvalidField { path, field, .. } if path == "events/call" && field == "call_state"));
+    assert!(
+        matches!(&e, WebhookError::InvalidField { path, field, .. } if path == "events/call" && field == "call_state")
+    );
     // Case-sensitive.
-    assert!(error_text("events/call", &call_with(json!({"call_state": "connected"})))
-        .contains("unknown value \"connected\""));
+    assert!(error_text(
+        "events/call",
+        &call_with(json!({"call_state": "connected"}))
+    )
+    .contains("unknown value \"connected\""));
     assert_eq!(
         error_text("events/call", &call_with(json!({"call_state": 2}))),
         "events/call: field \"call_state\": expected a string (one of Appeared, Connected, OnHold, Disconnected), got 2"
@@ -772,15 +891,24 @@ fn non_numeric_integers_are_rejected_with_the_value() {
         "events/call: field \"disconnect_reason\": expected a non-negative integer (at most 4294967295), got 5000000000"
     );
     assert_eq!(
-        error_text("events/summary", &summary_with(json!({"entry_result": 300}))),
+        error_text(
+            "events/summary",
+            &summary_with(json!({"entry_result": 300}))
+        ),
         "events/summary: field \"entry_result\": expected an integer from 0 to 255, got 300"
     );
     assert_eq!(
-        error_text("events/summary", &summary_with(json!({"talk_time": "soon"}))),
+        error_text(
+            "events/summary",
+            &summary_with(json!({"talk_time": "soon"}))
+        ),
         "events/summary: field \"talk_time\": expected an integer, got \"soon\""
     );
     assert_eq!(
-        error_text("events/summary", &summary_with(json!({"call_direction": "inbound"}))),
+        error_text(
+            "events/summary",
+            &summary_with(json!({"call_direction": "inbound"}))
+        ),
         "events/summary: field \"call_direction\": expected an integer, got \"inbound\""
     );
     assert_eq!(
@@ -788,11 +916,17 @@ fn non_numeric_integers_are_rejected_with_the_value() {
         "events/recording: field \"completion_code\": expected a non-negative integer (at most 4294967295), got an object"
     );
     assert_eq!(
-        error_text("events/record/added", &record_with(json!({"user_id": "me"}))),
+        error_text(
+            "events/record/added",
+            &record_with(json!({"user_id": "me"}))
+        ),
         "events/record/added: field \"user_id\": expected an integer, got \"me\""
     );
     assert_eq!(
-        error_text("events/record/tagged", &record_with(json!({"product_id": 1e30}))),
+        error_text(
+            "events/record/tagged",
+            &record_with(json!({"product_id": 1e30}))
+        ),
         "events/record/tagged: field \"product_id\": expected an integer, got 1e+30"
     );
 }
@@ -803,7 +937,10 @@ fn long_offending_values_are_shortened_to_one_line() {
     let text = error_text("events/call", &call_with(json!({"seq": long})));
     assert_eq!(
         text,
-        format!("events/call: field \"seq\": expected a non-negative integer, got \"{}\"...", "x".repeat(40))
+        format!(
+            "events/call: field \"seq\": expected a non-negative integer, got \"{}\"...",
+            "x".repeat(40)
+        )
     );
     assert!(!text.contains('\n'));
     let text = error_text("events/call", &call_with(json!({"call_state": "a\nb"})));
@@ -813,7 +950,10 @@ fn long_offending_values_are_shortened_to_one_line() {
 #[test]
 fn nested_party_errors_name_the_dotted_field() {
     assert_eq!(
-        error_text("events/call", &call_with(json!({"from": {"extension": true}}))),
+        error_text(
+            "events/call",
+            &call_with(json!({"from": {"extension": true}}))
+        ),
         "events/call: field \"from.extension\": expected a string, got true"
     );
     assert_eq!(
@@ -825,14 +965,20 @@ fn nested_party_errors_name_the_dotted_field() {
         "events/call: field \"to.was_transferred\": expected a boolean (true, false, 1, 0), got \"yes\""
     );
     assert_eq!(
-        error_text("events/call", &call_with(json!({"from": {"was_transfered": 2}}))),
+        error_text(
+            "events/call",
+            &call_with(json!({"from": {"was_transfered": 2}}))
+        ),
         "events/call: field \"from.was_transfered\": expected a boolean (true, false, 1, 0), got 2"
     );
     assert_eq!(
         error_text("events/summary", &summary_with(json!({"to": {"hold_initiator": []}}))),
         "events/summary: field \"to.hold_initiator\": expected a boolean (true, false, 1, 0), got an array"
     );
-    let e = error("events/call", &call_with(json!({"to": {"acd_group": {"id": 1}}})));
+    let e = error(
+        "events/call",
+        &call_with(json!({"to": {"acd_group": {"id": 1}}})),
+    );
     assert_eq!(e.field(), Some("to.acd_group"));
     assert_eq!(e.path(), "events/call");
 }
@@ -870,15 +1016,25 @@ fn ids_must_be_text_or_integers() {
 #[test]
 fn parse_value_and_parse_event_agree() {
     for (path, body) in [
-        ("events/call", call_with(json!({"seq": "4", "from": {"extension": 5}}))),
-        ("events/summary", summary_with(json!({"call_direction": "1", "to": []}))),
+        (
+            "events/call",
+            call_with(json!({"seq": "4", "from": {"extension": 5}})),
+        ),
+        (
+            "events/summary",
+            summary_with(json!({"call_direction": "1", "to": []})),
+        ),
         ("events/recording", recording_with(json!({}))),
         ("events/record/added", record_with(json!({}))),
         ("events/call", call_with(json!({"seq": "x"}))),
         ("events/summary", "{}".to_owned()),
     ] {
         let value: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(parse_event(path, &body), parse_value(path, &value), "{path} {body}");
+        assert_eq!(
+            parse_event(path, &body),
+            parse_value(path, &value),
+            "{path} {body}"
+        );
     }
 }
 
