@@ -649,10 +649,10 @@ fn recording_spans(ev: &EntryEvents) -> Vec<RecordingSpan> {
         .iter()
         // A recording the PBX reported as not saved (too short, account limits) has no file.
         .filter(|(_, f)| f.stored || f.completed_ok || !f.completed_failed)
-        .filter_map(|(id, f)| {
-            f.first
-                .as_ref()
-                .map(|(t, _, call, ext)| (*t, id.clone(), call.clone(), ext.clone()))
+        .map(|(id, f)| match &f.first {
+            Some((t, _, call, ext)) => (*t, id.clone(), call.clone(), ext.clone()),
+            // Known only from record/added or tagged: no leg, no extension.
+            None => (i64::MAX, id.clone(), None, None),
         })
         .collect();
     spans.sort();
@@ -663,6 +663,11 @@ fn recording_spans(ev: &EntryEvents) -> Vec<RecordingSpan> {
 /// start within the conversation, preferring the same leg.
 fn attach_recordings(conversations: &mut [Conversation], recordings: &[RecordingSpan]) {
     for (t, id, call_id, ext) in recordings {
+        // A recording that names neither leg nor employee can only be placed without guessing
+        // when the entry had a single conversation.
+        if call_id.is_none() && ext.is_none() && conversations.len() != 1 {
+            continue;
+        }
         let score = |c: &Conversation| {
             let employee = ext.as_deref().is_none_or(|e| e == c.employee_extension);
             let leg = call_id.as_deref() == Some(c.call_id.as_str());
