@@ -71,6 +71,7 @@ pub fn run(args: &Args) -> Result<()> {
     let config = TrackerConfig {
         grace_s: args.grace_seconds,
         settle_s: args.settle_seconds,
+        ..TrackerConfig::default()
     };
     let stats = simulate(
         &settings,

@@ -22,6 +22,9 @@ pub struct TrackerConfig {
     pub grace_s: i64,
     /// Seconds a closed entry waits for stragglers before it is released.
     pub settle_s: i64,
+    /// Seconds a released entry's id is remembered, so a late re-delivery is recognised and not
+    /// planned again. Bounds memory on an endless stream.
+    pub remember_s: i64,
 }
 
 impl Default for TrackerConfig {
@@ -29,6 +32,7 @@ impl Default for TrackerConfig {
         TrackerConfig {
             grace_s: 120,
             settle_s: 120,
+            remember_s: 6 * 3600,
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct Tracker {
     /// (deadline, entry) candidates for the grace period; checked lazily when popped.
     grace: BinaryHeap<Reverse<(i64, String)>>,
     released: HashSet<String>,
+    /// Released ids in order of release, to forget them after `remember_s`.
+    released_order: VecDeque<(i64, String)>,
     late: u64,
 }
 
@@ -86,6 +92,11 @@ impl Tracker {
     /// Entries still open or settling.
     pub fn in_flight(&self) -> usize {
         self.open.len()
+    }
+
+    /// Ids of released entries still remembered.
+    pub fn remembered(&self) -> usize {
+        self.released.len()
     }
 
     /// Events that arrived for entries already released.
@@ -138,6 +149,13 @@ impl Tracker {
     pub fn advance(&mut self, now: i64) -> Vec<Completed> {
         self.clock = self.clock.max(now);
         self.close_quiet_entries();
+        while let Some((at, _)) = self.released_order.front() {
+            if at.saturating_add(self.config.remember_s) > self.clock {
+                break;
+            }
+            let (_, id) = self.released_order.pop_front().expect("front exists");
+            self.released.remove(&id);
+        }
         let mut out = Vec::new();
         while let Some(id) = self.settling.front() {
             let closed_at = self
@@ -209,11 +227,127 @@ impl Tracker {
     fn release(&mut self, id: String) -> Option<Completed> {
         let open = self.open.remove(&id)?;
         let (closed_at, completed_by) = open.closed?;
-        self.released.insert(id);
+        self.released.insert(id.clone());
+        self.released_order.push_back((self.clock, id));
         Some(Completed {
             events: open.events,
             completed_by,
             closed_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::*;
+
+    fn call(entry: &str, leg: &str, seq: u64, t: i64, state: CallState) -> PbxEvent {
+        PbxEvent::Call(CallEvent {
+            entry_id: entry.into(),
+            call_id: leg.into(),
+            timestamp: t,
+            seq,
+            call_state: state,
+            location: Location::Abonent,
+            from: Party {
+                number: Some("79161234567".into()),
+                ..Default::default()
+            },
+            to: Party {
+                extension: Some("101".into()),
+                ..Default::default()
+            },
+            disconnect_reason: None,
+            transfer: None,
+            command_id: None,
+            callback_initiator: None,
+        })
+    }
+
+    fn summary(entry: &str, end: i64) -> PbxEvent {
+        PbxEvent::Summary(SummaryEvent {
+            entry_id: entry.into(),
+            call_direction: SummaryDirection::Inbound,
+            from: Party::default(),
+            to: Party::default(),
+            line_number: None,
+            create_time: end - 30,
+            forward_time: 0,
+            talk_time: end - 20,
+            end_time: end,
+            entry_result: Some(1),
+            disconnect_reason: Some(1110),
+        })
+    }
+
+    fn feed(t: &mut Tracker, e: PbxEvent) -> Vec<Completed> {
+        let now = e.timestamp();
+        t.push(e);
+        t.advance(now)
+    }
+
+    #[test]
+    fn summary_closes_and_the_settle_window_takes_stragglers() {
+        let mut t = Tracker::new(TrackerConfig {
+            grace_s: 120,
+            settle_s: 10,
+            remember_s: 100,
+        });
+        assert!(feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared)).is_empty());
+        assert!(feed(&mut t, summary("a", 130)).is_empty(), "settling");
+        // A straggler inside the settle window still counts.
+        assert!(feed(&mut t, call("a", "l1", 2, 105, CallState::Connected)).is_empty());
+        let done = feed(&mut t, call("b", "l9", 1, 141, CallState::Appeared));
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].completed_by, CompletedBy::Summary);
+        assert_eq!(done[0].events.call_event_count(), 2);
+        // After release a re-delivery is late, not a new entry.
+        assert_eq!(
+            t.push(call("a", "l1", 2, 105, CallState::Connected)),
+            Accepted::Late
+        );
+        assert_eq!(t.late_events(), 1);
+    }
+
+    #[test]
+    fn lost_summary_completes_after_the_grace_period() {
+        let mut t = Tracker::new(TrackerConfig {
+            grace_s: 120,
+            settle_s: 0,
+            remember_s: 100,
+        });
+        feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared));
+        feed(&mut t, call("a", "l1", 2, 110, CallState::Disconnected));
+        assert!(t.advance(229).is_empty(), "still within the grace period");
+        let done = t.advance(230);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].completed_by, CompletedBy::Grace);
+    }
+
+    #[test]
+    fn an_entry_with_a_leg_up_never_completes_by_grace() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        feed(&mut t, call("a", "l1", 1, 100, CallState::Connected));
+        assert!(t.advance(100_000).is_empty());
+        let (done, unfinished) = t.finish();
+        assert!(done.is_empty());
+        assert_eq!(unfinished, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn released_ids_are_forgotten_after_the_memory_window() {
+        let mut t = Tracker::new(TrackerConfig {
+            grace_s: 120,
+            settle_s: 0,
+            remember_s: 50,
+        });
+        feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared));
+        assert_eq!(feed(&mut t, summary("a", 120)).len(), 1);
+        assert_eq!(t.remembered(), 1);
+        t.advance(169);
+        assert_eq!(t.remembered(), 1);
+        t.advance(170);
+        assert_eq!((t.remembered(), t.in_flight()), (0, 0));
     }
 }
