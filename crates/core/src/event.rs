@@ -167,3 +167,25 @@ pub struct RecordStoredEvent {
     pub product_id: Option<i64>,
     pub timestamp: i64,
 }
+
+impl PbxEvent {
+    /// A key that is equal for two deliveries of the same PBX event, however they are formatted:
+    /// the event log stores each key once per tenant.
+    pub fn dedupe_key(&self) -> String {
+        match self {
+            PbxEvent::Call(e) => format!(
+                "call:{}:{}:{:?}:{}",
+                e.call_id, e.seq, e.call_state, e.timestamp
+            ),
+            PbxEvent::Summary(e) => format!("summary:{}:{}", e.entry_id, e.end_time),
+            PbxEvent::Recording(e) => {
+                format!(
+                    "recording:{}:{:?}:{}:{}",
+                    e.recording_id, e.recording_state, e.seq, e.timestamp
+                )
+            }
+            PbxEvent::RecordAdded(e) => format!("record-added:{}", e.recording_id),
+            PbxEvent::RecordTagged(e) => format!("record-tagged:{}", e.recording_id),
+        }
+    }
+}

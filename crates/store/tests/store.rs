@@ -1,0 +1,219 @@
+//! Store tests. They run on SQLite always, and on PostgreSQL too when
+//! `CALLBRIDGE_TEST_POSTGRES_URL` is set (each test gets a fresh database there).
+
+use callbridge_store::{Appended, Appender, NewEvent, NewOutboxItem, Store, TenantRow};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Fresh stores for one test: SQLite in a temporary folder, and PostgreSQL when configured.
+async fn stores(test: &str) -> Vec<Store> {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "callbridge-store-{}-{test}-{n}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut out = vec![Store::open(None, &dir).await.expect("sqlite store")];
+    if let Ok(url) = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL") {
+        out.push(fresh_postgres(&url, &format!("cb_{test}_{}_{n}", std::process::id())).await);
+    }
+    out
+}
+
+async fn fresh_postgres(admin_url: &str, name: &str) -> Store {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("connect to CALLBRIDGE_TEST_POSTGRES_URL");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = match admin_url.rfind('/') {
+        Some(i) if admin_url[..i].contains("://") && i > admin_url.find("://").unwrap() + 2 => {
+            &admin_url[..i]
+        }
+        _ => admin_url,
+    };
+    Store::open(Some(&format!("{base}/{name}")), std::path::Path::new("."))
+        .await
+        .expect("postgres store")
+}
+
+fn event(tenant: &str, entry: &str, key: &str) -> NewEvent {
+    NewEvent {
+        tenant_id: tenant.into(),
+        entry_id: entry.into(),
+        path: "events/call".into(),
+        dedupe_key: key.into(),
+        json: format!("{{\"entry_id\":\"{entry}\",\"k\":\"{key}\"}}"),
+        received_at_ms: 1_000,
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_event_is_stored_once() {
+    for store in stores("dedupe").await {
+        let first = store
+            .append_events(&[event("t", "e1", "k1"), event("t", "e1", "k1")])
+            .await
+            .unwrap();
+        assert!(
+            matches!(first[0], Appended::Stored(_)),
+            "{}",
+            store.backend()
+        );
+        assert_eq!(
+            first[1],
+            Appended::Duplicate,
+            "{}: a duplicate within one batch",
+            store.backend()
+        );
+        let again = store
+            .append_events(&[event("t", "e1", "k1")])
+            .await
+            .unwrap();
+        assert_eq!(again[0], Appended::Duplicate);
+        // The same key in another tenant is another event.
+        assert!(matches!(
+            store
+                .append_events(&[event("u", "e1", "k1")])
+                .await
+                .unwrap()[0],
+            Appended::Stored(_)
+        ));
+        assert_eq!(store.count_events("t").await.unwrap(), 1);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_appends_are_all_committed_in_order_of_ids() {
+    for store in stores("group").await {
+        let appender = Appender::spawn(store.clone(), 256);
+        let mut tasks = Vec::new();
+        for i in 0..500 {
+            let a = appender.clone();
+            tasks.push(tokio::spawn(async move {
+                a.append(event("t", &format!("e{}", i % 50), &format!("k{i}")))
+                    .await
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            match t.await.unwrap().unwrap() {
+                Appended::Stored(id) => ids.push(id),
+                Appended::Duplicate => panic!("no duplicates were sent"),
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 500, "{}", store.backend());
+        let read = store.events_after(0, 10_000).await.unwrap();
+        assert_eq!(read.len(), 500);
+        assert!(read.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(
+            store.events_after(ids[249], 10_000).await.unwrap().len(),
+            250
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_plan_is_saved_once_with_its_outbox() {
+    for store in stores("plan").await {
+        store
+            .append_events(&[event("t", "e1", "a"), event("t", "e2", "b")])
+            .await
+            .unwrap();
+        let plan = serde_json::json!({"entry_id": "e1", "records": [1, 2]});
+        let outbox = vec![
+            NewOutboxItem {
+                item_key: "t/e1/0/call".into(),
+                kind: "call".into(),
+                payload: serde_json::json!({"n": 0}),
+            },
+            NewOutboxItem {
+                item_key: "t/e1/1/call".into(),
+                kind: "call".into(),
+                payload: serde_json::json!({"n": 1}),
+            },
+        ];
+        // Two planners race for the same entry: exactly one wins.
+        let (a, b) = tokio::join!(
+            store.save_plan("t", "e1", "summary", &plan, &outbox, 5),
+            store.save_plan("t", "e1", "summary", &plan, &outbox, 6)
+        );
+        assert_eq!(
+            u8::from(a.unwrap()) + u8::from(b.unwrap()),
+            1,
+            "{}",
+            store.backend()
+        );
+        assert!(!store
+            .save_plan("t", "e1", "grace", &plan, &outbox, 7)
+            .await
+            .unwrap());
+        let entry = store.entry("t", "e1").await.unwrap().expect("planned");
+        assert_eq!(entry.plan, plan);
+        assert_eq!(entry.outbox.len(), 2);
+        assert!(entry.outbox.iter().all(|(_, state)| state == "pending"));
+        // Only the unplanned entry's events are left to fold after a restart.
+        let left = store.unplanned_events().await.unwrap();
+        assert_eq!(
+            left.iter().map(|e| e.entry_id.as_str()).collect::<Vec<_>>(),
+            vec!["e2"]
+        );
+        assert_eq!(store.entries("t", 10, 0).await.unwrap().len(), 1);
+        assert_eq!(store.count_entries("t").await.unwrap(), 1);
+    }
+}
+
+#[tokio::test]
+async fn tenants_round_trip() {
+    for store in stores("tenants").await {
+        let mut t = TenantRow {
+            id: "acme".into(),
+            mango_api_key: "key".into(),
+            mango_api_salt: "salt".into(),
+            settings_toml: "plan = \"extended\"\n".into(),
+            crm: serde_json::json!({"base_url": "http://127.0.0.1:1"}),
+            updated_at_ms: 1,
+        };
+        store.upsert_tenant(&t).await.unwrap();
+        t.settings_toml = "plan = \"basic\"\n".into();
+        t.updated_at_ms = 2;
+        store.upsert_tenant(&t).await.unwrap();
+        assert_eq!(store.tenants().await.unwrap(), vec![t.clone()]);
+        assert_eq!(store.tenant("acme").await.unwrap(), Some(t));
+        assert!(store.delete_tenant("acme").await.unwrap());
+        assert_eq!(store.tenant("acme").await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything_and_migrations_run_once() {
+    let dir = std::env::temp_dir().join(format!("callbridge-store-reopen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::open(None, &dir).await.unwrap();
+    store.append_events(&[event("t", "e1", "a")]).await.unwrap();
+    drop(store);
+    let store = Store::open(None, &dir).await.unwrap();
+    assert_eq!(store.max_event_id().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_non_postgres_url_is_refused_without_showing_the_password() {
+    let err = Store::open(Some("mysql://u:secret@host/db"), std::path::Path::new("."))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mysql://u:***@host/db") && !err.contains("secret"),
+        "{err}"
+    );
+}
