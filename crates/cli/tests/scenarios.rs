@@ -109,16 +109,24 @@ fn deliveries(lines: &[String]) -> Vec<(String, Vec<String>)> {
     out
 }
 
-/// The plans alone: how an entry was found complete (and the delivery counts) may differ with the
-/// delivery order; what is written to the CRM may not.
-fn plans_only(mut v: Value) -> Value {
-    if let Some(o) = v.as_object_mut() {
-        o.remove("stats");
-    }
-    for entry in v["entries"].as_array_mut().into_iter().flatten() {
-        entry.as_object_mut().map(|e| e.remove("completed_by"));
-    }
-    v
+/// The plans alone, by entry id: the order entries complete in, how each was found complete and
+/// the delivery counts may differ with the delivery order; what is written to the CRM may not.
+fn plans_only(v: Value) -> Vec<(String, Value)> {
+    let mut plans: Vec<(String, Value)> = v["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| {
+            let mut entry = entry.clone();
+            entry.as_object_mut().map(|e| e.remove("completed_by"));
+            (
+                entry["entry_id"].as_str().unwrap_or_default().to_string(),
+                entry,
+            )
+        })
+        .collect();
+    plans.sort_by(|a, b| a.0.cmp(&b.0));
+    plans
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //!   and the settle window, driven by a clock the caller supplies.
 
 pub mod assembler;
+pub mod cards;
 pub mod event;
 pub mod phone;
 pub mod plan;
