@@ -1,5 +1,7 @@
 //! The `callbridge` binary: wires the crates together behind subcommands. No rules live here.
 
+mod generate;
+mod serve;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -21,12 +23,20 @@ enum Command {
     /// What-if: run the core over recorded PBX events with the given settings and print, as JSON,
     /// what would be written to the CRM and why. Nothing is sent anywhere.
     Simulate(simulate::Args),
+    /// Write realistic, deterministic PBX traffic (JSON Lines, as `simulate` reads) and, with
+    /// --settings-out, the settings of the generated office.
+    Generate(generate::Args),
+    /// Run the service: Mango webhooks in, plans and their CRM work stored, admin API and card
+    /// stream served.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(&args),
+        Command::Generate(args) => generate::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

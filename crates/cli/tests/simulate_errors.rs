@@ -28,9 +28,17 @@ fn simulate(settings: &Path, events: &Path) -> Output {
 
 /// Asserts a failure whose stderr is exactly one line containing every `needle`.
 fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    assert!(!out.status.success(), "expected failure, got success: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
     for n in needles {
         assert!(err.contains(n), "{n:?} not in {err}");
     }
@@ -51,7 +59,11 @@ fn malformed_json_line_names_file_and_line() {
 
 #[test]
 fn unknown_call_state_names_the_field() {
-    let line = good_events().lines().next().unwrap().replace("Appeared", "Ringing");
+    let line = good_events()
+        .lines()
+        .next()
+        .unwrap()
+        .replace("Appeared", "Ringing");
     let events = tmp("state.jsonl", &format!("{line}\n"));
     let out = simulate(&case_dir().join("settings.toml"), &events);
     assert_one_line_error(&out, &["state.jsonl:1:", "call_state", "Ringing"]);
@@ -59,55 +71,89 @@ fn unknown_call_state_names_the_field() {
 
 #[test]
 fn missing_entry_id_names_the_field() {
-    let events = tmp("noentry.jsonl", "{\"path\":\"events/summary\",\"json\":{\"call_direction\":1}}\n");
+    let events = tmp(
+        "noentry.jsonl",
+        "{\"path\":\"events/summary\",\"json\":{\"call_direction\":1}}\n",
+    );
     let out = simulate(&case_dir().join("settings.toml"), &events);
     assert_one_line_error(&out, &["noentry.jsonl:1:", "entry_id"]);
 }
 
 #[test]
 fn unknown_settings_key_names_the_key_and_line() {
-    let settings = tmp("typo.toml", "plan = \"extended\"\n\n[calls.save_all_calls]\nenable = true\n");
+    let settings = tmp(
+        "typo.toml",
+        "plan = \"extended\"\n\n[calls.save_all_calls]\nenable = true\n",
+    );
     let out = simulate(&settings, &case_dir().join("events.jsonl"));
     assert_one_line_error(&out, &["typo.toml", "line 4", "enable"]);
 }
 
 #[test]
 fn unknown_settings_value_is_refused() {
-    let settings = tmp("value.toml", "[calls.missed_group]\nowner_when_unset = \"random\"\n");
+    let settings = tmp(
+        "value.toml",
+        "[calls.missed_group]\nowner_when_unset = \"random\"\n",
+    );
     let out = simulate(&settings, &case_dir().join("events.jsonl"));
     assert_one_line_error(&out, &["value.toml", "line 2", "random"]);
 }
 
 #[test]
 fn save_all_calls_on_the_basic_plan_is_refused() {
-    let settings = tmp("basic.toml", "plan = \"basic\"\n[calls.save_all_calls]\nenabled = true\ncrm_user_id = 9000\n");
+    let settings = tmp(
+        "basic.toml",
+        "plan = \"basic\"\n[calls.save_all_calls]\nenabled = true\ncrm_user_id = 9000\n",
+    );
     let out = simulate(&settings, &case_dir().join("events.jsonl"));
-    assert_one_line_error(&out, &["basic.toml", "calls.save_all_calls.enabled", "extended", "S2"]);
+    assert_one_line_error(
+        &out,
+        &[
+            "basic.toml",
+            "calls.save_all_calls.enabled",
+            "extended",
+            "S2",
+        ],
+    );
 }
 
 #[test]
 fn save_all_calls_without_a_user_is_refused() {
     let settings = tmp("nouser.toml", "[calls.save_all_calls]\nenabled = true\n");
     let out = simulate(&settings, &case_dir().join("events.jsonl"));
-    assert_one_line_error(&out, &["nouser.toml", "calls.save_all_calls.crm_user_id", "S1"]);
+    assert_one_line_error(
+        &out,
+        &["nouser.toml", "calls.save_all_calls.crm_user_id", "S1"],
+    );
 }
 
 #[test]
 fn missing_files_are_named() {
-    let out = simulate(Path::new("/nonexistent/settings.toml"), &case_dir().join("events.jsonl"));
+    let out = simulate(
+        Path::new("/nonexistent/settings.toml"),
+        &case_dir().join("events.jsonl"),
+    );
     assert_one_line_error(&out, &["/nonexistent/settings.toml"]);
-    let out = simulate(&case_dir().join("settings.toml"), Path::new("/nonexistent/events.jsonl"));
+    let out = simulate(
+        &case_dir().join("settings.toml"),
+        Path::new("/nonexistent/events.jsonl"),
+    );
     assert_one_line_error(&out, &["/nonexistent/events.jsonl"]);
 }
 
 #[test]
 fn ignored_paths_and_blank_lines_are_accepted() {
-    let mut text = String::from("\n{\"path\":\"events/dtmf\",\"json\":{\"entry_id\":\"x\",\"dtmf\":\"1\"}}\n");
+    let mut text =
+        String::from("\n{\"path\":\"events/dtmf\",\"json\":{\"entry_id\":\"x\",\"dtmf\":\"1\"}}\n");
     text += "{\"path\":\"ping\",\"json\":{}}\n";
     text += &good_events();
     let events = tmp("extra.jsonl", &text);
     let out = simulate(&case_dir().join("settings.toml"), &events);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["entries"].as_array().unwrap().len(), 1);
     assert_eq!(v["stats"]["ignored_paths"], 2);
@@ -120,5 +166,9 @@ fn json_field_may_be_the_raw_string_as_posted() {
     let raw = serde_json::json!({"path": v["path"], "json": v["json"].to_string()});
     let events = tmp("raw.jsonl", &format!("{raw}\n"));
     let out = simulate(&case_dir().join("settings.toml"), &events);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -107,13 +107,25 @@ impl Tracker {
     /// Folds one event in. Does not move the clock: call [`Tracker::advance`] after it (folding
     /// first means the event counts as activity before any grace period is judged).
     pub fn push(&mut self, event: PbxEvent) -> Accepted {
+        self.push_at(event, i64::MIN)
+    }
+
+    /// Like [`Tracker::push`], counting the event as activity at `arrived` too (the wall clock
+    /// of a live service), so the grace period runs from when it arrived, not only from the
+    /// PBX's own timestamp.
+    pub fn push_at(&mut self, event: PbxEvent, arrived: i64) -> Accepted {
         let entry_id = event.entry_id();
         if self.released.contains(entry_id) {
             self.late += 1;
             return Accepted::Late;
         }
         let is_summary = matches!(event, PbxEvent::Summary(_));
-        let closed_at = self.clock.max(event.timestamp());
+        // Live (an arrival time is given): settle on our own clock, whatever the PBX's says.
+        let closed_at = if arrived == i64::MIN {
+            self.clock.max(event.timestamp())
+        } else {
+            self.clock.max(arrived)
+        };
         let open = match self.open.get_mut(entry_id) {
             Some(open) => open,
             None => {
@@ -125,6 +137,7 @@ impl Tracker {
             }
         };
         let pushed = open.events.push(event);
+        open.events.last_activity = open.events.last_activity.max(arrived);
         if open.closed.is_none() {
             if is_summary {
                 open.closed = Some((closed_at, CompletedBy::Summary));

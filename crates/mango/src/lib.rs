@@ -13,8 +13,10 @@
 //!
 //! No I/O here: the HTTP server and the `simulate` command live elsewhere.
 
+pub mod api;
 pub mod sign;
 pub mod webhook;
+pub mod wire;
 
 pub use sign::{sign, verify};
 pub use webhook::{is_event_path, normalize_path, parse_event, parse_value, Webhook, WebhookError};

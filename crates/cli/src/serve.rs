@@ -1,0 +1,66 @@
+//! `callbridge serve --config FILE`: the service. Wiring only: configuration, logging, signals.
+
+use anyhow::{anyhow, Result};
+use callbridge_server::config::Config;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The configuration file (TOML); `CALLBRIDGE_*` environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CALLBRIDGE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let (config, tenants) = Config::load(args.config.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let running = callbridge_server::start(config, tenants)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        // Scripts and tests read this line to find the port.
+        println!("callbridge: listening on http://{}", running.addr);
+        for tenant in running.state.tenants.read().await.values() {
+            println!(
+                "callbridge: tenant {} webhook URL {}/mango/{}/",
+                tenant.row.id,
+                running.state.public_url.trim_end_matches('/'),
+                tenant.row.id
+            );
+        }
+        let stop = running.shutdown_handle();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = stop.send(true);
+        });
+        running.wait().await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

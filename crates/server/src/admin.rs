@@ -1,0 +1,373 @@
+//! The admin API under `/api/v1`, behind `Authorization: Bearer <admin_token>`: tenants and
+//! their settings, planned entries, and the live card stream.
+
+use crate::config::validate_tenant_id;
+use crate::problem::Problem;
+use crate::state::{mask, now_ms, AppState};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use callbridge_core::ValidSettings;
+use callbridge_store::{StoredEntry, TenantRow};
+use futures::Stream;
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+
+/// Checks the admin token, from the `Authorization` header or (for EventSource clients, which
+/// cannot set headers) a `token` query parameter.
+pub async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let header_token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let query_token = request.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    let given = header_token.or(query_token).unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(state.admin_token.as_bytes())) {
+        next.run(request).await
+    } else {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "a valid admin token is required (Authorization: Bearer ...)",
+        )
+        .into_response()
+    }
+}
+
+fn store_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "store error");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service Unavailable",
+        "the store is unavailable",
+    )
+    .into_response()
+}
+
+fn tenant_json(state: &AppState, row: &TenantRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": row.id,
+        "mango_api_key": mask(&row.mango_api_key),
+        "mango_api_salt": "***",
+        "settings_toml": row.settings_toml,
+        "amocrm": redact_crm(&row.crm),
+        "webhook_url": format!("{}/mango/{}/", state.public_url.trim_end_matches('/'), row.id),
+        "updated_at_ms": row.updated_at_ms,
+    })
+}
+
+/// CRM connection settings with tokens and secrets masked.
+fn redact_crm(crm: &serde_json::Value) -> serde_json::Value {
+    match crm {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let secret = ["token", "secret", "password"]
+                        .iter()
+                        .any(|s| k.contains(s));
+                    (
+                        k.clone(),
+                        if secret {
+                            serde_json::Value::String(mask(v.as_str().unwrap_or("")))
+                        } else {
+                            v.clone()
+                        },
+                    )
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+pub async fn list_tenants(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.tenants().await {
+        Ok(rows) => Json(serde_json::json!({"tenants": rows.iter().map(|r| tenant_json(&state, r)).collect::<Vec<_>>()})).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+pub async fn get_tenant(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match state.store.tenant(&id).await {
+        Ok(Some(row)) => {
+            let mut v = tenant_json(&state, &row);
+            match (
+                state.store.count_events(&id).await,
+                state.store.count_entries(&id).await,
+            ) {
+                (Ok(events), Ok(entries)) => {
+                    v["events"] = events.into();
+                    v["entries"] = entries.into();
+                }
+                (Err(e), _) | (_, Err(e)) => return store_error(e),
+            }
+            Json(v).into_response()
+        }
+        Ok(None) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            format!("no tenant {id:?}"),
+        )
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantBody {
+    mango_api_key: Option<String>,
+    mango_api_salt: Option<String>,
+    settings_toml: Option<String>,
+    amocrm: Option<serde_json::Value>,
+}
+
+/// Creates or changes a tenant. Absent fields keep their stored value; the settings are
+/// validated before anything is stored (S1, S2, S4 errors name the key).
+pub async fn put_tenant(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Json<TenantBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return Problem::new(StatusCode::BAD_REQUEST, "Bad Request", e.body_text())
+                .into_response()
+        }
+    };
+    if let Err(m) = validate_tenant_id(&id) {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            format!("tenant id {m}"),
+        )
+        .into_response();
+    }
+    let existing = match state.store.tenant(&id).await {
+        Ok(t) => t,
+        Err(e) => return store_error(e),
+    };
+    let pick = |new: Option<String>, old: Option<&str>, field: &str| -> Result<String, Problem> {
+        match new.or(old.map(str::to_string)) {
+            Some(v) if !v.trim().is_empty() => Ok(v),
+            _ => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                format!("{field} is required"),
+            )),
+        }
+    };
+    let key = match pick(
+        body.mango_api_key,
+        existing.as_ref().map(|t| t.mango_api_key.as_str()),
+        "mango_api_key",
+    ) {
+        Ok(v) => v,
+        Err(p) => return p.into_response(),
+    };
+    let salt = match pick(
+        body.mango_api_salt,
+        existing.as_ref().map(|t| t.mango_api_salt.as_str()),
+        "mango_api_salt",
+    ) {
+        Ok(v) => v,
+        Err(p) => return p.into_response(),
+    };
+    let settings_toml = body
+        .settings_toml
+        .or(existing.as_ref().map(|t| t.settings_toml.clone()))
+        .unwrap_or_default();
+    if let Err(e) = ValidSettings::parse_toml(&settings_toml) {
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid settings",
+            format!("settings_toml: {e}"),
+        )
+        .into_response();
+    }
+    let row = TenantRow {
+        id: id.clone(),
+        mango_api_key: key,
+        mango_api_salt: salt,
+        settings_toml,
+        crm: body
+            .amocrm
+            .or(existing.as_ref().map(|t| t.crm.clone()))
+            .unwrap_or(serde_json::Value::Null),
+        updated_at_ms: now_ms(),
+    };
+    if let Err(e) = state.store.upsert_tenant(&row).await {
+        return if e.to_string().contains("UNIQUE") || e.to_string().contains("unique") {
+            Problem::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "mango_api_key is used by another tenant",
+            )
+            .into_response()
+        } else {
+            store_error(e)
+        };
+    }
+    if let Err(e) = state.reload_tenants().await {
+        return store_error(e);
+    }
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (status, Json(tenant_json(&state, &row))).into_response()
+}
+
+pub async fn delete_tenant(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match state.store.delete_tenant(&id).await {
+        Ok(true) => {
+            let _ = state.reload_tenants().await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            format!("no tenant {id:?}"),
+        )
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct EntriesQuery {
+    tenant: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+fn entry_json(e: &StoredEntry) -> serde_json::Value {
+    let mut v = e.plan.clone();
+    let pending = e.outbox.iter().filter(|(_, s)| s == "pending").count();
+    let parked = e.outbox.iter().filter(|(_, s)| s == "parked").count();
+    v["delivery"] = serde_json::json!({
+        "state": if e.outbox.is_empty() { "nothing_to_deliver" } else if parked > 0 { "parked" } else if pending > 0 { "pending" } else { "delivered" },
+        "items": e.outbox.iter().map(|(k, s)| serde_json::json!({"key": k, "state": s})).collect::<Vec<_>>(),
+    });
+    v["planned_at_ms"] = e.planned_at_ms.into();
+    v
+}
+
+/// The tenant a request is about: named, or the only one there is.
+async fn resolve_tenant(state: &AppState, named: Option<String>) -> Result<String, Problem> {
+    if let Some(t) = named {
+        return if state.tenant(&t).await.is_some() {
+            Ok(t)
+        } else {
+            Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "Not Found",
+                format!("no tenant {t:?}"),
+            ))
+        };
+    }
+    let tenants = state.tenants.read().await;
+    match tenants.len() {
+        1 => Ok(tenants.keys().next().cloned().unwrap_or_default()),
+        _ => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "name the tenant: ?tenant=ID",
+        )),
+    }
+}
+
+/// `GET /api/v1/entries?tenant=ID&limit=50&offset=0`: planned entries, newest first.
+pub async fn list_entries(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<EntriesQuery>,
+) -> Response {
+    let tenant = match resolve_tenant(&state, q.tenant).await {
+        Ok(t) => t,
+        Err(p) => return p.into_response(),
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let offset = q.offset.unwrap_or(0).max(0);
+    let (entries, total) = match (
+        state.store.entries(&tenant, limit, offset).await,
+        state.store.count_entries(&tenant).await,
+    ) {
+        (Ok(e), Ok(t)) => (e, t),
+        (Err(e), _) | (_, Err(e)) => return store_error(e),
+    };
+    Json(serde_json::json!({
+        "tenant": tenant,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+pub async fn get_entry(
+    State(state): State<Arc<AppState>>,
+    Path(entry_id): Path<String>,
+    Query(q): Query<EntriesQuery>,
+) -> Response {
+    let tenant = match resolve_tenant(&state, q.tenant).await {
+        Ok(t) => t,
+        Err(p) => return p.into_response(),
+    };
+    match state.store.entry(&tenant, &entry_id).await {
+        Ok(Some(e)) => Json(entry_json(&e)).into_response(),
+        Ok(None) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            format!("no planned entry {entry_id:?}"),
+        )
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CardsQuery {
+    crm_user_id: u64,
+    tenant: Option<String>,
+}
+
+/// `GET /api/v1/cards/stream?crm_user_id=N[&tenant=ID]`: Server-Sent Events, one `card` event per
+/// show or hide of that user's call card.
+pub async fn card_stream(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<CardsQuery>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let user = q.crm_user_id;
+    let tenant = q.tenant;
+    let stream = BroadcastStream::new(state.cards.subscribe()).filter_map(move |msg| {
+        let card = msg.ok()?;
+        if card.change.crm_user_id != user || tenant.as_deref().is_some_and(|t| t != card.tenant_id)
+        {
+            return None;
+        }
+        let mut data = serde_json::to_value(&card.change).ok()?;
+        data["tenant"] = card.tenant_id.into();
+        Some(Ok(Event::default().event("card").data(data.to_string())))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,174 @@
+//! callbridge's service: Mango webhooks into a durable event log, a processor that folds the log
+//! through the pure core and stores plans with their outbox, the admin API, the live card stream,
+//! health and metrics.
+
+pub mod admin;
+pub mod config;
+pub mod problem;
+pub mod processor;
+pub mod state;
+pub mod webhooks;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use callbridge_store::{Appender, Store, TenantRow};
+use config::{Config, LoadedTenant};
+use state::{now_ms, AppState};
+use std::sync::Arc;
+use tokio::sync::{broadcast, watch, Notify, RwLock};
+
+/// Builds the router over a ready state.
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    let api = Router::new()
+        .route("/tenants", get(admin::list_tenants))
+        .route(
+            "/tenants/{id}",
+            get(admin::get_tenant)
+                .put(admin::put_tenant)
+                .delete(admin::delete_tenant),
+        )
+        .route("/entries", get(admin::list_entries))
+        .route("/entries/{entry_id}", get(admin::get_entry))
+        .route("/cards/stream", get(admin::card_stream))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token,
+        ));
+    let mango = Router::new()
+        .route("/mango/{tenant}", post(webhooks::ping))
+        .route("/mango/{tenant}/", post(webhooks::ping))
+        .route("/mango/{tenant}/{*path}", post(webhooks::webhook))
+        .layer(DefaultBodyLimit::max(max_body_bytes));
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(mango)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    match state.store.max_event_id().await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable"),
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+}
+
+fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    use std::sync::OnceLock;
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// A running service, for the binary and for tests.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    processor: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting requests, lets in-flight ones finish, and stops the processor.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        let _ = self.processor.await;
+    }
+
+    /// Waits until the server stops (after a shutdown signal).
+    pub async fn wait(self) {
+        let _ = self.server.await;
+        let _ = self.processor.await;
+    }
+
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens the store, loads the tenants declared in the config, and starts the HTTP server and
+/// the processor.
+pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running, String> {
+    let store = Store::open(config.database_url.as_deref(), &config.data_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    for t in tenants {
+        let row = TenantRow {
+            id: t.id,
+            mango_api_key: t.mango_api_key,
+            mango_api_salt: t.mango_api_salt,
+            settings_toml: t.settings_toml,
+            crm: t.amocrm,
+            updated_at_ms: now_ms(),
+        };
+        store
+            .upsert_tenant(&row)
+            .await
+            .map_err(|e| format!("tenant {}: {e}", row.id))?;
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (cards, _) = broadcast::channel(4096);
+    let state = Arc::new(AppState {
+        appender: Appender::spawn(store.clone(), 512),
+        store,
+        tenants: RwLock::new(Default::default()),
+        admin_token: config.admin_token.clone(),
+        public_url: config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+        processing: config.processing,
+        new_events: Notify::new(),
+        cards,
+        metrics: metrics_handle(),
+    });
+    state.reload_tenants().await?;
+    let (shutdown, rx) = watch::channel(false);
+    let processor = tokio::spawn(processor::Processor::new(state.clone()).run(rx.clone()));
+    let app = router(state.clone(), config.max_body_bytes);
+    let mut server_rx = rx;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                while !*server_rx.borrow() {
+                    if server_rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await
+    });
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        server,
+        processor,
+    })
+}

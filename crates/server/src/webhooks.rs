@@ -1,0 +1,183 @@
+//! Mango's webhooks: `POST /mango/{tenant}/{path}` with a form-encoded `vpbx_api_key`, `sign`
+//! and `json`. A valid event is in the event log, durably, before the 200 goes back.
+
+use crate::problem::Problem;
+use crate::state::{now_ms, AppState};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use callbridge_mango::webhook::{parse_event, Webhook};
+use callbridge_store::{Appended, NewEvent};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+fn rejected(reason: &'static str) {
+    metrics::counter!("callbridge_webhooks_total", "result" => "rejected", "reason" => reason)
+        .increment(1);
+}
+
+pub async fn ping(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    receive(state, tenant, String::new(), headers, body).await
+}
+
+pub async fn webhook(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, path)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    receive(state, tenant, path, headers, body).await
+}
+
+async fn receive(
+    state: Arc<AppState>,
+    tenant_id: String,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let forbidden = || {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "unknown tenant, API key or signature",
+        )
+        .into_response()
+    };
+    let Some(tenant) = state.tenant(&tenant_id).await else {
+        rejected("unknown_tenant");
+        return forbidden();
+    };
+    // Mango's connection check may send an empty request: acknowledge it, store nothing.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        metrics::counter!("callbridge_webhooks_total", "result" => "ping").increment(1);
+        return (
+            StatusCode::OK,
+            Json(serde_json::json!({"ok": true, "stored": false})),
+        )
+            .into_response();
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        rejected("content_type");
+        return Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type",
+            format!("expected application/x-www-form-urlencoded, got {content_type:?}"),
+        )
+        .into_response();
+    }
+    let (mut key, mut sign, mut json) = (None, None, None);
+    for (name, value) in form_urlencoded::parse(&body) {
+        match name.as_ref() {
+            "vpbx_api_key" => key = Some(value.into_owned()),
+            "sign" => sign = Some(value.into_owned()),
+            "json" => json = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let Some(key) = key else {
+        rejected("malformed");
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "form field \"vpbx_api_key\" is missing",
+        )
+        .into_response();
+    };
+    if !bool::from(key.as_bytes().ct_eq(tenant.row.mango_api_key.as_bytes())) {
+        rejected("unknown_key");
+        return forbidden();
+    }
+    let Some(json) = json else {
+        if path.trim_matches('/') == "ping" || path.is_empty() {
+            return (
+                StatusCode::OK,
+                Json(serde_json::json!({"ok": true, "stored": false})),
+            )
+                .into_response();
+        }
+        rejected("malformed");
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "form field \"json\" is missing",
+        )
+        .into_response();
+    };
+    let Some(sign) = sign else {
+        rejected("bad_signature");
+        return forbidden();
+    };
+    if !callbridge_mango::verify(&key, &json, &tenant.row.mango_api_salt, &sign) {
+        rejected("bad_signature");
+        return forbidden();
+    }
+    let event = match parse_event(&path, &json) {
+        Ok(Webhook::Event(event)) => event,
+        Ok(Webhook::Ignored { .. }) => {
+            metrics::counter!("callbridge_webhooks_total", "result" => "ignored").increment(1);
+            return (
+                StatusCode::OK,
+                Json(serde_json::json!({"ok": true, "stored": false})),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            rejected("malformed");
+            return Problem::new(StatusCode::BAD_REQUEST, "Bad Request", e.to_string())
+                .into_response();
+        }
+    };
+    let new = NewEvent {
+        tenant_id: tenant.row.id.clone(),
+        entry_id: event.entry_id().to_string(),
+        path: callbridge_mango::webhook::normalize_path(&path).to_string(),
+        dedupe_key: event.dedupe_key(),
+        json,
+        received_at_ms: now_ms(),
+    };
+    match state.appender.append(new).await {
+        Ok(Appended::Stored(id)) => {
+            metrics::counter!("callbridge_webhooks_total", "result" => "accepted").increment(1);
+            state.new_events.notify_one();
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({"ok": true, "stored": true, "id": id})),
+            )
+                .into_response()
+        }
+        Ok(Appended::Duplicate) => {
+            metrics::counter!("callbridge_webhooks_total", "result" => "duplicate").increment(1);
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({"ok": true, "stored": false, "duplicate": true})),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "event log unavailable");
+            rejected("storage");
+            // Not acknowledged: the PBX delivers it again.
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                "the event log is unavailable; retry",
+            )
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The generated office: employees (some unmapped), operator groups, lines, and the matching
+//! `settings.toml`.
+
+use crate::rng::Rng;
+use std::fmt::Write as _;
+
+/// Shape of the generated office.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaffConfig {
+    /// Number of employees (at least 2); extensions are 101, 102, ...
+    pub employees: usize,
+    /// Share of employees listed without a CRM user (unmapped).
+    pub unmapped_share: f64,
+    /// Number of ring-all groups (every free member rings at once); extensions 300, 301, ...
+    pub ring_all_groups: usize,
+    /// Number of one-by-one groups (members ring in turn); extensions follow the ring-all ones.
+    pub one_by_one_groups: usize,
+    /// Members per group (capped at the number of employees).
+    pub group_size: usize,
+}
+
+impl Default for StaffConfig {
+    fn default() -> Self {
+        StaffConfig {
+            employees: 12,
+            unmapped_share: 0.3,
+            ring_all_groups: 1,
+            one_by_one_groups: 1,
+            group_size: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Employee {
+    pub extension: String,
+    pub name: String,
+    /// `None`: listed in the settings but unmapped.
+    pub crm_user_id: Option<u64>,
+    /// Mango's `general.user_id`, as sent in `record/added` / `record/tagged`.
+    pub mango_user_id: i64,
+    /// The employee's SIP device, as Mango puts it in `number`.
+    pub sip: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupStrategy {
+    RingAll,
+    OneByOne,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub extension: String,
+    pub strategy: GroupStrategy,
+    /// Indices into [`Staff::employees`], in ringing order for a one-by-one group.
+    pub members: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staff {
+    pub employees: Vec<Employee>,
+    pub groups: Vec<Group>,
+    /// The office's inbound / outbound lines.
+    pub lines: Vec<String>,
+    /// The "Save all calls" CRM user of the generated settings.
+    pub fallback_crm_user_id: u64,
+}
+
+const NAMES: [&str; 16] = [
+    "Olga", "Ivan", "Anna", "Pavel", "Maria", "Sergey", "Elena", "Dmitry", "Natalia", "Alexey",
+    "Irina", "Nikolai", "Tatiana", "Mikhail", "Svetlana", "Andrey",
+];
+const ROLES: [&str; 6] = [
+    "operator",
+    "sales",
+    "accountant",
+    "courier",
+    "support",
+    "manager",
+];
+
+impl Staff {
+    pub fn generate(config: &StaffConfig, rng: &mut Rng) -> Staff {
+        let n = config.employees.max(2);
+        let unmapped = ((n as f64) * config.unmapped_share.clamp(0.0, 1.0)).round() as usize;
+        // At least one mapped employee; at least one unmapped when any share was asked for.
+        let unmapped = unmapped
+            .max(usize::from(config.unmapped_share > 0.0))
+            .min(n - 1);
+        let mut order: Vec<usize> = (0..n).collect();
+        shuffle(&mut order, rng);
+        let unmapped_set: Vec<usize> = order[..unmapped].to_vec();
+        let employees = (0..n)
+            .map(|i| {
+                let extension = (101 + i).to_string();
+                Employee {
+                    name: format!(
+                        "{}, {}",
+                        NAMES[i % NAMES.len()],
+                        ROLES[(i / NAMES.len() + i) % ROLES.len()]
+                    ),
+                    crm_user_id: (!unmapped_set.contains(&i)).then_some(1001 + i as u64),
+                    mango_user_id: 300_049_000 + i as i64,
+                    sip: format!("sip:user{extension}@vpbx400000001.mangosip.ru"),
+                    extension,
+                }
+            })
+            .collect();
+        let size = config.group_size.clamp(1, n);
+        let mut groups = Vec::new();
+        let strategies = std::iter::repeat_n(GroupStrategy::RingAll, config.ring_all_groups).chain(
+            std::iter::repeat_n(GroupStrategy::OneByOne, config.one_by_one_groups),
+        );
+        for (g, strategy) in strategies.enumerate() {
+            let mut members: Vec<usize> = (0..n).collect();
+            shuffle(&mut members, rng);
+            members.truncate(size);
+            groups.push(Group {
+                extension: (300 + g).to_string(),
+                strategy,
+                members,
+            });
+        }
+        Staff {
+            employees,
+            groups,
+            lines: vec!["74951234567".into(), "78005553535".into()],
+            fallback_crm_user_id: 9000,
+        }
+    }
+
+    pub fn employee(&self, extension: &str) -> Option<&Employee> {
+        self.employees.iter().find(|e| e.extension == extension)
+    }
+
+    /// `settings.toml` for this office, in the schema `simulate` reads: every employee listed
+    /// (unmapped ones without `crm_user_id`), "Save all calls" on with
+    /// [`Staff::fallback_crm_user_id`], missed group calls to the first employee offered, and
+    /// speech analytics saved.
+    pub fn settings_toml(&self) -> String {
+        let mut s = String::from("# Generated by callbridge-traffic for the generated office.\n");
+        s.push_str("plan = \"extended\"\nutc_offset_minutes = 180\n");
+        for e in &self.employees {
+            let _ = write!(
+                s,
+                "\n[[employees]]\nextension = \"{}\"\nname = \"{}\"\n",
+                e.extension, e.name
+            );
+            if let Some(id) = e.crm_user_id {
+                let _ = writeln!(s, "crm_user_id = {id}");
+            }
+        }
+        let _ = write!(
+            s,
+            "\n[calls.incoming]\nnew_client = \"contact_and_lead\"\nrepeat_client = \"lead_if_no_open\"\n\
+             \n[calls.missed_group]\nresponsible_enabled = false\nowner_when_unset = \"first\"\n\
+             \n[calls.save_all_calls]\nenabled = true\ncrm_user_id = {}\n\
+             \n[speech_analytics]\nsave = true\n",
+            self.fallback_crm_user_id
+        );
+        s
+    }
+}
+
+pub(crate) fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
+    for i in (1..items.len()).rev() {
+        let j = rng.below(i + 1);
+        items.swap(i, j);
+    }
+}
