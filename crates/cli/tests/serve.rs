@@ -40,6 +40,17 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, tenants: &[Tenant], database_url: Option<&str>) -> Server {
+        Server::start_with_grace(dir, tenants, database_url, 3)
+    }
+
+    /// `grace` is A4's grace period: an entry whose legs are all down and that hears nothing
+    /// for that long is complete even without its summary.
+    fn start_with_grace(
+        dir: &Path,
+        tenants: &[Tenant],
+        database_url: Option<&str>,
+        grace: u32,
+    ) -> Server {
         let mut config = format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{TOKEN}\"\n",
             dir.join("data").display()
@@ -47,7 +58,8 @@ impl Server {
         if let Some(url) = database_url {
             config += &format!("database_url = \"{url}\"\n");
         }
-        config += "[processing]\ngrace_seconds = 1\nsettle_seconds = 1\ntick_ms = 50\n";
+        config +=
+            &format!("[processing]\ngrace_seconds = {grace}\nsettle_seconds = 2\ntick_ms = 50\n");
         for t in tenants {
             config += &format!(
                 "[[tenants]]\nid = \"{}\"\nmango_api_key = \"{}\"\nmango_api_salt = \"{}\"\nsettings = \"{}\"\n",
@@ -516,12 +528,12 @@ fn kill_9_mid_stream_then_restart_plans_every_entry_exactly_once() {
     let lines = lines_of(&events);
     let half = lines.len() / 2;
     let http = client();
-    let server = Server::start(&dir, std::slice::from_ref(&t), None);
+    let server = Server::start_with_grace(&dir, std::slice::from_ref(&t), None, 60);
     for line in &lines[..half] {
         assert_eq!(post_line(&http, &server.base, &t, line), 200);
     }
     server.kill();
-    let server = Server::start(&dir, std::slice::from_ref(&t), None);
+    let server = Server::start_with_grace(&dir, std::slice::from_ref(&t), None, 60);
     // The PBX re-sends what it is unsure of: replay a stretch before the crash point too.
     for line in &lines[half.saturating_sub(40)..] {
         assert_eq!(post_line(&http, &server.base, &t, line), 200);
@@ -568,8 +580,8 @@ fn two_instances_on_one_postgres_never_plan_an_entry_twice() {
         salt: "s-acme".into(),
         settings: settings.clone(),
     };
-    let a = Server::start(&dir, std::slice::from_ref(&t), Some(&url));
-    let b = Server::start(&dir, std::slice::from_ref(&t), Some(&url));
+    let a = Server::start_with_grace(&dir, std::slice::from_ref(&t), Some(&url), 60);
+    let b = Server::start_with_grace(&dir, std::slice::from_ref(&t), Some(&url), 60);
     let http = client();
     // Any instance accepts webhooks: alternate, and deliver some twice, once to each.
     for (i, line) in lines_of(&events).iter().enumerate() {

@@ -107,8 +107,11 @@ impl Processor {
             .await
             .map_err(|e| e.to_string())?;
         let mut n = 0;
+        // Windows restart now: the PBX re-sends what it had no answer for while we were down,
+        // and those stragglers must still count.
+        let restarted_at = now_ms() / 1000;
         for e in events.into_iter().filter(|e| e.id <= through) {
-            self.fold(&e, false).await;
+            self.fold(&e, false, restarted_at).await;
             n += 1;
         }
         self.cursor.through = through;
@@ -156,7 +159,7 @@ impl Processor {
                 .collect();
             let full = fresh.len() >= 2000;
             for e in &fresh {
-                self.fold(e, true).await;
+                self.fold(e, true, e.received_at_ms / 1000).await;
                 self.cursor.seen.insert(e.id);
                 let lag = (now_ms() - e.received_at_ms).max(0) as f64 / 1000.0;
                 metrics::gauge!("callbridge_processing_lag_seconds").set(lag);
@@ -181,7 +184,8 @@ impl Processor {
         Ok(())
     }
 
-    async fn fold(&mut self, stored: &StoredEvent, live: bool) {
+    /// Folds one stored event in; `arrived` (Unix seconds) counts as the entry's activity.
+    async fn fold(&mut self, stored: &StoredEvent, live: bool, arrived: i64) {
         let event: PbxEvent = match parse_event(&stored.path, &stored.json) {
             Ok(Webhook::Event(e)) => e,
             Ok(_) => return,
@@ -212,7 +216,7 @@ impl Processor {
                 }
             }
         }
-        work.tracker.push_at(event, stored.received_at_ms / 1000);
+        work.tracker.push_at(event, arrived);
     }
 
     async fn plan(&mut self, tenant_id: &str, completed: Completed) -> Result<(), String> {
