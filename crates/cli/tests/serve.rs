@@ -52,7 +52,8 @@ impl Server {
         grace: u32,
     ) -> Server {
         let mut config = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{TOKEN}\"\n",
+            // No directory loading: tests talk to nothing but loopback.
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{TOKEN}\"\ndirectory_refresh_seconds = 0\n",
             dir.join("data").display()
         );
         if let Some(url) = database_url {

@@ -170,7 +170,7 @@ fn code_meaning(code: i64) -> &'static str {
 }
 
 /// An employee from `config/users/request`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct VpbxUser {
     /// `general.user_id`: the id used by record events, extended stats and groups.
     pub user_id: Option<i64>,
@@ -187,7 +187,7 @@ pub struct VpbxUser {
 }
 
 /// A call group from `groups`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct VpbxGroup {
     pub id: i64,
     /// Empty when absent.
@@ -200,7 +200,7 @@ pub struct VpbxGroup {
 }
 
 /// A member of a call group.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct GroupOperator {
     /// The employee's `general.user_id`.
     pub id: Option<i64>,
@@ -212,7 +212,7 @@ pub struct GroupOperator {
 }
 
 /// The speech-analytics transcript of one recording.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Transcript {
     pub recording_id: String,
     /// `(speaker, text)` in spoken order; the speaker is Mango's key (`operator`, `client`).

@@ -41,6 +41,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     #[serde(default)]
     pub processing: Processing,
+    /// The Mango VPBX API the employee directory is loaded from.
+    #[serde(default = "default_mango_api_url")]
+    pub mango_api_url: String,
+    /// How often each tenant's employee directory is reloaded; 0 turns loading off.
+    #[serde(default = "default_directory_refresh")]
+    pub directory_refresh_seconds: u64,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
 }
@@ -95,6 +101,12 @@ fn default_listen() -> String {
 }
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
+}
+fn default_mango_api_url() -> String {
+    "https://app.mango-office.ru/vpbx/".into()
+}
+fn default_directory_refresh() -> u64 {
+    3600
 }
 fn default_max_body() -> usize {
     64 * 1024

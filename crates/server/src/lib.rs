@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod directory;
 pub mod problem;
 pub mod processor;
 pub mod state;
@@ -30,6 +31,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
                 .put(admin::put_tenant)
                 .delete(admin::delete_tenant),
         )
+        .route("/tenants/{id}/directory", get(admin::get_directory))
         .route("/entries", get(admin::list_entries))
         .route("/entries/{entry_id}", get(admin::get_entry))
         .route("/cards/stream", get(admin::card_stream))
@@ -147,10 +149,16 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         new_events: Notify::new(),
         cards,
         metrics: metrics_handle(),
+        directories: RwLock::new(Default::default()),
+        mango_api_url: config.mango_api_url.clone(),
     });
     state.reload_tenants().await?;
     let (shutdown, rx) = watch::channel(false);
     let processor = tokio::spawn(processor::Processor::new(state.clone()).run(rx.clone()));
+    if config.directory_refresh_seconds > 0 {
+        let every = std::time::Duration::from_secs(config.directory_refresh_seconds);
+        tokio::spawn(directory::run(state.clone(), every, rx.clone()));
+    }
     let app = router(state.clone(), config.max_body_bytes);
     let mut server_rx = rx;
     let server = tokio::spawn(async move {

@@ -33,6 +33,10 @@ pub struct AppState {
     pub new_events: Notify,
     pub cards: broadcast::Sender<TenantCard>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The PBX staff of each tenant, from the VPBX API.
+    pub directories: RwLock<HashMap<String, crate::directory::Directory>>,
+    /// The VPBX API base URL the directories are loaded from.
+    pub mango_api_url: String,
 }
 
 impl AppState {

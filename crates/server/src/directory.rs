@@ -1,0 +1,99 @@
+//! The employee directory of each tenant's PBX: employees and groups loaded from the Mango VPBX
+//! API (signed requests, the API's own rate limits), refreshed periodically, and shown next to
+//! the mapping table so an administrator sees who is mapped and who is not.
+
+use crate::state::{now_ms, AppState};
+use callbridge_mango::api::{VpbxClient, VpbxGroup, VpbxUser};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What is known of one tenant's PBX staff.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Directory {
+    pub users: Vec<VpbxUser>,
+    pub groups: Vec<VpbxGroup>,
+    /// When the last successful load finished (Unix ms); 0 before the first.
+    pub refreshed_at_ms: i64,
+    /// The last load's error, if it failed (the previous lists are kept).
+    pub error: Option<String>,
+}
+
+/// Loads every tenant's directory now, then every `every` until shutdown.
+pub async fn run(state: Arc<AppState>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    // One client per API key: clones share the per-endpoint rate limiters.
+    let mut clients: HashMap<String, VpbxClient> = HashMap::new();
+    loop {
+        refresh_all(&state, &mut clients).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+pub async fn refresh_all(state: &AppState, clients: &mut HashMap<String, VpbxClient>) {
+    let tenants: Vec<_> = state.tenants.read().await.values().cloned().collect();
+    for tenant in tenants {
+        let url = state.mango_api_url.clone();
+        let cache_key = format!("{url}|{}", tenant.row.mango_api_key);
+        let client = match clients.get(&cache_key) {
+            Some(c) => c.clone(),
+            None => match VpbxClient::with_base_url(
+                &url,
+                &tenant.row.mango_api_key,
+                &tenant.row.mango_api_salt,
+            ) {
+                Ok(c) => {
+                    clients.insert(cache_key, c.clone());
+                    c
+                }
+                Err(e) => {
+                    record(state, &tenant.row.id, Err(e.to_string())).await;
+                    continue;
+                }
+            },
+        };
+        let loaded = match client.users().await {
+            Ok(users) => match client.groups().await {
+                Ok(groups) => Ok((users, groups)),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        record(state, &tenant.row.id, loaded).await;
+    }
+}
+
+async fn record(
+    state: &AppState,
+    tenant: &str,
+    loaded: Result<(Vec<VpbxUser>, Vec<VpbxGroup>), String>,
+) {
+    let mut all = state.directories.write().await;
+    let d = all.entry(tenant.to_string()).or_default();
+    match loaded {
+        Ok((users, groups)) => {
+            metrics::counter!("callbridge_directory_refreshes_total", "result" => "ok")
+                .increment(1);
+            *d = Directory {
+                users,
+                groups,
+                refreshed_at_ms: now_ms(),
+                error: None,
+            };
+        }
+        Err(e) => {
+            metrics::counter!("callbridge_directory_refreshes_total", "result" => "error")
+                .increment(1);
+            tracing::warn!(tenant, error = %e, "employee directory refresh failed");
+            d.error = Some(e);
+        }
+    }
+}
