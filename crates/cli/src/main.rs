@@ -1,5 +1,6 @@
 //! The `callbridge` binary: wires the crates together behind subcommands. No rules live here.
 
+mod bench_ingest;
 mod generate;
 mod serve;
 mod simulate;
@@ -29,6 +30,9 @@ enum Command {
     /// Run the service: Mango webhooks in, plans and their CRM work stored, admin API and card
     /// stream served.
     Serve(serve::Args),
+    /// Load benchmark of the webhook ingest path: signed webhooks over loopback into the service,
+    /// reporting accepted events per second and acknowledgement latency.
+    BenchIngest(bench_ingest::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::BenchIngest(args) => bench_ingest::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
