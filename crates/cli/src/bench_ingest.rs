@@ -27,7 +27,6 @@ pub struct Args {
     database_url: Option<String>,
 }
 
-const KEY: &str = "bench-key";
 const SALT: &str = "bench-salt";
 
 pub fn run(args: &Args) -> Result<()> {
@@ -42,10 +41,20 @@ pub fn run(args: &Args) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("callbridge-bench-ingest-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let bodies = signed_bodies(args.events, &dir)?;
+    // A tenant of its own per run: on a shared PostgreSQL, an earlier run's events would
+    // otherwise be recognised as duplicates and not written again.
+    let tenant = format!(
+        "bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let key = format!("key-{tenant}");
+    let bodies = signed_bodies(args.events, &dir, &key)?;
     let mut config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nadmin_token = \"bench-admin-token\"\ndirectory_refresh_seconds = 0\n\
-         [[tenants]]\nid = \"bench\"\nmango_api_key = \"{KEY}\"\nmango_api_salt = \"{SALT}\"\nsettings = \"settings.toml\"\n"
+         [[tenants]]\nid = \"{tenant}\"\nmango_api_key = \"{key}\"\nmango_api_salt = \"{SALT}\"\nsettings = \"settings.toml\"\n"
     );
     if let Some(url) = &args.database_url {
         config = format!("database_url = \"{url}\"\n{config}");
@@ -62,9 +71,9 @@ pub fn run(args: &Args) -> Result<()> {
             .await
             .map_err(|e| anyhow!("{e}"))?;
         let backend = running.state.store.backend();
-        let url = format!("http://{}/mango/bench/", running.addr);
+        let url = format!("http://{}/mango/{tenant}/", running.addr);
         let report = post_all(&url, bodies, args).await?;
-        let stored = running.state.store.count_events("bench").await?;
+        let stored = running.state.store.count_events(&tenant).await?;
         running.shutdown().await;
         Ok::<_, anyhow::Error>((backend, report, stored))
     })?;
@@ -93,7 +102,7 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 /// Generated traffic as ready-to-post form bodies: (path, body).
-fn signed_bodies(n: usize, dir: &std::path::Path) -> Result<Vec<(String, String)>> {
+fn signed_bodies(n: usize, dir: &std::path::Path, key: &str) -> Result<Vec<(String, String)>> {
     let mut generator = Generator::new(TrafficConfig {
         calls: n / 6 + 10,
         seed: 11,
@@ -109,9 +118,9 @@ fn signed_bodies(n: usize, dir: &std::path::Path) -> Result<Vec<(String, String)
         }
         let (path, json) = to_json(&event);
         let json = json.to_string();
-        let sign = callbridge_mango::sign(KEY, &json, SALT);
+        let sign = callbridge_mango::sign(key, &json, SALT);
         let body: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("vpbx_api_key", KEY)
+            .append_pair("vpbx_api_key", key)
             .append_pair("sign", &sign)
             .append_pair("json", &json)
             .finish();

@@ -202,29 +202,45 @@ impl Store {
         schema::migrate(&self.db).await
     }
 
-    /// Appends events in one transaction; each result says whether it was new.
+    /// Appends events in one transaction, as one multi-row statement per chunk; each result says
+    /// whether the event was new (the first of equal dedupe keys wins, also within the batch).
     pub async fn append_events(&self, events: &[NewEvent]) -> Result<Vec<Appended>> {
-        let mut out = Vec::with_capacity(events.len());
+        // 6 parameters a row; stay well inside both engines' parameter limits.
+        const CHUNK: usize = 1000;
+        let mut stored: std::collections::HashMap<(String, String), i64> =
+            std::collections::HashMap::new();
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            for e in events {
-                let id: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO events (tenant_id, entry_id, path, dedupe_key, json, received_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
-                )
-                .bind(&e.tenant_id)
-                .bind(&e.entry_id)
-                .bind(&e.path)
-                .bind(&e.dedupe_key)
-                .bind(&e.json)
-                .bind(e.received_at_ms)
-                .fetch_optional(&mut *tx)
-                .await?;
-                out.push(id.map_or(Appended::Duplicate, Appended::Stored));
+            for chunk in events.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO events (tenant_id, entry_id, path, dedupe_key, json, received_at_ms) ",
+                );
+                q.push_values(chunk, |mut row, e| {
+                    row.push_bind(&e.tenant_id)
+                        .push_bind(&e.entry_id)
+                        .push_bind(&e.path)
+                        .push_bind(&e.dedupe_key)
+                        .push_bind(&e.json)
+                        .push_bind(e.received_at_ms);
+                });
+                q.push(" ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id, tenant_id, dedupe_key");
+                let rows: Vec<(i64, String, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                for (id, tenant, key) in rows {
+                    stored.insert((tenant, key), id);
+                }
             }
             tx.commit().await?;
         });
-        Ok(out)
+        // The row inserted for a key answers its first occurrence; later ones are duplicates.
+        Ok(events
+            .iter()
+            .map(
+                |e| match stored.remove(&(e.tenant_id.clone(), e.dedupe_key.clone())) {
+                    Some(id) => Appended::Stored(id),
+                    None => Appended::Duplicate,
+                },
+            )
+            .collect())
     }
 
     /// Events with an id above `after_id`, oldest first.
