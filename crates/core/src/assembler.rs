@@ -16,6 +16,8 @@ pub struct EntryEvents {
     pub entry_id: String,
     /// Call events per PBX leg (`call_id`), kept sorted by `seq` and free of duplicates (A1).
     legs: BTreeMap<String, Vec<CallEvent>>,
+    /// How many legs' last event (by `seq`) is not `Disconnected`, kept by `push`.
+    legs_up: usize,
     summary: Option<SummaryEvent>,
     recordings: BTreeMap<String, RecordingFacts>,
     /// Highest event timestamp seen for this entry.
@@ -55,41 +57,60 @@ impl EntryEvents {
         self.last_activity = self.last_activity.max(event.timestamp());
         let pushed = match event {
             PbxEvent::Call(call) => {
-                let leg = self.legs.entry(call.call_id.clone()).or_default();
-                match leg.binary_search_by(|e| call_order(e).cmp(&call_order(&call))) {
-                    Ok(i) => {
-                        // Same seq, state and time: a re-delivery. Should two deliveries differ
-                        // in detail, keep the richer one, chosen by content so that arrival order
-                        // cannot change the result.
-                        if richness(&call) > richness(&leg[i]) {
-                            leg[i] = call;
+                if let Some(leg) = self.legs.get_mut(&call.call_id) {
+                    let was_up = is_up(leg);
+                    let order = call_order(&call);
+                    let pushed = match leg.binary_search_by(|e| call_order(e).cmp(&order)) {
+                        Ok(i) => {
+                            // Same seq, state and time: a re-delivery. Should two deliveries
+                            // differ in detail, keep the richer one, chosen by content so that
+                            // arrival order cannot change the result.
+                            if richer(&call, &leg[i]) {
+                                leg[i] = call;
+                            }
+                            Pushed::Duplicate
                         }
-                        Pushed::Duplicate
+                        Err(i) => {
+                            leg.insert(i, call);
+                            Pushed::New
+                        }
+                    };
+                    match (was_up, is_up(leg)) {
+                        (false, true) => self.legs_up += 1,
+                        (true, false) => self.legs_up -= 1,
+                        _ => {}
                     }
-                    Err(i) => {
-                        leg.insert(i, call);
-                        Pushed::New
+                    pushed
+                } else {
+                    if call.call_state != CallState::Disconnected {
+                        self.legs_up += 1;
                     }
+                    self.legs.insert(call.call_id.clone(), vec![call]);
+                    Pushed::New
                 }
             }
             PbxEvent::Summary(summary) => match &self.summary {
-                Some(old) if summary_key(old) >= summary_key(&summary) => Pushed::Duplicate,
+                Some(old) if !summary_newer(&summary, old) => Pushed::Duplicate,
                 _ => {
                     self.summary = Some(summary);
                     Pushed::New
                 }
             },
             PbxEvent::Recording(rec) => {
-                let facts = self.recordings.entry(rec.recording_id.clone()).or_default();
+                let facts = self.recordings.entry(rec.recording_id).or_default();
                 let key = (
                     rec.timestamp,
                     rec.seq,
-                    rec.call_id.clone(),
-                    rec.extension.clone(),
+                    rec.call_id.as_deref(),
+                    rec.extension.as_deref(),
                 );
                 let mut new = false;
-                if facts.first.as_ref().is_none_or(|f| key < *f) {
-                    facts.first = Some(key);
+                if facts
+                    .first
+                    .as_ref()
+                    .is_none_or(|f| key < (f.0, f.1, f.2.as_deref(), f.3.as_deref()))
+                {
+                    facts.first = Some((rec.timestamp, rec.seq, rec.call_id, rec.extension));
                     new = true;
                 }
                 if rec.recording_state == RecordingState::Completed {
@@ -147,12 +168,11 @@ impl EntryEvents {
 
     /// True when every known leg's last event (by `seq`) is `Disconnected` (A4).
     pub fn all_legs_disconnected(&self) -> bool {
-        !self.legs.is_empty()
-            && self.legs.values().all(|events| {
-                events
-                    .last()
-                    .is_some_and(|e| e.call_state == CallState::Disconnected)
-            })
+        debug_assert_eq!(
+            self.legs_up,
+            self.legs.values().filter(|events| is_up(events)).count()
+        );
+        !self.legs.is_empty() && self.legs_up == 0
     }
 
     pub fn call_event_count(&self) -> usize {
@@ -169,8 +189,40 @@ fn call_order(e: &CallEvent) -> (u64, i64, CallState) {
     (e.seq, e.timestamp, e.call_state)
 }
 
-/// A content-only ranking of two deliveries of the same leg event.
-fn richness(e: &CallEvent) -> (usize, String) {
+/// True when a leg's last event (by `seq`) is not `Disconnected`. Legs are never empty.
+fn is_up(events: &[CallEvent]) -> bool {
+    events
+        .last()
+        .is_none_or(|e| e.call_state != CallState::Disconnected)
+}
+
+/// Whether `new` ranks above `old` by [`richness`], without formatting either in the usual
+/// cases: an identical re-delivery, or one with a different count of party fields.
+fn richer(new: &CallEvent, old: &CallEvent) -> bool {
+    if new == old {
+        return false;
+    }
+    let (n, o) = (party_fields(new), party_fields(old));
+    if n != o {
+        return n > o;
+    }
+    richness(new) > richness(old)
+}
+
+/// Whether `new` replaces `old` as the entry's summary: `summary_key(new) > summary_key(old)`,
+/// formatting only when the two differ in content with equal end and talk times.
+fn summary_newer(new: &SummaryEvent, old: &SummaryEvent) -> bool {
+    if new == old {
+        return false;
+    }
+    let (n, o) = ((new.end_time, new.talk_time), (old.end_time, old.talk_time));
+    if n != o {
+        return n > o;
+    }
+    summary_key(new) > summary_key(old)
+}
+
+fn party_fields(e: &CallEvent) -> usize {
     let count = |p: &Party| {
         [
             &p.extension,
@@ -183,7 +235,12 @@ fn richness(e: &CallEvent) -> (usize, String) {
         .filter(|f| f.is_some())
         .count()
     };
-    (count(&e.from) + count(&e.to), format!("{e:?}"))
+    count(&e.from) + count(&e.to)
+}
+
+/// A content-only ranking of two deliveries of the same leg event (see [`richer`]).
+fn richness(e: &CallEvent) -> (usize, String) {
+    (party_fields(e), format!("{e:?}"))
 }
 
 fn summary_key(s: &SummaryEvent) -> (i64, i64, String) {
@@ -253,33 +310,70 @@ pub struct Assembly {
     pub has_summary: bool,
 }
 
-/// Who a side of a leg is, at one event.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Side {
-    Employee(String),
-    Client(String),
+/// Who a side of a leg is, at one event. Borrows from the events; a client is an id in the
+/// [`Numbers`] table of the assembly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side<'a> {
+    Employee(&'a str),
+    Client(usize),
     /// The PBX itself: its voice menu or a group queue answering on a line.
     Pbx,
     Unknown,
 }
 
-fn classify(p: &Party, is_to: bool, location: &Location) -> Side {
+/// The normalised numbers of one assembly, each distinct number once (so equal ids are equal
+/// numbers), with the raw forms already seen, so that each raw form is normalised once.
+#[derive(Default)]
+struct Numbers<'a> {
+    raw: Vec<(&'a str, Option<usize>)>,
+    numbers: Vec<String>,
+}
+
+impl<'a> Numbers<'a> {
+    fn normalize(&mut self, raw: &'a str) -> Option<usize> {
+        if let Some(&(_, id)) = self.raw.iter().find(|(r, _)| *r == raw) {
+            return id;
+        }
+        let id = phone::normalize(raw).map(|n| {
+            match self.numbers.iter().position(|known| *known == n) {
+                Some(i) => i,
+                None => {
+                    self.numbers.push(n);
+                    self.numbers.len() - 1
+                }
+            }
+        });
+        self.raw.push((raw, id));
+        id
+    }
+
+    fn get(&self, id: usize) -> &str {
+        &self.numbers[id]
+    }
+}
+
+fn classify<'a>(
+    p: &'a Party,
+    is_to: bool,
+    location: &Location,
+    numbers: &mut Numbers<'a>,
+) -> Side<'a> {
     if let Some(ext) = p
         .extension
         .as_deref()
         .map(str::trim)
         .filter(|e| !e.is_empty())
     {
-        return Side::Employee(ext.to_string());
+        return Side::Employee(ext);
     }
-    let Some(number) = p.number.as_deref().and_then(phone::normalize) else {
+    let Some(number) = p.number.as_deref().and_then(|n| numbers.normalize(n)) else {
         return Side::Unknown;
     };
     if is_to {
         let on_line = p
             .line_number
             .as_deref()
-            .and_then(phone::normalize)
+            .and_then(|l| numbers.normalize(l))
             .is_some_and(|l| l == number);
         if matches!(location, Location::Ivr | Location::Queue) || on_line {
             return Side::Pbx;
@@ -289,20 +383,18 @@ fn classify(p: &Party, is_to: bool, location: &Location) -> Side {
 }
 
 /// The employee and client of a pair of sides, when it is a conversation with the client.
-fn client_pair(a: &Side, b: &Side) -> Option<(String, String)> {
+fn client_pair<'a>(a: Side<'a>, b: Side<'a>) -> Option<(&'a str, usize)> {
     match (a, b) {
-        (Side::Employee(e), Side::Client(c)) | (Side::Client(c), Side::Employee(e)) => {
-            Some((e.clone(), c.clone()))
-        }
+        (Side::Employee(e), Side::Client(c)) | (Side::Client(c), Side::Employee(e)) => Some((e, c)),
         _ => None,
     }
 }
 
 /// A connected interval on one leg, before deciding whether it is a conversation.
 #[derive(Debug, Clone)]
-struct Interval {
-    call_id: String,
-    employee: String,
+struct Interval<'a> {
+    call_id: &'a str,
+    employee: &'a str,
     start: i64,
     start_seq: u64,
     end: i64,
@@ -312,23 +404,26 @@ struct Interval {
 
 fn assemble(ev: &EntryEvents) -> Assembly {
     let summary = ev.summary.as_ref();
-    let mut participants = BTreeSet::new();
+    let mut numbers = Numbers::default();
+    let mut participants: BTreeSet<&str> = BTreeSet::new();
     let mut intervals: Vec<Interval> = Vec::new();
     // (first time offered, call_id, extension) of employees offered the call, for A6.
-    let mut offers: Vec<(i64, String, String)> = Vec::new();
-    let mut group: Option<String> = None;
+    let mut offers: Vec<(i64, &str, &str)> = Vec::new();
+    let mut group: Option<&str> = None;
     let mut via_queue = false;
     let mut only_ivr = true;
-    // The earliest event with a client side: (time, call_id, seq, client on the `from` side, number).
-    let mut first_client: Option<(i64, String, u64, bool, String)> = None;
+    // The earliest event with a client side: (time, call_id, seq, client on the `from` side,
+    // number id), ordered as if the number were its text.
+    let mut first_client: Option<(i64, &str, u64, bool, usize)> = None;
     let mut callback = false;
     let mut started_at = i64::MAX;
     let mut ended_at = i64::MIN;
     let mut last_disconnect: Option<(i64, u64, u32)> = None;
-    let mut line_number: Option<String> = None;
+    let mut line_number: Option<&str> = None;
 
     for (call_id, events) in &ev.legs {
-        let mut connected: Option<(String, String, i64, u64)> = None;
+        let call_id = call_id.as_str();
+        let mut connected: Option<(&str, usize, i64, u64)> = None;
         let mut on_hold: Option<i64> = None;
         for e in events {
             started_at = started_at.min(e.timestamp);
@@ -345,51 +440,54 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                     .map(str::trim)
                     .filter(|g| !g.is_empty())
             {
-                if group.as_deref().is_none_or(|old| g < old) {
-                    group = Some(g.to_string());
+                if group.is_none_or(|old| g < old) {
+                    group = Some(g);
                 }
             }
             if e.callback_initiator.is_some() {
                 callback = true;
             }
             if line_number.is_none() {
-                line_number = e.to.line_number.clone().filter(|l| !l.is_empty());
+                line_number = e.to.line_number.as_deref().filter(|l| !l.is_empty());
             }
-            let from = classify(&e.from, false, &e.location);
-            let to = classify(&e.to, true, &e.location);
-            for (side, on_from) in [(&from, true), (&to, false)] {
+            let from = classify(&e.from, false, &e.location, &mut numbers);
+            let to = classify(&e.to, true, &e.location, &mut numbers);
+            for (side, on_from) in [(from, true), (to, false)] {
                 match side {
                     Side::Employee(ext) => {
-                        participants.insert(ext.clone());
+                        participants.insert(ext);
                     }
                     Side::Client(number) => {
-                        let key = (e.timestamp, call_id.clone(), e.seq, on_from, number.clone());
-                        if first_client.as_ref().is_none_or(|f| key < *f) {
-                            first_client = Some(key);
+                        let earlier = first_client.is_none_or(|f| {
+                            (e.timestamp, call_id, e.seq, on_from, numbers.get(number))
+                                < (f.0, f.1, f.2, f.3, numbers.get(f.4))
+                        });
+                        if earlier {
+                            first_client = Some((e.timestamp, call_id, e.seq, on_from, number));
                         }
                     }
                     _ => {}
                 }
             }
+            let pair = client_pair(from, to);
             // An employee is offered the call when a leg between them and the client exists.
-            if let Some((employee, _)) = client_pair(&from, &to) {
-                offers.push((e.timestamp, call_id.clone(), employee));
-            } else if let (Side::Employee(employee), Side::Pbx | Side::Unknown) = (&to, &from) {
+            if let Some((employee, _)) = pair {
+                offers.push((e.timestamp, call_id, employee));
+            } else if let (Side::Employee(employee), Side::Pbx | Side::Unknown) = (to, from) {
                 // Offered from a queue or a menu whose caller side is not shown on this leg.
                 if e.location == Location::Abonent && e.from.taken_from_call_id.is_some() {
-                    offers.push((e.timestamp, call_id.clone(), employee.clone()));
+                    offers.push((e.timestamp, call_id, employee));
                 }
             }
-            let pair = client_pair(&from, &to);
             match e.call_state {
                 CallState::Connected => {
-                    let same = matches!((&connected, &pair), (Some((ce, cc, _, _)), Some((pe, pc))) if ce == pe && cc == pc);
+                    let same = matches!((connected, pair), (Some((ce, cc, _, _)), Some((pe, pc))) if ce == pe && cc == pc);
                     if same {
                         on_hold = None; // resumed after a hold: the hold belongs to it
                     } else {
                         if let Some((employee, _client, start, start_seq)) = connected.take() {
                             intervals.push(Interval {
-                                call_id: call_id.clone(),
+                                call_id,
                                 employee,
                                 start,
                                 start_seq,
@@ -410,7 +508,7 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                 CallState::Appeared | CallState::Disconnected => {
                     if let Some((employee, _client, start, start_seq)) = connected.take() {
                         intervals.push(Interval {
-                            call_id: call_id.clone(),
+                            call_id,
                             employee,
                             start,
                             start_seq,
@@ -437,7 +535,7 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                 .filter(|&t| t >= start)
                 .unwrap_or(i64::MIN);
             intervals.push(Interval {
-                call_id: call_id.clone(),
+                call_id,
                 employee,
                 start,
                 start_seq,
@@ -453,7 +551,7 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                 ended_at = ended_at.max(t);
             }
         }
-        if let Some(l) = s.line_number.clone().filter(|l| !l.is_empty()) {
+        if let Some(l) = s.line_number.as_deref().filter(|l| !l.is_empty()) {
             line_number = Some(l);
         }
     }
@@ -469,34 +567,30 @@ fn assemble(ev: &EntryEvents) -> Assembly {
 
     // A2: a conversation that ended on hold ends when the hold began if the client went on to
     // another leg (a transfer away); otherwise the client hung up while held, and the hold counts.
-    let starts: Vec<(String, i64)> = intervals
-        .iter()
-        .map(|i| (i.call_id.clone(), i.start))
-        .collect();
-    for iv in &mut intervals {
-        if let Some(hold) = iv.hold_at_end {
-            if starts
+    // (Only `end` changes here, so the starts read are those before the loop.)
+    for i in 0..intervals.len() {
+        if let Some(hold) = intervals[i].hold_at_end {
+            let leg = intervals[i].call_id;
+            if intervals
                 .iter()
-                .any(|(leg, start)| *leg != iv.call_id && *start >= hold)
+                .any(|other| other.call_id != leg && other.start >= hold)
             {
-                iv.end = hold;
+                intervals[i].end = hold;
             }
         }
     }
-    intervals.sort_by(|a, b| {
-        (a.start, a.start_seq, &a.call_id).cmp(&(b.start, b.start_seq, &b.call_id))
-    });
+    intervals
+        .sort_by(|a, b| (a.start, a.start_seq, a.call_id).cmp(&(b.start, b.start_seq, b.call_id)));
 
     // A5: the direction; the client.
-    let summary_client = summary.and_then(|s| match s.call_direction {
-        SummaryDirection::Inbound => s.from.number.as_deref().and_then(phone::normalize),
-        SummaryDirection::Outbound => s.to.number.as_deref().and_then(phone::normalize),
-        _ => None,
-    });
-    let client_phone = first_client
-        .as_ref()
-        .map(|f| f.4.clone())
-        .or(summary_client);
+    let client_phone = match first_client {
+        Some(f) => Some(numbers.get(f.4).to_string()),
+        None => summary.and_then(|s| match s.call_direction {
+            SummaryDirection::Inbound => s.from.number.as_deref().and_then(phone::normalize),
+            SummaryDirection::Outbound => s.to.number.as_deref().and_then(phone::normalize),
+            _ => None,
+        }),
+    };
     let direction = if client_phone.is_none() {
         Direction::Internal
     } else {
@@ -504,7 +598,7 @@ fn assemble(ev: &EntryEvents) -> Assembly {
             Some(SummaryDirection::Inbound) => Direction::Inbound,
             Some(SummaryDirection::Outbound) => Direction::Outbound,
             _ if callback => Direction::Outbound,
-            _ => match &first_client {
+            _ => match first_client {
                 Some((_, _, _, true, _)) => Direction::Inbound,
                 Some(_) => Direction::Outbound,
                 None => Direction::Inbound,
@@ -512,7 +606,6 @@ fn assemble(ev: &EntryEvents) -> Assembly {
         }
     };
 
-    let recordings = recording_spans(ev);
     let mut conversations: Vec<Conversation> = Vec::new();
     if direction != Direction::Internal {
         for iv in intervals {
@@ -528,8 +621,8 @@ fn assemble(ev: &EntryEvents) -> Assembly {
             let index = conversations.len();
             conversations.push(Conversation {
                 index,
-                employee_extension: iv.employee,
-                call_id: iv.call_id,
+                employee_extension: iv.employee.to_string(),
+                call_id: iv.call_id.to_string(),
                 started_at: iv.start,
                 ended_at: iv.end,
                 duration_s: (iv.end - iv.start).max(0),
@@ -547,7 +640,7 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                 conversations.push(c);
             }
         }
-        attach_recordings(&mut conversations, &recordings);
+        attach_recordings(&mut conversations, &recording_spans(ev));
     }
 
     let missed = if direction == Direction::Internal || !conversations.is_empty() {
@@ -556,19 +649,19 @@ fn assemble(ev: &EntryEvents) -> Assembly {
         // Each employee once, at the time they were first offered the call.
         offers.sort();
         let mut seen = BTreeSet::new();
-        let mut ordered: Vec<(i64, bool, String, String)> = Vec::new();
-        let summary_to = summary.and_then(|s| s.to.extension.clone());
+        let mut ordered: Vec<(i64, bool, &str, &str)> = Vec::new();
+        let summary_to = summary.and_then(|s| s.to.extension.as_deref());
         for (t, call_id, ext) in offers {
-            if seen.insert(ext.clone()) {
+            if seen.insert(ext) {
                 // Ties (a ring-all group) are broken by the summary's `to`, the first who missed.
-                ordered.push((t, summary_to.as_deref() != Some(ext.as_str()), call_id, ext));
+                ordered.push((t, summary_to != Some(ext), call_id, ext));
             }
         }
         ordered.sort();
-        let mut offered: Vec<String> = ordered.into_iter().map(|o| o.3).collect();
+        let mut offered: Vec<String> = ordered.into_iter().map(|o| o.3.to_string()).collect();
         if offered.is_empty() {
             if let Some(ext) = summary.and_then(|s| summary_employee(s, direction)) {
-                if group.as_deref() != Some(ext.as_str()) {
+                if group != Some(ext.as_str()) {
                     offered.push(ext);
                 }
             }
@@ -583,7 +676,7 @@ fn assemble(ev: &EntryEvents) -> Assembly {
         Some(Missed {
             kind,
             offered,
-            group,
+            group: group.map(str::to_string),
         })
     };
 
@@ -595,12 +688,12 @@ fn assemble(ev: &EntryEvents) -> Assembly {
         } else {
             client_phone
         },
-        line_number,
+        line_number: line_number.map(str::to_string),
         started_at,
         ended_at,
         conversations,
         missed,
-        participants,
+        participants: participants.into_iter().map(str::to_string).collect(),
         disconnect_reason: summary
             .and_then(|s| s.disconnect_reason)
             .or(last_disconnect.map(|d| d.2)),
@@ -641,18 +734,18 @@ fn conversation_from_summary(
 }
 
 /// A recording that may be attached: (started, recording_id, call_id, extension).
-type RecordingSpan = (i64, String, Option<String>, Option<String>);
+type RecordingSpan<'a> = (i64, &'a str, Option<&'a str>, Option<&'a str>);
 
-fn recording_spans(ev: &EntryEvents) -> Vec<RecordingSpan> {
+fn recording_spans(ev: &EntryEvents) -> Vec<RecordingSpan<'_>> {
     let mut spans: Vec<RecordingSpan> = ev
         .recordings
         .iter()
         // A recording the PBX reported as not saved (too short, account limits) has no file.
         .filter(|(_, f)| f.stored || f.completed_ok || !f.completed_failed)
         .map(|(id, f)| match &f.first {
-            Some((t, _, call, ext)) => (*t, id.clone(), call.clone(), ext.clone()),
+            Some((t, _, call, ext)) => (*t, id.as_str(), call.as_deref(), ext.as_deref()),
             // Known only from record/added or tagged: no leg, no extension.
-            None => (i64::MAX, id.clone(), None, None),
+            None => (i64::MAX, id.as_str(), None, None),
         })
         .collect();
     spans.sort();
@@ -669,8 +762,8 @@ fn attach_recordings(conversations: &mut [Conversation], recordings: &[Recording
             continue;
         }
         let score = |c: &Conversation| {
-            let employee = ext.as_deref().is_none_or(|e| e == c.employee_extension);
-            let leg = call_id.as_deref() == Some(c.call_id.as_str());
+            let employee = ext.is_none_or(|e| e == c.employee_extension);
+            let leg = *call_id == Some(c.call_id.as_str());
             let within = *t >= c.started_at - 1 && *t <= c.ended_at;
             (
                 employee && within && leg,
@@ -687,7 +780,7 @@ fn attach_recordings(conversations: &mut [Conversation], recordings: &[Recording
             .filter(|(s, _)| s.0 || s.1 || s.2 || s.3)
             .max();
         if let Some((_, std::cmp::Reverse(i))) = best {
-            conversations[i].recording_id = Some(id.clone());
+            conversations[i].recording_id = Some(id.to_string());
         }
     }
 }

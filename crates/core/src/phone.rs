@@ -5,20 +5,27 @@
 /// Returns `None` for what is not a client number: SIP addresses, short extensions, empty input.
 pub fn normalize(raw: &str) -> Option<String> {
     let raw = raw.trim();
-    if raw.is_empty() || raw.contains('@') || raw.to_ascii_lowercase().starts_with("sip:") {
+    if raw.is_empty()
+        || raw.contains('@')
+        || raw.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("sip:"))
+    {
         return None;
     }
-    let digits: String = raw.chars().filter(|c| c.is_ascii_digit()).collect();
+    // One allocation: room for the digits and a country code prepended below.
+    let mut digits = String::with_capacity(raw.len() + 1);
+    digits.extend(raw.chars().filter(|c| c.is_ascii_digit()));
     // A short number (up to 6 digits) is an extension or a service code, not a client.
     if digits.len() <= 6 {
         return None;
     }
     if digits.len() == 11 && digits.starts_with('8') {
-        return Some(format!("7{}", &digits[1..]));
+        digits.replace_range(..1, "7");
+        return Some(digits);
     }
     if digits.len() == 10 && digits.starts_with('9') {
         // A Russian mobile number dialled without the country code.
-        return Some(format!("7{digits}"));
+        digits.insert(0, '7');
+        return Some(digits);
     }
     Some(digits)
 }
@@ -51,6 +58,17 @@ mod tests {
         assert_eq!(normalize("101"), None);
         assert_eq!(normalize(""), None);
         assert_eq!(normalize("user@host"), None);
+    }
+
+    #[test]
+    fn sip_prefix_is_case_insensitive_and_char_safe() {
+        assert_eq!(normalize("SIP:79161234567"), None);
+        assert_eq!(normalize("  Sip:79161234567"), None);
+        assert_eq!(normalize("sip"), None);
+        assert_eq!(
+            normalize("Яsip:79161234567").as_deref(),
+            Some("79161234567")
+        );
     }
 
     #[test]

@@ -66,8 +66,8 @@ pub struct Tracker {
     config: TrackerConfig,
     clock: i64,
     open: HashMap<String, Open>,
-    /// Closed entries in order of closing, waiting out the settle window.
-    settling: VecDeque<String>,
+    /// Closed entries (closed at, id) in order of closing, waiting out the settle window.
+    settling: VecDeque<(i64, String)>,
     /// (deadline, entry) candidates for the grace period; checked lazily when popped.
     grace: BinaryHeap<Reverse<(i64, String)>>,
     released: HashSet<String>,
@@ -141,7 +141,8 @@ impl Tracker {
         if open.closed.is_none() {
             if is_summary {
                 open.closed = Some((closed_at, CompletedBy::Summary));
-                self.settling.push_back(open.events.entry_id.clone());
+                self.settling
+                    .push_back((closed_at, open.events.entry_id.clone()));
             } else if open.events.all_legs_disconnected() {
                 let deadline = open
                     .events
@@ -170,17 +171,12 @@ impl Tracker {
             self.released.remove(&id);
         }
         let mut out = Vec::new();
-        while let Some(id) = self.settling.front() {
-            let closed_at = self
-                .open
-                .get(id)
-                .and_then(|o| o.closed)
-                .map(|c| c.0)
-                .unwrap_or(i64::MIN);
+        // An entry is in `settling` exactly while it is open and closed, at the time queued.
+        while let Some(&(closed_at, _)) = self.settling.front() {
             if closed_at.saturating_add(self.config.settle_s) > self.clock {
                 break;
             }
-            let id = self.settling.pop_front().expect("front exists");
+            let (_, id) = self.settling.pop_front().expect("front exists");
             out.extend(self.release(id));
         }
         out
@@ -190,7 +186,7 @@ impl Tracker {
     /// disconnected is complete (A4). Returns them and the ids of entries still in progress.
     pub fn finish(mut self) -> (Vec<Completed>, Vec<String>) {
         let mut out: Vec<Completed> = Vec::new();
-        while let Some(id) = self.settling.pop_front() {
+        while let Some((_, id)) = self.settling.pop_front() {
             out.extend(self.release(id));
         }
         let mut rest: Vec<(i64, String)> = self
@@ -232,7 +228,7 @@ impl Tracker {
                 <= self.clock;
             if open.closed.is_none() && quiet && open.events.all_legs_disconnected() {
                 open.closed = Some((self.clock, CompletedBy::Grace));
-                self.settling.push_back(id);
+                self.settling.push_back((self.clock, id));
             }
         }
     }
