@@ -114,9 +114,19 @@ fn simulate(
         }
         Ok(())
     };
-    for (i, line) in input.lines().enumerate() {
-        let number = i + 1;
-        let line = line.with_context(|| format!("{}:{number}: cannot read", name.display()))?;
+    let mut input = input;
+    // One buffer for every line: a million-line file makes no million allocations.
+    let mut line = String::new();
+    let mut number = 0usize;
+    loop {
+        line.clear();
+        number += 1;
+        let read = input
+            .read_line(&mut line)
+            .with_context(|| format!("{}:{number}: cannot read", name.display()))?;
+        if read == 0 {
+            break;
+        }
         stats.lines += 1;
         if line.trim().is_empty() {
             continue;
