@@ -161,6 +161,11 @@ pub fn parse_event(path: &str, json: &str) -> Result<Webhook, WebhookError> {
             path: path.to_owned(),
         });
     };
+    if let Some(event) = fast::parse(kind, json) {
+        return Ok(Webhook::Event(event));
+    }
+    // The fast path gave up: the payload is malformed (or unusual), and the `Value` path says
+    // precisely how.
     let value: Value = serde_json::from_str(json).map_err(|e| WebhookError::Json {
         path: path.to_owned(),
         problem: format!("invalid JSON: {e}"),
@@ -568,5 +573,855 @@ fn truncate(s: String) -> String {
         format!("{cut}...")
     } else {
         s
+    }
+}
+
+/// The fast path of [`parse_event`]: the `json` text is deserialized straight into flat, borrowed
+/// slots (no [`Value`] tree, no `String` per key), then read with the same rules as [`Fields`].
+///
+/// It only ever answers for payloads the [`Value`] path accepts, with the same event: any problem
+/// at all (bad JSON, a malformed field, a duplicate key whose earlier value is bad, ...) makes it
+/// give up with `None`, and [`parse_event`] then runs the [`Value`] path for its precise error.
+/// Every value, including those of unknown fields, is deserialized through `deserialize_any` as
+/// [`Value`] would be, so the text is checked exactly as strictly (string escapes, number range,
+/// nesting depth).
+mod fast {
+    use super::{parse_call_state, parse_recording_state, IntField, Kind};
+    use callbridge_core::{
+        CallEvent, Location, Party, PbxEvent, RecordStoredEvent, RecordingEvent, SummaryDirection,
+        SummaryEvent, TransferKind,
+    };
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::borrow::Cow;
+    use std::fmt;
+
+    /// One JSON value as far as the parser cares: scalars kept (strings borrowed when they have
+    /// no escapes), arrays and objects only described. Absent and `null` are both `Null`.
+    #[derive(Debug, Default)]
+    enum Lit<'a> {
+        #[default]
+        Null,
+        Bool(bool),
+        /// Any JSON integer (`u64` or `i64`).
+        Int(i128),
+        Float(f64),
+        Str(Cow<'a, str>),
+        Array {
+            empty: bool,
+        },
+        Object,
+    }
+
+    struct LitVisitor;
+
+    impl<'de> Visitor<'de> for LitVisitor {
+        type Value = Lit<'de>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Lit<'de>, E> {
+            Ok(Lit::Null)
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Lit<'de>, E> {
+            Ok(Lit::Bool(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Lit<'de>, E> {
+            Ok(Lit::Int(i128::from(v)))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Lit<'de>, E> {
+            Ok(Lit::Int(i128::from(v)))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Lit<'de>, E> {
+            Ok(Lit::Float(v))
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Lit<'de>, E> {
+            Ok(Lit::Str(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Lit<'de>, E> {
+            Ok(Lit::Str(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Lit<'de>, E> {
+            Ok(Lit::Str(Cow::Owned(v)))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Lit<'de>, A::Error> {
+            let mut empty = true;
+            while seq.next_element::<Lit<'de>>()?.is_some() {
+                empty = false;
+            }
+            Ok(Lit::Array { empty })
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Lit<'de>, A::Error> {
+            while map.next_key::<AnyKey>()?.is_some() {
+                map.next_value::<Lit<'de>>()?;
+            }
+            Ok(Lit::Object)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Lit<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(LitVisitor)
+        }
+    }
+
+    /// An object key that is not looked at (still decoded as a string, as [`Value`] does).
+    struct AnyKey;
+
+    impl<'de> Deserialize<'de> for AnyKey {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = AnyKey;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_str<E: de::Error>(self, _: &str) -> Result<AnyKey, E> {
+                    Ok(AnyKey)
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    /// A key of a known set, as its index in `NAMES` (`None`: unknown, ignored).
+    struct Key<const P: bool>(Option<usize>);
+
+    impl<'de, const P: bool> Deserialize<'de> for Key<P> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<const P: bool>;
+            impl<const P: bool> Visitor<'_> for V<P> {
+                type Value = Key<P>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<P>, E> {
+                    Ok(Key(if P { party_index(v) } else { top_index(v) }))
+                }
+            }
+            d.deserialize_str(V::<P>)
+        }
+    }
+
+    const TOP_NAMES: &[&str] = &[
+        "entry_id",
+        "call_id",
+        "timestamp",
+        "seq",
+        "call_state",
+        "location",
+        "from",
+        "to",
+        "disconnect_reason",
+        "transfer",
+        "command_id",
+        "callback_initiator",
+        "call_direction",
+        "line_number",
+        "create_time",
+        "forward_time",
+        "talk_time",
+        "end_time",
+        "entry_result",
+        "recording_id",
+        "recording_state",
+        "extension",
+        "completion_code",
+        "user_id",
+        "product_id",
+    ];
+    const TOP_N: usize = 25;
+
+    /// The index of a name in [`TOP_NAMES`] (a `match` is much faster than a search).
+    fn top_index(name: &str) -> Option<usize> {
+        Some(match name {
+            "entry_id" => 0,
+            "call_id" => 1,
+            "timestamp" => 2,
+            "seq" => 3,
+            "call_state" => 4,
+            "location" => 5,
+            "from" => 6,
+            "to" => 7,
+            "disconnect_reason" => 8,
+            "transfer" => 9,
+            "command_id" => 10,
+            "callback_initiator" => 11,
+            "call_direction" => 12,
+            "line_number" => 13,
+            "create_time" => 14,
+            "forward_time" => 15,
+            "talk_time" => 16,
+            "end_time" => 17,
+            "entry_result" => 18,
+            "recording_id" => 19,
+            "recording_state" => 20,
+            "extension" => 21,
+            "completion_code" => 22,
+            "user_id" => 23,
+            "product_id" => 24,
+            _ => return None,
+        })
+    }
+
+    /// The index of a name in [`PARTY_NAMES`].
+    fn party_index(name: &str) -> Option<usize> {
+        Some(match name {
+            "extension" => 0,
+            "number" => 1,
+            "taken_from_call_id" => 2,
+            "line_number" => 3,
+            "acd_group" => 4,
+            "was_transferred" => 5,
+            "was_transfered" => 6,
+            "hold_initiator" => 7,
+            _ => return None,
+        })
+    }
+    const FROM: usize = 6;
+    const TO: usize = 7;
+
+    const PARTY_NAMES: &[&str] = &[
+        "extension",
+        "number",
+        "taken_from_call_id",
+        "line_number",
+        "acd_group",
+        "was_transferred",
+        "was_transfered",
+        "hold_initiator",
+    ];
+    const PARTY_N: usize = 8;
+
+    /// A `from` / `to` value: an object's known fields, or any other value.
+    #[derive(Debug, Default)]
+    enum Slot<'a> {
+        #[default]
+        Absent,
+        Party(Box<[Lit<'a>; PARTY_N]>),
+        Other(Lit<'a>),
+    }
+
+    struct SlotVisitor;
+
+    macro_rules! forward_to_lit {
+        ($($name:ident($ty:ty)),*) => {
+            $(fn $name<E: de::Error>(self, v: $ty) -> Result<Slot<'de>, E> {
+                LitVisitor.$name(v).map(Slot::Other)
+            })*
+        };
+    }
+
+    impl<'de> Visitor<'de> for SlotVisitor {
+        type Value = Slot<'de>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Slot<'de>, E> {
+            Ok(Slot::Other(Lit::Null))
+        }
+        forward_to_lit!(
+            visit_bool(bool),
+            visit_i64(i64),
+            visit_u64(u64),
+            visit_f64(f64),
+            visit_borrowed_str(&'de str),
+            visit_str(&str),
+            visit_string(String)
+        );
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Slot<'de>, A::Error> {
+            LitVisitor.visit_seq(seq).map(Slot::Other)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Slot<'de>, A::Error> {
+            let mut fields: Box<[Lit<'de>; PARTY_N]> = Box::default();
+            while let Some(Key::<true>(k)) = map.next_key()? {
+                let v: Lit<'de> = map.next_value()?;
+                if let Some(i) = k {
+                    fields[i] = v;
+                }
+            }
+            Ok(Slot::Party(fields))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Slot<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(SlotVisitor)
+        }
+    }
+
+    /// The top-level object: known fields by index (absent ones `Null`), `from` and `to`.
+    struct Top<'a> {
+        fields: [Lit<'a>; TOP_N],
+        from: Slot<'a>,
+        to: Slot<'a>,
+    }
+
+    impl<'de> Deserialize<'de> for Top<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Top<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
+                    let mut top = Top {
+                        fields: Default::default(),
+                        from: Slot::Absent,
+                        to: Slot::Absent,
+                    };
+                    // Later duplicates win, as in a `serde_json::Map`.
+                    while let Some(Key::<false>(k)) = map.next_key()? {
+                        match k {
+                            Some(FROM) => top.from = map.next_value()?,
+                            Some(TO) => top.to = map.next_value()?,
+                            Some(i) => top.fields[i] = map.next_value()?,
+                            None => {
+                                map.next_value::<Lit<'de>>()?;
+                            }
+                        }
+                    }
+                    Ok(top)
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    impl<'a> Top<'a> {
+        fn take(&mut self, name: &str) -> Lit<'a> {
+            take(&mut self.fields, TOP_NAMES, name)
+        }
+    }
+
+    fn take<'a>(fields: &mut [Lit<'a>], names: &[&str], name: &str) -> Lit<'a> {
+        let i = names
+            .iter()
+            .position(|n| *n == name)
+            .expect("a known field name");
+        std::mem::take(&mut fields[i])
+    }
+
+    /// Parse `json` for `kind`; `None` when the [`Value`] path may say anything else than the
+    /// returned event (it then decides).
+    pub(super) fn parse(kind: Kind, json: &str) -> Option<PbxEvent> {
+        let mut top: Top<'_> = serde_json::from_str(json).ok()?;
+        Some(match kind {
+            Kind::Call => PbxEvent::Call(call(&mut top)?),
+            Kind::Summary => PbxEvent::Summary(summary(&mut top)?),
+            Kind::Recording => PbxEvent::Recording(recording(&mut top)?),
+            Kind::RecordAdded => PbxEvent::RecordAdded(record_stored(&mut top)?),
+            Kind::RecordTagged => PbxEvent::RecordTagged(record_stored(&mut top)?),
+        })
+    }
+
+    fn call(t: &mut Top<'_>) -> Option<CallEvent> {
+        Some(CallEvent {
+            entry_id: req_str(t.take("entry_id"))?,
+            call_id: req_str(t.take("call_id"))?,
+            timestamp: req_int(t.take("timestamp"))?,
+            seq: opt_int(t.take("seq"))?.unwrap_or(0),
+            call_state: req_enum(t.take("call_state"), parse_call_state)?,
+            location: location(t.take("location"))?,
+            from: party(std::mem::take(&mut t.from))?,
+            to: party(std::mem::take(&mut t.to))?,
+            disconnect_reason: opt_int(t.take("disconnect_reason"))?,
+            transfer: transfer(t.take("transfer")),
+            command_id: opt_str(t.take("command_id"))?,
+            callback_initiator: opt_str(t.take("callback_initiator"))?,
+        })
+    }
+
+    fn summary(t: &mut Top<'_>) -> Option<SummaryEvent> {
+        let entry_id = req_str(t.take("entry_id"))?;
+        let call_direction = match opt_int::<i128>(t.take("call_direction"))? {
+            Some(0) => SummaryDirection::Internal,
+            Some(1) => SummaryDirection::Inbound,
+            Some(2) => SummaryDirection::Outbound,
+            _ => SummaryDirection::Unknown,
+        };
+        let from = party(std::mem::take(&mut t.from))?;
+        let to = party(std::mem::take(&mut t.to))?;
+        let line_number = match opt_str(t.take("line_number"))? {
+            Some(line) => Some(line),
+            None => to.line_number.clone(),
+        };
+        Some(SummaryEvent {
+            entry_id,
+            call_direction,
+            from,
+            to,
+            line_number,
+            create_time: opt_int(t.take("create_time"))?.unwrap_or(0),
+            forward_time: opt_int(t.take("forward_time"))?.unwrap_or(0),
+            talk_time: opt_int(t.take("talk_time"))?.unwrap_or(0),
+            end_time: opt_int(t.take("end_time"))?.unwrap_or(0),
+            entry_result: opt_int(t.take("entry_result"))?,
+            disconnect_reason: opt_int(t.take("disconnect_reason"))?,
+        })
+    }
+
+    fn recording(t: &mut Top<'_>) -> Option<RecordingEvent> {
+        Some(RecordingEvent {
+            entry_id: req_str(t.take("entry_id"))?,
+            call_id: opt_str(t.take("call_id"))?,
+            recording_id: req_str(t.take("recording_id"))?,
+            recording_state: req_enum(t.take("recording_state"), parse_recording_state)?,
+            seq: opt_int(t.take("seq"))?.unwrap_or(0),
+            extension: opt_str(t.take("extension"))?,
+            timestamp: opt_int(t.take("timestamp"))?.unwrap_or(0),
+            completion_code: opt_int(t.take("completion_code"))?,
+        })
+    }
+
+    fn record_stored(t: &mut Top<'_>) -> Option<RecordStoredEvent> {
+        Some(RecordStoredEvent {
+            entry_id: req_str(t.take("entry_id"))?,
+            recording_id: req_str(t.take("recording_id"))?,
+            user_id: opt_int(t.take("user_id"))?,
+            product_id: opt_int(t.take("product_id"))?,
+            timestamp: opt_int(t.take("timestamp"))?.unwrap_or(0),
+        })
+    }
+
+    // The readers below mirror the `Fields` methods of the same names; `None` is "an error there".
+
+    fn opt_str(v: Lit<'_>) -> Option<Option<String>> {
+        match v {
+            Lit::Null => Some(None),
+            Lit::Str(s) if s.is_empty() => Some(None),
+            Lit::Str(s) => Some(Some(s.into_owned())),
+            Lit::Int(i) => Some(Some(i.to_string())),
+            _ => None,
+        }
+    }
+
+    fn req_str(v: Lit<'_>) -> Option<String> {
+        opt_str(v)?
+    }
+
+    fn opt_int<T: IntField>(v: Lit<'_>) -> Option<Option<T>> {
+        let wide = match v {
+            Lit::Null => return Some(None),
+            Lit::Str(s) if s.trim().is_empty() => return Some(None),
+            Lit::Str(s) => s.trim().parse::<i128>().ok(),
+            Lit::Int(i) => Some(i),
+            Lit::Float(x) => Some(x)
+                .filter(|x| x.is_finite() && x.fract() == 0.0)
+                .map(|x| x as i128),
+            _ => None,
+        };
+        wide.and_then(|w| T::try_from(w).ok()).map(Some)
+    }
+
+    fn req_int<T: IntField>(v: Lit<'_>) -> Option<T> {
+        // Absent, `null` and blank strings are errors there.
+        opt_int(v)?
+    }
+
+    fn opt_bool(v: Lit<'_>) -> Option<bool> {
+        match v {
+            Lit::Null => Some(false),
+            Lit::Bool(b) => Some(b),
+            Lit::Int(i) => match i as f64 {
+                0.0 => Some(false),
+                1.0 => Some(true),
+                _ => None,
+            },
+            Lit::Float(x) => match x {
+                0.0 => Some(false),
+                1.0 => Some(true),
+                _ => None,
+            },
+            Lit::Str(s) => {
+                let s = s.trim();
+                if s.is_empty() || s == "0" || s.eq_ignore_ascii_case("false") {
+                    Some(false)
+                } else if s == "1" || s.eq_ignore_ascii_case("true") {
+                    Some(true)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn req_enum<T>(v: Lit<'_>, parse: fn(&str) -> Option<T>) -> Option<T> {
+        match v {
+            Lit::Str(s) => parse(&s),
+            _ => None,
+        }
+    }
+
+    fn location(v: Lit<'_>) -> Option<Location> {
+        let raw = opt_str(v)?.unwrap_or_default();
+        Some(match raw.as_str() {
+            "ivr" => Location::Ivr,
+            "queue" => Location::Queue,
+            "abonent" => Location::Abonent,
+            _ => Location::Other(raw),
+        })
+    }
+
+    fn transfer(v: Lit<'_>) -> Option<TransferKind> {
+        match v {
+            Lit::Str(s) => match &*s {
+                "consultative" => Some(TransferKind::Consultative),
+                "blind" => Some(TransferKind::Blind),
+                "return_blind" => Some(TransferKind::ReturnBlind),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn party(slot: Slot<'_>) -> Option<Party> {
+        let mut p = match slot {
+            Slot::Absent | Slot::Other(Lit::Null) | Slot::Other(Lit::Array { empty: true }) => {
+                return Some(Party::default())
+            }
+            Slot::Other(Lit::Str(s)) if s.is_empty() => return Some(Party::default()),
+            Slot::Other(_) => return None,
+            Slot::Party(p) => p,
+        };
+        let mut take = |name: &str| take(&mut p[..], PARTY_NAMES, name);
+        let was_transferred = opt_bool(take("was_transferred"))?;
+        let was_transfered = opt_bool(take("was_transfered"))?;
+        Some(Party {
+            extension: opt_str(take("extension"))?,
+            number: opt_str(take("number"))?,
+            taken_from_call_id: opt_str(take("taken_from_call_id"))?,
+            line_number: opt_str(take("line_number"))?,
+            acd_group: opt_str(take("acd_group"))?,
+            was_transferred: was_transferred || was_transfered,
+            hold_initiator: opt_bool(take("hold_initiator"))?,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::{party_index, top_index, PARTY_N, PARTY_NAMES, TOP_N, TOP_NAMES};
+
+        #[test]
+        fn name_tables_match_their_sizes() {
+            for (i, name) in TOP_NAMES.iter().enumerate() {
+                assert_eq!(top_index(name), Some(i), "{name}");
+            }
+            for (i, name) in PARTY_NAMES.iter().enumerate() {
+                assert_eq!(party_index(name), Some(i), "{name}");
+            }
+            assert_eq!(top_index("number"), None);
+            assert_eq!(party_index("seq"), None);
+            assert_eq!(TOP_NAMES.len(), TOP_N);
+            assert_eq!(PARTY_NAMES.len(), PARTY_N);
+            assert_eq!(TOP_NAMES[super::FROM], "from");
+            assert_eq!(TOP_NAMES[super::TO], "to");
+        }
+    }
+}
+
+/// The fast path against the [`Value`] path: whenever one accepts a payload, the other does too,
+/// with the same event.
+#[cfg(test)]
+mod fast_path_tests {
+    use super::{fast, kind_of, parse_event, parse_value, Webhook};
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    const KINDS: &[&str] = &[
+        "events/call",
+        "events/summary",
+        "events/recording",
+        "events/record/added",
+        "events/record/tagged",
+    ];
+
+    /// Both paths on one text: the fast path answers exactly when the `Value` path accepts, and
+    /// then with its event; `parse_event` always agrees with `parse_value`.
+    fn check(path: &str, json: &str) {
+        let kind = kind_of(path).expect("an event path");
+        let slow = serde_json::from_str::<Value>(json)
+            .ok()
+            .map(|v| parse_value(path, &v));
+        match (fast::parse(kind, json), &slow) {
+            (Some(e), Some(Ok(Webhook::Event(s)))) => assert_eq!(&e, s, "{path} {json}"),
+            (None, Some(Ok(_))) => {
+                panic!("fast path gave up on an accepted payload: {path} {json}")
+            }
+            (Some(e), _) => panic!("fast path accepted {path} {json} as {e:?}, slow: {slow:?}"),
+            (None, _) => {}
+        }
+        match slow {
+            Some(slow) => assert_eq!(parse_event(path, json), slow, "{path} {json}"),
+            None => assert!(parse_event(path, json).is_err()),
+        }
+    }
+
+    #[test]
+    fn generated_traffic_parses_the_same_both_ways() {
+        let t = callbridge_traffic::generate(&callbridge_traffic::Config {
+            calls: 2_000,
+            seed: 7,
+            duplicates: 0.05,
+            reorder: 0.05,
+            lost_summaries: 0.01,
+            ..callbridge_traffic::Config::default()
+        });
+        assert!(t.events.len() > 2_000);
+        for event in &t.events {
+            let (path, json) = crate::wire::to_json(event);
+            let text = json.to_string();
+            check(path, &text);
+            let fast = fast::parse(kind_of(path).unwrap(), &text);
+            assert_eq!(fast.as_ref(), Some(event), "{text}");
+        }
+    }
+
+    #[test]
+    fn text_level_oddities() {
+        for (path, json) in [
+            (
+                "events/call",
+                r#"{"entry_id":"e","call_id":"c","timestamp":1,"call_state":"Appeared","x":"\ud800"}"#,
+            ),
+            (
+                "events/call",
+                r#"{"entry_id":"e","call_id":"c","timestamp":1,"call_state":"Appeared","x":1e400}"#,
+            ),
+            (
+                "events/call",
+                r#"{"entry_id":"e","call_id":"c","timestamp":1,"call_state":"Appeared","x":"a	b"}"#,
+            ),
+            (
+                "events/call",
+                r#"{"entry_id":"e","call_id":"c","timestamp":1,"call_state":"Appeared","x":"\q"}"#,
+            ),
+            (
+                "events/call",
+                r#"{"entry_id":"e","call_id":"c","timestamp":1,"call_state":"Appeared"} x"#,
+            ),
+            (
+                "events/call",
+                r#"{"entry\u005fid":"\u0065","call_id":"c","timestamp":1,"call_state":"Appeared"}"#,
+            ),
+            (
+                "events/call",
+                r#"{"entry_id":"e","call_id":"c","timestamp":1,"call_state":"Appeared","from":{"\ud800":1}}"#,
+            ),
+            (
+                "events/call",
+                r#"{"entry_id":"e","entry_id":"f","call_id":"c","timestamp":1,"call_state":"Appeared"}"#,
+            ),
+            (
+                "events/call",
+                r#"{"entry_id":[],"entry_id":"f","call_id":"c","timestamp":1,"call_state":"Appeared"}"#,
+            ),
+            (
+                "events/call",
+                r#"{"entry_id":"f","entry_id":[],"call_id":"c","timestamp":1,"call_state":"Appeared"}"#,
+            ),
+            (
+                "events/call",
+                r#"{"entry_id":"e","call_id":"c","timestamp":1,"call_state":"Appeared","from":{"extension":[]},"from":[]}"#,
+            ),
+            (
+                "events/summary",
+                r#"{"entry_id":"e","to":{"line_number":"7"},"from":"","call_direction":"1"}"#,
+            ),
+            (
+                "events/recording",
+                r#"{"entry_id":"e","recording_id":"r","recording_state":"Started","from":5}"#,
+            ),
+            ("events/record/added", r#"[]"#),
+            (
+                "events/record/added",
+                r#"{"entry_id":"e","recording_id":"r","user_id":-0}"#,
+            ),
+            (
+                "events/record/added",
+                r#"{"entry_id":"e","recording_id":"r","user_id":-0.0}"#,
+            ),
+        ] {
+            check(path, json);
+        }
+        let deep = format!(
+            r#"{{"entry_id":"e","recording_id":"r","x":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        check("events/record/added", &deep);
+        let ok_depth = format!(
+            r#"{{"entry_id":"e","recording_id":"r","x":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        check("events/record/added", &ok_depth);
+    }
+
+    /// JSON texts of values that sit on the edges of the lenient rules.
+    const VALUES: &[&str] = &[
+        "null",
+        "true",
+        "false",
+        "0",
+        "1",
+        "2",
+        "-1",
+        "255",
+        "256",
+        "4294967295",
+        "4294967296",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "2.0",
+        "2.5",
+        "-0",
+        "-0.0",
+        "1e3",
+        "1.0e20",
+        "1e40",
+        "\"\"",
+        "\" \"",
+        "\"0\"",
+        "\"1\"",
+        "\" 7 \"",
+        "\"+3\"",
+        "\"-3\"",
+        "\"2.0\"",
+        "\"x\"",
+        "\"TRUE\"",
+        "\"False\"",
+        "\"true \"",
+        "\"\\u0031\"",
+        "\"ivr\"",
+        "\"queue\"",
+        "\"abonent\"",
+        "\"sip:1@x\"",
+        "\"Appeared\"",
+        "\"Connected\"",
+        "\"OnHold\"",
+        "\"Disconnected\"",
+        "\"Started\"",
+        "\"Continued\"",
+        "\"Completed\"",
+        "\"blind\"",
+        "\"consultative\"",
+        "\"return_blind\"",
+        "\"\\u00e9t\\u00e9\"",
+        "\"a\\\"b\"",
+        "[]",
+        "[1]",
+        "[[]]",
+        "{}",
+        "{\"a\":1}",
+        "{\"extension\":\"101\",\"was_transferred\":\"1\"}",
+        "{\"extension\":29,\"was_transfered\":1,\"hold_initiator\":\"false\",\"line_number\":\"\"}",
+        "{\"number\":\"+7\",\"acd_group\":5,\"taken_from_call_id\":null,\"was_transferred\":2}",
+        "{\"line_number\":\"74950000000\",\"number\":[]}",
+    ];
+
+    const KEYS: &[&str] = &[
+        "entry_id",
+        "call_id",
+        "timestamp",
+        "seq",
+        "call_state",
+        "location",
+        "from",
+        "to",
+        "disconnect_reason",
+        "transfer",
+        "command_id",
+        "callback_initiator",
+        "call_direction",
+        "line_number",
+        "create_time",
+        "forward_time",
+        "talk_time",
+        "end_time",
+        "entry_result",
+        "recording_id",
+        "recording_state",
+        "extension",
+        "completion_code",
+        "user_id",
+        "product_id",
+        "number",
+        "was_transferred",
+        "hold_initiator",
+        "unknown",
+    ];
+
+    /// A payload that usually gets through: the required fields set, then random fields (which
+    /// may repeat, and override the required ones).
+    fn payload() -> impl Strategy<Value = (usize, String)> {
+        (
+            0..KINDS.len(),
+            proptest::collection::vec((0..KEYS.len(), 0..VALUES.len()), 0..8),
+        )
+            .prop_map(|(kind, extra)| {
+                let mut fields: Vec<(String, String)> = vec![
+                    ("entry_id".into(), "\"e1\"".into()),
+                    ("call_id".into(), "\"c1\"".into()),
+                    ("recording_id".into(), "\"r1\"".into()),
+                    ("timestamp".into(), "1700000000".into()),
+                    ("call_state".into(), "\"Connected\"".into()),
+                    ("recording_state".into(), "\"Completed\"".into()),
+                ];
+                for (k, v) in extra {
+                    fields.push((KEYS[k].to_owned(), VALUES[v].to_owned()));
+                }
+                let body: Vec<String> =
+                    fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                (kind, format!("{{{}}}", body.join(",")))
+            })
+    }
+
+    /// A party object with random fields.
+    fn with_party() -> impl Strategy<Value = (usize, String)> {
+        (
+            0..2usize,
+            proptest::collection::vec((0..KEYS.len(), 0..VALUES.len()), 0..6),
+            proptest::collection::vec((0..KEYS.len(), 0..VALUES.len()), 0..6),
+        )
+            .prop_map(|(kind, from, to)| {
+                let obj = |fields: Vec<(usize, usize)>| {
+                    let body: Vec<String> = fields
+                        .iter()
+                        .map(|(k, v)| format!("\"{}\":{}", KEYS[*k], VALUES[*v]))
+                        .collect();
+                    format!("{{{}}}", body.join(","))
+                };
+                let json = format!(
+                    "{{\"entry_id\":\"e\",\"call_id\":\"c\",\"timestamp\":1,\"call_state\":\"OnHold\",\"from\":{},\"to\":{}}}",
+                    obj(from),
+                    obj(to)
+                );
+                (kind, json)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn random_payloads_parse_the_same_both_ways((kind, json) in payload()) {
+            check(KINDS[kind], &json);
+        }
+
+        #[test]
+        fn random_parties_parse_the_same_both_ways((kind, json) in with_party()) {
+            check(KINDS[kind], &json);
+        }
+
+        #[test]
+        fn arbitrary_text_parses_the_same_both_ways(kind in 0..KINDS.len(), json in "\\PC{0,40}") {
+            check(KINDS[kind], &json);
+        }
     }
 }
