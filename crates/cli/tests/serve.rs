@@ -123,8 +123,7 @@ fn post_line(http: &reqwest::blocking::Client, base: &str, t: &Tenant, line: &st
     let v: Value = serde_json::from_str(line).unwrap();
     let path = v["path"].as_str().unwrap();
     let json = v["json"].to_string();
-    let sign = callbridge_mango::sign(&t.key, &json, &t.salt);
-    let body = form(&[("vpbx_api_key", &t.key), ("sign", &sign), ("json", &json)]);
+    let body = signed_form(&t.key, &t.salt, &json);
     http.post(format!("{base}/mango/{}/{path}", t.id))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
@@ -132,6 +131,12 @@ fn post_line(http: &reqwest::blocking::Client, base: &str, t: &Tenant, line: &st
         .unwrap()
         .status()
         .as_u16()
+}
+
+/// A webhook body as Mango posts it: key, `sha256(key + json + salt)`, json.
+fn signed_form(key: &str, salt: &str, json: &str) -> String {
+    let sign = callbridge_mango::sign(key, json, salt);
+    form(&[("vpbx_api_key", key), ("sign", &sign), ("json", json)])
 }
 
 fn form(fields: &[(&str, &str)]) -> String {
@@ -381,11 +386,7 @@ fn bad_requests_get_their_status_and_store_nothing() {
     let r = http
         .post(format!("{}/mango/nobody/events/call", server.base))
         .header("content-type", form_ct)
-        .body(form(&[
-            ("vpbx_api_key", "acme-key"),
-            ("sign", &good_sign),
-            ("json", &json),
-        ]))
+        .body(signed_form("acme-key", "acme-salt", &json))
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
@@ -395,17 +396,7 @@ fn bad_requests_get_their_status_and_store_nothing() {
     assert!(body.contains("vpbx_api_key"), "{body}");
     // Malformed JSON, correctly signed: 400 naming the problem.
     let broken = "{\"entry_id\":";
-    let (s, ct, body) = post(
-        form(&[
-            ("vpbx_api_key", "acme-key"),
-            (
-                "sign",
-                &callbridge_mango::sign("acme-key", broken, "acme-salt"),
-            ),
-            ("json", broken),
-        ]),
-        form_ct,
-    );
+    let (s, ct, body) = post(signed_form("acme-key", "acme-salt", broken), form_ct);
     assert_eq!(
         (s, ct.as_str()),
         (400, "application/problem+json"),
@@ -414,17 +405,7 @@ fn bad_requests_get_their_status_and_store_nothing() {
     assert!(body.contains("json"), "{body}");
     // A valid signature over an event without entry_id: 400 naming the field.
     let no_entry = "{\"call_id\":\"x\",\"call_state\":\"Appeared\",\"timestamp\":1,\"seq\":1}";
-    let (s, _, body) = post(
-        form(&[
-            ("vpbx_api_key", "acme-key"),
-            (
-                "sign",
-                &callbridge_mango::sign("acme-key", no_entry, "acme-salt"),
-            ),
-            ("json", no_entry),
-        ]),
-        form_ct,
-    );
+    let (s, _, body) = post(signed_form("acme-key", "acme-salt", no_entry), form_ct);
     assert_eq!(s, 400);
     assert!(body.contains("entry_id"), "{body}");
     // Huge body: 413.
@@ -445,27 +426,11 @@ fn bad_requests_get_their_status_and_store_nothing() {
     assert!(!tenant.to_string().contains("acme-salt"));
     // And a good one is stored, once.
     assert_eq!(
-        post(
-            form(&[
-                ("vpbx_api_key", "acme-key"),
-                ("sign", &good_sign),
-                ("json", &json)
-            ]),
-            form_ct
-        )
-        .0,
+        post(signed_form("acme-key", "acme-salt", &json), form_ct).0,
         200
     );
     assert_eq!(
-        post(
-            form(&[
-                ("vpbx_api_key", "acme-key"),
-                ("sign", &good_sign),
-                ("json", &json)
-            ]),
-            form_ct
-        )
-        .0,
+        post(signed_form("acme-key", "acme-salt", &json), form_ct).0,
         200
     );
     assert_eq!(

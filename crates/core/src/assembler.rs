@@ -43,6 +43,16 @@ pub enum Pushed {
     Duplicate,
 }
 
+impl Pushed {
+    fn from_new(new: bool) -> Pushed {
+        if new {
+            Pushed::New
+        } else {
+            Pushed::Duplicate
+        }
+    }
+}
+
 impl EntryEvents {
     pub fn new(entry_id: impl Into<String>) -> Self {
         EntryEvents {
@@ -123,31 +133,15 @@ impl EntryEvents {
                     new |= !*flag;
                     *flag = true;
                 }
-                if new {
-                    Pushed::New
-                } else {
-                    Pushed::Duplicate
-                }
+                Pushed::from_new(new)
             }
             PbxEvent::RecordAdded(r) => {
                 let facts = self.recordings.entry(r.recording_id).or_default();
-                let new = !facts.stored;
-                facts.stored = true;
-                if new {
-                    Pushed::New
-                } else {
-                    Pushed::Duplicate
-                }
+                Pushed::from_new(!std::mem::replace(&mut facts.stored, true))
             }
             PbxEvent::RecordTagged(r) => {
                 let facts = self.recordings.entry(r.recording_id).or_default();
-                let new = !facts.tagged;
-                facts.tagged = true;
-                if new {
-                    Pushed::New
-                } else {
-                    Pushed::Duplicate
-                }
+                Pushed::from_new(!std::mem::replace(&mut facts.tagged, true))
             }
         };
         if pushed == Pushed::Duplicate {

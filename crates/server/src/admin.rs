@@ -51,6 +51,14 @@ pub async fn require_token(
     }
 }
 
+fn no_tenant(id: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "Not Found",
+        format!("no tenant {id:?}"),
+    )
+}
+
 fn store_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "store error");
     Problem::new(
@@ -120,12 +128,7 @@ pub async fn get_tenant(State(state): State<Arc<AppState>>, Path(id): Path<Strin
             }
             Json(v).into_response()
         }
-        Ok(None) => Problem::new(
-            StatusCode::NOT_FOUND,
-            "Not Found",
-            format!("no tenant {id:?}"),
-        )
-        .into_response(),
+        Ok(None) => no_tenant(&id).into_response(),
         Err(e) => store_error(e),
     }
 }
@@ -243,12 +246,7 @@ pub async fn delete_tenant(State(state): State<Arc<AppState>>, Path(id): Path<St
             let _ = state.reload_tenants().await;
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(false) => Problem::new(
-            StatusCode::NOT_FOUND,
-            "Not Found",
-            format!("no tenant {id:?}"),
-        )
-        .into_response(),
+        Ok(false) => no_tenant(&id).into_response(),
         Err(e) => store_error(e),
     }
 }
@@ -278,11 +276,7 @@ async fn resolve_tenant(state: &AppState, named: Option<String>) -> Result<Strin
         return if state.tenant(&t).await.is_some() {
             Ok(t)
         } else {
-            Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                "Not Found",
-                format!("no tenant {t:?}"),
-            ))
+            Err(no_tenant(&t))
         };
     }
     let tenants = state.tenants.read().await;
@@ -376,12 +370,7 @@ pub async fn card_stream(
 /// employee with the CRM user the mapping table gives them (null: unmapped).
 pub async fn get_directory(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let Some(tenant) = state.tenant(&id).await else {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "Not Found",
-            format!("no tenant {id:?}"),
-        )
-        .into_response();
+        return no_tenant(&id).into_response();
     };
     let directory = state
         .directories

@@ -13,6 +13,15 @@ use callbridge_store::{Appended, NewEvent};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+/// The 200 Mango gets for anything it need not send again; `stored` says whether it was logged.
+fn acknowledged(stored: bool) -> Response {
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({"ok": true, "stored": stored})),
+    )
+        .into_response()
+}
+
 fn rejected(reason: &'static str) {
     metrics::counter!("callbridge_webhooks_total", "result" => "rejected", "reason" => reason)
         .increment(1);
@@ -58,11 +67,7 @@ async fn receive(
     // Mango's connection check may send an empty request: acknowledge it, store nothing.
     if body.iter().all(u8::is_ascii_whitespace) {
         metrics::counter!("callbridge_webhooks_total", "result" => "ping").increment(1);
-        return (
-            StatusCode::OK,
-            Json(serde_json::json!({"ok": true, "stored": false})),
-        )
-            .into_response();
+        return acknowledged(false);
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -104,11 +109,7 @@ async fn receive(
     }
     let Some(json) = json else {
         if path.trim_matches('/') == "ping" || path.is_empty() {
-            return (
-                StatusCode::OK,
-                Json(serde_json::json!({"ok": true, "stored": false})),
-            )
-                .into_response();
+            return acknowledged(false);
         }
         rejected("malformed");
         return Problem::new(
@@ -130,11 +131,7 @@ async fn receive(
         Ok(Webhook::Event(event)) => event,
         Ok(Webhook::Ignored { .. }) => {
             metrics::counter!("callbridge_webhooks_total", "result" => "ignored").increment(1);
-            return (
-                StatusCode::OK,
-                Json(serde_json::json!({"ok": true, "stored": false})),
-            )
-                .into_response();
+            return acknowledged(false);
         }
         Err(e) => {
             rejected("malformed");

@@ -1,32 +1,45 @@
-//! The schema, as numbered migrations applied once each at start-up. Each step has an SQLite
-//! and a PostgreSQL text where the dialects differ (identity columns).
+//! The schema, as numbered migrations applied once each at start-up. One SQL text serves both
+//! engines; only the identity column differs, filled in per dialect.
 
 use crate::{with_db, Db, Result};
 
 struct Migration {
     version: i64,
     name: &'static str,
-    sqlite: &'static [&'static str],
-    postgres: &'static [&'static str],
+    /// SQL for both engines; `{identity}` stands for the dialect's auto-increment primary key.
+    steps: &'static [&'static str],
 }
 
-const COMMON_TABLES: [&str; 5] = [
-    "CREATE TABLE IF NOT EXISTS entries (
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "event log, entries, outbox, tenants",
+    steps: &[
+        "CREATE TABLE IF NOT EXISTS events (
+            id {identity},
+            tenant_id TEXT NOT NULL,
+            entry_id TEXT NOT NULL,
+            path TEXT NOT NULL,
+            dedupe_key TEXT NOT NULL,
+            json TEXT NOT NULL,
+            received_at_ms BIGINT NOT NULL,
+            UNIQUE (tenant_id, dedupe_key))",
+        "CREATE INDEX IF NOT EXISTS events_by_entry ON events (tenant_id, entry_id)",
+        "CREATE TABLE IF NOT EXISTS entries (
         tenant_id TEXT NOT NULL,
         entry_id TEXT NOT NULL,
         completed_by TEXT NOT NULL,
         plan TEXT NOT NULL,
         planned_at_ms BIGINT NOT NULL,
         PRIMARY KEY (tenant_id, entry_id))",
-    "CREATE INDEX IF NOT EXISTS entries_by_time ON entries (tenant_id, planned_at_ms)",
-    "CREATE TABLE IF NOT EXISTS tenants (
+        "CREATE INDEX IF NOT EXISTS entries_by_time ON entries (tenant_id, planned_at_ms)",
+        "CREATE TABLE IF NOT EXISTS tenants (
         id TEXT PRIMARY KEY,
         mango_api_key TEXT NOT NULL UNIQUE,
         mango_api_salt TEXT NOT NULL,
         settings_toml TEXT NOT NULL,
         crm TEXT NOT NULL,
         updated_at_ms BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS outbox (
+        "CREATE TABLE IF NOT EXISTS outbox (
         item_key TEXT PRIMARY KEY,
         tenant_id TEXT NOT NULL,
         entry_id TEXT NOT NULL,
@@ -38,35 +51,7 @@ const COMMON_TABLES: [&str; 5] = [
         last_error TEXT,
         crm_response TEXT,
         created_at_ms BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at_ms)",
-];
-
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "event log, entries, outbox, tenants",
-    sqlite: &[
-        "CREATE TABLE IF NOT EXISTS events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            tenant_id TEXT NOT NULL,
-            entry_id TEXT NOT NULL,
-            path TEXT NOT NULL,
-            dedupe_key TEXT NOT NULL,
-            json TEXT NOT NULL,
-            received_at_ms BIGINT NOT NULL,
-            UNIQUE (tenant_id, dedupe_key))",
-        "CREATE INDEX IF NOT EXISTS events_by_entry ON events (tenant_id, entry_id)",
-    ],
-    postgres: &[
-        "CREATE TABLE IF NOT EXISTS events (
-            id BIGSERIAL PRIMARY KEY,
-            tenant_id TEXT NOT NULL,
-            entry_id TEXT NOT NULL,
-            path TEXT NOT NULL,
-            dedupe_key TEXT NOT NULL,
-            json TEXT NOT NULL,
-            received_at_ms BIGINT NOT NULL,
-            UNIQUE (tenant_id, dedupe_key))",
-        "CREATE INDEX IF NOT EXISTS events_by_entry ON events (tenant_id, entry_id)",
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at_ms)",
     ],
 }];
 
@@ -91,10 +76,14 @@ pub(crate) async fn migrate(db: &Db) -> Result<()> {
                 if done.is_some() {
                     continue;
                 }
-                let steps = if matches!(db, Db::Postgres(_)) { m.postgres } else { m.sqlite };
+                let identity = if matches!(db, Db::Postgres(_)) {
+                    "BIGSERIAL PRIMARY KEY"
+                } else {
+                    "INTEGER PRIMARY KEY AUTOINCREMENT"
+                };
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                for sql in steps.iter().chain(if m.version == 1 { COMMON_TABLES.iter() } else { [].iter() }) {
-                    sqlx::query(sql).execute(&mut *tx).await?;
+                for sql in m.steps {
+                    sqlx::query(&sql.replace("{identity}", identity)).execute(&mut *tx).await?;
                 }
                 sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
                     .bind(m.version)
