@@ -2,6 +2,8 @@
 
 mod bench_ingest;
 mod generate;
+mod sandbox_amocrm;
+mod sandbox_mango;
 mod serve;
 mod simulate;
 
@@ -33,6 +35,17 @@ enum Command {
     /// Load benchmark of the webhook ingest path: signed webhooks over loopback into the service,
     /// reporting accepted events per second and acknowledgement latency.
     BenchIngest(bench_ingest::Args),
+    /// Stand-ins for the outside world, for tests, benchmarks and the demo.
+    #[command(subcommand)]
+    Sandbox(Sandbox),
+}
+
+#[derive(Subcommand)]
+enum Sandbox {
+    /// A stand-in amoCRM API v4 server.
+    Amocrm(sandbox_amocrm::Args),
+    /// A Mango Office emulator: the VPBX API and signed webhook traffic.
+    Mango(sandbox_mango::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +55,8 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::BenchIngest(args) => bench_ingest::run(&args),
+        Command::Sandbox(Sandbox::Amocrm(args)) => sandbox_amocrm::run(&args),
+        Command::Sandbox(Sandbox::Mango(args)) => sandbox_mango::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,1 @@
+//! A stand-in amoCRM API v4 server (being built).

@@ -1,0 +1,1 @@
+//! amoCRM / Kommo API v4 client (being built).

@@ -1,0 +1,1 @@
+//! A Mango Office emulator (being built).
