@@ -4,11 +4,15 @@
 
 pub mod admin;
 pub mod config;
+pub mod crm;
 pub mod directory;
 pub mod problem;
+pub mod oauth;
 pub mod processor;
+pub mod recordings;
 pub mod state;
 pub mod webhooks;
+pub mod worker;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -32,6 +36,9 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
                 .delete(admin::delete_tenant),
         )
         .route("/tenants/{id}/directory", get(admin::get_directory))
+        .route("/tenants/{id}/outbox", get(admin::list_outbox))
+        .route("/tenants/{id}/outbox/retry", post(admin::retry_outbox))
+        .route("/tenants/{id}/amocrm/authorize", get(oauth::authorize))
         .route("/entries", get(admin::list_entries))
         .route("/entries/{entry_id}", get(admin::get_entry))
         .route("/cards/stream", get(admin::card_stream))
@@ -47,6 +54,11 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(mango)
+        .route("/amocrm/oauth/callback", get(oauth::callback))
+        .route(
+            "/recordings/{tenant}/{recording_id}",
+            get(recordings::play),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -90,6 +102,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     processor: tokio::task::JoinHandle<()>,
+    worker: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -98,12 +111,14 @@ impl Running {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
         let _ = self.processor.await;
+        let _ = self.worker.await;
     }
 
     /// Waits until the server stops (after a shutdown signal).
     pub async fn wait(self) {
         let _ = self.server.await;
         let _ = self.processor.await;
+        let _ = self.worker.await;
     }
 
     pub fn shutdown_handle(&self) -> watch::Sender<bool> {
@@ -155,6 +170,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     state.reload_tenants().await?;
     let (shutdown, rx) = watch::channel(false);
     let processor = tokio::spawn(processor::Processor::new(state.clone()).run(rx.clone()));
+    let worker = tokio::spawn(worker::run(state.clone(), rx.clone()));
     if config.directory_refresh_seconds > 0 {
         let every = std::time::Duration::from_secs(config.directory_refresh_seconds);
         tokio::spawn(directory::run(state.clone(), every, rx.clone()));
@@ -178,5 +194,6 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         shutdown,
         server,
         processor,
+        worker,
     })
 }

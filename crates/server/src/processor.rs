@@ -8,7 +8,7 @@
 
 use crate::state::{now_ms, AppState, TenantCard};
 use callbridge_core::cards::LiveCards;
-use callbridge_core::plan::{CompletedBy, EntryPlan};
+use callbridge_core::plan::{CompletedBy, EntryPlan, Rule};
 use callbridge_core::tracker::{Completed, Tracker, TrackerConfig};
 use callbridge_core::{policy, PbxEvent};
 use callbridge_mango::webhook::{parse_event, Webhook};
@@ -265,17 +265,37 @@ pub fn outbox_items(tenant_id: &str, plan: &EntryPlan) -> Vec<NewOutboxItem> {
         let conv = record
             .conversation
             .map_or("missed".to_string(), |c| c.to_string());
-        let payload = serde_json::json!({"entry_id": plan.entry_id, "record": record});
+        let call_item = format!("{tenant_id}/{}/{conv}/call", plan.entry_id);
         items.push(NewOutboxItem {
-            item_key: format!("{tenant_id}/{}/{conv}/call", plan.entry_id),
+            item_key: call_item.clone(),
             kind: "call".into(),
-            payload,
+            payload: serde_json::json!({"entry_id": plan.entry_id, "record": record}),
         });
+        // Follow-ups go where the call landed, so they wait for the call item's answer.
         if record.transcript {
             items.push(NewOutboxItem {
                 item_key: format!("{tenant_id}/{}/{conv}/transcript", plan.entry_id),
                 kind: "transcript".into(),
-                payload: serde_json::json!({"entry_id": plan.entry_id, "recording_id": record.recording_id, "crm_user_id": record.crm_user_id}),
+                payload: serde_json::json!({
+                    "entry_id": plan.entry_id,
+                    "call_item": call_item,
+                    "recording_id": record.recording_id,
+                    "crm_user_id": record.crm_user_id,
+                    "reasons": [Rule::C2],
+                }),
+            });
+        }
+        if let Some(task) = &record.task {
+            items.push(NewOutboxItem {
+                item_key: format!("{tenant_id}/{}/{conv}/task", plan.entry_id),
+                kind: "task".into(),
+                payload: serde_json::json!({
+                    "entry_id": plan.entry_id,
+                    "call_item": call_item,
+                    "client_phone": record.client_phone,
+                    "task": task,
+                    "reasons": [Rule::M5],
+                }),
             });
         }
     }

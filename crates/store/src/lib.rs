@@ -14,9 +14,11 @@
 //! written once, with `$n` placeholders both engines accept.
 
 mod appender;
+mod outbox;
 mod schema;
 
 pub use appender::Appender;
+pub use outbox::{CrmStatus, OutboxCounts, OutboxItem};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{

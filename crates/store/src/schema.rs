@@ -53,6 +53,32 @@ const MIGRATIONS: &[Migration] = &[Migration {
         created_at_ms BIGINT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at_ms)",
     ],
+},
+Migration {
+    version: 2,
+    name: "CRM delivery: in-flight marks, leases, tokens, connection status",
+    steps: &[
+        // Set just before a request that may change the CRM goes out, cleared when its answer is
+        // recorded: a mark still set after a crash means "ask the CRM before sending again".
+        "ALTER TABLE outbox ADD COLUMN sent_at_ms BIGINT",
+        "ALTER TABLE outbox ADD COLUMN done_at_ms BIGINT",
+        "CREATE INDEX IF NOT EXISTS outbox_by_tenant ON outbox (tenant_id, state, next_attempt_at_ms)",
+        // One instance delivers for a CRM account at a time, so the account's rate limit is
+        // kept by one limiter.
+        "CREATE TABLE IF NOT EXISTS delivery_leases (
+        tenant_id TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at_ms BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS crm_tokens (
+        tenant_id TEXT PRIMARY KEY,
+        tokens TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS crm_status (
+        tenant_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    ],
 }];
 
 pub(crate) async fn migrate(db: &Db) -> Result<()> {

@@ -1,0 +1,227 @@
+//! The per-account rate limiter: a sliding window over the instants requests were let go, and
+//! an account-wide pause after a 429.
+//!
+//! Why a sliding window and not a token bucket: amoCRM counts requests per second and answers
+//! the excess with 429, and repeated 429s get the account blocked (403) until support lifts it.
+//! A bucket with burst N lets N requests out at the end of one second and N more at the start of
+//! the next, so 2N can land in one second. The window here keeps the instants of the last N
+//! grants and lets a new request go only when the oldest of them is more than a window old, so
+//! no window of that length ever holds more than N grants.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::{sleep_until, Instant};
+
+/// The window amoCRM counts in.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// Added to [`RATE_WINDOW`]: requests leave in one rhythm but arrive with network jitter, and the
+/// margin keeps a request that was delayed on the way from landing in the next request's second.
+pub const RATE_WINDOW_MARGIN: Duration = Duration::from_millis(50);
+/// The pause after a first 429; it doubles on each further 429 in a row.
+pub const COOLDOWN_INITIAL: Duration = Duration::from_secs(1);
+/// The longest pause after repeated 429s.
+pub const COOLDOWN_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+struct Pause {
+    /// No request is let go before this instant.
+    until: Option<Instant>,
+    /// When the latest pause began; a 429 for a request let go before then belongs to the same
+    /// burst and must not lengthen the pause again.
+    started: Option<Instant>,
+    /// 429s in a row with no successful request in between.
+    streak: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    max: usize,
+    window: Duration,
+    /// Grant instants still inside the window, oldest first. The tokio mutex is fair (FIFO), so
+    /// waiting requests go in the order they asked, and the one holding the lock sleeps with it
+    /// held: the queue behind it cannot jump ahead.
+    sent: tokio::sync::Mutex<VecDeque<Instant>>,
+    /// Kept apart from `sent` (and only ever held briefly, never across an await) so a 429 can
+    /// start a pause while a request is asleep in the queue; that request checks the pause again
+    /// right before it goes.
+    pause: Mutex<Pause>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(max_per_window: u32, window: Duration) -> Self {
+        let max = (max_per_window as usize).max(1);
+        RateLimiter {
+            max,
+            window,
+            sent: tokio::sync::Mutex::new(VecDeque::with_capacity(max)),
+            pause: Mutex::new(Pause::default()),
+        }
+    }
+
+    fn pause(&self) -> MutexGuard<'_, Pause> {
+        // The guarded data is plain values that are always whole; a panic elsewhere while the
+        // lock was held cannot leave them half-written, so a poisoned lock is still usable.
+        self.pause.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait for a turn and return the instant the request was let go.
+    pub(crate) async fn acquire(&self) -> Instant {
+        let mut sent = self.sent.lock().await;
+        loop {
+            let now = Instant::now();
+            let paused_until = self.pause().until;
+            if let Some(until) = paused_until {
+                if until > now {
+                    sleep_until(until).await;
+                    continue;
+                }
+            }
+            while let Some(&oldest) = sent.front() {
+                if now.duration_since(oldest) >= self.window {
+                    sent.pop_front();
+                } else {
+                    break;
+                }
+            }
+            match sent.front() {
+                Some(&oldest) if sent.len() >= self.max => {
+                    sleep_until(oldest + self.window).await;
+                }
+                _ => {
+                    sent.push_back(now);
+                    return now;
+                }
+            }
+        }
+    }
+
+    /// A request let go at `granted_at` got a 429: pause the account. Returns the pause begun,
+    /// or `None` when the request belonged to a burst already being paused for.
+    pub(crate) fn on_rate_limited(&self, granted_at: Instant) -> Option<Duration> {
+        let mut pause = self.pause();
+        if pause.started.is_some_and(|started| granted_at < started) {
+            return None;
+        }
+        pause.streak = pause.streak.saturating_add(1);
+        // 1 s, 2 s, 4 s, ... capped; the shift is bounded so it cannot overflow.
+        let factor = 1u32 << pause.streak.saturating_sub(1).min(16);
+        let cooldown = COOLDOWN_INITIAL.saturating_mul(factor).min(COOLDOWN_MAX);
+        let now = Instant::now();
+        pause.until = Some(now + cooldown);
+        pause.started = Some(now);
+        Some(cooldown)
+    }
+
+    /// A request let go at `granted_at` got through the CRM's gateway (any answer but 429): the
+    /// run of 429s is over, unless the request predates the latest pause.
+    pub(crate) fn on_passed(&self, granted_at: Instant) {
+        let mut pause = self.pause();
+        if pause.started.is_none_or(|started| granted_at >= started) {
+            pause.streak = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_millis(1050);
+
+    /// Largest number of instants inside any half-open window `[t, t + window)`.
+    fn max_in_window(instants: &[Instant], window: Duration) -> usize {
+        let mut sorted = instants.to_vec();
+        sorted.sort();
+        let mut best = 0;
+        let mut lo = 0;
+        for hi in 0..sorted.len() {
+            while sorted[hi].duration_since(sorted[lo]) >= window {
+                lo += 1;
+            }
+            best = best.max(hi - lo + 1);
+        }
+        best
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_n_in_any_window_and_fifo() {
+        let limiter = Arc::new(RateLimiter::new(7, WINDOW));
+        let start = Instant::now();
+        let mut handles = Vec::new();
+        for i in 0..30 {
+            let limiter = limiter.clone();
+            handles.push(tokio::spawn(async move { (i, limiter.acquire().await) }));
+            // Let task i reach the queue before task i + 1 is spawned, so the arrival order is
+            // known.
+            tokio::task::yield_now().await;
+        }
+        let mut grants = Vec::new();
+        for handle in handles {
+            grants.push(handle.await.expect("task"));
+        }
+        let instants: Vec<Instant> = grants.iter().map(|(_, at)| *at).collect();
+        assert_eq!(max_in_window(&instants, WINDOW), 7);
+        // FIFO: grants come in the order the tasks asked.
+        for pair in grants.windows(2) {
+            assert!(pair[0].1 <= pair[1].1, "task {} overtook {}", pair[1].0, pair[0].0);
+        }
+        // And no slower than needed: 30 grants of 7 per window need exactly 4 more windows.
+        let last = instants.iter().max().copied().expect("grants");
+        assert_eq!(last.duration_since(start), WINDOW * 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cooldown_doubles_caps_and_resets() {
+        let limiter = RateLimiter::new(100, WINDOW);
+        let mut expected = vec![1u64, 2, 4, 8, 16, 30, 30];
+        let mut last_grant = limiter.acquire().await;
+        for secs in expected.drain(..) {
+            let cooldown = limiter.on_rate_limited(last_grant).expect("a new pause");
+            assert_eq!(cooldown, Duration::from_secs(secs));
+            let before = Instant::now();
+            last_grant = limiter.acquire().await;
+            assert_eq!(last_grant.duration_since(before), Duration::from_secs(secs));
+        }
+        limiter.on_passed(last_grant);
+        let granted = limiter.acquire().await;
+        assert_eq!(
+            limiter.on_rate_limited(granted),
+            Some(COOLDOWN_INITIAL),
+            "a success ends the run of 429s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_429s_pauses_once() {
+        let limiter = RateLimiter::new(100, WINDOW);
+        let a = limiter.acquire().await;
+        let b = limiter.acquire().await;
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(limiter.on_rate_limited(a), Some(COOLDOWN_INITIAL));
+        // b was already on its way when the pause began: its 429 is the same event.
+        assert_eq!(limiter.on_rate_limited(b), None);
+        // Nor does its late success cut a later run short.
+        limiter.on_passed(b);
+        let c = limiter.acquire().await;
+        assert_eq!(limiter.on_rate_limited(c), Some(Duration::from_secs(2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_back_a_request_already_waiting_for_the_window() {
+        let limiter = Arc::new(RateLimiter::new(1, WINDOW));
+        let first = limiter.acquire().await;
+        let waiting = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.acquire().await })
+        };
+        tokio::time::advance(Duration::from_millis(100)).await;
+        // The 429 for `first` arrives while the second request sleeps in the queue.
+        assert_eq!(limiter.on_rate_limited(first), Some(COOLDOWN_INITIAL));
+        let second = waiting.await.expect("task");
+        assert!(second.duration_since(first) >= Duration::from_millis(1100));
+    }
+}

@@ -1,0 +1,360 @@
+//! OAuth: single-flight refresh, save-before-use ordering, revoked tokens, long-lived tokens,
+//! code exchange, and secrets kept out of logs, errors and Debug.
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use callbridge_amocrm::{
+    AccountConfig, AmoClient, AuthConfig, Error, MemoryTokenStore, OAuthTokens, TokenStore, TokenStoreError,
+};
+use common::*;
+use serde_json::json;
+
+const CLIENT_ID: &str = "client-id-1";
+const CLIENT_SECRET: &str = "client-secret-very-s3cret";
+const REDIRECT_URI: &str = "https://callbridge.example/oauth";
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+fn tokens(access: &str, refresh: &str, expires_in: i64) -> OAuthTokens {
+    OAuthTokens {
+        access_token: access.into(),
+        refresh_token: refresh.into(),
+        expires_at: now() + expires_in,
+    }
+}
+
+/// A store that writes `save:<refresh token>` into a log shared with the mock server, so the
+/// test can see the order of saves and uses.
+struct RecordingStore {
+    inner: MemoryTokenStore,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl TokenStore for RecordingStore {
+    async fn load(&self) -> Result<Option<OAuthTokens>, TokenStoreError> {
+        self.inner.load().await
+    }
+
+    async fn save(&self, tokens: &OAuthTokens) -> Result<(), TokenStoreError> {
+        // Saving takes a while, as a database write would; a client that used the new access
+        // token before the save finished would show up in the log.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.log.lock().expect("log").push(format!("save:{}", tokens.refresh_token));
+        self.inner.save(tokens).await
+    }
+}
+
+fn oauth_client(base: &str, store: Arc<dyn TokenStore>) -> AmoClient {
+    let config = AccountConfig {
+        base_url: base.to_string(),
+        auth: AuthConfig::OAuth {
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+            redirect_uri: REDIRECT_URI.into(),
+        },
+        requests_per_second: 1000,
+        timeout: Duration::from_secs(10),
+    };
+    AmoClient::new(config, store).expect("client")
+}
+
+/// The CRM side: accepts `valid_access` on the API, and trades `valid_refresh` for
+/// `A2`/`R2` on the token endpoint (once; the refresh token is single-use).
+struct Crm {
+    log: Arc<Mutex<Vec<String>>>,
+    refreshes: Arc<AtomicUsize>,
+    api_calls: Arc<AtomicUsize>,
+}
+
+async fn crm(valid_access: &'static [&'static str], valid_refresh: &'static str) -> (Mock, Crm) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let api_calls = Arc::new(AtomicUsize::new(0));
+    let spent = Arc::new(Mutex::new(false));
+    let mock = mock({
+        let log = log.clone();
+        let refreshes = refreshes.clone();
+        let api_calls = api_calls.clone();
+        move |seen| {
+            if seen.path == "/oauth2/access_token" {
+                refreshes.fetch_add(1, Ordering::SeqCst);
+                let body = seen.json();
+                assert_eq!(body["grant_type"], "refresh_token");
+                assert_eq!(body["client_id"], CLIENT_ID);
+                assert_eq!(body["client_secret"], CLIENT_SECRET);
+                assert_eq!(body["redirect_uri"], REDIRECT_URI);
+                let mut spent = spent.lock().expect("spent");
+                if body["refresh_token"] != valid_refresh || *spent {
+                    return problem(
+                        401,
+                        json!({"title":"Unauthorized","type":"https://developers.amocrm.ru/v3/errors/OAuthProblemJson",
+                               "status":401,"detail":"Incorrect refresh token","hint":"Token has been revoked"}),
+                    );
+                }
+                *spent = true;
+                // Slow enough that every concurrent caller piles up behind the refresh.
+                return json(
+                    200,
+                    json!({"token_type":"Bearer","expires_in":86400,"access_token":"A2","refresh_token":"R2"}),
+                )
+                .after(Duration::from_millis(100));
+            }
+            api_calls.fetch_add(1, Ordering::SeqCst);
+            let bearer = seen.bearer().unwrap_or_default();
+            if valid_access.contains(&bearer.as_str()) {
+                log.lock().expect("log").push(format!("use:{bearer}"));
+                json(200, json!({"id": 7, "name": "Acme", "subdomain": "acme"}))
+            } else {
+                log.lock().expect("log").push(format!("reject:{bearer}"));
+                problem(401, json!({"title":"Unauthorized","status":401,"detail":"Access token is not valid"}))
+            }
+        }
+    })
+    .await;
+    (
+        mock,
+        Crm {
+            log,
+            refreshes,
+            api_calls,
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_calls_with_an_expired_token_refresh_once_and_save_before_use() {
+    let (mock, crm) = crm(&["A2"], "R1").await;
+    let store = Arc::new(RecordingStore {
+        inner: MemoryTokenStore::with_tokens(tokens("A1", "R1", -10)),
+        log: crm.log.clone(),
+    });
+    let client = oauth_client(&mock.base, store.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move { client.account().await }));
+    }
+    for task in tasks {
+        let account = task.await.expect("task").expect("account");
+        assert_eq!(account.id, 7);
+    }
+    assert_eq!(crm.refreshes.load(Ordering::SeqCst), 1, "exactly one refresh");
+    assert_eq!(crm.api_calls.load(Ordering::SeqCst), 20, "no call went out with the expired token");
+    let log = crm.log.lock().expect("log").clone();
+    let saved = log.iter().position(|e| e == "save:R2").expect("R2 saved");
+    let first_use = log.iter().position(|e| e == "use:A2").expect("A2 used");
+    assert!(saved < first_use, "new access token used before the refresh token was saved: {log:?}");
+    assert_eq!(log.iter().filter(|e| e.starts_with("use:")).count(), 20);
+    let stored = store.inner.current().expect("tokens");
+    assert_eq!((stored.access_token.as_str(), stored.refresh_token.as_str()), ("A2", "R2"));
+    assert!(stored.expires_at > now() + 86_000);
+}
+
+#[tokio::test]
+async fn a_token_within_a_minute_of_expiry_is_refreshed_before_use() {
+    let (mock, crm) = crm(&["A1", "A2"], "R1").await;
+    let store = Arc::new(MemoryTokenStore::with_tokens(tokens("A1", "R1", 30)));
+    let client = oauth_client(&mock.base, store.clone());
+    client.account().await.expect("account");
+    assert_eq!(crm.refreshes.load(Ordering::SeqCst), 1);
+    assert_eq!(crm.log.lock().expect("log").clone(), vec!["use:A2".to_string()]);
+}
+
+#[tokio::test]
+async fn a_401_refreshes_once_and_retries() {
+    let (mock, crm) = crm(&["A2"], "R1").await;
+    let store = Arc::new(MemoryTokenStore::with_tokens(tokens("A1", "R1", 3600)));
+    let client = oauth_client(&mock.base, store.clone());
+    client.account().await.expect("account after refresh");
+    assert_eq!(crm.refreshes.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        crm.log.lock().expect("log").clone(),
+        vec!["reject:A1".to_string(), "use:A2".to_string()]
+    );
+    assert_eq!(store.current().map(|t| t.refresh_token), Some("R2".to_string()));
+}
+
+#[tokio::test]
+async fn a_401_after_the_refresh_is_unauthorized() {
+    let (mock, crm) = crm(&[], "R1").await;
+    let store = Arc::new(MemoryTokenStore::with_tokens(tokens("A1", "R1", 3600)));
+    let client = oauth_client(&mock.base, store);
+    let err = client.account().await.expect_err("still 401");
+    assert!(matches!(err, Error::Unauthorized(_)), "{err:?}");
+    assert!(!err.is_retryable());
+    assert_eq!(crm.refreshes.load(Ordering::SeqCst), 1, "one refresh only");
+    assert_eq!(crm.api_calls.load(Ordering::SeqCst), 2, "the call and its one retry");
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_is_unauthorized_and_not_sent_again() {
+    // The CRM only knows R9: R1 was already used (by another client, say).
+    let (mock, crm) = crm(&["A2"], "R9").await;
+    let store = Arc::new(MemoryTokenStore::with_tokens(tokens("A1", "R1", -10)));
+    let client = oauth_client(&mock.base, store.clone());
+    let err = client.account().await.expect_err("revoked");
+    match &err {
+        Error::Unauthorized(why) => assert!(why.contains("Token has been revoked"), "{why}"),
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+    assert!(!err.to_string().contains("R1"), "the refresh token leaked into {err}");
+    let again = client.account().await.expect_err("still broken");
+    assert!(matches!(again, Error::Unauthorized(_)), "{again:?}");
+    assert_eq!(crm.refreshes.load(Ordering::SeqCst), 1, "the refused token is not sent again");
+    assert_eq!(crm.api_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(store.current().map(|t| t.refresh_token), Some("R1".to_string()));
+}
+
+#[tokio::test]
+async fn a_rejected_long_lived_token_is_unauthorized_without_refresh() {
+    let (mock, crm) = crm(&[], "R1").await;
+    let client = client(&mock.base);
+    let err = client.account().await.expect_err("401");
+    match &err {
+        Error::Unauthorized(why) => assert!(why.contains("long-lived"), "{why}"),
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+    assert_eq!(crm.refreshes.load(Ordering::SeqCst), 0);
+    assert_eq!(crm.api_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        crm.log.lock().expect("log").clone(),
+        vec![format!("reject:{LONG_LIVED_TOKEN}")]
+    );
+}
+
+#[tokio::test]
+async fn exchange_code_saves_the_tokens_and_the_client_uses_them() {
+    let exchanges = Arc::new(AtomicUsize::new(0));
+    let mock = mock({
+        let exchanges = exchanges.clone();
+        move |seen| {
+            if seen.path == "/oauth2/access_token" {
+                exchanges.fetch_add(1, Ordering::SeqCst);
+                let body = seen.json();
+                if body["grant_type"] != "authorization_code"
+                    || body["code"] != "c0de"
+                    || body["client_secret"] != CLIENT_SECRET
+                    || body["redirect_uri"] != REDIRECT_URI
+                {
+                    return problem(400, json!({"title":"Bad Request","hint":"Authorization code has expired"}));
+                }
+                return json(200, json!({"token_type":"Bearer","expires_in":86400,"access_token":"AX","refresh_token":"RX"}));
+            }
+            if seen.bearer().as_deref() == Some("AX") {
+                json(200, json!({"id": 3, "name": "Acme"}))
+            } else {
+                problem(401, json!({"title":"Unauthorized"}))
+            }
+        }
+    })
+    .await;
+    let store = Arc::new(MemoryTokenStore::new());
+    let client = oauth_client(&mock.base, store.clone());
+
+    let err = client.account().await.expect_err("no tokens yet");
+    assert!(matches!(err, Error::Unauthorized(_)), "{err:?}");
+    assert!(mock.requests().is_empty(), "nothing is sent without tokens");
+
+    let bad = client.exchange_code("wrong").await.expect_err("bad code");
+    match &bad {
+        Error::Unauthorized(why) => assert!(why.contains("Authorization code has expired"), "{why}"),
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+    assert!(store.current().is_none());
+
+    let tokens = client.exchange_code("c0de").await.expect("exchange");
+    assert_eq!(tokens.access_token, "AX");
+    assert_eq!(store.current(), Some(tokens));
+    assert_eq!(client.account().await.expect("account").id, 3);
+    assert_eq!(exchanges.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn exchange_code_needs_oauth() {
+    let mock = mock(|_| json(200, json!({}))).await;
+    let err = client(&mock.base).exchange_code("c0de").await.expect_err("long-lived");
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(mock.requests().is_empty());
+}
+
+#[test]
+fn debug_output_hides_secrets() {
+    let oauth = AccountConfig::new(
+        "https://acme.amocrm.ru",
+        AuthConfig::OAuth {
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+            redirect_uri: REDIRECT_URI.into(),
+        },
+    );
+    let text = format!("{oauth:?}");
+    assert!(!text.contains(CLIENT_SECRET), "{text}");
+    assert!(text.contains(CLIENT_ID) && text.contains("<redacted>"), "{text}");
+
+    let long_lived = AccountConfig::new(
+        "https://acme.amocrm.ru",
+        AuthConfig::LongLived {
+            token: LONG_LIVED_TOKEN.into(),
+        },
+    );
+    let text = format!("{long_lived:?} {:#?}", long_lived.auth);
+    assert!(!text.contains(LONG_LIVED_TOKEN), "{text}");
+
+    let pair = tokens("access-s3cret", "refresh-s3cret", 100);
+    let text = format!("{pair:?} {pair:#?}");
+    assert!(!text.contains("access-s3cret") && !text.contains("refresh-s3cret"), "{text}");
+    assert!(text.contains("expires_at"), "{text}");
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("capture").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_token_or_secret_reaches_the_logs() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer({
+            let capture = capture.clone();
+            move || capture.clone()
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // A refresh after a 401, then a revoked refresh token: the paths that log the most.
+    let (mock, _crm) = crm(&["A2"], "R1").await;
+    let store = Arc::new(MemoryTokenStore::with_tokens(tokens("A1-s3cret", "R1", 3600)));
+    let client = oauth_client(&mock.base, store.clone());
+    client.account().await.expect("account");
+    store
+        .save(&tokens("A3-s3cret", "R3-s3cret", -10))
+        .await
+        .expect("save");
+    let broken = oauth_client(&mock.base, store);
+    broken.account().await.expect_err("revoked");
+
+    let logs = String::from_utf8(capture.0.lock().expect("capture").clone()).expect("utf-8");
+    assert!(logs.contains("refreshed the amoCRM access token"), "logs were captured: {logs}");
+    for secret in ["A1-s3cret", "A2\"", "R2", "A3-s3cret", "R3-s3cret", CLIENT_SECRET] {
+        assert!(!logs.contains(secret), "{secret} appears in the logs:\n{logs}");
+    }
+}

@@ -1,0 +1,1315 @@
+//! The outbox worker: executes stored plans against each tenant's CRM account.
+//!
+//! - **One deliverer per account.** A tenant's items are delivered by the instance holding its
+//!   lease (`delivery_leases`), through one [`AmoClient`], whose limiter is shared by every kind of
+//!   work for that account (calls, contacts, leads, tasks, notes, call cards).
+//! - **Batching.** Each round takes what is due (fresh items first, then a bounded number of
+//!   retries, so failing work never starves new calls) and sends calls up to 50 a request.
+//! - **Calls.** Optimistic: a call is sent at once; amoCRM attaches it by the client's number.
+//!   "Entity not found" means a new client (C4): the configured new-client action runs (contact,
+//!   contact + lead, unsorted request, or nothing: the item is parked saying so) and the call is
+//!   sent again. A repeat-client action other than "manual" needs the client's leads first, so
+//!   those records look the client up before sending.
+//! - **Exactly once.** Items carry stable keys (the `request_id` and the call's `uniq`). An item is
+//!   marked in flight before its request leaves and done with the CRM's ids after; an item still
+//!   marked (crash, timeout, 5xx) is looked up among the CRM's call notes by `uniq` before it is
+//!   sent again. Ids created on the way (contact, lead) are kept as progress, so a retry does not
+//!   create them twice. Remaining window: a contact or lead created by a request whose answer
+//!   was lost is created again only if the client search (last 10 digits) does not find it.
+//! - **Errors.** 429: the client's limiter pauses the account; items are retried without counting
+//!   an attempt. 5xx and timeouts: jittered exponential backoff. 401 (after the client's one
+//!   refresh): the connection is marked broken and delivery stops until the tenant is changed.
+//!   403: marked blocked, never retried automatically. A refusal the CRM explains: the item is
+//!   parked with the CRM's words (admin API: list, retry).
+
+use crate::crm;
+use crate::state::{now_ms, AppState, Tenant};
+use callbridge_amocrm::{
+    AmoClient, CallCardEvent, CallDirection, EntityType, Error as CrmError, NewCall,
+    NewComplexLead, NewContact, NewLead, NewNote, NewTask, NewUnsortedSip, NoteType, NotesFilter,
+    TasksFilter,
+};
+use callbridge_core::cards::CardAction;
+use callbridge_mango::api::VpbxClient;
+use callbridge_store::OutboxItem;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A lease outlives a crashed holder by this much.
+const LEASE_TTL_MS: i64 = 15_000;
+/// Items a round takes: fresh ones, and at most this many retries.
+const FRESH_PER_ROUND: i64 = 50;
+const RETRIES_PER_ROUND: i64 = 10;
+/// amoCRM's documented batch limit.
+const BATCH: usize = 50;
+/// An in-flight mark younger than this may belong to a request still under way (another
+/// instance's, before it lost the lease): it is not checked yet.
+const IN_FLIGHT_GRACE_MS: i64 = 25_000;
+/// How long a follow-up (transcript, task) waits for its call before asking again.
+const WAIT_FOR_CALL_MS: i64 = 1_000;
+/// A transcript Mango has not produced yet is asked for again this many times.
+const TRANSCRIPT_ATTEMPTS: i64 = 12;
+/// Call cards older than this are dropped: the phone stopped ringing long ago.
+const CARD_MAX_AGE: Duration = Duration::from_secs(20);
+/// The source name amoCRM shows on call notes.
+const SOURCE: &str = "callbridge";
+
+/// Runs until shutdown: keeps one delivery task per tenant with a CRM connection, restarting it
+/// when the tenant changes.
+pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let holder = format!(
+        "{}-{}-{:x}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "callbridge".into()),
+        std::process::id(),
+        now_ms()
+    );
+    let mut running: HashMap<String, (i64, watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    loop {
+        let tenants: Vec<Arc<Tenant>> = state.tenants.read().await.values().cloned().collect();
+        let mut seen = HashSet::new();
+        for tenant in tenants {
+            seen.insert(tenant.row.id.clone());
+            let current = running.get(&tenant.row.id).map(|r| r.0);
+            if current == Some(tenant.row.updated_at_ms) {
+                continue;
+            }
+            if let Some((_, stop, task)) = running.remove(&tenant.row.id) {
+                let _ = stop.send(true);
+                let _ = task.await;
+            }
+            let client = match crm::client(&state.store, &tenant.row) {
+                Ok(Some(client)) => client,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.row.id, "CRM connection not usable: {e}");
+                    let _ = state
+                        .store
+                        .set_crm_status(&tenant.row.id, "broken", &e, now_ms())
+                        .await;
+                    // Remember the version, so the error is not repeated every second.
+                    let (stop, _) = watch::channel(false);
+                    running.insert(
+                        tenant.row.id.clone(),
+                        (tenant.row.updated_at_ms, stop, tokio::spawn(async {})),
+                    );
+                    continue;
+                }
+            };
+            let (stop, stop_rx) = watch::channel(false);
+            let delivery = TenantDelivery {
+                state: state.clone(),
+                tenant: tenant.clone(),
+                client,
+                vpbx: VpbxClient::with_base_url(
+                    &state.mango_api_url,
+                    tenant.row.mango_api_key.clone(),
+                    tenant.row.mango_api_salt.clone(),
+                )
+                .map_err(|e| e.to_string()),
+                holder: holder.clone(),
+                holds_lease: Arc::new(AtomicBool::new(false)),
+            };
+            let task = tokio::spawn(delivery.run(stop_rx));
+            running.insert(
+                tenant.row.id.clone(),
+                (tenant.row.updated_at_ms, stop, task),
+            );
+        }
+        for id in running.keys().cloned().collect::<Vec<_>>() {
+            if !seen.contains(&id) {
+                if let Some((_, stop, task)) = running.remove(&id) {
+                    let _ = stop.send(true);
+                    let _ = task.await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    for (_, (_, stop, task)) in running {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
+}
+
+/// Why a tenant's delivery stopped for good (until the tenant is changed).
+enum Stop {
+    Broken(String),
+    Blocked,
+}
+
+struct TenantDelivery {
+    state: Arc<AppState>,
+    tenant: Arc<Tenant>,
+    client: AmoClient,
+    /// The tenant's Mango API, for transcripts (one client, so its rate limits hold).
+    vpbx: Result<VpbxClient, String>,
+    holder: String,
+    holds_lease: Arc<AtomicBool>,
+}
+
+/// The `record` of a call item, as the processor stored it (the `simulate` JSON of a record).
+#[derive(Debug, Clone, Deserialize)]
+struct CallWork {
+    client_phone: Option<String>,
+    direction: String,
+    call_status: u8,
+    duration_s: i64,
+    started_at: i64,
+    crm_user_id: u64,
+    reasons: Vec<String>,
+    #[serde(default)]
+    entities: Option<EntitiesWork>,
+    #[serde(default)]
+    recording_id: Option<String>,
+    #[serde(default)]
+    employee_extension: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct EntitiesWork {
+    new_client: String,
+    repeat_client: String,
+    responsible_crm_user_id: u64,
+}
+
+/// What a call item has created so far, kept across retries.
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
+struct Progress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    contact_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lead_id: Option<u64>,
+    /// The repeat-client action has run (or was not needed).
+    #[serde(default)]
+    repeat_done: bool,
+    /// The CRM said it does not know the client.
+    #[serde(default)]
+    new_client: bool,
+}
+
+struct Call {
+    item: OutboxItem,
+    work: CallWork,
+    progress: Progress,
+}
+
+impl TenantDelivery {
+    fn tenant_id(&self) -> &str {
+        &self.tenant.row.id
+    }
+
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let cards = tokio::spawn(this.clone().deliver_cards(stop.clone()));
+        let _ = this
+            .state
+            .store
+            .set_crm_status(this.tenant_id(), "ok", "", now_ms())
+            .await;
+        let mut last_renewal = 0i64;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let now = now_ms();
+            if now - last_renewal > LEASE_TTL_MS / 3 {
+                match this
+                    .state
+                    .store
+                    .acquire_lease(this.tenant_id(), &this.holder, LEASE_TTL_MS, now)
+                    .await
+                {
+                    Ok(true) => {
+                        this.holds_lease.store(true, Ordering::SeqCst);
+                        last_renewal = now;
+                    }
+                    Ok(false) => {
+                        this.holds_lease.store(false, Ordering::SeqCst);
+                        if wait(&mut stop, Duration::from_secs(2)).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = %this.tenant_id(), "lease: {e}");
+                        this.holds_lease.store(false, Ordering::SeqCst);
+                        if wait(&mut stop, Duration::from_secs(2)).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+            match this.round().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if wait(&mut stop, Duration::from_millis(100)).await {
+                        break;
+                    }
+                }
+                Err(RoundError::Store(e)) => {
+                    tracing::warn!(tenant = %this.tenant_id(), "outbox: {e}");
+                    if wait(&mut stop, Duration::from_secs(1)).await {
+                        break;
+                    }
+                }
+                Err(RoundError::Stop(reason)) => {
+                    let (state, detail) = match &reason {
+                        Stop::Broken(d) => ("broken", d.clone()),
+                        Stop::Blocked => (
+                            "blocked",
+                            "amoCRM answered 403: the account or IP is blocked; contact amoCRM support, then save the tenant again".to_string(),
+                        ),
+                    };
+                    tracing::error!(tenant = %this.tenant_id(), state, "CRM delivery stopped: {detail}");
+                    metrics::counter!("callbridge_crm_connection_stopped_total", "state" => state)
+                        .increment(1);
+                    let _ = this
+                        .state
+                        .store
+                        .set_crm_status(this.tenant_id(), state, &detail, now_ms())
+                        .await;
+                    // Wait for the tenant to be changed (the supervisor restarts us) or shutdown.
+                    while !*stop.borrow() {
+                        if stop.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        this.holds_lease.store(false, Ordering::SeqCst);
+        let _ = this
+            .state
+            .store
+            .release_lease(this.tenant_id(), &this.holder)
+            .await;
+        cards.abort();
+    }
+
+    /// One round: whatever is due. True when something was done.
+    async fn round(&self) -> Result<bool, RoundError> {
+        let store = &self.state.store;
+        let now = now_ms();
+        let items = store
+            .due_items(self.tenant_id(), now, FRESH_PER_ROUND, RETRIES_PER_ROUND)
+            .await?;
+        if items.is_empty() {
+            return Ok(false);
+        }
+        let mut calls = Vec::new();
+        let mut followups = Vec::new();
+        for item in items {
+            match item.kind.as_str() {
+                "call" => match serde_json::from_value::<CallWork>(item.payload["record"].clone())
+                {
+                    Ok(work) => {
+                        let progress = item
+                            .crm_response
+                            .clone()
+                            .and_then(|v| serde_json::from_value(v).ok())
+                            .unwrap_or_default();
+                        calls.push(Call {
+                            item,
+                            work,
+                            progress,
+                        });
+                    }
+                    Err(e) => {
+                        store
+                            .park_item(&item.item_key, &format!("unreadable call record: {e}"))
+                            .await?
+                    }
+                },
+                "transcript" | "task" => followups.push(item),
+                other => {
+                    store
+                        .park_item(&item.item_key, &format!("unknown outbox item kind {other:?}"))
+                        .await?
+                }
+            }
+        }
+        if !calls.is_empty() {
+            self.deliver_calls(calls).await?;
+        }
+        for item in followups {
+            self.deliver_followup(item).await?;
+        }
+        Ok(true)
+    }
+
+    async fn deliver_calls(&self, calls: Vec<Call>) -> Result<(), RoundError> {
+        let now = now_ms();
+        let mut ready = Vec::new();
+        let mut uncertain = Vec::new();
+        for call in calls {
+            match call.item.sent_at_ms {
+                Some(sent) if call.item.kind == "call" => {
+                    if now - sent < IN_FLIGHT_GRACE_MS {
+                        // Possibly still under way elsewhere: look again later.
+                        self.state
+                            .store
+                            .retry_item(
+                                &call.item.item_key,
+                                "waiting for an earlier attempt to settle",
+                                sent + IN_FLIGHT_GRACE_MS,
+                                true,
+                                false,
+                            )
+                            .await?;
+                    } else {
+                        uncertain.push(call);
+                    }
+                }
+                _ => ready.push(call),
+            }
+        }
+        if !uncertain.is_empty() {
+            ready.extend(self.settle_uncertain(uncertain).await?);
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+        // Records whose repeat-client action needs the client's leads look the client up first.
+        let mut to_send = Vec::new();
+        let mut new_clients = Vec::new();
+        for mut call in ready {
+            let Some(phone) = call.work.client_phone.clone() else {
+                self.state
+                    .store
+                    .complete_items(
+                        &[(
+                            call.item.item_key.clone(),
+                            json!({"skipped": "no client number", "reasons": call.work.reasons}),
+                        )],
+                        now_ms(),
+                    )
+                    .await?;
+                continue;
+            };
+            if call.progress.new_client {
+                new_clients.push(call);
+                continue;
+            }
+            let needs_lookup = call
+                .work
+                .entities
+                .as_ref()
+                .is_some_and(|e| e.repeat_client != "manual")
+                && !call.progress.repeat_done;
+            if needs_lookup {
+                match self.repeat_client(&mut call, &phone).await {
+                    Ok(true) => to_send.push(call),
+                    Ok(false) => new_clients.push(call),
+                    Err(e) => {
+                        self.failed(&[&call.item], e, false).await?;
+                    }
+                }
+            } else {
+                to_send.push(call);
+            }
+        }
+        let not_found = self.send_calls(to_send).await?;
+        new_clients.extend(not_found);
+        if !new_clients.is_empty() {
+            self.new_clients(new_clients).await?;
+        }
+        Ok(())
+    }
+
+    /// Items marked in flight whose answer was never recorded: done if the CRM has a call note
+    /// with their `uniq`, else sent again.
+    async fn settle_uncertain(&self, calls: Vec<Call>) -> Result<Vec<Call>, RoundError> {
+        let since = calls
+            .iter()
+            .filter_map(|c| c.item.sent_at_ms)
+            .min()
+            .unwrap_or(0)
+            / 1000
+            - 60;
+        let mut found: HashMap<String, Value> = HashMap::new();
+        for entity in [EntityType::Contacts, EntityType::Leads] {
+            let filter = NotesFilter {
+                note_types: vec!["call_in".into(), "call_out".into()],
+                entity_ids: vec![],
+                updated_from: Some(since),
+            };
+            match self.client.list_notes(entity, &filter).await {
+                Ok(notes) => {
+                    for note in notes {
+                        if let Some(uniq) = note.params.get("uniq").and_then(Value::as_str) {
+                            found.insert(
+                                uniq.to_string(),
+                                json!({"note_id": note.id, "entity_id": note.entity_id, "entity_type": entity.as_str(), "recovered": true}),
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    let items: Vec<&OutboxItem> = calls.iter().map(|c| &c.item).collect();
+                    self.failed(&items, e, true).await?;
+                    return Ok(Vec::new());
+                }
+            }
+        }
+        let mut again = Vec::new();
+        let mut done = Vec::new();
+        for call in calls {
+            match found.remove(&call.item.item_key) {
+                Some(mut answer) => {
+                    answer["reasons"] = json!(call.work.reasons);
+                    done.push((call.item.item_key.clone(), answer));
+                }
+                None => again.push(call),
+            }
+        }
+        if !done.is_empty() {
+            tracing::info!(tenant = %self.tenant_id(), n = done.len(), "calls found in the CRM after an interrupted attempt");
+            self.state.store.complete_items(&done, now_ms()).await?;
+        }
+        Ok(again)
+    }
+
+    /// Runs the repeat-client action. False: the CRM does not know the client.
+    async fn repeat_client(&self, call: &mut Call, phone: &str) -> Result<bool, CrmError> {
+        let Some(entities) = call.work.entities.clone() else {
+            return Ok(true);
+        };
+        let contacts = self.client.find_contacts_by_phone(phone).await?;
+        let Some(contact) = contacts.first() else {
+            return Ok(false);
+        };
+        let wants_lead = match entities.repeat_client.as_str() {
+            "always_lead" => true,
+            "lead_if_no_open" => {
+                let leads = if contact.lead_ids.is_empty() {
+                    Vec::new()
+                } else {
+                    self.client.leads_by_ids(&contact.lead_ids).await?
+                };
+                !leads.iter().any(|l| l.is_open())
+            }
+            _ => false,
+        };
+        if wants_lead && call.progress.lead_id.is_none() {
+            let created = self
+                .client
+                .create_leads(&[NewLead {
+                    name: lead_name(&call.work, phone),
+                    responsible_user_id: Some(entities.responsible_crm_user_id),
+                    pipeline_id: None,
+                    contact_id: Some(contact.id),
+                    request_id: Some(call.item.item_key.clone()),
+                }])
+                .await?;
+            call.progress.lead_id = created.first().map(|c| c.id);
+        }
+        call.progress.contact_id = Some(contact.id);
+        call.progress.repeat_done = true;
+        let _ = self
+            .state
+            .store
+            .save_progress(&call.item.item_key, &json!(call.progress))
+            .await;
+        Ok(true)
+    }
+
+    /// Sends calls in batches. Returns the ones whose client the CRM does not know.
+    async fn send_calls(&self, calls: Vec<Call>) -> Result<Vec<Call>, RoundError> {
+        let mut unknown = Vec::new();
+        let mut queue: Vec<Vec<Call>> = Vec::new();
+        let mut calls = calls;
+        while !calls.is_empty() {
+            let rest = calls.split_off(calls.len().min(BATCH));
+            queue.push(calls);
+            calls = rest;
+        }
+        while let Some(batch) = queue.pop() {
+            let requests: Vec<NewCall> = batch
+                .iter()
+                .map(|c| self.new_call(&c.item, &c.work))
+                .collect();
+            let keys: Vec<String> = batch.iter().map(|c| c.item.item_key.clone()).collect();
+            self.state.store.mark_sending(&keys, now_ms()).await?;
+            match self.client.add_calls(&requests).await {
+                Ok(outcome) => {
+                    let mut by_key: HashMap<String, Call> = batch
+                        .into_iter()
+                        .map(|c| (c.item.item_key.clone(), c))
+                        .collect();
+                    let mut done = Vec::new();
+                    for created in &outcome.created {
+                        if let Some(call) = by_key.remove(&created.request_id) {
+                            done.push((
+                                call.item.item_key.clone(),
+                                json!({
+                                    "note_id": created.id,
+                                    "entity_id": created.entity_id,
+                                    "entity_type": plural(&created.entity_type),
+                                    "contact_id": call.progress.contact_id,
+                                    "lead_id": call.progress.lead_id,
+                                    "reasons": call.work.reasons,
+                                }),
+                            ));
+                        }
+                    }
+                    self.state.store.complete_items(&done, now_ms()).await?;
+                    metrics::counter!("callbridge_crm_calls_written_total")
+                        .increment(done.len() as u64);
+                    for key in &outcome.not_found {
+                        if let Some(mut call) = by_key.remove(key) {
+                            call.progress.new_client = true;
+                            unknown.push(call);
+                        }
+                    }
+                    for err in &outcome.other_errors {
+                        let key = err.request_id.clone().unwrap_or_default();
+                        if let Some(call) = by_key.remove(&key) {
+                            self.state
+                                .store
+                                .park_item(&call.item.item_key, &format!("amoCRM: {}", err.message))
+                                .await?;
+                        }
+                    }
+                    // Anything the answer did not mention was not written: send it again.
+                    for (key, _) in by_key {
+                        self.state
+                            .store
+                            .retry_item(
+                                &key,
+                                "not mentioned in amoCRM's answer",
+                                now_ms() + 1000,
+                                false,
+                                true,
+                            )
+                            .await?;
+                    }
+                }
+                Err(CrmError::Rejected { message, items, .. }) if batch.len() > 1 => {
+                    // Validation fails the whole request: park the items it names, and send the
+                    // others one by one to find any it did not name.
+                    let named: HashMap<String, String> = items
+                        .iter()
+                        .filter_map(|i| i.request_id.clone().map(|r| (r, i.message.clone())))
+                        .collect();
+                    for call in batch {
+                        match named.get(&call.item.item_key) {
+                            Some(msg) => {
+                                self.state
+                                    .store
+                                    .park_item(&call.item.item_key, &format!("amoCRM: {msg}"))
+                                    .await?
+                            }
+                            None if named.is_empty() => queue.push(vec![call]),
+                            None => {
+                                self.state
+                                    .store
+                                    .retry_item(&call.item.item_key, &message, now_ms(), false, false)
+                                    .await?
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    let items: Vec<&OutboxItem> = batch.iter().map(|c| &c.item).collect();
+                    self.failed(&items, e, true).await?;
+                }
+            }
+        }
+        Ok(unknown)
+    }
+
+    /// Calls of clients the CRM does not know: the new-client action, then the call.
+    async fn new_clients(&self, calls: Vec<Call>) -> Result<(), RoundError> {
+        let store = &self.state.store;
+        let mut contact_first = Vec::new();
+        for mut call in calls {
+            let phone = call.work.client_phone.clone().unwrap_or_default();
+            let Some(entities) = call.work.entities.clone() else {
+                // Only the record that creates the entry's entities creates the client; the others
+                // wait for it, if there is one still to be written.
+                if self.sibling_creates_client(&call.item).await? {
+                    store
+                        .retry_item(
+                            &call.item.item_key,
+                            "waiting for the entry's first record to create the client",
+                            now_ms() + WAIT_FOR_CALL_MS,
+                            false,
+                            false,
+                        )
+                        .await?;
+                } else {
+                    store
+                        .park_item(
+                            &call.item.item_key,
+                            &format!("the client {phone} is not in amoCRM and this record creates no contact (P4, C4); create the contact, then retry"),
+                        )
+                        .await?;
+                }
+                continue;
+            };
+            call.progress.new_client = true;
+            match entities.new_client.as_str() {
+                "contact" | "contact_and_lead" if call.progress.contact_id.is_some() => {
+                    // Created by an earlier attempt; amoCRM did not find it yet or the call failed.
+                    contact_first.push(call);
+                }
+                "contact" => {
+                    match self
+                        .client
+                        .create_contacts(&[NewContact {
+                            name: format!("Client {phone}"),
+                            phone: phone.clone(),
+                            responsible_user_id: Some(entities.responsible_crm_user_id),
+                            request_id: Some(call.item.item_key.clone()),
+                        }])
+                        .await
+                    {
+                        Ok(created) => {
+                            call.progress.contact_id = created.first().map(|c| c.id);
+                            store
+                                .save_progress(&call.item.item_key, &json!(call.progress))
+                                .await?;
+                            contact_first.push(call);
+                        }
+                        Err(e) => self.failed(&[&call.item], e, false).await?,
+                    }
+                }
+                "contact_and_lead" => {
+                    match self
+                        .client
+                        .create_complex_leads(&[NewComplexLead {
+                            name: lead_name(&call.work, &phone),
+                            responsible_user_id: Some(entities.responsible_crm_user_id),
+                            contact: NewContact {
+                                name: format!("Client {phone}"),
+                                phone: phone.clone(),
+                                responsible_user_id: Some(entities.responsible_crm_user_id),
+                                request_id: None,
+                            },
+                            request_id: Some(call.item.item_key.clone()),
+                        }])
+                        .await
+                    {
+                        Ok(created) => {
+                            if let Some(c) = created.first() {
+                                call.progress.lead_id = Some(c.id);
+                                call.progress.contact_id = c.contact_id;
+                            }
+                            store
+                                .save_progress(&call.item.item_key, &json!(call.progress))
+                                .await?;
+                            contact_first.push(call);
+                        }
+                        Err(e) => self.failed(&[&call.item], e, false).await?,
+                    }
+                }
+                "unsorted" => self.unsorted(call, &phone).await?,
+                _ => {
+                    store
+                        .park_item(
+                            &call.item.item_key,
+                            &format!("the client {phone} is not in amoCRM and the new-client action is manual (C4); create the contact, then retry"),
+                        )
+                        .await?;
+                }
+            }
+        }
+        if contact_first.is_empty() {
+            return Ok(());
+        }
+        // The contacts exist now: the calls attach to them (or to their single new lead).
+        let still_unknown = self.send_calls(contact_first).await?;
+        for call in still_unknown {
+            store
+                .retry_item(
+                    &call.item.item_key,
+                    "amoCRM did not find the contact just created; trying again",
+                    now_ms() + 2_000,
+                    false,
+                    true,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn unsorted(&self, call: Call, phone: &str) -> Result<(), RoundError> {
+        let entities = call.work.entities.clone();
+        let key = call.item.item_key.clone();
+        self.state
+            .store
+            .mark_sending(std::slice::from_ref(&key), now_ms())
+            .await?;
+        let request = NewUnsortedSip {
+            source_uid: SOURCE.into(),
+            source_name: "callbridge (Mango Office)".into(),
+            uniq: key.clone(),
+            from: phone.to_string(),
+            to: call.work.employee_extension.clone().unwrap_or_default(),
+            called_at: call.work.started_at,
+            duration: call.work.duration_s,
+            link: self.recording_link(&call.work),
+            service_code: SOURCE.into(),
+            contact_name: format!("Client {phone}"),
+            lead_name: lead_name(&call.work, phone),
+            responsible_user_id: entities.map(|e| e.responsible_crm_user_id),
+            request_id: Some(key.clone()),
+        };
+        match self.client.add_unsorted_sip(&[request]).await {
+            Ok(created) => {
+                let first = created.first();
+                self.state
+                    .store
+                    .complete_items(
+                        &[(
+                            key,
+                            json!({
+                                "unsorted_uid": first.map(|c| c.uid.clone()),
+                                "lead_id": first.and_then(|c| c.lead_id),
+                                "contact_id": first.and_then(|c| c.contact_id),
+                                "reasons": call.work.reasons,
+                            }),
+                        )],
+                        now_ms(),
+                    )
+                    .await?;
+            }
+            // The unsorted API refuses a second item with the same uniq: an earlier attempt whose
+            // answer was lost already landed.
+            Err(CrmError::Rejected { message, .. })
+                if call.item.sent_at_ms.is_some() && message.to_lowercase().contains("uniq") =>
+            {
+                self.state
+                    .store
+                    .complete_items(
+                        &[(key, json!({"unsorted": "already present", "reasons": call.work.reasons}))],
+                        now_ms(),
+                    )
+                    .await?;
+            }
+            Err(e) => self.failed(&[&call.item], e, true).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether another record of the same entry will create the client and is not done yet.
+    async fn sibling_creates_client(&self, item: &OutboxItem) -> Result<bool, RoundError> {
+        let prefix = format!("{}/{}/", self.tenant_id(), item.entry_id);
+        for conv in ["0", "1", "2", "3", "4", "5", "6", "7", "missed"] {
+            let key = format!("{prefix}{conv}/call");
+            if key == item.item_key {
+                continue;
+            }
+            if let Some(other) = self.state.store.outbox_item(&key).await? {
+                let creates = other.payload["record"]["entities"].is_object();
+                if creates && other.state == "pending" {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Transcripts and tasks: written where their call landed.
+    async fn deliver_followup(&self, item: OutboxItem) -> Result<(), RoundError> {
+        let store = &self.state.store;
+        let call_key = item.payload["call_item"].as_str().unwrap_or_default();
+        let call = store.outbox_item(call_key).await?;
+        let landed = match &call {
+            Some(c) if c.state == "done" => c.crm_response.clone().unwrap_or(Value::Null),
+            Some(c) if c.state == "parked" => {
+                store
+                    .park_item(
+                        &item.item_key,
+                        "its call was not written (parked); retry the call first",
+                    )
+                    .await?;
+                return Ok(());
+            }
+            Some(_) => {
+                store
+                    .retry_item(
+                        &item.item_key,
+                        "waiting for the call",
+                        now_ms() + WAIT_FOR_CALL_MS,
+                        false,
+                        false,
+                    )
+                    .await?;
+                return Ok(());
+            }
+            None => {
+                store
+                    .park_item(&item.item_key, &format!("its call item {call_key} is missing"))
+                    .await?;
+                return Ok(());
+            }
+        };
+        let entity = landed_entity(&landed);
+        let Some((entity_type, entity_id)) = entity else {
+            store
+                .complete_items(
+                    &[(
+                        item.item_key.clone(),
+                        json!({"skipped": "the call went to unsorted; nothing to attach to yet", "reasons": item.payload["reasons"]}),
+                    )],
+                    now_ms(),
+                )
+                .await?;
+            return Ok(());
+        };
+        match item.kind.as_str() {
+            "transcript" => self.transcript(item, entity_type, entity_id).await,
+            _ => self.task(item, entity_type, entity_id).await,
+        }
+    }
+
+    async fn transcript(
+        &self,
+        item: OutboxItem,
+        entity_type: EntityType,
+        entity_id: u64,
+    ) -> Result<(), RoundError> {
+        let store = &self.state.store;
+        let Some(recording_id) = item.payload["recording_id"].as_str() else {
+            store
+                .park_item(&item.item_key, "no recording id to fetch a transcript for")
+                .await?;
+            return Ok(());
+        };
+        let vpbx = match &self.vpbx {
+            Ok(v) => v,
+            Err(e) => {
+                store
+                    .park_item(&item.item_key, &format!("Mango API: {e}"))
+                    .await?;
+                return Ok(());
+            }
+        };
+        let text = match vpbx.recording_transcripts(&[recording_id.to_string()]).await {
+            Ok(transcripts) => transcripts
+                .iter()
+                .flat_map(|t| t.phrases.iter())
+                .map(|(speaker, said)| format!("{speaker}: {said}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => {
+                let next = now_ms() + backoff_ms(item.attempts);
+                store
+                    .retry_item(&item.item_key, &format!("Mango API: {e}"), next, false, true)
+                    .await?;
+                return Ok(());
+            }
+        };
+        if text.is_empty() {
+            if item.attempts + 1 >= TRANSCRIPT_ATTEMPTS {
+                store
+                    .park_item(&item.item_key, "Mango has no transcript for this recording")
+                    .await?;
+            } else {
+                store
+                    .retry_item(
+                        &item.item_key,
+                        "transcript not ready yet",
+                        now_ms() + backoff_ms(item.attempts),
+                        false,
+                        true,
+                    )
+                    .await?;
+            }
+            return Ok(());
+        }
+        let note = NewNote {
+            entity_id,
+            note_type: NoteType::Common {
+                text: format!("Call transcript (callbridge, C2):\n{text}"),
+            },
+            responsible_user_id: item.payload["crm_user_id"].as_u64(),
+            created_by: item.payload["crm_user_id"].as_u64(),
+            request_id: Some(item.item_key.clone()),
+        };
+        store
+            .mark_sending(std::slice::from_ref(&item.item_key), now_ms())
+            .await?;
+        match self.client.add_notes(entity_type, &[note]).await {
+            Ok(created) => {
+                store
+                    .complete_items(
+                        &[(
+                            item.item_key.clone(),
+                            json!({"note_id": created.first().map(|c| c.id), "entity_id": entity_id, "entity_type": entity_type.as_str(), "reasons": ["C2"]}),
+                        )],
+                        now_ms(),
+                    )
+                    .await?;
+            }
+            Err(e) => self.failed(&[&item], e, true).await?,
+        }
+        Ok(())
+    }
+
+    async fn task(
+        &self,
+        item: OutboxItem,
+        entity_type: EntityType,
+        entity_id: u64,
+    ) -> Result<(), RoundError> {
+        let store = &self.state.store;
+        let task = &item.payload["task"];
+        let dedupe_key = task["dedupe_key"].as_str().unwrap_or_default().to_string();
+        let phone = item.payload["client_phone"].as_str().unwrap_or("").to_string();
+        let marker = format!("[callbridge {dedupe_key}]");
+        // M5: no second open missed-call task for the same client that day.
+        let open = match self
+            .client
+            .list_tasks(&TasksFilter {
+                is_completed: Some(false),
+                entity_type: Some(entity_type),
+                entity_ids: vec![entity_id],
+                responsible_user_ids: vec![],
+            })
+            .await
+        {
+            Ok(tasks) => tasks,
+            Err(e) => return self.failed(&[&item], e, false).await,
+        };
+        if let Some(existing) = open.iter().find(|t| t.text.contains(&marker)) {
+            store
+                .complete_items(
+                    &[(
+                        item.item_key.clone(),
+                        json!({"skipped": "an open missed-call task for this client today exists", "task_id": existing.id, "reasons": ["M5"]}),
+                    )],
+                    now_ms(),
+                )
+                .await?;
+            return Ok(());
+        }
+        let mut responsible = task["responsible_crm_user_id"].as_u64();
+        if task["prefer_contact_owner"].as_bool() == Some(true) {
+            let owner = match entity_type {
+                EntityType::Contacts => self
+                    .client
+                    .contact(entity_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.responsible_user_id),
+                EntityType::Leads => self
+                    .client
+                    .leads_by_ids(&[entity_id])
+                    .await
+                    .ok()
+                    .and_then(|l| l.first().and_then(|l| l.responsible_user_id)),
+                _ => None,
+            };
+            responsible = owner.or(responsible);
+        }
+        let new_task = NewTask {
+            text: format!("Call back {phone}: missed call (M5) {marker}"),
+            complete_till: task["due_at"].as_i64().unwrap_or_else(|| now_ms() / 1000 + 3600),
+            task_type_id: 1,
+            responsible_user_id: responsible,
+            entity_id: Some(entity_id),
+            entity_type: Some(entity_type),
+            request_id: Some(item.item_key.clone()),
+        };
+        store
+            .mark_sending(std::slice::from_ref(&item.item_key), now_ms())
+            .await?;
+        match self.client.create_tasks(&[new_task]).await {
+            Ok(created) => {
+                store
+                    .complete_items(
+                        &[(
+                            item.item_key.clone(),
+                            json!({"task_id": created.first().map(|c| c.id), "entity_id": entity_id, "entity_type": entity_type.as_str(), "responsible_user_id": responsible, "reasons": ["M5"]}),
+                        )],
+                        now_ms(),
+                    )
+                    .await?;
+            }
+            Err(e) => self.failed(&[&item], e, false).await?,
+        }
+        Ok(())
+    }
+
+    /// Handles a failed request for `items`. `write`: the request may have changed the CRM.
+    async fn failed(
+        &self,
+        items: &[&OutboxItem],
+        error: CrmError,
+        write: bool,
+    ) -> Result<(), RoundError> {
+        let store = &self.state.store;
+        let text = error.to_string();
+        metrics::counter!("callbridge_crm_errors_total", "kind" => error_kind(&error)).increment(1);
+        match error {
+            CrmError::RateLimited => {
+                for item in items {
+                    store
+                        .retry_item(&item.item_key, &text, now_ms() + 1_000, false, false)
+                        .await?;
+                }
+            }
+            CrmError::Unauthorized(detail) => {
+                for item in items {
+                    store
+                        .retry_item(&item.item_key, &text, now_ms(), false, false)
+                        .await?;
+                }
+                return Err(RoundError::Stop(Stop::Broken(format!(
+                    "amoCRM refused the credentials: {detail}; fix the tenant's amocrm section (or authorize again), then save the tenant"
+                ))));
+            }
+            CrmError::Blocked => {
+                for item in items {
+                    store
+                        .retry_item(&item.item_key, &text, now_ms(), false, false)
+                        .await?;
+                }
+                return Err(RoundError::Stop(Stop::Blocked));
+            }
+            CrmError::Rejected { message, items: errs, .. } => {
+                let detail = errs
+                    .iter()
+                    .map(|e| e.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let why = if detail.is_empty() {
+                    message
+                } else {
+                    format!("{message}: {detail}")
+                };
+                for item in items {
+                    store
+                        .park_item(&item.item_key, &format!("amoCRM refused: {why}"))
+                        .await?;
+                }
+            }
+            CrmError::Config(_) => {
+                for item in items {
+                    store.park_item(&item.item_key, &text).await?;
+                }
+            }
+            _ => {
+                for item in items {
+                    let next = now_ms() + backoff_ms(item.attempts);
+                    store
+                        .retry_item(&item.item_key, &text, next, write, true)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn new_call(&self, item: &OutboxItem, work: &CallWork) -> NewCall {
+        let direction = if work.direction == "outbound" {
+            CallDirection::Outbound
+        } else {
+            CallDirection::Inbound
+        };
+        NewCall {
+            direction,
+            uniq: item.item_key.clone(),
+            duration: work.duration_s,
+            source: SOURCE.into(),
+            phone: work.client_phone.clone().unwrap_or_default(),
+            link: self.recording_link(work),
+            call_status: Some(work.call_status),
+            // C5: the rule ids that decided the record travel with it.
+            call_result: Some(format!("callbridge: {}", work.reasons.join(","))),
+            call_responsible: Some(work.crm_user_id),
+            responsible_user_id: Some(work.crm_user_id),
+            created_by: Some(work.crm_user_id),
+            created_at: Some(work.started_at),
+            request_id: item.item_key.clone(),
+        }
+    }
+
+    fn recording_link(&self, work: &CallWork) -> Option<String> {
+        work.recording_id.as_ref().map(|id| {
+            crate::recordings::link(
+                &self.state.public_url,
+                &self.tenant.row.id,
+                id,
+                &self.tenant.row.mango_api_salt,
+            )
+        })
+    }
+
+    /// Sends card pops for this tenant's mapped users while this instance holds the lease.
+    async fn deliver_cards(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut rx = self.state.cards.subscribe();
+        loop {
+            let first = tokio::select! {
+                r = rx.recv() => r,
+                _ = stop.changed() => return,
+            };
+            let mut pending: Vec<(tokio::time::Instant, crate::state::TenantCard)> = Vec::new();
+            match first {
+                Ok(card) => pending.push((tokio::time::Instant::now(), card)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(tenant = %self.tenant_id(), n, "call cards dropped: the stream lagged");
+                    continue;
+                }
+                Err(_) => return,
+            }
+            // Gather what rings together into one request.
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(150);
+            while let Ok(Ok(card)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                pending.push((tokio::time::Instant::now(), card));
+            }
+            if !self.holds_lease.load(Ordering::SeqCst) {
+                continue;
+            }
+            let mut by_phone: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+            for (at, card) in pending {
+                if card.tenant_id != self.tenant.row.id
+                    || card.change.action != CardAction::Show
+                    || at.elapsed() > CARD_MAX_AGE
+                {
+                    continue;
+                }
+                let Some(phone) = card.change.client_phone.clone() else {
+                    continue;
+                };
+                let users = by_phone.entry(phone).or_default();
+                if !users.contains(&card.change.crm_user_id) {
+                    users.push(card.change.crm_user_id);
+                }
+            }
+            if by_phone.is_empty() {
+                continue;
+            }
+            let events: Vec<CallCardEvent> = by_phone
+                .into_iter()
+                .map(|(phone_number, users)| CallCardEvent {
+                    phone_number,
+                    users,
+                })
+                .collect();
+            match self.client.show_call_card(&events).await {
+                Ok(()) => metrics::counter!("callbridge_crm_cards_shown_total")
+                    .increment(events.len() as u64),
+                // A card is only useful while the phone rings: not retried.
+                Err(e) => tracing::debug!(tenant = %self.tenant_id(), "call card not shown: {e}"),
+            }
+        }
+    }
+}
+
+enum RoundError {
+    Store(callbridge_store::StoreError),
+    Stop(Stop),
+}
+
+impl From<callbridge_store::StoreError> for RoundError {
+    fn from(e: callbridge_store::StoreError) -> Self {
+        RoundError::Store(e)
+    }
+}
+
+/// Sleeps, or returns true at once when asked to stop.
+async fn wait(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+/// Jittered exponential backoff: 1 s, 2 s, 4 s ... up to 5 minutes, each ±25 %.
+fn backoff_ms(attempts: i64) -> i64 {
+    let base = 1_000i64.saturating_mul(1i64 << attempts.clamp(0, 9)).min(300_000);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as i64)
+        .unwrap_or(0);
+    let jitter = (nanos % 500) - 250; // -25 % .. +25 %, in thousandths
+    base + base * jitter / 1000
+}
+
+fn error_kind(e: &CrmError) -> &'static str {
+    match e {
+        CrmError::RateLimited => "rate_limited",
+        CrmError::Blocked => "blocked",
+        CrmError::Unauthorized(_) => "unauthorized",
+        CrmError::Server { .. } => "server",
+        CrmError::Timeout => "timeout",
+        CrmError::Transport(_) => "transport",
+        CrmError::Rejected { .. } => "rejected",
+        _ => "other",
+    }
+}
+
+/// amoCRM's `entity_type` of a call answer, as the plural the notes and tasks paths take.
+fn plural(entity_type: &str) -> &'static str {
+    match entity_type.trim_end_matches('s') {
+        "lead" => "leads",
+        "company" | "companie" => "companies",
+        "customer" => "customers",
+        _ => "contacts",
+    }
+}
+
+fn landed_entity(answer: &Value) -> Option<(EntityType, u64)> {
+    let id = answer["entity_id"].as_u64()?;
+    let kind = match answer["entity_type"].as_str()? {
+        "leads" => EntityType::Leads,
+        "companies" => EntityType::Companies,
+        "customers" => EntityType::Customers,
+        _ => EntityType::Contacts,
+    };
+    Some((kind, id))
+}
+
+fn lead_name(work: &CallWork, phone: &str) -> String {
+    let what = if work.direction == "outbound" {
+        "Outgoing call to"
+    } else {
+        "Incoming call from"
+    };
+    format!("{what} {phone} (callbridge: {})", work.reasons.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_cap() {
+        for attempts in 0..20 {
+            let b = backoff_ms(attempts);
+            let base = (1_000i64 << attempts.min(9)).min(300_000);
+            assert!(b >= base * 3 / 4 && b <= base * 5 / 4, "{attempts}: {b}");
+        }
+        assert!(backoff_ms(30) <= 375_000);
+    }
+
+    #[test]
+    fn entity_types_map_to_plural_paths() {
+        assert_eq!(plural("lead"), "leads");
+        assert_eq!(plural("leads"), "leads");
+        assert_eq!(plural("contact"), "contacts");
+        assert_eq!(
+            landed_entity(&json!({"entity_id": 5, "entity_type": "leads"})),
+            Some((EntityType::Leads, 5))
+        );
+        assert_eq!(landed_entity(&json!({"unsorted_uid": "x"})), None);
+    }
+}

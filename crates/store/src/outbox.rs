@@ -1,0 +1,402 @@
+//! The outbox as the CRM worker sees it: due items, in-flight marks, answers, parking, and the
+//! per-tenant delivery lease, OAuth tokens and connection status.
+//!
+//! An item moves `pending` -> `done` (the CRM's answer recorded) or `parked` (the CRM refused it
+//! with a reason; a person can send it again). `sent_at_ms` is set just before a request that
+//! may change the CRM leaves, and cleared when the answer is recorded: an item found with the
+//! mark after a crash or a timeout is "uncertain", and the worker asks the CRM before resending.
+
+use crate::{with_db, Result, Store, StoreError};
+
+/// One CRM work item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub item_key: String,
+    pub tenant_id: String,
+    pub entry_id: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub last_error: Option<String>,
+    /// The CRM's answer once done; progress notes (ids already created) while pending.
+    pub crm_response: Option<serde_json::Value>,
+    pub sent_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub done_at_ms: Option<i64>,
+}
+
+/// Items of a tenant by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub done: i64,
+    pub parked: i64,
+}
+
+/// A tenant's CRM connection as the worker last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CrmStatus {
+    /// `ok`, `broken` (credentials refused: needs a person), `blocked` (the CRM blocked the
+    /// account).
+    pub state: String,
+    pub detail: String,
+    pub updated_at_ms: i64,
+}
+
+type ItemRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    i64,
+    Option<i64>,
+);
+
+const ITEM_COLUMNS: &str = "item_key, tenant_id, entry_id, kind, payload, state, attempts, next_attempt_at_ms, last_error, crm_response, sent_at_ms, created_at_ms, done_at_ms";
+
+fn item(r: ItemRow) -> Result<OutboxItem> {
+    let payload = serde_json::from_str(&r.4)
+        .map_err(|e| StoreError::Corrupt(format!("payload of outbox item {}: {e}", r.0)))?;
+    let crm_response = match &r.9 {
+        None => None,
+        Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+            StoreError::Corrupt(format!("CRM answer of outbox item {}: {e}", r.0))
+        })?),
+    };
+    Ok(OutboxItem {
+        item_key: r.0,
+        tenant_id: r.1,
+        entry_id: r.2,
+        kind: r.3,
+        payload,
+        state: r.5,
+        attempts: r.6,
+        next_attempt_at_ms: r.7,
+        last_error: r.8,
+        crm_response,
+        sent_at_ms: r.10,
+        created_at_ms: r.11,
+        done_at_ms: r.12,
+    })
+}
+
+impl Store {
+    /// Takes or renews the tenant's delivery lease for `holder`. True when `holder` has it.
+    pub async fn acquire_lease(
+        &self,
+        tenant_id: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let affected = with_db!(self.db(), pool => {
+            sqlx::query(
+                "INSERT INTO delivery_leases (tenant_id, holder, expires_at_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms \
+                 WHERE delivery_leases.holder = excluded.holder OR delivery_leases.expires_at_ms < $4",
+            )
+            .bind(tenant_id)
+            .bind(holder)
+            .bind(now_ms + ttl_ms)
+            .bind(now_ms)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(affected == 1)
+    }
+
+    /// Gives the lease up, so another instance can take over at once.
+    pub async fn release_lease(&self, tenant_id: &str, holder: &str) -> Result<()> {
+        with_db!(self.db(), pool => {
+            sqlx::query("DELETE FROM delivery_leases WHERE tenant_id = $1 AND holder = $2")
+                .bind(tenant_id)
+                .bind(holder)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Pending items of a tenant that are due: fresh ones (never tried) first, up to `fresh`,
+    /// then retries up to `retries`, so a backlog of failing items never starves new calls.
+    pub async fn due_items(
+        &self,
+        tenant_id: &str,
+        now_ms: i64,
+        fresh: i64,
+        retries: i64,
+    ) -> Result<Vec<OutboxItem>> {
+        let sql_fresh = format!(
+            "SELECT {ITEM_COLUMNS} FROM outbox WHERE tenant_id = $1 AND state = 'pending' AND attempts = 0 \
+             AND next_attempt_at_ms <= $2 ORDER BY created_at_ms, item_key LIMIT $3"
+        );
+        let sql_retry = format!(
+            "SELECT {ITEM_COLUMNS} FROM outbox WHERE tenant_id = $1 AND state = 'pending' AND attempts > 0 \
+             AND next_attempt_at_ms <= $2 ORDER BY next_attempt_at_ms, item_key LIMIT $3"
+        );
+        let mut rows: Vec<ItemRow> = Vec::new();
+        with_db!(self.db(), pool => {
+            for (sql, limit) in [(&sql_fresh, fresh), (&sql_retry, retries)] {
+                let mut part: Vec<ItemRow> = sqlx::query_as(sql)
+                    .bind(tenant_id)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+                rows.append(&mut part);
+            }
+        });
+        rows.into_iter().map(item).collect()
+    }
+
+    /// The earliest `next_attempt_at_ms` among the tenant's pending items.
+    pub async fn next_due_at(&self, tenant_id: &str) -> Result<Option<i64>> {
+        Ok(with_db!(self.db(), pool => {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MIN(next_attempt_at_ms) FROM outbox WHERE tenant_id = $1 AND state = 'pending'",
+            )
+            .bind(tenant_id)
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+
+    pub async fn outbox_item(&self, item_key: &str) -> Result<Option<OutboxItem>> {
+        let sql = format!("SELECT {ITEM_COLUMNS} FROM outbox WHERE item_key = $1");
+        let row: Option<ItemRow> = with_db!(self.db(), pool => {
+            sqlx::query_as(&sql).bind(item_key).fetch_optional(pool).await?
+        });
+        row.map(item).transpose()
+    }
+
+    /// Items of a tenant in one state, oldest first (the admin API's parked list).
+    pub async fn outbox_items_in_state(
+        &self,
+        tenant_id: &str,
+        state: &str,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem>> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM outbox WHERE tenant_id = $1 AND state = $2 ORDER BY created_at_ms, item_key LIMIT $3"
+        );
+        let rows: Vec<ItemRow> = with_db!(self.db(), pool => {
+            sqlx::query_as(&sql).bind(tenant_id).bind(state).bind(limit).fetch_all(pool).await?
+        });
+        rows.into_iter().map(item).collect()
+    }
+
+    /// How many items of a tenant are in each state.
+    pub async fn outbox_counts(&self, tenant_id: &str) -> Result<OutboxCounts> {
+        let rows: Vec<(String, i64)> = with_db!(self.db(), pool => {
+            sqlx::query_as("SELECT state, COUNT(*) FROM outbox WHERE tenant_id = $1 GROUP BY state")
+                .bind(tenant_id)
+                .fetch_all(pool)
+                .await?
+        });
+        let mut counts = OutboxCounts::default();
+        for (state, n) in rows {
+            match state.as_str() {
+                "pending" => counts.pending = n,
+                "done" => counts.done = n,
+                "parked" => counts.parked = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Marks items as about to be sent (see the module docs).
+    pub async fn mark_sending(&self, item_keys: &[String], now_ms: i64) -> Result<()> {
+        with_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            for key in item_keys {
+                sqlx::query("UPDATE outbox SET sent_at_ms = COALESCE(sent_at_ms, $2) WHERE item_key = $1")
+                    .bind(key)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Records the CRM's answers and finishes the items, in one transaction.
+    pub async fn complete_items(
+        &self,
+        done: &[(String, serde_json::Value)],
+        now_ms: i64,
+    ) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        with_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            for (key, answer) in done {
+                sqlx::query(
+                    "UPDATE outbox SET state = 'done', crm_response = $2, done_at_ms = $3, sent_at_ms = NULL, last_error = NULL \
+                     WHERE item_key = $1 AND state = 'pending'",
+                )
+                .bind(key)
+                .bind(answer.to_string())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Keeps what a pending item has created so far (ids), so a retry does not create it again.
+    pub async fn save_progress(&self, item_key: &str, progress: &serde_json::Value) -> Result<()> {
+        with_db!(self.db(), pool => {
+            sqlx::query("UPDATE outbox SET crm_response = $2 WHERE item_key = $1 AND state = 'pending'")
+                .bind(item_key)
+                .bind(progress.to_string())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Schedules another attempt. `uncertain`: the request may have reached the CRM (timeout,
+    /// 5xx), so the in-flight mark stays and the next attempt asks the CRM first.
+    pub async fn retry_item(
+        &self,
+        item_key: &str,
+        error: &str,
+        next_attempt_at_ms: i64,
+        uncertain: bool,
+        count_attempt: bool,
+    ) -> Result<()> {
+        let sql = if uncertain {
+            "UPDATE outbox SET attempts = attempts + $4, last_error = $2, next_attempt_at_ms = $3 WHERE item_key = $1 AND state = 'pending'"
+        } else {
+            "UPDATE outbox SET attempts = attempts + $4, last_error = $2, next_attempt_at_ms = $3, sent_at_ms = NULL WHERE item_key = $1 AND state = 'pending'"
+        };
+        with_db!(self.db(), pool => {
+            sqlx::query(sql)
+                .bind(item_key)
+                .bind(error)
+                .bind(next_attempt_at_ms)
+                .bind(i64::from(count_attempt))
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Parks an item the CRM refused, with the CRM's words.
+    pub async fn park_item(&self, item_key: &str, error: &str) -> Result<()> {
+        with_db!(self.db(), pool => {
+            sqlx::query(
+                "UPDATE outbox SET state = 'parked', last_error = $2, attempts = attempts + 1, sent_at_ms = NULL \
+                 WHERE item_key = $1 AND state = 'pending'",
+            )
+            .bind(item_key)
+            .bind(error)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Sends a parked item again (by hand). False when it is not parked.
+    pub async fn unpark_item(&self, tenant_id: &str, item_key: &str, now_ms: i64) -> Result<bool> {
+        Ok(with_db!(self.db(), pool => {
+            sqlx::query(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at_ms = $3 \
+                 WHERE tenant_id = $1 AND item_key = $2 AND state = 'parked'",
+            )
+            .bind(tenant_id)
+            .bind(item_key)
+            .bind(now_ms)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                == 1
+        }))
+    }
+
+    pub async fn load_crm_tokens(&self, tenant_id: &str) -> Result<Option<serde_json::Value>> {
+        let text: Option<String> = with_db!(self.db(), pool => {
+            sqlx::query_scalar("SELECT tokens FROM crm_tokens WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        text.map(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt(format!("CRM tokens of tenant {tenant_id}: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Saves a tenant's OAuth tokens, durably, before the new access token is used.
+    pub async fn save_crm_tokens(
+        &self,
+        tenant_id: &str,
+        tokens: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<()> {
+        with_db!(self.db(), pool => {
+            sqlx::query(
+                "INSERT INTO crm_tokens (tenant_id, tokens, updated_at_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET tokens = excluded.tokens, updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(tenant_id)
+            .bind(tokens.to_string())
+            .bind(now_ms)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn set_crm_status(
+        &self,
+        tenant_id: &str,
+        state: &str,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        with_db!(self.db(), pool => {
+            sqlx::query(
+                "INSERT INTO crm_status (tenant_id, state, detail, updated_at_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET state = excluded.state, detail = excluded.detail, updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(tenant_id)
+            .bind(state)
+            .bind(detail)
+            .bind(now_ms)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn crm_status(&self, tenant_id: &str) -> Result<Option<CrmStatus>> {
+        let row: Option<(String, String, i64)> = with_db!(self.db(), pool => {
+            sqlx::query_as("SELECT state, detail, updated_at_ms FROM crm_status WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(state, detail, updated_at_ms)| CrmStatus {
+            state,
+            detail,
+            updated_at_ms,
+        }))
+    }
+}
