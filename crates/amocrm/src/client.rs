@@ -45,6 +45,16 @@ pub struct AmoClient {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for AmoClient {
+    /// Where the client talks to and how, never with what secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmoClient")
+            .field("base_url", &self.inner.base)
+            .field("auth", &self.inner.auth)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     /// Scheme, host, port and any path prefix, without a trailing slash.
     base: String,
@@ -119,7 +129,8 @@ fn check_batch(what: &str, len: usize) -> Result<(), Error> {
 }
 
 fn to_json<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(value).map_err(|e| Error::Config(format!("{what}: cannot encode the body: {e}")))
+    serde_json::to_vec(value)
+        .map_err(|e| Error::Config(format!("{what}: cannot encode the body: {e}")))
 }
 
 fn non_empty(what: &str, field: &str, value: &str) -> Result<(), Error> {
@@ -155,8 +166,9 @@ impl AmoClient {
     /// Check the configuration and build the client. No request is sent.
     pub fn new(config: AccountConfig, tokens: Arc<dyn TokenStore>) -> Result<Self, Error> {
         let base = config.base_url.trim().trim_end_matches('/').to_string();
-        let url = Url::parse(&base)
-            .map_err(|e| Error::Config(format!("base_url {:?} is not a URL: {e}", config.base_url)))?;
+        let url = Url::parse(&base).map_err(|e| {
+            Error::Config(format!("base_url {:?} is not a URL: {e}", config.base_url))
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(Error::Config(format!(
                 "base_url {:?} must be an http(s) URL with a host, e.g. https://acme.amocrm.ru",
@@ -170,7 +182,9 @@ impl AmoClient {
             )));
         }
         if config.requests_per_second == 0 {
-            return Err(Error::Config("requests_per_second must be at least 1".into()));
+            return Err(Error::Config(
+                "requests_per_second must be at least 1".into(),
+            ));
         }
         if config.timeout.is_zero() {
             return Err(Error::Config("timeout must be longer than zero".into()));
@@ -194,13 +208,21 @@ impl AmoClient {
             // A redirect would carry the bearer token somewhere base_url did not name.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {}", transport_message(e))))?;
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot build the HTTP client: {}",
+                    transport_message(e)
+                ))
+            })?;
         Ok(AmoClient {
             inner: Arc::new(Inner {
                 base,
                 http,
                 auth: config.auth,
-                limiter: RateLimiter::new(config.requests_per_second, RATE_WINDOW + RATE_WINDOW_MARGIN),
+                limiter: RateLimiter::new(
+                    config.requests_per_second,
+                    RATE_WINDOW + RATE_WINDOW_MARGIN,
+                ),
                 store: tokens,
                 cache: Mutex::new(None),
                 refresh: tokio::sync::Mutex::new(RefreshState::default()),
@@ -255,6 +277,21 @@ impl AmoClient {
             }
         })?;
         let status = response.status();
+        // Before the body: a 429 must pause the account even if its body never arrives.
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            match self.inner.limiter.on_rate_limited(granted_at) {
+                Some(cooldown) => tracing::warn!(
+                    request = %what,
+                    cooldown_ms = cooldown.as_millis() as u64,
+                    "amoCRM rate limit hit (429); pausing all requests to this account"
+                ),
+                None => {
+                    tracing::debug!(request = %what, "429 for a request sent before the current pause")
+                }
+            }
+            return Err(Error::RateLimited);
+        }
+        self.inner.limiter.on_passed(granted_at);
         let mut body = Vec::new();
         loop {
             match response.chunk().await {
@@ -282,19 +319,6 @@ impl AmoClient {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "amoCRM answered"
         );
-
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            match self.inner.limiter.on_rate_limited(granted_at) {
-                Some(cooldown) => tracing::warn!(
-                    request = %what,
-                    cooldown_ms = cooldown.as_millis() as u64,
-                    "amoCRM rate limit hit (429); pausing all requests to this account"
-                ),
-                None => tracing::debug!(request = %what, "429 for a request sent before the current pause"),
-            }
-            return Err(Error::RateLimited);
-        }
-        self.inner.limiter.on_passed(granted_at);
         if status == StatusCode::FORBIDDEN {
             tracing::error!(
                 request = %what,
@@ -365,7 +389,12 @@ impl AmoClient {
 
     /// Every page of a HAL list: `page` 1, 2, ... while the answer links a next page. 204 (and
     /// an empty page) end the list.
-    async fn list<T, W>(&self, path: &str, query: &[(String, String)], key: &str) -> Result<Vec<T>, Error>
+    async fn list<T, W>(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        key: &str,
+    ) -> Result<Vec<T>, Error>
     where
         W: DeserializeOwned + Into<T>,
     {
@@ -443,7 +472,9 @@ impl AmoClient {
             redirect_uri,
         } = &self.inner.auth
         else {
-            return Err(Error::Config("a long-lived token cannot be refreshed".into()));
+            return Err(Error::Config(
+                "a long-lived token cannot be refreshed".into(),
+            ));
         };
         let mut state = self.inner.refresh.lock().await;
         // The store is the truth: it also sees refreshes by other processes sharing it.
@@ -475,11 +506,15 @@ impl AmoClient {
                 })?;
                 *self.cache() = Some(tokens.clone());
                 state.rejected = None;
-                tracing::info!(expires_at = tokens.expires_at, "refreshed the amoCRM access token");
+                tracing::info!(
+                    expires_at = tokens.expires_at,
+                    "refreshed the amoCRM access token"
+                );
                 Ok(tokens.access_token)
             }
             Err(Error::Unauthorized(why)) => {
-                let why = format!("the refresh token was refused; re-authorize the integration: {why}");
+                let why =
+                    format!("the refresh token was refused; re-authorize the integration: {why}");
                 tracing::error!("{why}");
                 state.rejected = Some((current.refresh_token, why.clone()));
                 Err(Error::Unauthorized(why))
@@ -499,15 +534,23 @@ impl AmoClient {
         };
         let what = req.describe();
         let reply = self.send(&req, None).await?;
-        if matches!(reply.status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED) {
+        if matches!(
+            reply.status,
+            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED
+        ) {
             let (detail, _) = wire::describe_problem(reply.status.as_u16(), &reply.body);
-            return Err(Error::Unauthorized(format!("HTTP {}: {detail}", reply.status.as_u16())));
+            return Err(Error::Unauthorized(format!(
+                "HTTP {}: {detail}",
+                reply.status.as_u16()
+            )));
         }
         let reply = expect_success(reply)?;
         let root = wire::parse_json(&what, &reply.body)?;
         let answer: wire::TokenIn = wire::decode_at(&what, "", root)?;
         if answer.access_token.is_empty() || answer.refresh_token.is_empty() {
-            return Err(Error::Decode(format!("{what}: empty access_token or refresh_token")));
+            return Err(Error::Decode(format!(
+                "{what}: empty access_token or refresh_token"
+            )));
         }
         // A missing lifetime must not cost the new refresh token (the old one is already
         // spent), so fall back to amoCRM's documented one day.
@@ -545,7 +588,9 @@ impl AmoClient {
             "redirect_uri": redirect_uri,
         });
         let tokens = self.token_request(&body).await.map_err(|e| match e {
-            Error::Unauthorized(why) => Error::Unauthorized(format!("the authorization code was refused: {why}")),
+            Error::Unauthorized(why) => {
+                Error::Unauthorized(format!("the authorization code was refused: {why}"))
+            }
             other => other,
         })?;
         self.inner.store.save(&tokens).await?;
@@ -572,7 +617,8 @@ impl AmoClient {
 
     /// Every user of the account (`GET /api/v4/users`, all pages). Needs an admin's token.
     pub async fn users(&self) -> Result<Vec<User>, Error> {
-        self.list::<User, wire::UserIn>("/api/v4/users", &[], "users").await
+        self.list::<User, wire::UserIn>("/api/v4/users", &[], "users")
+            .await
     }
 
     /// The lead pipelines (`GET /api/v4/leads/pipelines`; not paginated by amoCRM).
@@ -632,13 +678,20 @@ impl AmoClient {
                 .iter()
                 .map(|id| ("filter[id][]".to_string(), id.to_string()))
                 .collect();
-            out.extend(self.list::<Lead, wire::LeadIn>("/api/v4/leads", &query, "leads").await?);
+            out.extend(
+                self.list::<Lead, wire::LeadIn>("/api/v4/leads", &query, "leads")
+                    .await?,
+            );
         }
         Ok(out)
     }
 
     /// Notes of one entity kind matching `filter` (all pages).
-    pub async fn list_notes(&self, entity: EntityType, filter: &NotesFilter) -> Result<Vec<Note>, Error> {
+    pub async fn list_notes(
+        &self,
+        entity: EntityType,
+        filter: &NotesFilter,
+    ) -> Result<Vec<Note>, Error> {
         let path = format!("/api/v4/{entity}/notes");
         let mut base = Vec::new();
         for note_type in &filter.note_types {
@@ -647,24 +700,42 @@ impl AmoClient {
         if let Some(from) = filter.updated_from {
             base.push(("filter[updated_at][from]".to_string(), from.to_string()));
         }
-        self.list_by_ids::<Note, wire::NoteIn>(&path, base, "filter[entity_id][]", &filter.entity_ids, "notes")
-            .await
+        self.list_by_ids::<Note, wire::NoteIn>(
+            &path,
+            base,
+            "filter[entity_id][]",
+            &filter.entity_ids,
+            "notes",
+        )
+        .await
     }
 
     /// Tasks matching `filter` (all pages).
     pub async fn list_tasks(&self, filter: &TasksFilter) -> Result<Vec<Task>, Error> {
         let mut base = Vec::new();
         if let Some(done) = filter.is_completed {
-            base.push(("filter[is_completed]".to_string(), u8::from(done).to_string()));
+            base.push((
+                "filter[is_completed]".to_string(),
+                u8::from(done).to_string(),
+            ));
         }
         if let Some(entity) = filter.entity_type {
-            base.push(("filter[entity_type]".to_string(), entity.as_str().to_string()));
+            base.push((
+                "filter[entity_type]".to_string(),
+                entity.as_str().to_string(),
+            ));
         }
         for id in &filter.responsible_user_ids {
             base.push(("filter[responsible_user_id][]".to_string(), id.to_string()));
         }
-        self.list_by_ids::<Task, wire::TaskIn>("/api/v4/tasks", base, "filter[entity_id][]", &filter.entity_ids, "tasks")
-            .await
+        self.list_by_ids::<Task, wire::TaskIn>(
+            "/api/v4/tasks",
+            base,
+            "filter[entity_id][]",
+            &filter.entity_ids,
+            "tasks",
+        )
+        .await
     }
 
     /// A list filtered by `ids` sent in chunks (all of them when `ids` is empty).
@@ -701,8 +772,12 @@ impl AmoClient {
             return Ok(Vec::new());
         }
         let body: Vec<_> = items.iter().map(wire::ContactOut::new).collect();
-        self.post_batch::<Created, wire::CreatedIn>("/api/v4/contacts", to_json("create_contacts", &body)?, "contacts")
-            .await
+        self.post_batch::<Created, wire::CreatedIn>(
+            "/api/v4/contacts",
+            to_json("create_contacts", &body)?,
+            "contacts",
+        )
+        .await
     }
 
     /// `POST /api/v4/leads`.
@@ -712,13 +787,20 @@ impl AmoClient {
             return Ok(Vec::new());
         }
         let body: Vec<_> = items.iter().map(wire::LeadOut::new).collect();
-        self.post_batch::<Created, wire::CreatedIn>("/api/v4/leads", to_json("create_leads", &body)?, "leads")
-            .await
+        self.post_batch::<Created, wire::CreatedIn>(
+            "/api/v4/leads",
+            to_json("create_leads", &body)?,
+            "leads",
+        )
+        .await
     }
 
     /// `POST /api/v4/leads/complex`: each lead with a new contact, in one request. The answer is
     /// a plain array in request order.
-    pub async fn create_complex_leads(&self, items: &[NewComplexLead]) -> Result<Vec<ComplexCreated>, Error> {
+    pub async fn create_complex_leads(
+        &self,
+        items: &[NewComplexLead],
+    ) -> Result<Vec<ComplexCreated>, Error> {
         check_batch("create_complex_leads", items.len())?;
         if items.is_empty() {
             return Ok(Vec::new());
@@ -726,8 +808,11 @@ impl AmoClient {
         let what = "POST /api/v4/leads/complex";
         let body: Vec<_> = items.iter().map(wire::ComplexLeadOut::new).collect();
         let reply = expect_success(
-            self.post("/api/v4/leads/complex", to_json("create_complex_leads", &body)?)
-                .await?,
+            self.post(
+                "/api/v4/leads/complex",
+                to_json("create_complex_leads", &body)?,
+            )
+            .await?,
         )?;
         let root = wire::parse_json(what, &reply.body)?;
         let created: Vec<wire::ComplexIn> = wire::decode_at(what, "", root)?;
@@ -735,7 +820,10 @@ impl AmoClient {
     }
 
     /// `POST /api/v4/leads/unsorted/sip`.
-    pub async fn add_unsorted_sip(&self, items: &[NewUnsortedSip]) -> Result<Vec<UnsortedCreated>, Error> {
+    pub async fn add_unsorted_sip(
+        &self,
+        items: &[NewUnsortedSip],
+    ) -> Result<Vec<UnsortedCreated>, Error> {
         check_batch("add_unsorted_sip", items.len())?;
         if items.is_empty() {
             return Ok(Vec::new());
@@ -750,14 +838,22 @@ impl AmoClient {
     }
 
     /// `POST /api/v4/{entity}/notes`.
-    pub async fn add_notes(&self, entity: EntityType, items: &[NewNote]) -> Result<Vec<Created>, Error> {
+    pub async fn add_notes(
+        &self,
+        entity: EntityType,
+        items: &[NewNote],
+    ) -> Result<Vec<Created>, Error> {
         check_batch("add_notes", items.len())?;
         if items.is_empty() {
             return Ok(Vec::new());
         }
         let body: Vec<_> = items.iter().map(wire::NoteOut::new).collect();
-        self.post_batch::<Created, wire::CreatedIn>(&format!("/api/v4/{entity}/notes"), to_json("add_notes", &body)?, "notes")
-            .await
+        self.post_batch::<Created, wire::CreatedIn>(
+            &format!("/api/v4/{entity}/notes"),
+            to_json("add_notes", &body)?,
+            "notes",
+        )
+        .await
     }
 
     /// `POST /api/v4/tasks`.
@@ -767,8 +863,12 @@ impl AmoClient {
             return Ok(Vec::new());
         }
         let body: Vec<_> = items.iter().map(wire::TaskOut::new).collect();
-        self.post_batch::<Created, wire::CreatedIn>("/api/v4/tasks", to_json("create_tasks", &body)?, "tasks")
-            .await
+        self.post_batch::<Created, wire::CreatedIn>(
+            "/api/v4/tasks",
+            to_json("create_tasks", &body)?,
+            "tasks",
+        )
+        .await
     }
 
     /// `POST /api/v4/calls`. "Entity not found" (no contact or company with the number),
@@ -781,38 +881,27 @@ impl AmoClient {
             return Ok(CallsOutcome::default());
         }
         let what = "POST /api/v4/calls";
-        let reply = self.post("/api/v4/calls", to_json("add_calls", items)?).await?;
+        let reply = self
+            .post("/api/v4/calls", to_json("add_calls", items)?)
+            .await?;
         if reply.status == StatusCode::BAD_REQUEST {
-            if let Some(outcome) = entity_not_found_outcome(&reply.body, items) {
-                return Ok(outcome);
+            if let Some(root) = entity_not_found_body(&reply.body) {
+                return calls_outcome(what, root, items);
             }
         }
         let reply = expect_success(reply)?;
-        let mut root = wire::parse_json(what, &reply.body)?;
-        let mut outcome = CallsOutcome::default();
-        if let Some(calls) = root
-            .get_mut("_embedded")
-            .and_then(|e| e.get_mut("calls"))
-            .map(Value::take)
-        {
-            let calls: Vec<wire::CallIn> = wire::decode_at(what, "_embedded.calls", calls)?;
-            for (index, call) in calls.into_iter().enumerate() {
-                let request_id = call
-                    .request_id
-                    .or_else(|| items.get(index).map(|i| i.request_id.clone()))
-                    .unwrap_or_default();
-                outcome.created.push(CallCreated {
-                    request_id,
-                    id: call.id,
-                    entity_id: call.entity_id,
-                    entity_type: call.entity_type.unwrap_or_default(),
-                });
-            }
-        } else if root.get("errors").and_then(Value::as_array).is_none_or(Vec::is_empty) {
-            return Err(Error::Decode(format!("{what}: neither _embedded.calls nor errors in the answer")));
+        let root = wire::parse_json(what, &reply.body)?;
+        let has_calls = root.get("_embedded").and_then(|e| e.get("calls")).is_some();
+        let has_errors = root
+            .get("errors")
+            .and_then(Value::as_array)
+            .is_some_and(|e| !e.is_empty());
+        if !has_calls && !has_errors {
+            return Err(Error::Decode(format!(
+                "{what}: neither _embedded.calls nor errors in the answer"
+            )));
         }
-        sort_call_errors(&root, items, &mut outcome);
-        Ok(outcome)
+        calls_outcome(what, root, items)
     }
 
     /// `POST /api/v2/events` with `phone_call` events: pop the incoming-call card for the
@@ -833,7 +922,10 @@ impl AmoClient {
         let body = wire::EventsOut {
             add: events.iter().map(wire::CallEventOut::new).collect(),
         };
-        expect_success(self.post("/api/v2/events", to_json("show_call_card", &body)?).await?)?;
+        expect_success(
+            self.post("/api/v2/events", to_json("show_call_card", &body)?)
+                .await?,
+        )?;
         Ok(())
     }
 }
@@ -853,9 +945,10 @@ fn is_entity_not_found(entry: &Value) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case(ENTITY_NOT_FOUND))
 }
 
-/// A 400 from `/api/v4/calls` whose `errors[]` are all "Entity not found", as an outcome. Any
-/// other 400 (validation errors, ...) is left to become [`Error::Rejected`].
-fn entity_not_found_outcome(body: &[u8], items: &[NewCall]) -> Option<CallsOutcome> {
+/// The body of a 400 from `/api/v4/calls` whose `errors[]` are all "Entity not found": an
+/// outcome, not a refusal. Any other 400 (validation errors, ...) gives `None` and becomes
+/// [`Error::Rejected`].
+fn entity_not_found_body(body: &[u8]) -> Option<Value> {
     let root: Value = serde_json::from_slice(body).ok()?;
     let errors = root.get("errors").and_then(Value::as_array)?;
     let has_validation_errors = root
@@ -865,9 +958,35 @@ fn entity_not_found_outcome(body: &[u8], items: &[NewCall]) -> Option<CallsOutco
     if errors.is_empty() || has_validation_errors || !errors.iter().all(is_entity_not_found) {
         return None;
     }
+    Some(root)
+}
+
+/// Created calls (`_embedded.calls`, when present: a 400 may still carry the calls that were
+/// attached, and dropping them would send them twice) and the sorted `errors[]`.
+fn calls_outcome(what: &str, mut root: Value, items: &[NewCall]) -> Result<CallsOutcome, Error> {
     let mut outcome = CallsOutcome::default();
+    if let Some(calls) = root
+        .get_mut("_embedded")
+        .and_then(|e| e.get_mut("calls"))
+        .map(Value::take)
+    {
+        let calls: Vec<wire::CallIn> = wire::decode_at(what, "_embedded.calls", calls)?;
+        for (index, call) in calls.into_iter().enumerate() {
+            // Without an echoed request_id the answer's order is the request's.
+            let request_id = call
+                .request_id
+                .or_else(|| items.get(index).map(|i| i.request_id.clone()))
+                .unwrap_or_default();
+            outcome.created.push(CallCreated {
+                request_id,
+                id: call.id,
+                entity_id: call.entity_id,
+                entity_type: call.entity_type.unwrap_or_default(),
+            });
+        }
+    }
     sort_call_errors(&root, items, &mut outcome);
-    Some(outcome)
+    Ok(outcome)
 }
 
 /// Sort `errors[]` of a calls answer into `not_found` and `other_errors`. An "Entity not found"
@@ -895,7 +1014,9 @@ fn sort_call_errors(root: &Value, items: &[NewCall], outcome: &mut CallsOutcome)
         match error.request_id {
             Some(id) if sent(&id) => outcome.not_found.push(id),
             Some(id) if by_index(&id).is_some() => outcome.not_found.extend(by_index(&id)),
-            None if items.len() == 1 => outcome.not_found.push(items[0].request_id.clone()),
+            None if items.len() == 1 => outcome
+                .not_found
+                .extend(items.first().map(|i| i.request_id.clone())),
             request_id => outcome.other_errors.push(ItemError {
                 request_id,
                 message: error.message,

@@ -44,7 +44,10 @@ pub enum Error {
     /// The CRM understood the request and refused it (400, 402, 404, 422 and other 4xx). Not
     /// retryable: sending the same request again gets the same answer. `items` lists the batch
     /// items a `validation-errors` answer blamed, by `request_id`.
-    #[error("amoCRM rejected the request (HTTP {status}): {message}{}", items_suffix(items))]
+    #[error(
+        "amoCRM rejected the request (HTTP {status}): {message}{}",
+        items_suffix(items)
+    )]
     Rejected {
         status: u16,
         message: String,

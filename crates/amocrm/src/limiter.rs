@@ -55,7 +55,8 @@ impl RateLimiter {
         RateLimiter {
             max,
             window,
-            sent: tokio::sync::Mutex::new(VecDeque::with_capacity(max)),
+            // Bounded: a huge configured rate must not turn into a huge allocation up front.
+            sent: tokio::sync::Mutex::new(VecDeque::with_capacity(max.min(1024))),
             pause: Mutex::new(Pause::default()),
         }
     }
@@ -167,7 +168,12 @@ mod tests {
         assert_eq!(max_in_window(&instants, WINDOW), 7);
         // FIFO: grants come in the order the tasks asked.
         for pair in grants.windows(2) {
-            assert!(pair[0].1 <= pair[1].1, "task {} overtook {}", pair[1].0, pair[0].0);
+            assert!(
+                pair[0].1 <= pair[1].1,
+                "task {} overtook {}",
+                pair[1].0,
+                pair[0].0
+            );
         }
         // And no slower than needed: 30 grants of 7 per window need exactly 4 more windows.
         let last = instants.iter().max().copied().expect("grants");

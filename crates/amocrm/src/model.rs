@@ -115,7 +115,6 @@ pub struct CallCreated {
     pub entity_type: String,
 }
 
-
 /// A contact with one work phone number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewContact {

@@ -299,12 +299,17 @@ pub(crate) struct EventsOut<'a> {
 
 /// The body as JSON, or a Decode error naming the endpoint.
 pub(crate) fn parse_json(what: &str, body: &[u8]) -> Result<Value, Error> {
-    serde_json::from_slice(body).map_err(|e| Error::Decode(format!("{what}: body is not JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| Error::Decode(format!("{what}: body is not JSON: {e}")))
 }
 
 /// Deserialise `value` (found at `path` in the answer) into `T`, naming the exact path of a
 /// bad field in the error.
-pub(crate) fn decode_at<T: DeserializeOwned>(what: &str, path: &str, value: Value) -> Result<T, Error> {
+pub(crate) fn decode_at<T: DeserializeOwned>(
+    what: &str,
+    path: &str,
+    value: Value,
+) -> Result<T, Error> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
         let full = match (path.is_empty(), inner.as_str()) {
@@ -328,7 +333,9 @@ pub(crate) fn embedded_list<T: DeserializeOwned>(
         .and_then(|embedded| embedded.get_mut(key))
         .map(Value::take)
     else {
-        return Err(Error::Decode(format!("{what}: no _embedded.{key} in the answer")));
+        return Err(Error::Decode(format!(
+            "{what}: no _embedded.{key} in the answer"
+        )));
     };
     decode_at(what, &format!("_embedded.{key}"), list)
 }
@@ -670,7 +677,10 @@ pub(crate) fn body_snippet(body: &[u8]) -> String {
 }
 
 fn str_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
-    value.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// One `errors[]` entry (the calls endpoint's shape): `title`, `detail`, maybe `request_id`.
@@ -747,7 +757,10 @@ pub(crate) fn describe_problem(status: u16, body: &[u8]) -> (String, Vec<ItemErr
         items.extend(errors.iter().map(plain_item_error));
     }
     let message = if parts.is_empty() {
-        format!("HTTP {status}: {}", snippet(&root.to_string(), SNIPPET_CHARS))
+        format!(
+            "HTTP {status}: {}",
+            snippet(&root.to_string(), SNIPPET_CHARS)
+        )
     } else {
         parts.join(": ")
     };
@@ -816,7 +829,10 @@ mod tests {
     #[test]
     fn html_and_empty_bodies_describe_without_error() {
         let (message, items) = describe_problem(429, b"<html>\n<body>429   Too Many</body></html>");
-        assert_eq!(message, "HTTP 429, non-JSON body: <html> <body>429 Too Many</body></html>");
+        assert_eq!(
+            message,
+            "HTTP 429, non-JSON body: <html> <body>429 Too Many</body></html>"
+        );
         assert!(items.is_empty());
         let (message, _) = describe_problem(404, b"");
         assert_eq!(message, "HTTP 404 with an empty body");
@@ -835,6 +851,9 @@ mod tests {
             .err()
             .expect("a decode error");
         let text = err.to_string();
-        assert!(text.contains("GET /api/v4/leads: _embedded.leads[1].id: invalid type"), "{text}");
+        assert!(
+            text.contains("GET /api/v4/leads: _embedded.leads[1].id: invalid type"),
+            "{text}"
+        );
     }
 }

@@ -221,8 +221,12 @@ pub async fn put_tenant(
         .or(existing.as_ref().map(|t| t.crm.clone()))
         .unwrap_or(serde_json::Value::Null);
     if let Err(e) = crate::crm::connection(&crm) {
-        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid CRM connection", e)
-            .into_response();
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid CRM connection",
+            e,
+        )
+        .into_response();
     }
     let row = TenantRow {
         id: id.clone(),
@@ -488,7 +492,11 @@ pub async fn retry_outbox(
     };
     let keys: Vec<String> = match (body.item_key, body.all_parked) {
         (Some(key), false) => vec![key],
-        (None, true) => match state.store.outbox_items_in_state(&id, "parked", 10_000).await {
+        (None, true) => match state
+            .store
+            .outbox_items_in_state(&id, "parked", 10_000)
+            .await
+        {
             Ok(items) => items.into_iter().map(|i| i.item_key).collect(),
             Err(e) => return store_error(e),
         },

@@ -154,7 +154,10 @@ mod tests {
     fn bad_sections_name_the_fault() {
         let e = connection(&json!({"base_url": "ftp://x", "long_lived_token": "t"})).unwrap_err();
         assert!(e.contains("base_url"), "{e}");
-        let e = connection(&json!({"base_url": "http://x", "long_lived_token": "t", "requests_per_second": 50})).unwrap_err();
+        let e = connection(
+            &json!({"base_url": "http://x", "long_lived_token": "t", "requests_per_second": 50}),
+        )
+        .unwrap_err();
         assert!(e.contains("requests_per_second"), "{e}");
         let e = connection(&json!({"base_url": "http://x"})).unwrap_err();
         assert!(e.contains("long_lived_token"), "{e}");

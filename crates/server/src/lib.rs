@@ -6,8 +6,8 @@ pub mod admin;
 pub mod config;
 pub mod crm;
 pub mod directory;
-pub mod problem;
 pub mod oauth;
+pub mod problem;
 pub mod processor;
 pub mod recordings;
 pub mod state;
@@ -55,10 +55,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .nest("/api/v1", api)
         .merge(mango)
         .route("/amocrm/oauth/callback", get(oauth::callback))
-        .route(
-            "/recordings/{tenant}/{recording_id}",
-            get(recordings::play),
-        )
+        .route("/recordings/{tenant}/{recording_id}", get(recordings::play))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -38,8 +38,12 @@ fn consent_url(base_url: &str) -> String {
 /// `GET /api/v1/tenants/{id}/amocrm/authorize`: redirects to amoCRM's consent page.
 pub async fn authorize(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let Some(tenant) = state.tenant(&id).await else {
-        return Problem::new(StatusCode::NOT_FOUND, "Not Found", format!("no tenant {id:?}"))
-            .into_response();
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            format!("no tenant {id:?}"),
+        )
+        .into_response();
     };
     let conn = match crate::crm::connection(&tenant.row.crm) {
         Ok(Some(c)) => c,
@@ -108,10 +112,16 @@ pub async fn callback(
     let client = match crate::crm::client(&state.store, &tenant.row) {
         Ok(Some(c)) => c,
         Ok(None) => {
-            return Problem::new(StatusCode::CONFLICT, "No CRM connection", "no amocrm section")
-                .into_response()
+            return Problem::new(
+                StatusCode::CONFLICT,
+                "No CRM connection",
+                "no amocrm section",
+            )
+            .into_response()
         }
-        Err(e) => return Problem::new(StatusCode::CONFLICT, "Invalid CRM connection", e).into_response(),
+        Err(e) => {
+            return Problem::new(StatusCode::CONFLICT, "Invalid CRM connection", e).into_response()
+        }
     };
     if let Err(e) = client.exchange_code(code).await {
         return Problem::new(
@@ -151,8 +161,17 @@ mod tests {
 
     #[test]
     fn consent_page_per_host() {
-        assert_eq!(consent_url("https://acme.amocrm.ru"), "https://www.amocrm.ru/oauth");
-        assert_eq!(consent_url("https://acme.kommo.com/"), "https://www.kommo.com/oauth");
-        assert_eq!(consent_url("http://127.0.0.1:9/"), "http://127.0.0.1:9/oauth");
+        assert_eq!(
+            consent_url("https://acme.amocrm.ru"),
+            "https://www.amocrm.ru/oauth"
+        );
+        assert_eq!(
+            consent_url("https://acme.kommo.com/"),
+            "https://www.kommo.com/oauth"
+        );
+        assert_eq!(
+            consent_url("http://127.0.0.1:9/"),
+            "http://127.0.0.1:9/oauth"
+        );
     }
 }

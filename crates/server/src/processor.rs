@@ -85,10 +85,13 @@ impl Processor {
     }
 
     fn config(&self) -> TrackerConfig {
+        // The live tracker runs on the service's clock in milliseconds (arrivals and `now` alike),
+        // so a settle window of one second is one second, not "until the next whole second".
+        let defaults = TrackerConfig::default();
         TrackerConfig {
-            grace_s: self.state.processing.grace_seconds,
-            settle_s: self.state.processing.settle_seconds,
-            ..TrackerConfig::default()
+            grace_s: self.state.processing.grace_seconds.saturating_mul(1000),
+            settle_s: self.state.processing.settle_seconds.saturating_mul(1000),
+            remember_s: defaults.remember_s * 1000,
         }
     }
 
@@ -109,7 +112,7 @@ impl Processor {
         let mut n = 0;
         // Windows restart now: the PBX re-sends what it had no answer for while we were down,
         // and those stragglers must still count.
-        let restarted_at = now_ms() / 1000;
+        let restarted_at = now_ms();
         for e in events.into_iter().filter(|e| e.id <= through) {
             self.fold(&e, false, restarted_at).await;
             n += 1;
@@ -159,7 +162,7 @@ impl Processor {
                 .collect();
             let full = fresh.len() >= 2000;
             for e in &fresh {
-                self.fold(e, true, e.received_at_ms / 1000).await;
+                self.fold(e, true, e.received_at_ms).await;
                 self.cursor.seen.insert(e.id);
                 let lag = (now_ms() - e.received_at_ms).max(0) as f64 / 1000.0;
                 metrics::gauge!("callbridge_processing_lag_seconds").set(lag);
@@ -169,7 +172,7 @@ impl Processor {
                 break;
             }
         }
-        let now = now_ms() / 1000;
+        let now = now_ms();
         let tenants: Vec<String> = self.tenants.keys().cloned().collect();
         for tenant_id in tenants {
             let done = self
@@ -184,7 +187,7 @@ impl Processor {
         Ok(())
     }
 
-    /// Folds one stored event in; `arrived` (Unix seconds) counts as the entry's activity.
+    /// Folds one stored event in; `arrived` (Unix milliseconds) counts as the entry's activity.
     async fn fold(&mut self, stored: &StoredEvent, live: bool, arrived: i64) {
         let event: PbxEvent = match parse_event(&stored.path, &stored.json) {
             Ok(Webhook::Event(e)) => e,

@@ -39,7 +39,12 @@ pub async fn play(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(tenant) = state.tenant(&tenant_id).await else {
-        return Problem::new(StatusCode::NOT_FOUND, "unknown recording link", "no such tenant").into_response();
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown recording link",
+            "no such tenant",
+        )
+        .into_response();
     };
     let subject = format!("{tenant_id}/{recording_id}");
     let given = query.get("s").map(String::as_str).unwrap_or("");
@@ -57,7 +62,10 @@ pub async fn play(
         tenant.row.mango_api_salt.clone(),
     ) {
         Ok(c) => c,
-        Err(e) => return Problem::new(StatusCode::BAD_GATEWAY, "Mango API", e.to_string()).into_response(),
+        Err(e) => {
+            return Problem::new(StatusCode::BAD_GATEWAY, "Mango API", e.to_string())
+                .into_response()
+        }
     };
     match client.recording_link(&recording_id).await {
         Ok(url) => (StatusCode::FOUND, [(header::LOCATION, url)]).into_response(),

@@ -314,30 +314,34 @@ impl TenantDelivery {
         let mut followups = Vec::new();
         for item in items {
             match item.kind.as_str() {
-                "call" => match serde_json::from_value::<CallWork>(item.payload["record"].clone())
-                {
-                    Ok(work) => {
-                        let progress = item
-                            .crm_response
-                            .clone()
-                            .and_then(|v| serde_json::from_value(v).ok())
-                            .unwrap_or_default();
-                        calls.push(Call {
-                            item,
-                            work,
-                            progress,
-                        });
+                "call" => {
+                    match serde_json::from_value::<CallWork>(item.payload["record"].clone()) {
+                        Ok(work) => {
+                            let progress = item
+                                .crm_response
+                                .clone()
+                                .and_then(|v| serde_json::from_value(v).ok())
+                                .unwrap_or_default();
+                            calls.push(Call {
+                                item,
+                                work,
+                                progress,
+                            });
+                        }
+                        Err(e) => {
+                            store
+                                .park_item(&item.item_key, &format!("unreadable call record: {e}"))
+                                .await?
+                        }
                     }
-                    Err(e) => {
-                        store
-                            .park_item(&item.item_key, &format!("unreadable call record: {e}"))
-                            .await?
-                    }
-                },
+                }
                 "transcript" | "task" => followups.push(item),
                 other => {
                     store
-                        .park_item(&item.item_key, &format!("unknown outbox item kind {other:?}"))
+                        .park_item(
+                            &item.item_key,
+                            &format!("unknown outbox item kind {other:?}"),
+                        )
                         .await?
                 }
             }
@@ -617,7 +621,13 @@ impl TenantDelivery {
                             None => {
                                 self.state
                                     .store
-                                    .retry_item(&call.item.item_key, &message, now_ms(), false, false)
+                                    .retry_item(
+                                        &call.item.item_key,
+                                        &message,
+                                        now_ms(),
+                                        false,
+                                        false,
+                                    )
                                     .await?
                             }
                         }
@@ -636,8 +646,30 @@ impl TenantDelivery {
     async fn new_clients(&self, calls: Vec<Call>) -> Result<(), RoundError> {
         let store = &self.state.store;
         let mut contact_first = Vec::new();
+        // One client, one contact: a second record creating the same client in this round waits
+        // for the first and then finds the client as a repeat one.
+        let mut creating: HashSet<String> = HashSet::new();
         for mut call in calls {
             let phone = call.work.client_phone.clone().unwrap_or_default();
+            if call.work.entities.is_some()
+                && call.progress.contact_id.is_none()
+                && !creating.insert(last_ten_digits(&phone))
+            {
+                call.progress.new_client = false;
+                store
+                    .save_progress(&call.item.item_key, &json!(call.progress))
+                    .await?;
+                store
+                    .retry_item(
+                        &call.item.item_key,
+                        "the same client is being created by another record",
+                        now_ms() + WAIT_FOR_CALL_MS,
+                        false,
+                        false,
+                    )
+                    .await?;
+                continue;
+            }
             let Some(entities) = call.work.entities.clone() else {
                 // Only the record that creates the entry's entities creates the client; the others
                 // wait for it, if there is one still to be written.
@@ -796,7 +828,10 @@ impl TenantDelivery {
                 self.state
                     .store
                     .complete_items(
-                        &[(key, json!({"unsorted": "already present", "reasons": call.work.reasons}))],
+                        &[(
+                            key,
+                            json!({"unsorted": "already present", "reasons": call.work.reasons}),
+                        )],
                         now_ms(),
                     )
                     .await?;
@@ -854,7 +889,10 @@ impl TenantDelivery {
             }
             None => {
                 store
-                    .park_item(&item.item_key, &format!("its call item {call_key} is missing"))
+                    .park_item(
+                        &item.item_key,
+                        &format!("its call item {call_key} is missing"),
+                    )
                     .await?;
                 return Ok(());
             }
@@ -900,7 +938,10 @@ impl TenantDelivery {
                 return Ok(());
             }
         };
-        let text = match vpbx.recording_transcripts(&[recording_id.to_string()]).await {
+        let text = match vpbx
+            .recording_transcripts(&[recording_id.to_string()])
+            .await
+        {
             Ok(transcripts) => transcripts
                 .iter()
                 .flat_map(|t| t.phrases.iter())
@@ -910,7 +951,13 @@ impl TenantDelivery {
             Err(e) => {
                 let next = now_ms() + backoff_ms(item.attempts);
                 store
-                    .retry_item(&item.item_key, &format!("Mango API: {e}"), next, false, true)
+                    .retry_item(
+                        &item.item_key,
+                        &format!("Mango API: {e}"),
+                        next,
+                        false,
+                        true,
+                    )
                     .await?;
                 return Ok(());
             }
@@ -971,7 +1018,10 @@ impl TenantDelivery {
         let store = &self.state.store;
         let task = &item.payload["task"];
         let dedupe_key = task["dedupe_key"].as_str().unwrap_or_default().to_string();
-        let phone = item.payload["client_phone"].as_str().unwrap_or("").to_string();
+        let phone = item.payload["client_phone"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let marker = format!("[callbridge {dedupe_key}]");
         // M5: no second open missed-call task for the same client that day.
         let open = match self
@@ -1021,7 +1071,9 @@ impl TenantDelivery {
         }
         let new_task = NewTask {
             text: format!("Call back {phone}: missed call (M5) {marker}"),
-            complete_till: task["due_at"].as_i64().unwrap_or_else(|| now_ms() / 1000 + 3600),
+            complete_till: task["due_at"]
+                .as_i64()
+                .unwrap_or_else(|| now_ms() / 1000 + 3600),
             task_type_id: 1,
             responsible_user_id: responsible,
             entity_id: Some(entity_id),
@@ -1084,7 +1136,11 @@ impl TenantDelivery {
                 }
                 return Err(RoundError::Stop(Stop::Blocked));
             }
-            CrmError::Rejected { message, items: errs, .. } => {
+            CrmError::Rejected {
+                message,
+                items: errs,
+                ..
+            } => {
                 let detail = errs
                     .iter()
                     .map(|e| e.message.clone())
@@ -1235,7 +1291,9 @@ async fn wait(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
 
 /// Jittered exponential backoff: 1 s, 2 s, 4 s ... up to 5 minutes, each ±25 %.
 fn backoff_ms(attempts: i64) -> i64 {
-    let base = 1_000i64.saturating_mul(1i64 << attempts.clamp(0, 9)).min(300_000);
+    let base = 1_000i64
+        .saturating_mul(1i64 << attempts.clamp(0, 9))
+        .min(300_000);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() as i64)
@@ -1276,6 +1334,12 @@ fn landed_entity(answer: &Value) -> Option<(EntityType, u64)> {
         _ => EntityType::Contacts,
     };
     Some((kind, id))
+}
+
+/// amoCRM matches numbers on their last 10 digits.
+fn last_ten_digits(phone: &str) -> String {
+    let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
+    digits[digits.len().saturating_sub(10)..].iter().collect()
 }
 
 fn lead_name(work: &CallWork, phone: &str) -> String {

@@ -66,12 +66,13 @@ const ITEM_COLUMNS: &str = "item_key, tenant_id, entry_id, kind, payload, state,
 fn item(r: ItemRow) -> Result<OutboxItem> {
     let payload = serde_json::from_str(&r.4)
         .map_err(|e| StoreError::Corrupt(format!("payload of outbox item {}: {e}", r.0)))?;
-    let crm_response = match &r.9 {
-        None => None,
-        Some(text) => Some(serde_json::from_str(text).map_err(|e| {
-            StoreError::Corrupt(format!("CRM answer of outbox item {}: {e}", r.0))
-        })?),
-    };
+    let crm_response =
+        match &r.9 {
+            None => None,
+            Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+                StoreError::Corrupt(format!("CRM answer of outbox item {}: {e}", r.0))
+            })?),
+        };
     Ok(OutboxItem {
         item_key: r.0,
         tenant_id: r.1,

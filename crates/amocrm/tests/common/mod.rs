@@ -28,7 +28,8 @@ pub struct Seen {
 
 impl Seen {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("request body is not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("request body is not JSON ({e}): {}", self.body))
     }
 
     /// Every value of a query parameter, in order.
@@ -133,11 +134,20 @@ impl Mock {
     }
 
     pub fn requests_to(&self, path: &str) -> Vec<Seen> {
-        self.requests().into_iter().filter(|s| s.path == path).collect()
+        self.requests()
+            .into_iter()
+            .filter(|s| s.path == path)
+            .collect()
     }
 }
 
-async fn handle(State(state): State<MockState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(state): State<MockState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let at = Instant::now();
     let query = uri
         .query()
@@ -168,7 +178,9 @@ pub async fn mock(script: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> M
         script: Arc::new(script),
     };
     let app = Router::new().fallback(handle).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         axum::serve(listener, app).await.expect("serve");

@@ -343,4 +343,3 @@ pub fn generated(dir: &Path, calls: usize) -> (PathBuf, PathBuf) {
     );
     (events, settings)
 }
-

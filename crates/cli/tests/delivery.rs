@@ -1,0 +1,572 @@
+//! End-to-end delivery: the real `callbridge serve` binary, correctly signed webhooks for every
+//! scenario, one amoCRM sandbox per tenant; then the sandbox is read through its amoCRM API, as
+//! a CRM user would see it, and compared with what `simulate` planned.
+
+mod support;
+
+use callbridge_amocrm_sandbox::{Faults, Sandbox, SandboxConfig, Seed};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Runs the sandboxes (and the fake Mango API) in the background of a blocking test.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Every CRM user id a settings file names, so the sandbox knows them as users.
+fn crm_users(settings: &Path) -> BTreeSet<u64> {
+    let text = std::fs::read_to_string(settings).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            if k.trim().ends_with("crm_user_id") {
+                v.trim().parse().ok()
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn start_sandbox(rt: &tokio::runtime::Runtime, users: &BTreeSet<u64>, extra: Value) -> Sandbox {
+    let mut seed = json!({
+        "long_lived_token": "sandbox-token",
+        "users": users.iter().map(|id| json!({"id": id, "name": format!("User {id}")})).collect::<Vec<_>>(),
+    });
+    if let (Some(seed), Some(extra)) = (seed.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            seed.insert(k.clone(), v.clone());
+        }
+    }
+    let config = SandboxConfig {
+        seed: Seed::from_json_str(&seed.to_string()).unwrap(),
+        ..SandboxConfig::default()
+    };
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        callbridge_amocrm_sandbox::start(listener, config)
+            .await
+            .unwrap()
+    })
+}
+
+fn amocrm_section(sandbox: &Sandbox) -> String {
+    format!(
+        "base_url = \"{}\"\nlong_lived_token = \"sandbox-token\"\ntimeout_seconds = 5\n",
+        sandbox.base_url()
+    )
+}
+
+/// A stand-in for Mango's `queries/recording_transcripts`: every recording has a transcript.
+fn start_fake_mango(rt: &tokio::runtime::Runtime) -> String {
+    use axum::routing::post;
+    async fn transcripts(body: String) -> axum::Json<Value> {
+        let form: BTreeMap<String, String> = form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        let json: Value = serde_json::from_str(form.get("json").map_or("{}", String::as_str))
+            .unwrap_or(Value::Null);
+        let ids: Vec<String> = json["recording_id"]
+            .as_str()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        axum::Json(json!({"data": ids.iter().map(|id| json!({
+            "recording_id": id,
+            "phrases": [["operator", format!("Hello, this is the recording {id}")], ["client", "I'd like to order"]],
+        })).collect::<Vec<_>>()}))
+    }
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app =
+            axum::Router::new().route("/vpbx/queries/recording_transcripts", post(transcripts));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/vpbx/")
+    })
+}
+
+/// Reads a list endpoint of the sandbox through its amoCRM API, every page (204 = empty).
+fn crm_list(http: &reqwest::blocking::Client, base: &str, path: &str, key: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for page in 1.. {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let r = http
+            .get(format!("{base}{path}{sep}limit=250&page={page}"))
+            .bearer_auth("sandbox-token")
+            .send()
+            .unwrap();
+        // Stay well inside the account's 7 requests per second the worker also uses.
+        std::thread::sleep(Duration::from_millis(300));
+        if r.status().as_u16() == 204 {
+            break;
+        }
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        let v: Value = r.json().unwrap();
+        let items = v["_embedded"][key].as_array().cloned().unwrap_or_default();
+        let n = items.len();
+        out.extend(items);
+        if n < 250 {
+            break;
+        }
+    }
+    out
+}
+
+fn call_notes(http: &reqwest::blocking::Client, base: &str) -> Vec<Value> {
+    let mut notes = Vec::new();
+    for entity in ["contacts", "leads"] {
+        notes.extend(crm_list(
+            http,
+            base,
+            &format!(
+                "/api/v4/{entity}/notes?filter[note_type][]=call_in&filter[note_type][]=call_out"
+            ),
+            "notes",
+        ));
+    }
+    notes
+}
+
+/// Waits until the tenant's outbox has nothing pending; returns the counts.
+fn wait_delivered(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    tenant: &str,
+    timeout: Duration,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let t = get(http, &format!("{base}/api/v1/tenants/{tenant}"));
+        let outbox = t["outbox"].clone();
+        let planned = t["entries"].as_i64().unwrap_or(0);
+        if planned > 0 && outbox["pending"].as_i64() == Some(0) {
+            return outbox;
+        }
+        if start.elapsed() > timeout {
+            panic!("tenant {tenant}: still pending after {timeout:?}: {t}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn record_key(tenant: &str, entry: &Value, record: &Value) -> String {
+    let conv = record["conversation"]
+        .as_u64()
+        .map_or("missed".to_string(), |c| c.to_string());
+    format!(
+        "{tenant}/{}/{conv}/call",
+        entry["entry_id"].as_str().unwrap()
+    )
+}
+
+fn last10(phone: &str) -> String {
+    let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+    digits[digits.len().saturating_sub(10)..].to_string()
+}
+
+#[test]
+fn every_scenario_lands_in_the_crm_as_planned() {
+    let rt = runtime();
+    let dir = temp_dir("delivery-scenarios");
+    let cases = scenario_tenants();
+    let mango = start_fake_mango(&rt);
+    let mut sandboxes = Vec::new();
+    let mut tenants = Vec::new();
+    for (t, case) in &cases {
+        let sandbox = start_sandbox(&rt, &crm_users(&case.join("settings.toml")), json!({}));
+        tenants.push(Tenant {
+            id: t.id.clone(),
+            key: t.key.clone(),
+            salt: t.salt.clone(),
+            settings: t.settings.clone(),
+            amocrm: Some(amocrm_section(&sandbox)),
+        });
+        sandboxes.push(sandbox);
+    }
+    let server = Server::start_with(
+        &dir,
+        &tenants,
+        &Options {
+            settle: Some(1),
+            extra: format!("mango_api_url = \"{mango}\""),
+            ..Options::default()
+        },
+    );
+    let http = client();
+    for (i, (t, case)) in cases.iter().enumerate() {
+        for line in jumble(&lines_of(&case.join("events.jsonl")), i as u64 + 11) {
+            assert_eq!(post_line(&http, &server.base, t, &line), 200);
+        }
+    }
+    let mut failures = Vec::new();
+    for (((t, case), sandbox), tenant) in cases.iter().zip(&sandboxes).zip(&tenants) {
+        let plan = simulate(&case.join("settings.toml"), &case.join("events.jsonl"));
+        let entries = plan["entries"].as_array().unwrap();
+        let with_records = entries
+            .iter()
+            .filter(|e| !e["records"].as_array().unwrap().is_empty())
+            .count();
+        if with_records == 0 {
+            // Nothing to write: wait for the plans, then check the CRM stayed empty.
+            let _ = wait_for_entries(
+                &http,
+                &server.base,
+                &t.id,
+                entries.len(),
+                Duration::from_secs(20),
+            );
+        } else {
+            let outbox = wait_delivered(&http, &server.base, &t.id, Duration::from_secs(60));
+            if outbox["parked"].as_i64() != Some(0) {
+                let parked = get(
+                    &http,
+                    &format!(
+                        "{}/api/v1/tenants/{}/outbox?state=parked",
+                        server.base, t.id
+                    ),
+                );
+                failures.push(format!("{}: parked items: {parked}", case.display()));
+                continue;
+            }
+        }
+        let base = sandbox.base_url();
+        let notes = call_notes(&http, &base);
+        // What the plan says each note must be.
+        let mut want: BTreeMap<String, (u64, &'static str, u64)> = BTreeMap::new();
+        let mut transcripts = 0;
+        let mut task_keys = BTreeSet::new();
+        let mut clients = BTreeSet::new();
+        for entry in entries {
+            for record in entry["records"].as_array().unwrap() {
+                let kind = if record["direction"] == "outbound" {
+                    "call_out"
+                } else {
+                    "call_in"
+                };
+                want.insert(
+                    record_key(&tenant.id, entry, record),
+                    (
+                        record["crm_user_id"].as_u64().unwrap(),
+                        kind,
+                        record["call_status"].as_u64().unwrap(),
+                    ),
+                );
+                if record["transcript"] == true {
+                    transcripts += 1;
+                }
+                if let Some(key) = record["task"]["dedupe_key"].as_str() {
+                    task_keys.insert(key.to_string());
+                }
+                if let Some(phone) = record["client_phone"].as_str() {
+                    clients.insert(last10(phone));
+                }
+            }
+        }
+        let mut got: BTreeMap<String, (u64, &'static str, u64)> = BTreeMap::new();
+        let mut problems = Vec::new();
+        for note in &notes {
+            let uniq = note["params"]["uniq"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let kind = if note["note_type"] == "call_out" {
+                "call_out"
+            } else {
+                "call_in"
+            };
+            let user = note["responsible_user_id"].as_u64().unwrap_or(0);
+            if note["created_by"].as_u64() != Some(user) {
+                problems.push(format!(
+                    "note {uniq}: created_by {} != responsible {user}",
+                    note["created_by"]
+                ));
+            }
+            let reasons = note["params"]["call_result"].as_str().unwrap_or_default();
+            if !reasons.starts_with("callbridge: ") {
+                problems.push(format!(
+                    "note {uniq}: no rule ids in call_result {reasons:?}"
+                ));
+            }
+            let status = note["params"]["call_status"].as_u64().unwrap_or(0);
+            if got.insert(uniq.clone(), (user, kind, status)).is_some() {
+                problems.push(format!("call {uniq} written twice"));
+            }
+        }
+        if got != want {
+            problems.push(format!(
+                "call notes\n    in the CRM: {got:?}\n    planned:    {want:?}"
+            ));
+        }
+        let contacts = crm_list(&http, &base, "/api/v4/contacts", "contacts");
+        let contact_phones: Vec<String> = contacts
+            .iter()
+            .flat_map(|c| {
+                c["custom_fields_values"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .flat_map(|f| f["values"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v["value"].as_str().map(last10))
+            .collect();
+        let distinct: BTreeSet<String> = contact_phones.iter().cloned().collect();
+        if contact_phones.len() != distinct.len() || distinct != clients {
+            problems.push(format!(
+                "contacts: phones {contact_phones:?}, clients written {clients:?}"
+            ));
+        }
+        let settings = std::fs::read_to_string(case.join("settings.toml")).unwrap();
+        if !want.is_empty() && settings.contains("new_client = \"contact_and_lead\"") {
+            let leads = crm_list(&http, &base, "/api/v4/leads", "leads");
+            let incoming_new = entries.iter().any(|e| {
+                e["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["entities"]["settings"] == "incoming")
+            });
+            if incoming_new && leads.is_empty() {
+                problems.push("contact_and_lead for a new client, but no lead in the CRM".into());
+            }
+        }
+        if !task_keys.is_empty() {
+            let tasks = crm_list(&http, &base, "/api/v4/tasks", "tasks");
+            if tasks.len() != task_keys.len() {
+                problems.push(format!(
+                    "tasks: {} in the CRM, {} distinct client-days planned: {tasks:?}",
+                    tasks.len(),
+                    task_keys.len()
+                ));
+            }
+        }
+        if transcripts > 0 {
+            let common: Vec<Value> = ["contacts", "leads"]
+                .iter()
+                .flat_map(|e| {
+                    crm_list(
+                        &http,
+                        &base,
+                        &format!("/api/v4/{e}/notes?filter[note_type][]=common"),
+                        "notes",
+                    )
+                })
+                .collect();
+            let texts = common
+                .iter()
+                .filter(|n| {
+                    n["params"]["text"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("transcript")
+                })
+                .count();
+            if texts != transcripts {
+                problems.push(format!(
+                    "transcripts: {texts} notes, {transcripts} planned: {common:?}"
+                ));
+            }
+        }
+        let stats = sandbox.stats();
+        if stats.rate_limited != 0 || stats.max_requests_in_any_second > 7 {
+            problems.push(format!("rate limit: {stats:?}"));
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{}:\n  {}", case.display(), problems.join("\n  ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    drop(server);
+    drop(rt);
+}
+
+/// A generated office day, delivered through faults: every call lands once and only once.
+fn office_day(dir: &Path, calls: usize) -> (std::path::PathBuf, std::path::PathBuf, Value) {
+    let (events, settings) = generated(dir, calls);
+    let plan = simulate(&settings, &events);
+    (events, settings, plan)
+}
+
+fn planned_keys(tenant: &str, plan: &Value) -> BTreeSet<String> {
+    plan["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| {
+            e["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |r| record_key(tenant, e, r))
+        })
+        .collect()
+}
+
+fn assert_each_call_once(
+    http: &reqwest::blocking::Client,
+    sandbox: &Sandbox,
+    want: &BTreeSet<String>,
+) {
+    let notes = call_notes(http, &sandbox.base_url());
+    let mut seen = BTreeMap::new();
+    for n in &notes {
+        *seen
+            .entry(n["params"]["uniq"].as_str().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "written more than once: {twice:?}");
+    let got: BTreeSet<String> = seen.into_keys().collect();
+    let missing: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}"
+    );
+}
+
+#[test]
+fn faults_429_5xx_latency_and_a_crash_mid_delivery_lose_and_duplicate_nothing() {
+    let rt = runtime();
+    let dir = temp_dir("delivery-faults");
+    let (events, settings, plan) = office_day(&dir, 120);
+    let sandbox = start_sandbox(&rt, &crm_users(&settings), json!({}));
+    // Bursts of 5xx, timeouts and slow answers from the start.
+    sandbox.set_faults(Faults {
+        latency_ms: 40,
+        error_rate: 0.15,
+        fail_next: vec![500, 502, 503, 504, 500],
+        hang_next: 2,
+    });
+    let t = Tenant {
+        id: "acme".into(),
+        key: "k-acme".into(),
+        salt: "s-acme".into(),
+        settings: settings.clone(),
+        amocrm: Some(amocrm_section(&sandbox)),
+    };
+    let mango = start_fake_mango(&rt);
+    let options = Options {
+        grace: Some(60),
+        settle: Some(1),
+        extra: format!("mango_api_url = \"{mango}\""),
+        ..Options::default()
+    };
+    let http = client();
+    let server = Server::start_with(&dir, std::slice::from_ref(&t), &options);
+    let lines = lines_of(&events);
+    for line in &lines {
+        assert_eq!(post_line(&http, &server.base, &t, line), 200);
+    }
+    // Let delivery get under way, then kill -9 in the middle of it.
+    let start = Instant::now();
+    loop {
+        let v = get(&http, &format!("{}/api/v1/tenants/acme", server.base));
+        if v["outbox"]["done"].as_i64().unwrap_or(0) >= 5
+            || start.elapsed() > Duration::from_secs(30)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill();
+    // After the restart the CRM also starts refusing bursts with 429 (as amoCRM would if another
+    // integration shared the account): the worker must back off, not pile on.
+    sandbox.set_faults(Faults {
+        latency_ms: 20,
+        error_rate: 0.05,
+        fail_next: vec![429, 429, 429, 503],
+        hang_next: 1,
+    });
+    let server = Server::start_with(&dir, std::slice::from_ref(&t), &options);
+    let outbox = wait_delivered(&http, &server.base, "acme", Duration::from_secs(150));
+    let want = planned_keys("acme", &plan);
+    let calls_parked = get(
+        &http,
+        &format!("{}/api/v1/tenants/acme/outbox?state=parked", server.base),
+    )["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "call")
+        .count();
+    assert_eq!(calls_parked, 0, "calls parked: {outbox}");
+    sandbox.set_faults(Faults::default());
+    assert_each_call_once(&http, &sandbox, &want);
+    let stats = sandbox.stats();
+    assert!(stats.max_requests_in_any_second <= 7, "{stats:?}");
+    assert!(!stats.blocked, "{stats:?}");
+    // The four injected 429s are the only ones: the worker itself never exceeded the limit.
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    drop(server);
+    drop(rt);
+}
+
+#[test]
+fn a_revoked_token_marks_the_connection_broken_and_a_fixed_one_resumes() {
+    let rt = runtime();
+    let dir = temp_dir("delivery-broken");
+    let (events, settings, plan) = office_day(&dir, 20);
+    let sandbox = start_sandbox(&rt, &crm_users(&settings), json!({}));
+    let bad = Tenant {
+        id: "acme".into(),
+        key: "k-acme".into(),
+        salt: "s-acme".into(),
+        settings: settings.clone(),
+        amocrm: Some(format!(
+            "base_url = \"{}\"\nlong_lived_token = \"revoked-token\"\n",
+            sandbox.base_url()
+        )),
+    };
+    let http = client();
+    let mango = start_fake_mango(&rt);
+    let server = Server::start_with(
+        &dir,
+        std::slice::from_ref(&bad),
+        &Options {
+            settle: Some(1),
+            extra: format!("mango_api_url = \"{mango}\""),
+            ..Options::default()
+        },
+    );
+    for line in lines_of(&events) {
+        assert_eq!(post_line(&http, &server.base, &bad, &line), 200);
+    }
+    let start = Instant::now();
+    let status = loop {
+        let v = get(&http, &format!("{}/api/v1/tenants/acme", server.base));
+        if v["crm_status"]["state"] == "broken" {
+            break v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never marked broken: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status["outbox"]["pending"].as_i64().unwrap() > 0,
+        "{status}"
+    );
+    assert_eq!(status["outbox"]["done"], 0, "{status}");
+    // The token is never shown back in full.
+    assert!(!status.to_string().contains("revoked-token"), "{status}");
+    // Fix the connection through the admin API: delivery resumes.
+    let r = http
+        .put(format!("{}/api/v1/tenants/acme", server.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"amocrm": {"base_url": sandbox.base_url(), "long_lived_token": "sandbox-token"}}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    wait_delivered(&http, &server.base, "acme", Duration::from_secs(60));
+    assert_each_call_once(&http, &sandbox, &planned_keys("acme", &plan));
+    drop(server);
+    drop(rt);
+}
