@@ -267,9 +267,14 @@ impl AmoClient {
                 .body(body.clone());
         }
 
-        let granted_at = self.inner.limiter.acquire().await;
+        let permit = self.inner.limiter.acquire().await;
+        let granted_at = permit.at;
         let started = Instant::now();
-        let mut response = builder.send().await.map_err(|e| {
+        let sent = builder.send().await;
+        // The answer's head is here (or the attempt is over): the request has reached the CRM,
+        // and its place in the window counts from now.
+        drop(permit);
+        let mut response = sent.map_err(|e| {
             if e.is_timeout() {
                 Error::Timeout
             } else {

@@ -10,13 +10,14 @@
 //!
 //! amoCRM allows 7 requests per second; excess gets 429, and repeated excess gets the account's
 //! API access blocked (every request 403) until amoCRM support lifts it. So the limiter is a
-//! **sliding window**, not a token bucket: it keeps the instants at which the last
-//! `requests_per_second` requests were let go, and lets the next one go only once the oldest of
-//! those is more than a window old. The window is one second plus a 50 ms margin
-//! ([`RATE_WINDOW`] + [`RATE_WINDOW_MARGIN`]) so that network jitter between leaving here and
-//! arriving there cannot squeeze an extra request into amoCRM's second. Hence: **in any window
-//! of 1.05 s, at most `requests_per_second` requests of this client start**, whatever the
-//! number of concurrent callers. (A bucket with a burst of N would let 2N through across a
+//! **sliding window**, not a token bucket: it keeps the last `requests_per_second` requests'
+//! places, and lets the next one go only once the oldest of them is more than a window old
+//! ([`RATE_WINDOW`] + [`RATE_WINDOW_MARGIN`], 1.01 s). A request's place counts from when its
+//! answer began to arrive, not from when it left: by then amoCRM certainly had it, so however a
+//! request was delayed on the way (a loaded machine, a slow network), **no window of one second
+//! at amoCRM's end ever holds more than `requests_per_second` of this client's requests**,
+//! whatever the number of concurrent callers. (A bucket with a burst of N would let 2N through
+//! across a
 //! second boundary.) Waiting callers are served first come, first served.
 //!
 //! Every request counts, token refreshes and code exchanges included. A 429 pauses the whole

@@ -1,6 +1,10 @@
 //! The per-account rate limiter: a sliding window over the instants requests were let go, and
 //! an account-wide pause after a 429.
 //!
+//! Each request's instant is when its answer began to arrive (see [`Permit`]), so the guarantee
+//! holds at the CRM's end too: however a request was delayed on the way, it arrived before the
+//! instant it is counted at.
+//!
 //! Why a sliding window and not a token bucket: amoCRM counts requests per second and answers
 //! the excess with 429, and repeated 429s get the account blocked (403) until support lifts it.
 //! A bucket with burst N lets N requests out at the end of one second and N more at the start of
@@ -16,9 +20,9 @@ use tokio::time::{sleep_until, Instant};
 
 /// The window amoCRM counts in.
 pub const RATE_WINDOW: Duration = Duration::from_secs(1);
-/// Added to [`RATE_WINDOW`]: requests leave in one rhythm but arrive with network jitter, and the
-/// margin keeps a request that was delayed on the way from landing in the next request's second.
-pub const RATE_WINDOW_MARGIN: Duration = Duration::from_millis(50);
+/// Added to [`RATE_WINDOW`]: a request's place counts from when its answer began to arrive
+/// (after the CRM had it), so only clock granularity is left to cover.
+pub const RATE_WINDOW_MARGIN: Duration = Duration::from_millis(10);
 /// The pause after a first 429; it doubles on each further 429 in a row.
 pub const COOLDOWN_INITIAL: Duration = Duration::from_secs(1);
 /// The longest pause after repeated 429s.
@@ -35,18 +39,57 @@ struct Pause {
     streak: u32,
 }
 
+#[derive(Debug, Default)]
+struct Slots {
+    next_id: u64,
+    /// Requests let go and still counting: in flight, or finished less than a window ago.
+    slots: VecDeque<Slot>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    /// When it was let go, replaced by when its answer began to arrive.
+    at: Instant,
+    done: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     max: usize,
     window: Duration,
-    /// Grant instants still inside the window, oldest first. The tokio mutex is fair (FIFO), so
-    /// waiting requests go in the order they asked, and the one holding the lock sleeps with it
-    /// held: the queue behind it cannot jump ahead.
-    sent: tokio::sync::Mutex<VecDeque<Instant>>,
-    /// Kept apart from `sent` (and only ever held briefly, never across an await) so a 429 can
-    /// start a pause while a request is asleep in the queue; that request checks the pause again
-    /// right before it goes.
+    /// Whose turn it is. The tokio mutex is fair (FIFO), so waiting requests go in the order
+    /// they asked, and the one holding it sleeps with it held: the queue cannot jump ahead.
+    turn: tokio::sync::Mutex<()>,
+    /// The counted requests; a std mutex held only briefly, so a finishing request can record
+    /// its end while the next one waits for its turn.
+    slots: Mutex<Slots>,
+    /// Kept apart (and only ever held briefly, never across an await) so a 429 can start a
+    /// pause while a request is asleep in the queue; that request checks the pause again right
+    /// before it goes.
     pause: Mutex<Pause>,
+}
+
+/// A request's place in the window. Dropping it (when the answer's head has arrived, or the
+/// request failed or was cancelled) moves its instant to that moment: the request certainly
+/// reached the CRM before then, so counting a window from there holds however long it was
+/// delayed on the way, which a count from the moment it was let go cannot promise.
+pub(crate) struct Permit<'a> {
+    limiter: &'a RateLimiter,
+    id: u64,
+    /// When the request was let go.
+    pub(crate) at: Instant,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut slots = self.limiter.slots();
+        if let Some(slot) = slots.slots.iter_mut().find(|s| s.id == self.id) {
+            slot.at = now;
+            slot.done = true;
+        }
+    }
 }
 
 impl RateLimiter {
@@ -55,8 +98,8 @@ impl RateLimiter {
         RateLimiter {
             max,
             window,
-            // Bounded: a huge configured rate must not turn into a huge allocation up front.
-            sent: tokio::sync::Mutex::new(VecDeque::with_capacity(max.min(1024))),
+            turn: tokio::sync::Mutex::new(()),
+            slots: Mutex::new(Slots::default()),
             pause: Mutex::new(Pause::default()),
         }
     }
@@ -67,9 +110,13 @@ impl RateLimiter {
         self.pause.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wait for a turn and return the instant the request was let go.
-    pub(crate) async fn acquire(&self) -> Instant {
-        let mut sent = self.sent.lock().await;
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a turn; the permit holds the request's place in the window until dropped.
+    pub(crate) async fn acquire(&self) -> Permit<'_> {
+        let _turn = self.turn.lock().await;
         loop {
             let now = Instant::now();
             let paused_until = self.pause().until;
@@ -79,21 +126,37 @@ impl RateLimiter {
                     continue;
                 }
             }
-            while let Some(&oldest) = sent.front() {
-                if now.duration_since(oldest) >= self.window {
-                    sent.pop_front();
-                } else {
-                    break;
+            let next_free = {
+                let mut slots = self.slots();
+                let window = self.window;
+                slots
+                    .slots
+                    .retain(|s| !(s.done && now.duration_since(s.at) >= window));
+                if slots.slots.len() < self.max {
+                    let id = slots.next_id;
+                    slots.next_id += 1;
+                    slots.slots.push_back(Slot {
+                        id,
+                        at: now,
+                        done: false,
+                    });
+                    return Permit {
+                        limiter: self,
+                        id,
+                        at: now,
+                    };
                 }
-            }
-            match sent.front() {
-                Some(&oldest) if sent.len() >= self.max => {
-                    sleep_until(oldest + self.window).await;
-                }
-                _ => {
-                    sent.push_back(now);
-                    return now;
-                }
+                slots
+                    .slots
+                    .iter()
+                    .filter(|s| s.done)
+                    .map(|s| s.at + window)
+                    .min()
+            };
+            match next_free {
+                Some(at) => sleep_until(at).await,
+                // Every counted request is still in flight: look again shortly.
+                None => sleep_until(now + Duration::from_millis(5)).await,
             }
         }
     }
@@ -155,7 +218,7 @@ mod tests {
         let mut handles = Vec::new();
         for i in 0..30 {
             let limiter = limiter.clone();
-            handles.push(tokio::spawn(async move { (i, limiter.acquire().await) }));
+            handles.push(tokio::spawn(async move { (i, limiter.acquire().await.at) }));
             // Let task i reach the queue before task i + 1 is spawned, so the arrival order is
             // known.
             tokio::task::yield_now().await;
@@ -184,16 +247,16 @@ mod tests {
     async fn cooldown_doubles_caps_and_resets() {
         let limiter = RateLimiter::new(100, WINDOW);
         let mut expected = vec![1u64, 2, 4, 8, 16, 30, 30];
-        let mut last_grant = limiter.acquire().await;
+        let mut last_grant = limiter.acquire().await.at;
         for secs in expected.drain(..) {
             let cooldown = limiter.on_rate_limited(last_grant).expect("a new pause");
             assert_eq!(cooldown, Duration::from_secs(secs));
             let before = Instant::now();
-            last_grant = limiter.acquire().await;
+            last_grant = limiter.acquire().await.at;
             assert_eq!(last_grant.duration_since(before), Duration::from_secs(secs));
         }
         limiter.on_passed(last_grant);
-        let granted = limiter.acquire().await;
+        let granted = limiter.acquire().await.at;
         assert_eq!(
             limiter.on_rate_limited(granted),
             Some(COOLDOWN_INITIAL),
@@ -204,30 +267,51 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_429s_pauses_once() {
         let limiter = RateLimiter::new(100, WINDOW);
-        let a = limiter.acquire().await;
-        let b = limiter.acquire().await;
+        let a = limiter.acquire().await.at;
+        let b = limiter.acquire().await.at;
         tokio::time::advance(Duration::from_millis(10)).await;
         assert_eq!(limiter.on_rate_limited(a), Some(COOLDOWN_INITIAL));
         // b was already on its way when the pause began: its 429 is the same event.
         assert_eq!(limiter.on_rate_limited(b), None);
         // Nor does its late success cut a later run short.
         limiter.on_passed(b);
-        let c = limiter.acquire().await;
+        let c = limiter.acquire().await.at;
         assert_eq!(limiter.on_rate_limited(c), Some(Duration::from_secs(2)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_holds_back_a_request_already_waiting_for_the_window() {
         let limiter = Arc::new(RateLimiter::new(1, WINDOW));
-        let first = limiter.acquire().await;
+        let first = limiter.acquire().await.at;
         let waiting = {
             let limiter = limiter.clone();
-            tokio::spawn(async move { limiter.acquire().await })
+            tokio::spawn(async move { limiter.acquire().await.at })
         };
         tokio::time::advance(Duration::from_millis(100)).await;
         // The 429 for `first` arrives while the second request sleeps in the queue.
         assert_eq!(limiter.on_rate_limited(first), Some(COOLDOWN_INITIAL));
         let second = waiting.await.expect("task");
         assert!(second.duration_since(first) >= Duration::from_millis(1100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_request_counts_from_when_its_answer_arrived() {
+        let limiter = RateLimiter::new(2, Duration::from_millis(1000));
+        let start = Instant::now();
+        let slow = limiter.acquire().await;
+        let quick = limiter.acquire().await;
+        drop(quick);
+        // The slow one is still on its way after three seconds: it still holds its place, so
+        // only the quick one's place is free again.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let third = limiter.acquire().await;
+        drop(third);
+        let waiting = tokio::time::timeout(Duration::from_millis(1), limiter.acquire()).await;
+        assert!(waiting.is_err(), "a request went while two were counted");
+        drop(slow);
+        let fourth = limiter.acquire().await;
+        // A whole window from the slow answer, not from when the slow one left.
+        let waited = fourth.at.duration_since(start);
+        assert!(waited >= Duration::from_secs(4), "{waited:?}");
     }
 }

@@ -1,6 +1,8 @@
 //! The `callbridge` binary: wires the crates together behind subcommands. No rules live here.
 
+mod bench_delivery;
 mod bench_ingest;
+mod demo;
 mod generate;
 mod sandbox_amocrm;
 mod sandbox_mango;
@@ -35,6 +37,12 @@ enum Command {
     /// Load benchmark of the webhook ingest path: signed webhooks over loopback into the service,
     /// reporting accepted events per second and acknowledgement latency.
     BenchIngest(bench_ingest::Args),
+    /// Delivery benchmark: completed calls of known clients written to an amoCRM sandbox at its
+    /// rate limit; reports calls logged per second and CRM requests per call.
+    BenchDelivery(bench_delivery::Args),
+    /// See the whole product work on this machine: the service, an amoCRM sandbox and a Mango
+    /// emulator playing realistic calls, then a report of what landed in the CRM and why.
+    Demo(demo::Args),
     /// Stand-ins for the outside world, for tests, benchmarks and the demo.
     #[command(subcommand)]
     Sandbox(Sandbox),
@@ -55,6 +63,8 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::BenchIngest(args) => bench_ingest::run(&args),
+        Command::BenchDelivery(args) => bench_delivery::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Sandbox(Sandbox::Amocrm(args)) => sandbox_amocrm::run(&args),
         Command::Sandbox(Sandbox::Mango(args)) => sandbox_mango::run(&args),
     };

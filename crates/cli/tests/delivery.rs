@@ -570,3 +570,81 @@ fn a_revoked_token_marks_the_connection_broken_and_a_fixed_one_resumes() {
     drop(server);
     drop(rt);
 }
+
+#[test]
+fn two_instances_on_one_postgres_deliver_each_call_once_within_the_limit() {
+    let Ok(admin_url) = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED: CALLBRIDGE_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let db = format!("cb_delivery_{}", std::process::id());
+    let psql = |sql: &str| {
+        std::process::Command::new("psql")
+            .arg(&admin_url)
+            .args(["-Atc", sql])
+            .output()
+            .expect("psql")
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    assert!(psql(&format!("CREATE DATABASE {db}")).status.success());
+    let url = format!("{}/{db}", &admin_url[..admin_url.rfind('/').unwrap()]);
+    let rt = runtime();
+    let dir = temp_dir("delivery-scaleout");
+    let (events, settings, plan) = office_day(&dir, 80);
+    let sandbox = start_sandbox(&rt, &crm_users(&settings), json!({}));
+    let mango = start_fake_mango(&rt);
+    let t = Tenant {
+        id: "acme".into(),
+        key: "k-acme".into(),
+        salt: "s-acme".into(),
+        settings: settings.clone(),
+        amocrm: Some(amocrm_section(&sandbox)),
+    };
+    let options = Options {
+        database_url: Some(url),
+        grace: Some(60),
+        settle: Some(1),
+        extra: format!("mango_api_url = \"{mango}\""),
+    };
+    let a = Server::start_with(&dir, std::slice::from_ref(&t), &options);
+    let b = Server::start_with(&dir, std::slice::from_ref(&t), &options);
+    let http = client();
+    for (i, line) in lines_of(&events).iter().enumerate() {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        assert_eq!(post_line(&http, base, &t, line), 200);
+    }
+    wait_delivered(&http, &a.base, "acme", Duration::from_secs(90));
+    assert_each_call_once(&http, &sandbox, &planned_keys("acme", &plan));
+    // One lease per account: the two instances together never exceeded the account's limit.
+    let stats = sandbox.stats();
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert!(stats.max_requests_in_any_second <= 7, "{stats:?}");
+    drop((a, b));
+    drop(rt);
+    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+}
+
+#[test]
+fn the_delivery_benchmark_runs_at_the_crms_limit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(["bench-delivery", "--calls", "400"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["delivered"], report["calls"], "{report}");
+    assert_eq!(report["rate_limited_429"], 0, "{report}");
+    assert!(
+        report["max_requests_in_any_second"].as_u64().unwrap() <= 7,
+        "{report}"
+    );
+    // Batches of 50: a request per 50 known-client calls.
+    assert!(
+        report["crm_requests_per_call"].as_f64().unwrap() <= 0.05,
+        "{report}"
+    );
+}

@@ -35,18 +35,22 @@ use callbridge_store::OutboxItem;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// A lease outlives a crashed holder by this much.
 const LEASE_TTL_MS: i64 = 15_000;
+/// The holder stops this long before its lease could pass to another instance.
+const LEASE_SAFETY_MS: i64 = 5_000;
 /// Items a round takes: fresh ones, and at most this many retries.
-const FRESH_PER_ROUND: i64 = 50;
+const FRESH_PER_ROUND: i64 = 200;
 const RETRIES_PER_ROUND: i64 = 10;
 /// amoCRM's documented batch limit.
 const BATCH: usize = 50;
+/// Call batches of one round sent concurrently (the limiter still paces them).
+const BATCHES_IN_FLIGHT: usize = 3;
 /// An in-flight mark younger than this may belong to a request still under way (another
 /// instance's, before it lost the lease): it is not checked yet.
 const IN_FLIGHT_GRACE_MS: i64 = 25_000;
@@ -113,7 +117,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                 )
                 .map_err(|e| e.to_string()),
                 holder: holder.clone(),
-                holds_lease: Arc::new(AtomicBool::new(false)),
+                lease_until: AtomicI64::new(0),
             };
             let task = tokio::spawn(delivery.run(stop_rx));
             running.insert(
@@ -156,7 +160,8 @@ struct TenantDelivery {
     /// The tenant's Mango API, for transcripts (one client, so its rate limits hold).
     vpbx: Result<VpbxClient, String>,
     holder: String,
-    holds_lease: Arc<AtomicBool>,
+    /// Until when (Unix ms) this instance holds the tenant's delivery lease; 0 when it does not.
+    lease_until: AtomicI64,
 }
 
 /// The `record` of a call item, as the processor stored it (the `simulate` JSON of a record).
@@ -218,39 +223,16 @@ impl TenantDelivery {
             .store
             .set_crm_status(this.tenant_id(), "ok", "", now_ms())
             .await;
-        let mut last_renewal = 0i64;
+        let renewer = tokio::spawn(this.clone().keep_lease(stop.clone()));
         loop {
             if *stop.borrow() {
                 break;
             }
-            let now = now_ms();
-            if now - last_renewal > LEASE_TTL_MS / 3 {
-                match this
-                    .state
-                    .store
-                    .acquire_lease(this.tenant_id(), &this.holder, LEASE_TTL_MS, now)
-                    .await
-                {
-                    Ok(true) => {
-                        this.holds_lease.store(true, Ordering::SeqCst);
-                        last_renewal = now;
-                    }
-                    Ok(false) => {
-                        this.holds_lease.store(false, Ordering::SeqCst);
-                        if wait(&mut stop, Duration::from_secs(2)).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(tenant = %this.tenant_id(), "lease: {e}");
-                        this.holds_lease.store(false, Ordering::SeqCst);
-                        if wait(&mut stop, Duration::from_secs(2)).await {
-                            break;
-                        }
-                        continue;
-                    }
+            if !this.lease_ok() {
+                if wait(&mut stop, Duration::from_millis(500)).await {
+                    break;
                 }
+                continue;
             }
             match this.round().await {
                 Ok(true) => {}
@@ -258,6 +240,9 @@ impl TenantDelivery {
                     if wait(&mut stop, Duration::from_millis(100)).await {
                         break;
                     }
+                }
+                Err(RoundError::LeaseLost) => {
+                    tracing::info!(tenant = %this.tenant_id(), "delivery lease lost mid-round; pausing");
                 }
                 Err(RoundError::Store(e)) => {
                     tracing::warn!(tenant = %this.tenant_id(), "outbox: {e}");
@@ -291,13 +276,59 @@ impl TenantDelivery {
                 }
             }
         }
-        this.holds_lease.store(false, Ordering::SeqCst);
+        renewer.abort();
+        let _ = renewer.await;
+        this.lease_until.store(0, Ordering::SeqCst);
         let _ = this
             .state
             .store
             .release_lease(this.tenant_id(), &this.holder)
             .await;
         cards.abort();
+    }
+
+    /// Takes and keeps the tenant's lease, renewing it well before it expires, independently of
+    /// how long a round takes.
+    async fn keep_lease(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let now = now_ms();
+            match self
+                .state
+                .store
+                .acquire_lease(self.tenant_id(), &self.holder, LEASE_TTL_MS, now)
+                .await
+            {
+                // Trust the lease a little less long than the database keeps it, so this
+                // instance stops before another may start.
+                Ok(true) => self
+                    .lease_until
+                    .store(now + LEASE_TTL_MS - LEASE_SAFETY_MS, Ordering::SeqCst),
+                Ok(false) => self.lease_until.store(0, Ordering::SeqCst),
+                Err(e) => tracing::warn!(tenant = %self.tenant_id(), "lease: {e}"),
+            }
+            let every = if self.lease_ok() {
+                LEASE_TTL_MS / 5
+            } else {
+                2_000
+            };
+            if wait(&mut stop, Duration::from_millis(every as u64)).await {
+                return;
+            }
+        }
+    }
+
+    fn ensure_lease(&self) -> Result<(), RoundError> {
+        if self.lease_ok() {
+            Ok(())
+        } else {
+            Err(RoundError::LeaseLost)
+        }
+    }
+
+    /// Whether this instance may talk to the tenant's CRM now. Checked before every request
+    /// that changes the CRM, so a round that outlives the lease stops sending.
+    fn lease_ok(&self) -> bool {
+        now_ms() < self.lease_until.load(Ordering::SeqCst)
     }
 
     /// One round: whatever is due. True when something was done.
@@ -350,6 +381,7 @@ impl TenantDelivery {
             self.deliver_calls(calls).await?;
         }
         for item in followups {
+            self.ensure_lease()?;
             self.deliver_followup(item).await?;
         }
         Ok(true)
@@ -382,6 +414,7 @@ impl TenantDelivery {
             }
         }
         if !uncertain.is_empty() {
+            self.ensure_lease()?;
             ready.extend(self.settle_uncertain(uncertain).await?);
         }
         if ready.is_empty() {
@@ -415,6 +448,7 @@ impl TenantDelivery {
                 .is_some_and(|e| e.repeat_client != "manual")
                 && !call.progress.repeat_done;
             if needs_lookup {
+                self.ensure_lease()?;
                 match self.repeat_client(&mut call, &phone).await {
                     Ok(true) => to_send.push(call),
                     Ok(false) => new_clients.push(call),
@@ -533,15 +567,34 @@ impl TenantDelivery {
 
     /// Sends calls in batches. Returns the ones whose client the CRM does not know.
     async fn send_calls(&self, calls: Vec<Call>) -> Result<Vec<Call>, RoundError> {
-        let mut unknown = Vec::new();
-        let mut queue: Vec<Vec<Call>> = Vec::new();
+        use futures::StreamExt;
+        let mut batches: Vec<Vec<Call>> = Vec::new();
         let mut calls = calls;
         while !calls.is_empty() {
             let rest = calls.split_off(calls.len().min(BATCH));
-            queue.push(calls);
+            batches.push(calls);
             calls = rest;
         }
+        // A few batches in flight at once: the database work and the CRM's answer time of one
+        // overlap the others', so the account's limit, not our latency, sets the pace.
+        let results: Vec<Result<Vec<Call>, RoundError>> = futures::stream::iter(batches)
+            .map(|batch| self.send_batch(batch))
+            .buffer_unordered(BATCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut unknown = Vec::new();
+        for result in results {
+            unknown.extend(result?);
+        }
+        Ok(unknown)
+    }
+
+    /// Sends one batch (≤ 50). Returns the calls whose client the CRM does not know.
+    async fn send_batch(&self, batch: Vec<Call>) -> Result<Vec<Call>, RoundError> {
+        let mut unknown = Vec::new();
+        let mut queue = vec![batch];
         while let Some(batch) = queue.pop() {
+            self.ensure_lease()?;
             let requests: Vec<NewCall> = batch
                 .iter()
                 .map(|c| self.new_call(&c.item, &c.work))
@@ -650,6 +703,7 @@ impl TenantDelivery {
         // for the first and then finds the client as a repeat one.
         let mut creating: HashSet<String> = HashSet::new();
         for mut call in calls {
+            self.ensure_lease()?;
             let phone = call.work.client_phone.clone().unwrap_or_default();
             if call.work.entities.is_some()
                 && call.progress.contact_id.is_none()
@@ -1231,7 +1285,7 @@ impl TenantDelivery {
             while let Ok(Ok(card)) = tokio::time::timeout_at(deadline, rx.recv()).await {
                 pending.push((tokio::time::Instant::now(), card));
             }
-            if !self.holds_lease.load(Ordering::SeqCst) {
+            if !self.lease_ok() {
                 continue;
             }
             let mut by_phone: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -1273,6 +1327,8 @@ impl TenantDelivery {
 enum RoundError {
     Store(callbridge_store::StoreError),
     Stop(Stop),
+    /// The lease ran out mid-round: what is left stays pending for the new holder.
+    LeaseLost,
 }
 
 impl From<callbridge_store::StoreError> for RoundError {

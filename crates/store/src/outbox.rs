@@ -61,7 +61,8 @@ type ItemRow = (
     Option<i64>,
 );
 
-const ITEM_COLUMNS: &str = "item_key, tenant_id, entry_id, kind, payload, state, attempts, next_attempt_at_ms, last_error, crm_response, sent_at_ms, created_at_ms, done_at_ms";
+// `attempts` is an INTEGER column: widened so both engines decode it as i64.
+const ITEM_COLUMNS: &str = "item_key, tenant_id, entry_id, kind, payload, state, CAST(attempts AS BIGINT), next_attempt_at_ms, last_error, crm_response, sent_at_ms, created_at_ms, done_at_ms";
 
 fn item(r: ItemRow) -> Result<OutboxItem> {
     let payload = serde_json::from_str(&r.4)
@@ -291,7 +292,7 @@ impl Store {
                 .bind(item_key)
                 .bind(error)
                 .bind(next_attempt_at_ms)
-                .bind(i64::from(count_attempt))
+                .bind(i32::from(count_attempt))
                 .execute(pool)
                 .await?;
         });

@@ -174,6 +174,131 @@ async fn a_plan_is_saved_once_with_its_outbox() {
 }
 
 #[tokio::test]
+async fn the_outbox_lifecycle_leases_tokens_and_status() {
+    for store in stores("outbox").await {
+        let items: Vec<NewOutboxItem> = (0..3)
+            .map(|i| NewOutboxItem {
+                item_key: format!("t/e1/{i}/call"),
+                kind: "call".into(),
+                payload: serde_json::json!({"n": i}),
+            })
+            .collect();
+        assert!(store
+            .save_plan("t", "e1", "summary", &serde_json::json!({}), &items, 100)
+            .await
+            .unwrap());
+        let b = store.backend();
+        // One holder at a time; the lease passes on only after it expires.
+        assert!(
+            store.acquire_lease("t", "a", 1_000, 100).await.unwrap(),
+            "{b}"
+        );
+        assert!(
+            !store.acquire_lease("t", "b", 1_000, 500).await.unwrap(),
+            "{b}"
+        );
+        assert!(
+            store.acquire_lease("t", "a", 1_000, 600).await.unwrap(),
+            "{b}"
+        );
+        assert!(
+            store.acquire_lease("t", "b", 1_000, 1_700).await.unwrap(),
+            "{b}"
+        );
+        store.release_lease("t", "b").await.unwrap();
+        assert!(
+            store.acquire_lease("t", "a", 1_000, 1_701).await.unwrap(),
+            "{b}"
+        );
+
+        let due = store.due_items("t", 200, 10, 10).await.unwrap();
+        assert_eq!(due.len(), 3, "{b}");
+        let keys: Vec<String> = due.iter().map(|i| i.item_key.clone()).collect();
+        store.mark_sending(&keys, 150).await.unwrap();
+        store
+            .complete_items(&[(keys[0].clone(), serde_json::json!({"note_id": 7}))], 160)
+            .await
+            .unwrap();
+        // An uncertain failure keeps the in-flight mark; a certain one clears it.
+        store
+            .retry_item(&keys[1], "timeout", 10_000, true, true)
+            .await
+            .unwrap();
+        store
+            .retry_item(&keys[2], "429", 300, false, false)
+            .await
+            .unwrap();
+        let one = store.outbox_item(&keys[1]).await.unwrap().unwrap();
+        assert_eq!(
+            (one.attempts, one.sent_at_ms, one.last_error.as_deref()),
+            (1, Some(150), Some("timeout")),
+            "{b}"
+        );
+        let two = store.outbox_item(&keys[2]).await.unwrap().unwrap();
+        assert_eq!((two.attempts, two.sent_at_ms), (0, None), "{b}");
+        // Fresh work first; the retry is not due yet.
+        let due = store.due_items("t", 400, 10, 10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|i| i.item_key.as_str()).collect::<Vec<_>>(),
+            vec![keys[2].as_str()],
+            "{b}"
+        );
+        assert_eq!(store.next_due_at("t").await.unwrap(), Some(300), "{b}");
+        store
+            .save_progress(&keys[2], &serde_json::json!({"contact_id": 5}))
+            .await
+            .unwrap();
+        store
+            .park_item(&keys[2], "amoCRM: bad phone")
+            .await
+            .unwrap();
+        let parked = store
+            .outbox_items_in_state("t", "parked", 10)
+            .await
+            .unwrap();
+        assert_eq!(parked.len(), 1, "{b}");
+        assert_eq!(
+            parked[0].crm_response,
+            Some(serde_json::json!({"contact_id": 5})),
+            "{b}"
+        );
+        let counts = store.outbox_counts("t").await.unwrap();
+        assert_eq!(
+            (counts.pending, counts.done, counts.parked),
+            (1, 1, 1),
+            "{b}"
+        );
+        assert!(store.unpark_item("t", &keys[2], 500).await.unwrap(), "{b}");
+        assert!(!store.unpark_item("t", &keys[2], 500).await.unwrap(), "{b}");
+        let done = store.outbox_item(&keys[0]).await.unwrap().unwrap();
+        assert_eq!(
+            (done.state.as_str(), done.done_at_ms, done.sent_at_ms),
+            ("done", Some(160), None),
+            "{b}"
+        );
+
+        assert_eq!(store.load_crm_tokens("t").await.unwrap(), None, "{b}");
+        let tokens =
+            serde_json::json!({"access_token": "a", "refresh_token": "r", "expires_at": 1});
+        store.save_crm_tokens("t", &tokens, 1).await.unwrap();
+        store.save_crm_tokens("t", &tokens, 2).await.unwrap();
+        assert_eq!(
+            store.load_crm_tokens("t").await.unwrap(),
+            Some(tokens),
+            "{b}"
+        );
+        store.set_crm_status("t", "broken", "401", 3).await.unwrap();
+        store.set_crm_status("t", "ok", "", 4).await.unwrap();
+        let status = store.crm_status("t").await.unwrap().unwrap();
+        assert_eq!(
+            (status.state.as_str(), status.updated_at_ms),
+            ("ok", 4),
+            "{b}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn tenants_round_trip() {
     for store in stores("tenants").await {
         let mut t = TenantRow {

@@ -1,0 +1,188 @@
+//! `callbridge bench-delivery`: how fast completed calls reach amoCRM under its rate limit.
+//!
+//! Generates answered calls of clients the CRM already knows, plans them with the core, stores
+//! the plans and their outbox items (as the processor would), seeds an amoCRM sandbox with the
+//! clients as contacts, then starts the service and times the outbox worker until every call is
+//! written. Reports calls logged per second, CRM requests per logged call, and the sandbox's
+//! view of the rate limit (429s, most requests in any second).
+
+use anyhow::{anyhow, ensure, Result};
+use callbridge_amocrm_sandbox::{SandboxConfig, Seed};
+use callbridge_core::tracker::{Tracker, TrackerConfig};
+use callbridge_core::{policy, ValidSettings};
+use callbridge_traffic::{CallKind, Config as TrafficConfig, Generator, Mix};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Completed calls to deliver.
+    #[arg(long, default_value_t = 5_000)]
+    calls: usize,
+    /// The sandbox's requests per second (amoCRM: 7).
+    #[arg(long, default_value_t = 7)]
+    rps: u32,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_seconds: u64,
+}
+
+const TENANT: &str = "bench";
+
+pub fn run(args: &Args) -> Result<()> {
+    ensure!(args.calls > 0, "--calls must be positive");
+    ensure!((1..=50).contains(&args.rps), "--rps must be within 1..=50");
+    let dir =
+        std::env::temp_dir().join(format!("callbridge-bench-delivery-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+
+    // Answered calls only: each becomes one call record of a known client.
+    let generator = Generator::new(TrafficConfig {
+        calls: args.calls,
+        seed: 42,
+        recorded: 0.0,
+        mix: Mix(vec![
+            (CallKind::DirectAnswered, 3.0),
+            (CallKind::OutboundAnswered, 1.0),
+        ]),
+        ..TrafficConfig::default()
+    });
+    // Known clients, no lead bookkeeping: the repeat-client action is "manual", so a call is
+    // one item of a batched /api/v4/calls request.
+    let settings_toml = generator
+        .staff()
+        .settings_toml()
+        .replace(
+            "repeat_client = \"lead_if_no_open\"",
+            "repeat_client = \"manual\"",
+        )
+        .replace(
+            "repeat_client = \"always_lead\"",
+            "repeat_client = \"manual\"",
+        )
+        .replace("save = true", "save = false");
+    let settings = ValidSettings::parse_toml(&settings_toml).map_err(|e| anyhow!("{e}"))?;
+    std::fs::write(dir.join("settings.toml"), &settings_toml)?;
+    let mut users: BTreeSet<u64> = settings_toml
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.trim().ends_with("crm_user_id"))
+        .filter_map(|(_, v)| v.trim().parse().ok())
+        .collect();
+    users.insert(9000);
+
+    let mut tracker = Tracker::new(TrackerConfig {
+        settle_s: 0,
+        ..TrackerConfig::default()
+    });
+    for event in generator {
+        tracker.push(event);
+    }
+    let (done, _) = tracker.finish();
+    let plans: Vec<_> = done
+        .iter()
+        .map(|c| policy::plan(&settings, &c.events.assemble()))
+        .collect();
+    let records: usize = plans.iter().map(|p| p.records.len()).sum();
+    let phones: BTreeSet<String> = plans
+        .iter()
+        .flat_map(|p| p.records.iter().filter_map(|r| r.client_phone.clone()))
+        .collect();
+
+    let seed = json!({
+        "long_lived_token": "bench-token",
+        "users": users.iter().map(|id| json!({"id": id, "name": format!("User {id}")})).collect::<Vec<_>>(),
+        "contacts": phones.iter().map(|p| json!({"name": format!("Client {p}"), "phone": p, "responsible_user_id": users.iter().next()})).collect::<Vec<_>>(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sandbox = callbridge_amocrm_sandbox::start(
+            listener,
+            SandboxConfig {
+                rps: args.rps,
+                seed: Seed::from_json_str(&seed.to_string()).map_err(|e| anyhow!("{e}"))?,
+                ..SandboxConfig::default()
+            },
+        )
+        .await?;
+        // The plans are stored first, as the processor would have, so only delivery is timed.
+        let store = callbridge_store::Store::open(None, &dir.join("data")).await?;
+        let now = callbridge_server::state::now_ms();
+        for plan in &plans {
+            let items = callbridge_server::processor::outbox_items(TENANT, plan);
+            store
+                .save_plan(
+                    TENANT,
+                    &plan.entry_id,
+                    "summary",
+                    &serde_json::to_value(plan)?,
+                    &items,
+                    now,
+                )
+                .await?;
+        }
+        drop(store);
+        let config_text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nadmin_token = \"bench-admin-token\"\ndirectory_refresh_seconds = 0\n\
+             [[tenants]]\nid = \"{TENANT}\"\nmango_api_key = \"bench-key\"\nmango_api_salt = \"bench-salt\"\nsettings = \"settings.toml\"\n\
+             [tenants.amocrm]\nbase_url = \"{}\"\nlong_lived_token = \"bench-token\"\nrequests_per_second = {}\n",
+            sandbox.base_url(),
+            args.rps.min(7)
+        );
+        let config_path = dir.join("callbridge.toml");
+        std::fs::write(&config_path, config_text)?;
+        let (config, tenants) = callbridge_server::config::Config::load(Some(&config_path))
+            .map_err(|e| anyhow!("{e}"))?;
+        let started = Instant::now();
+        let running = callbridge_server::start(config, tenants)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        let deadline = started + Duration::from_secs(args.timeout_seconds);
+        let counts = loop {
+            let counts = running.state.store.outbox_counts(TENANT).await?;
+            if counts.pending == 0 || Instant::now() > deadline {
+                break counts;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let elapsed = started.elapsed();
+        let stats = sandbox.stats();
+        running.shutdown().await;
+        sandbox.shutdown().await;
+        Ok::<_, anyhow::Error>((counts, elapsed, stats))
+    })?;
+    let (counts, elapsed, stats) = report;
+    let _ = std::fs::remove_dir_all(&dir);
+    ensure!(
+        counts.pending == 0,
+        "not delivered within {} s: {counts:?}",
+        args.timeout_seconds
+    );
+    let secs = elapsed.as_secs_f64();
+    let out = json!({
+        "calls": records,
+        "delivered": counts.done,
+        "parked": counts.parked,
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "calls_per_second": (counts.done as f64 / secs * 10.0).round() / 10.0,
+        "crm_requests": stats.requests,
+        "crm_requests_per_call": (stats.requests as f64 / counts.done.max(1) as f64 * 1000.0).round() / 1000.0,
+        "rate_limited_429": stats.rate_limited,
+        "max_requests_in_any_second": stats.max_requests_in_any_second,
+        "sandbox_rps": args.rps,
+        "by_route": stats.by_route,
+    });
+    println!("{out}");
+    ensure!(
+        counts.parked == 0,
+        "{} calls were parked; see the admin API",
+        counts.parked
+    );
+    ensure!(stats.rate_limited == 0, "the CRM answered 429: {stats:?}");
+    Ok(())
+}
