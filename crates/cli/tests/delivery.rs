@@ -648,3 +648,45 @@ fn the_delivery_benchmark_runs_at_the_crms_limit() {
         "{report}"
     );
 }
+
+#[test]
+fn the_sandbox_subcommand_serves_the_api_from_a_seed() {
+    let dir = temp_dir("sandbox-cli");
+    let seed = dir.join("seed.json");
+    std::fs::write(
+        &seed,
+        r#"{"long_lived_token": "cli-token", "users": [{"id": 1001, "name": "Olga"}],
+            "contacts": [{"name": "Known client", "phone": "+7 916 123-45-67", "responsible_user_id": 1001}]}"#,
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(["sandbox", "amocrm", "--port", "0", "--seed"])
+        .arg(&seed)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let base = loop {
+        let line = lines.next().expect("the sandbox printed its address").unwrap();
+        if let Some(url) = line.split("listening on ").nth(1) {
+            break url.trim().to_string();
+        }
+    };
+    let http = client();
+    let found: Value = http
+        .get(format!("{base}/api/v4/contacts?query=9161234567"))
+        .bearer_auth("cli-token")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(found["_embedded"]["contacts"][0]["name"], "Known client", "{found}");
+    let refused = http
+        .get(format!("{base}/api/v4/account"))
+        .bearer_auth("wrong")
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let _ = child.kill();
+    let _ = child.wait();
+}
