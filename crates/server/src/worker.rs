@@ -58,8 +58,8 @@ const IN_FLIGHT_GRACE_MS: i64 = 25_000;
 const WAIT_FOR_CALL_MS: i64 = 1_000;
 /// A transcript Mango has not produced yet is asked for again this many times.
 const TRANSCRIPT_ATTEMPTS: i64 = 12;
-/// Call cards older than this are dropped: the phone stopped ringing long ago.
-const CARD_MAX_AGE: Duration = Duration::from_secs(20);
+/// Call cards older than this are dropped: by then the call was answered or given up.
+const CARD_MAX_AGE: Duration = Duration::from_secs(10);
 /// The source name amoCRM shows on call notes.
 const SOURCE: &str = "callbridge";
 
@@ -1289,6 +1289,7 @@ impl TenantDelivery {
                 continue;
             }
             let mut by_phone: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+            let mut oldest: Option<tokio::time::Instant> = None;
             for (at, card) in pending {
                 if card.tenant_id != self.tenant.row.id
                     || card.change.action != CardAction::Show
@@ -1296,6 +1297,7 @@ impl TenantDelivery {
                 {
                     continue;
                 }
+                oldest = Some(oldest.map_or(at, |o| o.min(at)));
                 let Some(phone) = card.change.client_phone.clone() else {
                     continue;
                 };
@@ -1314,11 +1316,19 @@ impl TenantDelivery {
                     users,
                 })
                 .collect();
-            match self.client.show_call_card(&events).await {
-                Ok(()) => metrics::counter!("callbridge_crm_cards_shown_total")
+            // A card is only useful while the phone rings: one that cannot go out in time (the
+            // account's requests are taken by a backlog) is dropped, not sent late.
+            let left = oldest
+                .map(|o| CARD_MAX_AGE.saturating_sub(o.elapsed()))
+                .unwrap_or_default();
+            match tokio::time::timeout(left, self.client.show_call_card(&events)).await {
+                Ok(Ok(())) => metrics::counter!("callbridge_crm_cards_shown_total")
                     .increment(events.len() as u64),
-                // A card is only useful while the phone rings: not retried.
-                Err(e) => tracing::debug!(tenant = %self.tenant_id(), "call card not shown: {e}"),
+                Ok(Err(e)) => {
+                    tracing::debug!(tenant = %self.tenant_id(), "call card not shown: {e}")
+                }
+                Err(_) => metrics::counter!("callbridge_crm_cards_dropped_total")
+                    .increment(events.len() as u64),
             }
         }
     }
