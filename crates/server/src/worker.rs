@@ -1280,8 +1280,9 @@ impl TenantDelivery {
                 }
                 Err(_) => return,
             }
-            // Gather what rings together into one request.
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(150);
+            // Gather what rings within a second into one request: at most one of the account's
+            // seven requests a second goes to cards, however busy the phones are.
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(1000);
             while let Ok(Ok(card)) = tokio::time::timeout_at(deadline, rx.recv()).await {
                 pending.push((tokio::time::Instant::now(), card));
             }
