@@ -568,13 +568,7 @@ impl TenantDelivery {
     /// Sends calls in batches. Returns the ones whose client the CRM does not know.
     async fn send_calls(&self, calls: Vec<Call>) -> Result<Vec<Call>, RoundError> {
         use futures::StreamExt;
-        let mut batches: Vec<Vec<Call>> = Vec::new();
-        let mut calls = calls;
-        while !calls.is_empty() {
-            let rest = calls.split_off(calls.len().min(BATCH));
-            batches.push(calls);
-            calls = rest;
-        }
+        let batches = chunks(calls);
         // A few batches in flight at once: the database work and the CRM's answer time of one
         // overlap the others', so the account's limit, not our latency, sets the pace.
         let results: Vec<Result<Vec<Call>, RoundError>> = futures::stream::iter(batches)
@@ -702,6 +696,8 @@ impl TenantDelivery {
         // One client, one contact: a second record creating the same client in this round waits
         // for the first and then finds the client as a repeat one.
         let mut creating: HashSet<String> = HashSet::new();
+        let mut new_contacts: Vec<Call> = Vec::new();
+        let mut new_leads: Vec<Call> = Vec::new();
         for mut call in calls {
             self.ensure_lease()?;
             let phone = call.work.client_phone.clone().unwrap_or_default();
@@ -753,56 +749,9 @@ impl TenantDelivery {
                     // Created by an earlier attempt; amoCRM did not find it yet or the call failed.
                     contact_first.push(call);
                 }
-                "contact" => {
-                    match self
-                        .client
-                        .create_contacts(&[NewContact {
-                            name: format!("Client {phone}"),
-                            phone: phone.clone(),
-                            responsible_user_id: Some(entities.responsible_crm_user_id),
-                            request_id: Some(call.item.item_key.clone()),
-                        }])
-                        .await
-                    {
-                        Ok(created) => {
-                            call.progress.contact_id = created.first().map(|c| c.id);
-                            store
-                                .save_progress(&call.item.item_key, &json!(call.progress))
-                                .await?;
-                            contact_first.push(call);
-                        }
-                        Err(e) => self.failed(&[&call.item], e, false).await?,
-                    }
-                }
-                "contact_and_lead" => {
-                    match self
-                        .client
-                        .create_complex_leads(&[NewComplexLead {
-                            name: lead_name(&call.work, &phone),
-                            responsible_user_id: Some(entities.responsible_crm_user_id),
-                            contact: NewContact {
-                                name: format!("Client {phone}"),
-                                phone: phone.clone(),
-                                responsible_user_id: Some(entities.responsible_crm_user_id),
-                                request_id: None,
-                            },
-                            request_id: Some(call.item.item_key.clone()),
-                        }])
-                        .await
-                    {
-                        Ok(created) => {
-                            if let Some(c) = created.first() {
-                                call.progress.lead_id = Some(c.id);
-                                call.progress.contact_id = c.contact_id;
-                            }
-                            store
-                                .save_progress(&call.item.item_key, &json!(call.progress))
-                                .await?;
-                            contact_first.push(call);
-                        }
-                        Err(e) => self.failed(&[&call.item], e, false).await?,
-                    }
-                }
+                // Created together below, up to 50 a request.
+                "contact" => new_contacts.push(call),
+                "contact_and_lead" => new_leads.push(call),
                 "unsorted" => self.unsorted(call, &phone).await?,
                 _ => {
                     store
@@ -811,6 +760,88 @@ impl TenantDelivery {
                             &format!("the client {phone} is not in amoCRM and the new-client action is manual (C4); create the contact, then retry"),
                         )
                         .await?;
+                }
+            }
+        }
+        for chunk in chunks(new_contacts) {
+            self.ensure_lease()?;
+            let requests: Vec<NewContact> = chunk
+                .iter()
+                .map(|c| {
+                    let phone = c.work.client_phone.clone().unwrap_or_default();
+                    NewContact {
+                        name: format!("Client {phone}"),
+                        phone,
+                        responsible_user_id: c
+                            .work
+                            .entities
+                            .as_ref()
+                            .map(|e| e.responsible_crm_user_id),
+                        request_id: Some(c.item.item_key.clone()),
+                    }
+                })
+                .collect();
+            match self.client.create_contacts(&requests).await {
+                Ok(created) => {
+                    for (i, mut call) in chunk.into_iter().enumerate() {
+                        let id = created
+                            .iter()
+                            .find(|c| c.request_id.as_deref() == Some(&call.item.item_key))
+                            .or_else(|| created.get(i))
+                            .map(|c| c.id);
+                        call.progress.contact_id = id;
+                        store
+                            .save_progress(&call.item.item_key, &json!(call.progress))
+                            .await?;
+                        contact_first.push(call);
+                    }
+                }
+                Err(e) => {
+                    let items: Vec<&OutboxItem> = chunk.iter().map(|c| &c.item).collect();
+                    self.failed(&items, e, false).await?;
+                }
+            }
+        }
+        for chunk in chunks(new_leads) {
+            self.ensure_lease()?;
+            let requests: Vec<NewComplexLead> = chunk
+                .iter()
+                .map(|c| {
+                    let phone = c.work.client_phone.clone().unwrap_or_default();
+                    let responsible = c.work.entities.as_ref().map(|e| e.responsible_crm_user_id);
+                    NewComplexLead {
+                        name: lead_name(&c.work, &phone),
+                        responsible_user_id: responsible,
+                        contact: NewContact {
+                            name: format!("Client {phone}"),
+                            phone,
+                            responsible_user_id: responsible,
+                            request_id: None,
+                        },
+                        request_id: Some(c.item.item_key.clone()),
+                    }
+                })
+                .collect();
+            match self.client.create_complex_leads(&requests).await {
+                Ok(created) => {
+                    for (i, mut call) in chunk.into_iter().enumerate() {
+                        let answer = created
+                            .iter()
+                            .find(|c| c.request_id.as_deref() == Some(&call.item.item_key))
+                            .or_else(|| created.get(i));
+                        if let Some(c) = answer {
+                            call.progress.lead_id = Some(c.id);
+                            call.progress.contact_id = c.contact_id;
+                        }
+                        store
+                            .save_progress(&call.item.item_key, &json!(call.progress))
+                            .await?;
+                        contact_first.push(call);
+                    }
+                }
+                Err(e) => {
+                    let items: Vec<&OutboxItem> = chunk.iter().map(|c| &c.item).collect();
+                    self.failed(&items, e, false).await?;
                 }
             }
         }
@@ -1401,6 +1432,17 @@ fn landed_entity(answer: &Value) -> Option<(EntityType, u64)> {
         _ => EntityType::Contacts,
     };
     Some((kind, id))
+}
+
+/// Splits work into requests of at most [`BATCH`] items.
+fn chunks(mut items: Vec<Call>) -> Vec<Vec<Call>> {
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let rest = items.split_off(items.len().min(BATCH));
+        out.push(items);
+        items = rest;
+    }
+    out
 }
 
 /// amoCRM matches numbers on their last 10 digits.
