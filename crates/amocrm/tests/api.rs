@@ -306,6 +306,33 @@ async fn leads_by_ids_filter_in_chunks_and_know_which_are_open() {
 }
 
 #[tokio::test]
+async fn contacts_by_ids_ask_for_their_leads_in_chunks() {
+    let mock = mock(|seen| {
+        let contacts: Vec<Value> = seen
+            .query_all("filter[id][]")
+            .iter()
+            .map(|id| {
+                let id: u64 = id.parse().expect("id");
+                json!({"id": id, "name": format!("C{id}"), "_embedded": {"leads": [{"id": id * 10}]}})
+            })
+            .collect();
+        json(200, json!({"_embedded": {"contacts": contacts}}))
+    })
+    .await;
+    let ids: Vec<u64> = (1..=55).collect();
+    let client = client(&mock.base);
+    let found = client.contacts_by_ids(&ids).await.expect("contacts");
+    assert_eq!(found.iter().map(|c| c.id).collect::<Vec<_>>(), ids);
+    assert_eq!(found[4].lead_ids, vec![50]);
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 2, "55 ids go in two requests");
+    assert_eq!(seen[0].query_all("filter[id][]").len(), 50);
+    assert_eq!(seen[1].query_one("with").as_deref(), Some("leads"));
+    assert!(client.contacts_by_ids(&[]).await.expect("none").is_empty());
+    assert_eq!(mock.requests().len(), 2, "no request for no ids");
+}
+
+#[tokio::test]
 async fn list_notes_sends_the_filters_and_reads_every_page() {
     let mock = mock(|seen| {
         if seen.query_one("page").as_deref() == Some("2") {

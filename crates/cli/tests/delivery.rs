@@ -836,3 +836,173 @@ fn oauth_connect_through_the_consent_redirect_then_survive_token_expiry() {
     drop(server);
     drop(rt);
 }
+
+/// C4 for known clients: each call is written where amoCRM puts it (on the client's single open
+/// lead, else on the contact), and "a lead if none is open" creates a lead, linked to the contact,
+/// only for a client without an open lead: once per client, however many of its calls arrive
+/// together. "Always a lead" creates one per call.
+#[test]
+fn repeat_clients_get_a_lead_only_as_the_action_asks() {
+    let rt = runtime();
+    let dir = temp_dir("delivery-repeat");
+    let case = scenarios_dir().join("p1-inbound-direct-mapped");
+    let settings = std::fs::read_to_string(case.join("settings.toml")).unwrap();
+    let incoming =
+        "[calls.incoming]\nnew_client = \"contact_and_lead\"\nrepeat_client = \"manual\"";
+    assert!(
+        settings.contains(incoming),
+        "the scenario's settings changed"
+    );
+    let variants = [("lead_if_no_open", "once"), ("always_lead", "always")];
+    let phone = "79031230003";
+    // Known clients: an open lead, a won lead only, no lead, two open leads; and a new client.
+    let clients = [
+        ("open", "79031230011", json!([{"name": "Open deal"}])),
+        (
+            "won",
+            "79031230012",
+            json!([{"name": "Old deal", "status": "won"}]),
+        ),
+        ("none", "79031230013", json!([])),
+        (
+            "two",
+            "79031230014",
+            json!([{"name": "Deal 1"}, {"name": "Deal 2"}]),
+        ),
+    ];
+    let seed_contacts: Vec<Value> = clients
+        .iter()
+        .map(|(name, phone, leads)| json!({"name": name, "phone": phone, "leads": leads}))
+        .collect();
+    // Calls: one per client, a second one of the client without leads, one of a new client.
+    let callers = [
+        "79031230011",
+        "79031230012",
+        "79031230013",
+        "79031230013",
+        "79031230014",
+        "79031230015",
+    ];
+    let template = lines_of(&case.join("events.jsonl"));
+    let mut sandboxes = Vec::new();
+    let mut tenants = Vec::new();
+    for (i, (action, _)) in variants.iter().enumerate() {
+        let path = dir.join(format!("settings-{action}.toml"));
+        std::fs::write(
+            &path,
+            settings.replace(
+                incoming,
+                &format!("[calls.incoming]\nnew_client = \"contact_and_lead\"\nrepeat_client = \"{action}\""),
+            ),
+        )
+        .unwrap();
+        let sandbox = start_sandbox(
+            &rt,
+            &crm_users(&path),
+            json!({"contacts": seed_contacts.clone()}),
+        );
+        tenants.push(Tenant {
+            id: format!("r{i}"),
+            key: format!("key-r{i}"),
+            salt: format!("salt-r{i}"),
+            settings: path,
+            amocrm: Some(amocrm_section(&sandbox)),
+        });
+        sandboxes.push(sandbox);
+    }
+    let server = Server::start_with(
+        &dir,
+        &tenants,
+        &Options {
+            settle: Some(1),
+            ..Options::default()
+        },
+    );
+    let http = client();
+    for t in &tenants {
+        for (n, caller) in callers.iter().enumerate() {
+            for line in &template {
+                let line = line
+                    .replace(phone, caller)
+                    .replace("ZW50cnk6MTAz", &format!("ZW50cnk6MTAz{n}"))
+                    .replace("Wlc1MGNuazZNVEF6", &format!("Wlc1MGNuazZNVEF6{n}"));
+                assert_eq!(post_line(&http, &server.base, t, &line), 200);
+            }
+        }
+    }
+    for ((t, sandbox), (action, how)) in tenants.iter().zip(&sandboxes).zip(variants) {
+        let outbox = wait_delivered(
+            &http,
+            &server.base,
+            &t.id,
+            callers.len(),
+            Duration::from_secs(60),
+        );
+        assert_eq!(outbox["parked"].as_i64(), Some(0), "{action}: {outbox}");
+        let base = sandbox.base_url();
+        let contacts = crm_list(&http, &base, "/api/v4/contacts?with=leads", "contacts");
+        let leads = crm_list(&http, &base, "/api/v4/leads", "leads");
+        let notes = call_notes(&http, &base);
+        assert_eq!(notes.len(), callers.len(), "{action}: one note per call");
+        let contact = |name: &str| {
+            contacts
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap_or_else(|| panic!("{action}: contact {name}"))
+                .clone()
+        };
+        let lead_ids = |c: &Value| -> Vec<u64> {
+            c["_embedded"]["leads"]
+                .as_array()
+                .map(|l| l.iter().filter_map(|l| l["id"].as_u64()).collect())
+                .unwrap_or_default()
+        };
+        let notes_on = |entity_id: u64| {
+            notes
+                .iter()
+                .filter(|n| n["entity_id"].as_u64() == Some(entity_id))
+                .count()
+        };
+        let open = contact("open");
+        let won = contact("won");
+        let none = contact("none");
+        let two = contact("two");
+        let open_lead = lead_ids(&open)[0];
+        match how {
+            "once" => {
+                assert_eq!(lead_ids(&open).len(), 1, "an open lead: no new one");
+                assert_eq!(notes_on(open_lead), 1, "the call went to the open lead");
+                assert_eq!(lead_ids(&won).len(), 2, "only a won lead: a new one");
+                assert_eq!(
+                    lead_ids(&none).len(),
+                    1,
+                    "two calls of a client without leads: one lead"
+                );
+                assert_eq!(notes_on(none["id"].as_u64().unwrap()), 2);
+                assert_eq!(lead_ids(&two).len(), 2, "two open leads: no new one");
+                assert_eq!(notes_on(two["id"].as_u64().unwrap()), 1);
+                // Seeded 4, then won +1, none +1, and the new client's contact + lead.
+                assert_eq!(leads.len(), 7, "{action}: {leads:?}");
+            }
+            _ => {
+                assert_eq!(lead_ids(&won).len(), 2);
+                assert_eq!(lead_ids(&none).len(), 2, "always: a lead per call");
+                assert_eq!(lead_ids(&two).len(), 3);
+                // The call on the open lead asks for a lead too (found by number).
+                assert_eq!(lead_ids(&open).len(), 2);
+                assert_eq!(leads.len(), 4 + 5 + 1, "{action}: {leads:?}");
+            }
+        }
+        let new_leads: Vec<&Value> = leads
+            .iter()
+            .filter(|l| l["name"].as_str().is_some_and(|n| n.contains("callbridge")))
+            .collect();
+        assert!(
+            new_leads
+                .iter()
+                .all(|l| l["name"].as_str().unwrap().contains("P1")),
+            "{action}: new leads are named with the rule ids: {new_leads:?}"
+        );
+        assert_eq!(sandbox.stats().rate_limited, 0, "{action}");
+    }
+}

@@ -8,8 +8,10 @@
 //! - **Calls.** Optimistic: a call is sent at once; amoCRM attaches it by the client's number.
 //!   "Entity not found" means a new client (C4): the configured new-client action runs (contact,
 //!   contact + lead, unsorted request, or nothing: the item is parked saying so) and the call is
-//!   sent again. A repeat-client action other than "manual" needs the client's leads first, so
-//!   those records look the client up before sending.
+//!   sent again. A known client's call lands where amoCRM puts it; the repeat-client action
+//!   ("always a lead", "a lead if none is open") runs after, batched (see [`repeat`]).
+//! - **Follow-ups** (M5 tasks, C2 transcripts) wait for their call and go, batched, to the entity
+//!   it landed on (see [`followups`]).
 //! - **Exactly once.** Items carry stable keys (the `request_id` and the call's `uniq`). An item is
 //!   marked in flight before its request leaves and done with the CRM's ids after; an item still
 //!   marked (crash, timeout, 5xx) is looked up among the CRM's call notes by `uniq` before it is
@@ -22,12 +24,14 @@
 //!   403: marked blocked, never retried automatically. A refusal the CRM explains: the item is
 //!   parked with the CRM's words (admin API: list, retry).
 
+mod followups;
+mod repeat;
+
 use crate::crm;
 use crate::state::{now_ms, AppState, Tenant};
 use callbridge_amocrm::{
     AmoClient, CallCardEvent, CallDirection, EntityType, Error as CrmError, NewCall,
-    NewComplexLead, NewContact, NewLead, NewNote, NewTask, NewUnsortedSip, NoteType, NotesFilter,
-    TasksFilter,
+    NewComplexLead, NewContact, NewLead, NewUnsortedSip, NotesFilter,
 };
 use callbridge_core::cards::CardAction;
 use callbridge_mango::api::VpbxClient;
@@ -202,12 +206,37 @@ struct Progress {
     /// The CRM said it does not know the client.
     #[serde(default)]
     new_client: bool,
+    /// The call is written (amoCRM's answer) but its repeat-client action has not run yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    landed: Option<Value>,
+}
+
+impl Call {
+    /// Whether the written call still has a repeat-client action to run (C4): the client was
+    /// known to the CRM (not created for this call) and the action asks for a lead.
+    fn needs_repeat_action(&self) -> bool {
+        self.work
+            .entities
+            .as_ref()
+            .is_some_and(|e| matches!(e.repeat_client.as_str(), "always_lead" | "lead_if_no_open"))
+            && !self.progress.new_client
+            && !self.progress.repeat_done
+    }
 }
 
 struct Call {
     item: OutboxItem,
     work: CallWork,
     progress: Progress,
+}
+
+/// What sending calls left to do.
+#[derive(Default)]
+struct Sent {
+    /// Calls whose client the CRM does not know (C4 new client).
+    unknown: Vec<Call>,
+    /// Written calls whose repeat-client action is still to run.
+    landed: Vec<Call>,
 }
 
 impl TenantDelivery {
@@ -380,9 +409,9 @@ impl TenantDelivery {
         if !calls.is_empty() {
             self.deliver_calls(calls).await?;
         }
-        for item in followups {
+        if !followups.is_empty() {
             self.ensure_lease()?;
-            self.deliver_followup(item).await?;
+            self.deliver_followups(followups).await?;
         }
         Ok(true)
     }
@@ -391,7 +420,13 @@ impl TenantDelivery {
         let now = now_ms();
         let mut ready = Vec::new();
         let mut uncertain = Vec::new();
+        let mut repeats = Vec::new();
         for call in calls {
+            if call.progress.landed.is_some() {
+                // Written; only its repeat-client action is left.
+                repeats.push(call);
+                continue;
+            }
             match call.item.sent_at_ms {
                 Some(sent) if call.item.kind == "call" => {
                     if now - sent < IN_FLIGHT_GRACE_MS {
@@ -415,16 +450,14 @@ impl TenantDelivery {
         }
         if !uncertain.is_empty() {
             self.ensure_lease()?;
-            ready.extend(self.settle_uncertain(uncertain).await?);
+            let settled = self.settle_uncertain(uncertain).await?;
+            ready.extend(settled.unknown);
+            repeats.extend(settled.landed);
         }
-        if ready.is_empty() {
-            return Ok(());
-        }
-        // Records whose repeat-client action needs the client's leads look the client up first.
         let mut to_send = Vec::new();
         let mut new_clients = Vec::new();
-        for mut call in ready {
-            let Some(phone) = call.work.client_phone.clone() else {
+        for call in ready {
+            if call.work.client_phone.is_none() {
                 self.state
                     .store
                     .complete_items(
@@ -436,41 +469,30 @@ impl TenantDelivery {
                     )
                     .await?;
                 continue;
-            };
+            }
             if call.progress.new_client {
                 new_clients.push(call);
-                continue;
-            }
-            let needs_lookup = call
-                .work
-                .entities
-                .as_ref()
-                .is_some_and(|e| e.repeat_client != "manual")
-                && !call.progress.repeat_done;
-            if needs_lookup {
-                self.ensure_lease()?;
-                match self.repeat_client(&mut call, &phone).await {
-                    Ok(true) => to_send.push(call),
-                    Ok(false) => new_clients.push(call),
-                    Err(e) => {
-                        self.failed(&[&call.item], e, false).await?;
-                    }
-                }
             } else {
                 to_send.push(call);
             }
         }
-        let not_found = self.send_calls(to_send).await?;
-        new_clients.extend(not_found);
+        // Every call goes out first; amoCRM's answer says whether the client is new, and where
+        // a known client's call landed, which is what the repeat-client action needs.
+        let sent = self.send_calls(to_send).await?;
+        new_clients.extend(sent.unknown);
+        repeats.extend(sent.landed);
         if !new_clients.is_empty() {
             self.new_clients(new_clients).await?;
+        }
+        if !repeats.is_empty() {
+            self.repeat_actions(repeats).await?;
         }
         Ok(())
     }
 
     /// Items marked in flight whose answer was never recorded: done if the CRM has a call note
     /// with their `uniq`, else sent again.
-    async fn settle_uncertain(&self, calls: Vec<Call>) -> Result<Vec<Call>, RoundError> {
+    async fn settle_uncertain(&self, calls: Vec<Call>) -> Result<Sent, RoundError> {
         let since = calls
             .iter()
             .filter_map(|c| c.item.sent_at_ms)
@@ -499,26 +521,34 @@ impl TenantDelivery {
                 Err(e) => {
                     let items: Vec<&OutboxItem> = calls.iter().map(|c| &c.item).collect();
                     self.failed(&items, e, true).await?;
-                    return Ok(Vec::new());
+                    return Ok(Sent::default());
                 }
             }
         }
-        let mut again = Vec::new();
+        let mut out = Sent::default();
         let mut done = Vec::new();
-        for call in calls {
+        for mut call in calls {
             match found.remove(&call.item.item_key) {
+                Some(answer) if call.needs_repeat_action() => {
+                    call.progress.landed = Some(answer);
+                    self.state
+                        .store
+                        .save_progress(&call.item.item_key, &json!(call.progress))
+                        .await?;
+                    out.landed.push(call);
+                }
                 Some(mut answer) => {
                     answer["reasons"] = json!(call.work.reasons);
                     done.push((call.item.item_key.clone(), answer));
                 }
-                None => again.push(call),
+                None => out.unknown.push(call),
             }
         }
-        if !done.is_empty() {
-            tracing::info!(tenant = %self.tenant_id(), n = done.len(), "calls found in the CRM after an interrupted attempt");
+        if !done.is_empty() || !out.landed.is_empty() {
+            tracing::info!(tenant = %self.tenant_id(), n = done.len() + out.landed.len(), "calls found in the CRM after an interrupted attempt");
             self.state.store.complete_items(&done, now_ms()).await?;
         }
-        Ok(again)
+        Ok(out)
     }
 
     /// Runs the repeat-client action. False: the CRM does not know the client.
@@ -565,27 +595,30 @@ impl TenantDelivery {
         Ok(true)
     }
 
-    /// Sends calls in batches. Returns the ones whose client the CRM does not know.
-    async fn send_calls(&self, calls: Vec<Call>) -> Result<Vec<Call>, RoundError> {
+    /// Sends calls in batches. Returns the ones whose client the CRM does not know, and the
+    /// written ones whose repeat-client action is still to run.
+    async fn send_calls(&self, calls: Vec<Call>) -> Result<Sent, RoundError> {
         use futures::StreamExt;
-        let batches = chunks(calls);
+        let batches = chunks_of(calls);
         // A few batches in flight at once: the database work and the CRM's answer time of one
         // overlap the others', so the account's limit, not our latency, sets the pace.
-        let results: Vec<Result<Vec<Call>, RoundError>> = futures::stream::iter(batches)
+        let results: Vec<Result<Sent, RoundError>> = futures::stream::iter(batches)
             .map(|batch| self.send_batch(batch))
             .buffer_unordered(BATCHES_IN_FLIGHT)
             .collect()
             .await;
-        let mut unknown = Vec::new();
+        let mut out = Sent::default();
         for result in results {
-            unknown.extend(result?);
+            let sent = result?;
+            out.unknown.extend(sent.unknown);
+            out.landed.extend(sent.landed);
         }
-        Ok(unknown)
+        Ok(out)
     }
 
-    /// Sends one batch (≤ 50). Returns the calls whose client the CRM does not know.
-    async fn send_batch(&self, batch: Vec<Call>) -> Result<Vec<Call>, RoundError> {
-        let mut unknown = Vec::new();
+    /// Sends one batch (≤ 50).
+    async fn send_batch(&self, batch: Vec<Call>) -> Result<Sent, RoundError> {
+        let mut out = Sent::default();
         let mut queue = vec![batch];
         while let Some(batch) = queue.pop() {
             self.ensure_lease()?;
@@ -603,18 +636,25 @@ impl TenantDelivery {
                         .collect();
                     let mut done = Vec::new();
                     for created in &outcome.created {
-                        if let Some(call) = by_key.remove(&created.request_id) {
-                            done.push((
-                                call.item.item_key.clone(),
-                                json!({
-                                    "note_id": created.id,
-                                    "entity_id": created.entity_id,
-                                    "entity_type": plural(&created.entity_type),
-                                    "contact_id": call.progress.contact_id,
-                                    "lead_id": call.progress.lead_id,
-                                    "reasons": call.work.reasons,
-                                }),
-                            ));
+                        if let Some(mut call) = by_key.remove(&created.request_id) {
+                            let answer = json!({
+                                "note_id": created.id,
+                                "entity_id": created.entity_id,
+                                "entity_type": plural(&created.entity_type),
+                                "contact_id": call.progress.contact_id,
+                                "lead_id": call.progress.lead_id,
+                                "reasons": call.work.reasons,
+                            });
+                            if call.needs_repeat_action() {
+                                call.progress.landed = Some(answer);
+                                self.state
+                                    .store
+                                    .save_progress(&call.item.item_key, &json!(call.progress))
+                                    .await?;
+                                out.landed.push(call);
+                            } else {
+                                done.push((call.item.item_key.clone(), answer));
+                            }
                         }
                     }
                     self.state.store.complete_items(&done, now_ms()).await?;
@@ -623,7 +663,7 @@ impl TenantDelivery {
                     for key in &outcome.not_found {
                         if let Some(mut call) = by_key.remove(key) {
                             call.progress.new_client = true;
-                            unknown.push(call);
+                            out.unknown.push(call);
                         }
                     }
                     for err in &outcome.other_errors {
@@ -686,7 +726,7 @@ impl TenantDelivery {
                 }
             }
         }
-        Ok(unknown)
+        Ok(out)
     }
 
     /// Calls of clients the CRM does not know: the new-client action, then the call.
@@ -763,7 +803,7 @@ impl TenantDelivery {
                 }
             }
         }
-        for chunk in chunks(new_contacts) {
+        for chunk in chunks_of(new_contacts) {
             self.ensure_lease()?;
             let requests: Vec<NewContact> = chunk
                 .iter()
@@ -784,11 +824,7 @@ impl TenantDelivery {
             match self.client.create_contacts(&requests).await {
                 Ok(created) => {
                     for (i, mut call) in chunk.into_iter().enumerate() {
-                        let id = created
-                            .iter()
-                            .find(|c| c.request_id.as_deref() == Some(&call.item.item_key))
-                            .or_else(|| created.get(i))
-                            .map(|c| c.id);
+                        let id = answer_for(&created, &call.item.item_key, i).map(|c| c.id);
                         call.progress.contact_id = id;
                         store
                             .save_progress(&call.item.item_key, &json!(call.progress))
@@ -802,7 +838,7 @@ impl TenantDelivery {
                 }
             }
         }
-        for chunk in chunks(new_leads) {
+        for chunk in chunks_of(new_leads) {
             self.ensure_lease()?;
             let requests: Vec<NewComplexLead> = chunk
                 .iter()
@@ -825,10 +861,7 @@ impl TenantDelivery {
             match self.client.create_complex_leads(&requests).await {
                 Ok(created) => {
                     for (i, mut call) in chunk.into_iter().enumerate() {
-                        let answer = created
-                            .iter()
-                            .find(|c| c.request_id.as_deref() == Some(&call.item.item_key))
-                            .or_else(|| created.get(i));
+                        let answer = answer_for(&created, &call.item.item_key, i);
                         if let Some(c) = answer {
                             call.progress.lead_id = Some(c.id);
                             call.progress.contact_id = c.contact_id;
@@ -849,8 +882,12 @@ impl TenantDelivery {
             return Ok(());
         }
         // The contacts exist now: the calls attach to them (or to their single new lead).
-        let still_unknown = self.send_calls(contact_first).await?;
-        for call in still_unknown {
+        let sent = self.send_calls(contact_first).await?;
+        if !sent.landed.is_empty() {
+            // Calls of clients another record created in the meantime.
+            self.repeat_actions(sent.landed).await?;
+        }
+        for call in sent.unknown {
             store
                 .retry_item(
                     &call.item.item_key,
@@ -942,247 +979,6 @@ impl TenantDelivery {
             }
         }
         Ok(false)
-    }
-
-    /// Transcripts and tasks: written where their call landed.
-    async fn deliver_followup(&self, item: OutboxItem) -> Result<(), RoundError> {
-        let store = &self.state.store;
-        let call_key = item.payload["call_item"].as_str().unwrap_or_default();
-        let call = store.outbox_item(call_key).await?;
-        let landed = match &call {
-            Some(c) if c.state == "done" => c.crm_response.clone().unwrap_or(Value::Null),
-            Some(c) if c.state == "parked" => {
-                store
-                    .park_item(
-                        &item.item_key,
-                        "its call was not written (parked); retry the call first",
-                    )
-                    .await?;
-                return Ok(());
-            }
-            Some(_) => {
-                store
-                    .retry_item(
-                        &item.item_key,
-                        "waiting for the call",
-                        now_ms() + WAIT_FOR_CALL_MS,
-                        false,
-                        false,
-                    )
-                    .await?;
-                return Ok(());
-            }
-            None => {
-                store
-                    .park_item(
-                        &item.item_key,
-                        &format!("its call item {call_key} is missing"),
-                    )
-                    .await?;
-                return Ok(());
-            }
-        };
-        let entity = landed_entity(&landed);
-        let Some((entity_type, entity_id)) = entity else {
-            store
-                .complete_items(
-                    &[(
-                        item.item_key.clone(),
-                        json!({"skipped": "the call went to unsorted; nothing to attach to yet", "reasons": item.payload["reasons"]}),
-                    )],
-                    now_ms(),
-                )
-                .await?;
-            return Ok(());
-        };
-        match item.kind.as_str() {
-            "transcript" => self.transcript(item, entity_type, entity_id).await,
-            _ => self.task(item, entity_type, entity_id).await,
-        }
-    }
-
-    async fn transcript(
-        &self,
-        item: OutboxItem,
-        entity_type: EntityType,
-        entity_id: u64,
-    ) -> Result<(), RoundError> {
-        let store = &self.state.store;
-        let Some(recording_id) = item.payload["recording_id"].as_str() else {
-            store
-                .park_item(&item.item_key, "no recording id to fetch a transcript for")
-                .await?;
-            return Ok(());
-        };
-        let vpbx = match &self.vpbx {
-            Ok(v) => v,
-            Err(e) => {
-                store
-                    .park_item(&item.item_key, &format!("Mango API: {e}"))
-                    .await?;
-                return Ok(());
-            }
-        };
-        let text = match vpbx
-            .recording_transcripts(&[recording_id.to_string()])
-            .await
-        {
-            Ok(transcripts) => transcripts
-                .iter()
-                .flat_map(|t| t.phrases.iter())
-                .map(|(speaker, said)| format!("{speaker}: {said}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            Err(e) => {
-                let next = now_ms() + backoff_ms(item.attempts);
-                store
-                    .retry_item(
-                        &item.item_key,
-                        &format!("Mango API: {e}"),
-                        next,
-                        false,
-                        true,
-                    )
-                    .await?;
-                return Ok(());
-            }
-        };
-        if text.is_empty() {
-            if item.attempts + 1 >= TRANSCRIPT_ATTEMPTS {
-                store
-                    .park_item(&item.item_key, "Mango has no transcript for this recording")
-                    .await?;
-            } else {
-                store
-                    .retry_item(
-                        &item.item_key,
-                        "transcript not ready yet",
-                        now_ms() + backoff_ms(item.attempts),
-                        false,
-                        true,
-                    )
-                    .await?;
-            }
-            return Ok(());
-        }
-        let note = NewNote {
-            entity_id,
-            note_type: NoteType::Common {
-                text: format!("Call transcript (callbridge, C2):\n{text}"),
-            },
-            responsible_user_id: item.payload["crm_user_id"].as_u64(),
-            created_by: item.payload["crm_user_id"].as_u64(),
-            request_id: Some(item.item_key.clone()),
-        };
-        store
-            .mark_sending(std::slice::from_ref(&item.item_key), now_ms())
-            .await?;
-        match self.client.add_notes(entity_type, &[note]).await {
-            Ok(created) => {
-                store
-                    .complete_items(
-                        &[(
-                            item.item_key.clone(),
-                            json!({"note_id": created.first().map(|c| c.id), "entity_id": entity_id, "entity_type": entity_type.as_str(), "reasons": ["C2"]}),
-                        )],
-                        now_ms(),
-                    )
-                    .await?;
-            }
-            Err(e) => self.failed(&[&item], e, true).await?,
-        }
-        Ok(())
-    }
-
-    async fn task(
-        &self,
-        item: OutboxItem,
-        entity_type: EntityType,
-        entity_id: u64,
-    ) -> Result<(), RoundError> {
-        let store = &self.state.store;
-        let task = &item.payload["task"];
-        let dedupe_key = task["dedupe_key"].as_str().unwrap_or_default().to_string();
-        let phone = item.payload["client_phone"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let marker = format!("[callbridge {dedupe_key}]");
-        // M5: no second open missed-call task for the same client that day.
-        let open = match self
-            .client
-            .list_tasks(&TasksFilter {
-                is_completed: Some(false),
-                entity_type: Some(entity_type),
-                entity_ids: vec![entity_id],
-                responsible_user_ids: vec![],
-            })
-            .await
-        {
-            Ok(tasks) => tasks,
-            Err(e) => return self.failed(&[&item], e, false).await,
-        };
-        if let Some(existing) = open.iter().find(|t| t.text.contains(&marker)) {
-            store
-                .complete_items(
-                    &[(
-                        item.item_key.clone(),
-                        json!({"skipped": "an open missed-call task for this client today exists", "task_id": existing.id, "reasons": ["M5"]}),
-                    )],
-                    now_ms(),
-                )
-                .await?;
-            return Ok(());
-        }
-        let mut responsible = task["responsible_crm_user_id"].as_u64();
-        if task["prefer_contact_owner"].as_bool() == Some(true) {
-            let owner = match entity_type {
-                EntityType::Contacts => self
-                    .client
-                    .contact(entity_id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|c| c.responsible_user_id),
-                EntityType::Leads => self
-                    .client
-                    .leads_by_ids(&[entity_id])
-                    .await
-                    .ok()
-                    .and_then(|l| l.first().and_then(|l| l.responsible_user_id)),
-                _ => None,
-            };
-            responsible = owner.or(responsible);
-        }
-        let new_task = NewTask {
-            text: format!("Call back {phone}: missed call (M5) {marker}"),
-            complete_till: task["due_at"]
-                .as_i64()
-                .unwrap_or_else(|| now_ms() / 1000 + 3600),
-            task_type_id: 1,
-            responsible_user_id: responsible,
-            entity_id: Some(entity_id),
-            entity_type: Some(entity_type),
-            request_id: Some(item.item_key.clone()),
-        };
-        store
-            .mark_sending(std::slice::from_ref(&item.item_key), now_ms())
-            .await?;
-        match self.client.create_tasks(&[new_task]).await {
-            Ok(created) => {
-                store
-                    .complete_items(
-                        &[(
-                            item.item_key.clone(),
-                            json!({"task_id": created.first().map(|c| c.id), "entity_id": entity_id, "entity_type": entity_type.as_str(), "responsible_user_id": responsible, "reasons": ["M5"]}),
-                        )],
-                        now_ms(),
-                    )
-                    .await?;
-            }
-            Err(e) => self.failed(&[&item], e, false).await?,
-        }
-        Ok(())
     }
 
     /// Handles a failed request for `items`. `write`: the request may have changed the CRM.
@@ -1434,8 +1230,34 @@ fn landed_entity(answer: &Value) -> Option<(EntityType, u64)> {
     Some((kind, id))
 }
 
+/// The CRM's answer for the item sent `i`-th under `request_id`: matched by the request id it
+/// echoes, else by position (amoCRM answers in the order of the request).
+fn answer_for<'a, T: EchoesRequest>(created: &'a [T], request_id: &str, i: usize) -> Option<&'a T> {
+    created
+        .iter()
+        .find(|c| c.request_id() == Some(request_id))
+        .or_else(|| created.get(i))
+}
+
+/// An answer item that may echo the `request_id` it was created under.
+trait EchoesRequest {
+    fn request_id(&self) -> Option<&str>;
+}
+
+impl EchoesRequest for callbridge_amocrm::Created {
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+}
+
+impl EchoesRequest for callbridge_amocrm::ComplexCreated {
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+}
+
 /// Splits work into requests of at most [`BATCH`] items.
-fn chunks(mut items: Vec<Call>) -> Vec<Vec<Call>> {
+fn chunks_of<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
     let mut out = Vec::new();
     while !items.is_empty() {
         let rest = items.split_off(items.len().min(BATCH));

@@ -1,0 +1,410 @@
+//! Follow-ups of a call: missed-call tasks (M5) and transcripts (C2), written on the entity where
+//! their call landed. A round's follow-ups go together: one task search and one task creation per
+//! 50 entities, one Mango request for all transcripts, one note request per 50 transcripts, where
+//! one item at a time would cost the account two requests each.
+
+use super::{answer_for, backoff_ms, chunks_of, landed_entity, RoundError, TenantDelivery};
+use super::{TRANSCRIPT_ATTEMPTS, WAIT_FOR_CALL_MS};
+use crate::state::now_ms;
+use callbridge_amocrm::{EntityType, NewNote, NewTask, NoteType, TasksFilter};
+use callbridge_store::OutboxItem;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// A follow-up whose call has landed on `entity_type` `entity_id`.
+struct Ready {
+    item: OutboxItem,
+    entity_type: EntityType,
+    entity_id: u64,
+}
+
+impl TenantDelivery {
+    /// Transcripts and tasks: written where their call landed, each kind in batches.
+    pub(super) async fn deliver_followups(&self, items: Vec<OutboxItem>) -> Result<(), RoundError> {
+        let mut tasks = Vec::new();
+        let mut transcripts = Vec::new();
+        for item in items {
+            let Some((entity_type, entity_id)) = self.followup_target(&item).await? else {
+                continue;
+            };
+            let ready = Ready {
+                item,
+                entity_type,
+                entity_id,
+            };
+            if ready.item.kind == "transcript" {
+                transcripts.push(ready);
+            } else {
+                tasks.push(ready);
+            }
+        }
+        if !tasks.is_empty() {
+            self.ensure_lease()?;
+            self.tasks(tasks).await?;
+        }
+        if !transcripts.is_empty() {
+            self.ensure_lease()?;
+            self.transcripts(transcripts).await?;
+        }
+        Ok(())
+    }
+
+    /// Where the follow-up's call landed, or `None` when the item was dealt with here (it waits
+    /// for its call, is parked with it, or has nothing to attach to).
+    async fn followup_target(
+        &self,
+        item: &OutboxItem,
+    ) -> Result<Option<(EntityType, u64)>, RoundError> {
+        let store = &self.state.store;
+        let call_key = item.payload["call_item"].as_str().unwrap_or_default();
+        let landed = match store.outbox_item(call_key).await? {
+            Some(c) if c.state == "done" => c.crm_response.clone().unwrap_or(Value::Null),
+            Some(c) if c.state == "parked" => {
+                store
+                    .park_item(
+                        &item.item_key,
+                        "its call was not written (parked); retry the call first",
+                    )
+                    .await?;
+                return Ok(None);
+            }
+            Some(_) => {
+                store
+                    .retry_item(
+                        &item.item_key,
+                        "waiting for the call",
+                        now_ms() + WAIT_FOR_CALL_MS,
+                        false,
+                        false,
+                    )
+                    .await?;
+                return Ok(None);
+            }
+            None => {
+                store
+                    .park_item(
+                        &item.item_key,
+                        &format!("its call item {call_key} is missing"),
+                    )
+                    .await?;
+                return Ok(None);
+            }
+        };
+        match landed_entity(&landed) {
+            Some(target) => Ok(Some(target)),
+            None => {
+                store
+                    .complete_items(
+                        &[(
+                            item.item_key.clone(),
+                            json!({"skipped": "the call went to unsorted; nothing to attach to yet", "reasons": item.payload["reasons"]}),
+                        )],
+                        now_ms(),
+                    )
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// M5 tasks: skipped when the entity has an open task with the same client-and-day marker,
+    /// created otherwise, up to 50 a request.
+    async fn tasks(&self, ready: Vec<Ready>) -> Result<(), RoundError> {
+        let store = &self.state.store;
+        // The entity's open tasks, one search per entity kind (and per 50 entities).
+        let mut by_type: BTreeMap<&'static str, Vec<Ready>> = BTreeMap::new();
+        for r in ready {
+            by_type.entry(r.entity_type.as_str()).or_default().push(r);
+        }
+        let mut to_create: Vec<(Ready, String)> = Vec::new();
+        // One task per entity and marker in a round; a second waits and then finds the first.
+        let mut claimed: HashSet<(u64, String)> = HashSet::new();
+        for (_, group) in by_type {
+            let entity_type = group[0].entity_type;
+            let mut ids: Vec<u64> = group.iter().map(|r| r.entity_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let open = match self
+                .client
+                .list_tasks(&TasksFilter {
+                    is_completed: Some(false),
+                    entity_type: Some(entity_type),
+                    entity_ids: ids,
+                    responsible_user_ids: vec![],
+                })
+                .await
+            {
+                Ok(tasks) => tasks,
+                Err(e) => {
+                    let items: Vec<&OutboxItem> = group.iter().map(|r| &r.item).collect();
+                    self.failed(&items, e, false).await?;
+                    continue;
+                }
+            };
+            for r in group {
+                let dedupe_key = r.item.payload["task"]["dedupe_key"]
+                    .as_str()
+                    .unwrap_or_default();
+                let marker = format!("[callbridge {dedupe_key}]");
+                let existing = open
+                    .iter()
+                    .find(|t| t.entity_id == Some(r.entity_id) && t.text.contains(&marker));
+                if let Some(existing) = existing {
+                    store
+                        .complete_items(
+                            &[(
+                                r.item.item_key.clone(),
+                                json!({"skipped": "an open missed-call task for this client today exists", "task_id": existing.id, "reasons": ["M5"]}),
+                            )],
+                            now_ms(),
+                        )
+                        .await?;
+                } else if !claimed.insert((r.entity_id, marker.clone())) {
+                    store
+                        .retry_item(
+                            &r.item.item_key,
+                            "another missed call of this client is creating the day's task",
+                            now_ms() + WAIT_FOR_CALL_MS,
+                            false,
+                            false,
+                        )
+                        .await?;
+                } else {
+                    to_create.push((r, marker));
+                }
+            }
+        }
+        if to_create.is_empty() {
+            return Ok(());
+        }
+        let owners = self.owners(&to_create).await;
+        for chunk in chunks_of(to_create) {
+            self.ensure_lease()?;
+            let mut requests = Vec::with_capacity(chunk.len());
+            let mut responsible_of = Vec::with_capacity(chunk.len());
+            for (r, marker) in &chunk {
+                let task = &r.item.payload["task"];
+                let phone = r.item.payload["client_phone"].as_str().unwrap_or("");
+                let mut responsible = task["responsible_crm_user_id"].as_u64();
+                if task["prefer_contact_owner"].as_bool() == Some(true) {
+                    let owner = owners.get(&(r.entity_type.as_str(), r.entity_id)).copied();
+                    responsible = owner.or(responsible);
+                }
+                responsible_of.push(responsible);
+                requests.push(NewTask {
+                    text: format!("Call back {phone}: missed call (M5) {marker}"),
+                    complete_till: task["due_at"]
+                        .as_i64()
+                        .unwrap_or_else(|| now_ms() / 1000 + 3600),
+                    task_type_id: 1,
+                    responsible_user_id: responsible,
+                    entity_id: Some(r.entity_id),
+                    entity_type: Some(r.entity_type),
+                    request_id: Some(r.item.item_key.clone()),
+                });
+            }
+            let keys: Vec<String> = chunk.iter().map(|(r, _)| r.item.item_key.clone()).collect();
+            store.mark_sending(&keys, now_ms()).await?;
+            match self.client.create_tasks(&requests).await {
+                Ok(created) => {
+                    let done: Vec<(String, Value)> = chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (r, _))| {
+                            let id = answer_for(&created, r.item.item_key.as_str(), i)
+                                .map(|c| c.id);
+                            (
+                                r.item.item_key.clone(),
+                                json!({"task_id": id, "entity_id": r.entity_id, "entity_type": r.entity_type.as_str(), "responsible_user_id": responsible_of[i], "reasons": ["M5"]}),
+                            )
+                        })
+                        .collect();
+                    store.complete_items(&done, now_ms()).await?;
+                }
+                Err(e) => {
+                    let items: Vec<&OutboxItem> = chunk.iter().map(|(r, _)| &r.item).collect();
+                    self.failed(&items, e, false).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The responsible users of the entities whose tasks go to the contact's owner, read in one
+    /// request per kind. A failed read leaves the configured user in charge, as the settings ask.
+    async fn owners(&self, tasks: &[(Ready, String)]) -> HashMap<(&'static str, u64), u64> {
+        let wanted = |kind: EntityType| -> Vec<u64> {
+            let mut ids: Vec<u64> = tasks
+                .iter()
+                .filter(|(r, _)| {
+                    r.entity_type == kind
+                        && r.item.payload["task"]["prefer_contact_owner"].as_bool() == Some(true)
+                })
+                .map(|(r, _)| r.entity_id)
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let mut owners = HashMap::new();
+        let contacts = wanted(EntityType::Contacts);
+        if !contacts.is_empty() {
+            if let Ok(found) = self.client.contacts_by_ids(&contacts).await {
+                for c in found {
+                    if let Some(owner) = c.responsible_user_id {
+                        owners.insert((EntityType::Contacts.as_str(), c.id), owner);
+                    }
+                }
+            }
+        }
+        let leads = wanted(EntityType::Leads);
+        if !leads.is_empty() {
+            if let Ok(found) = self.client.leads_by_ids(&leads).await {
+                for l in found {
+                    if let Some(owner) = l.responsible_user_id {
+                        owners.insert((EntityType::Leads.as_str(), l.id), owner);
+                    }
+                }
+            }
+        }
+        owners
+    }
+
+    /// C2: the round's transcripts in one Mango request, written as notes up to 50 a request.
+    async fn transcripts(&self, ready: Vec<Ready>) -> Result<(), RoundError> {
+        let store = &self.state.store;
+        let vpbx = match &self.vpbx {
+            Ok(v) => v,
+            Err(e) => {
+                for r in &ready {
+                    store
+                        .park_item(&r.item.item_key, &format!("Mango API: {e}"))
+                        .await?;
+                }
+                return Ok(());
+            }
+        };
+        let mut asked = Vec::new();
+        for r in ready {
+            if r.item.payload["recording_id"].as_str().is_some() {
+                asked.push(r);
+            } else {
+                store
+                    .park_item(
+                        &r.item.item_key,
+                        "no recording id to fetch a transcript for",
+                    )
+                    .await?;
+            }
+        }
+        let ids: Vec<String> = asked
+            .iter()
+            .filter_map(|r| r.item.payload["recording_id"].as_str().map(str::to_owned))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let texts: HashMap<String, String> = match vpbx.recording_transcripts(&ids).await {
+            Ok(found) => found
+                .into_iter()
+                .map(|t| {
+                    let text = t
+                        .phrases
+                        .iter()
+                        .map(|(speaker, said)| format!("{speaker}: {said}"))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    (t.recording_id, text)
+                })
+                .collect(),
+            Err(e) => {
+                for r in &asked {
+                    store
+                        .retry_item(
+                            &r.item.item_key,
+                            &format!("Mango API: {e}"),
+                            now_ms() + backoff_ms(r.item.attempts),
+                            false,
+                            true,
+                        )
+                        .await?;
+                }
+                return Ok(());
+            }
+        };
+        let mut by_type: BTreeMap<&'static str, Vec<(Ready, String)>> = BTreeMap::new();
+        for r in asked {
+            let id = r.item.payload["recording_id"].as_str().unwrap_or_default();
+            match texts.get(id).filter(|t| !t.is_empty()) {
+                Some(text) => by_type
+                    .entry(r.entity_type.as_str())
+                    .or_default()
+                    .push((r, text.clone())),
+                None if r.item.attempts + 1 >= TRANSCRIPT_ATTEMPTS => {
+                    store
+                        .park_item(
+                            &r.item.item_key,
+                            "Mango has no transcript for this recording",
+                        )
+                        .await?
+                }
+                None => {
+                    store
+                        .retry_item(
+                            &r.item.item_key,
+                            "transcript not ready yet",
+                            now_ms() + backoff_ms(r.item.attempts),
+                            false,
+                            true,
+                        )
+                        .await?
+                }
+            }
+        }
+        for (_, group) in by_type {
+            for chunk in chunks_of(group) {
+                self.ensure_lease()?;
+                let entity_type = chunk[0].0.entity_type;
+                let notes: Vec<NewNote> = chunk
+                    .iter()
+                    .map(|(r, text)| NewNote {
+                        entity_id: r.entity_id,
+                        note_type: NoteType::Common {
+                            text: format!("Call transcript (callbridge, C2):\n{text}"),
+                        },
+                        responsible_user_id: r.item.payload["crm_user_id"].as_u64(),
+                        created_by: r.item.payload["crm_user_id"].as_u64(),
+                        request_id: Some(r.item.item_key.clone()),
+                    })
+                    .collect();
+                let keys: Vec<String> =
+                    chunk.iter().map(|(r, _)| r.item.item_key.clone()).collect();
+                store.mark_sending(&keys, now_ms()).await?;
+                match self.client.add_notes(entity_type, &notes).await {
+                    Ok(created) => {
+                        let done: Vec<(String, Value)> = chunk
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (r, _))| {
+                                let id = answer_for(&created, r.item.item_key.as_str(), i)
+                                    .map(|c| c.id);
+                                (
+                                    r.item.item_key.clone(),
+                                    json!({"note_id": id, "entity_id": r.entity_id, "entity_type": entity_type.as_str(), "reasons": ["C2"]}),
+                                )
+                            })
+                            .collect();
+                        store.complete_items(&done, now_ms()).await?;
+                    }
+                    Err(e) => {
+                        let items: Vec<&OutboxItem> = chunk.iter().map(|(r, _)| &r.item).collect();
+                        self.failed(&items, e, true).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
