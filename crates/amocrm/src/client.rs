@@ -43,6 +43,9 @@ const USER_AGENT: &str = concat!("callbridge/", env!("CARGO_PKG_VERSION"));
 #[derive(Clone)]
 pub struct AmoClient {
     inner: Arc<Inner>,
+    /// Places of the account's window this handle leaves free for others (see
+    /// [`AmoClient::background`]); 0 for the ordinary handle.
+    reserve: usize,
 }
 
 impl std::fmt::Debug for AmoClient {
@@ -227,7 +230,19 @@ impl AmoClient {
                 cache: Mutex::new(None),
                 refresh: tokio::sync::Mutex::new(RefreshState::default()),
             }),
+            reserve: 0,
         })
+    }
+
+    /// A handle for work that can wait (follow-ups, background reads): its requests go only
+    /// while more than `reserve` places of the account's window are free, leaving those to the
+    /// ordinary handle's requests, which pass it in the queue. Shares the limiter, the tokens and
+    /// the refresh lock with `self`.
+    pub fn background(&self, reserve: usize) -> AmoClient {
+        AmoClient {
+            inner: self.inner.clone(),
+            reserve,
+        }
     }
 
     /// The base URL requests go to (without a trailing slash).
@@ -267,7 +282,7 @@ impl AmoClient {
                 .body(body.clone());
         }
 
-        let permit = self.inner.limiter.acquire().await;
+        let permit = self.inner.limiter.acquire_leaving(self.reserve).await;
         let granted_at = permit.at;
         let started = Instant::now();
         let sent = builder.send().await;

@@ -118,47 +118,72 @@ impl RateLimiter {
     pub(crate) async fn acquire(&self) -> Permit<'_> {
         let _turn = self.turn.lock().await;
         loop {
-            let now = Instant::now();
-            let paused_until = self.pause().until;
-            if let Some(until) = paused_until {
-                if until > now {
-                    sleep_until(until).await;
-                    continue;
-                }
-            }
-            let next_free = {
-                let mut slots = self.slots();
-                let window = self.window;
-                slots
-                    .slots
-                    .retain(|s| !(s.done && now.duration_since(s.at) >= window));
-                if slots.slots.len() < self.max {
-                    let id = slots.next_id;
-                    slots.next_id += 1;
-                    slots.slots.push_back(Slot {
-                        id,
-                        at: now,
-                        done: false,
-                    });
-                    return Permit {
-                        limiter: self,
-                        id,
-                        at: now,
-                    };
-                }
-                slots
-                    .slots
-                    .iter()
-                    .filter(|s| s.done)
-                    .map(|s| s.at + window)
-                    .min()
-            };
-            match next_free {
-                Some(at) => sleep_until(at).await,
-                // Every counted request is still in flight: look again shortly.
-                None => sleep_until(now + Duration::from_millis(5)).await,
+            match self.try_grant(0) {
+                Ok(permit) => return permit,
+                Err(at) => sleep_until(at).await,
             }
         }
+    }
+
+    /// Like [`RateLimiter::acquire`], for work that can wait: it goes only while more than
+    /// `reserve` of the window's places are free, so that many stay for other requests. It does
+    /// not keep the queue while it waits, so those requests pass it.
+    pub(crate) async fn acquire_leaving(&self, reserve: usize) -> Permit<'_> {
+        if reserve == 0 {
+            return self.acquire().await;
+        }
+        loop {
+            let retry_at = {
+                let _turn = self.turn.lock().await;
+                match self.try_grant(reserve) {
+                    Ok(permit) => return permit,
+                    Err(at) => at,
+                }
+            };
+            sleep_until(retry_at).await;
+        }
+    }
+
+    /// A permit, when the account is not paused and more than `reserve` places are free; else
+    /// the instant to look again.
+    fn try_grant(&self, reserve: usize) -> Result<Permit<'_>, Instant> {
+        let now = Instant::now();
+        if let Some(until) = self.pause().until.filter(|until| *until > now) {
+            return Err(until);
+        }
+        let mut slots = self.slots();
+        let window = self.window;
+        slots
+            .slots
+            .retain(|s| !(s.done && now.duration_since(s.at) >= window));
+        if slots.slots.len() + reserve.min(self.max - 1) < self.max {
+            let id = slots.next_id;
+            slots.next_id += 1;
+            slots.slots.push_back(Slot {
+                id,
+                at: now,
+                done: false,
+            });
+            return Ok(Permit {
+                limiter: self,
+                id,
+                at: now,
+            });
+        }
+        // The place the waiter needs frees when enough finished requests leave the window.
+        let mut ends: Vec<Instant> = slots
+            .slots
+            .iter()
+            .filter(|s| s.done)
+            .map(|s| s.at + window)
+            .collect();
+        ends.sort_unstable();
+        let needed = slots.slots.len() + reserve.min(self.max - 1) + 1 - self.max;
+        // Every counted request still in flight (or not enough finished): look again shortly.
+        Err(ends
+            .get(needed - 1)
+            .copied()
+            .unwrap_or(now + Duration::from_millis(5)))
     }
 
     /// A request let go at `granted_at` got a 429: pause the account. Returns the pause begun,
@@ -241,6 +266,42 @@ mod tests {
         // And no slower than needed: 30 grants of 7 per window need exactly 4 more windows.
         let last = instants.iter().max().copied().expect("grants");
         assert_eq!(last.duration_since(start), WINDOW * 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_work_leaves_places_and_lets_others_pass() {
+        let limiter = Arc::new(RateLimiter::new(7, WINDOW));
+        let start = Instant::now();
+        // Background requests with a reserve of 2: five go at once, the sixth waits.
+        let mut background = Vec::new();
+        for _ in 0..6 {
+            let limiter = limiter.clone();
+            background.push(tokio::spawn(
+                async move { limiter.acquire_leaving(2).await.at },
+            ));
+            tokio::task::yield_now().await;
+        }
+        tokio::task::yield_now().await;
+        // Two ordinary requests asked after them still go at once: the reserve was theirs.
+        let urgent_a = limiter.acquire().await.at;
+        let urgent_b = limiter.acquire().await.at;
+        assert_eq!(urgent_a, start);
+        assert_eq!(urgent_b, start);
+        let mut grants = Vec::new();
+        for handle in background {
+            grants.push(handle.await.expect("task"));
+        }
+        grants.sort();
+        assert!(grants[..5].iter().all(|at| *at == start), "{grants:?}");
+        // The sixth waits until three places are free again (7 taken, 2 kept): one window.
+        assert_eq!(grants[5].duration_since(start), WINDOW);
+        let mut all = grants.clone();
+        all.extend([urgent_a, urgent_b]);
+        assert_eq!(max_in_window(&all, WINDOW), 7);
+        // A reserve as large as the window still lets work through, one at a time.
+        let lone = RateLimiter::new(3, WINDOW);
+        let at = lone.acquire_leaving(10).await.at;
+        assert_eq!(at, Instant::now());
     }
 
     #[tokio::test(start_paused = true)]

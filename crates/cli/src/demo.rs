@@ -763,6 +763,8 @@ struct Outbox {
     transcripts_saved: u64,
     tasks_created: u64,
     tasks_skipped: u64,
+    /// Leads created for known clients by the repeat-client action (C4).
+    repeat_leads_created: u64,
     /// Per entry: when its last call record was written (Unix ms).
     written_at: HashMap<String, i64>,
     parked: Vec<Value>,
@@ -800,6 +802,7 @@ async fn read_outbox(store: &Store, vpbx: &Vpbx) -> Result<Outbox> {
             "transcript" if answer["note_id"].is_u64() => out.transcripts_saved += 1,
             "task" if answer["task_id"].is_u64() => out.tasks_created += 1,
             "task" => out.tasks_skipped += 1,
+            "lead" if answer["repeat_client"] == "lead created" => out.repeat_leads_created += 1,
             _ => {}
         }
     }
@@ -1143,6 +1146,7 @@ impl Report<'_> {
             "transcripts_awaiting_mango": o.awaiting_mango,
             "tasks_created": o.tasks_created,
             "tasks_skipped_existing": o.tasks_skipped,
+            "repeat_client_leads_created": o.repeat_leads_created,
             "parked": o.parked,
             "pending": o.pending,
             "crm": {

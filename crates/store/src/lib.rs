@@ -18,7 +18,7 @@ mod outbox;
 mod schema;
 
 pub use appender::Appender;
-pub use outbox::{CrmStatus, OutboxCounts, OutboxItem};
+pub use outbox::{AddedItem, CrmStatus, Lane, OutboxCounts, OutboxItem};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{

@@ -27,6 +27,34 @@ pub struct OutboxItem {
     pub done_at_ms: Option<i64>,
 }
 
+/// The items a delivery lane takes: calls are sent as soon as they are due; follow-ups (tasks,
+/// transcripts, leads of repeat clients) can wait behind them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    All,
+    Calls,
+    FollowUps,
+}
+
+impl Lane {
+    /// The lane's `AND ...` condition on `kind` (empty for all).
+    fn condition(self) -> &'static str {
+        match self {
+            Lane::All => "",
+            Lane::Calls => " AND kind = 'call'",
+            Lane::FollowUps => " AND kind <> 'call'",
+        }
+    }
+}
+
+/// A follow-up item added while another item is finished ([`Store::complete_and_add`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddedItem {
+    pub tenant_id: String,
+    pub entry_id: String,
+    pub item: crate::NewOutboxItem,
+}
+
 /// Items of a tenant by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct OutboxCounts {
@@ -138,13 +166,27 @@ impl Store {
         fresh: i64,
         retries: i64,
     ) -> Result<Vec<OutboxItem>> {
+        self.due_items_in(tenant_id, Lane::All, now_ms, fresh, retries)
+            .await
+    }
+
+    /// [`Store::due_items`] of one delivery lane.
+    pub async fn due_items_in(
+        &self,
+        tenant_id: &str,
+        lane: Lane,
+        now_ms: i64,
+        fresh: i64,
+        retries: i64,
+    ) -> Result<Vec<OutboxItem>> {
+        let kinds = lane.condition();
         let sql_fresh = format!(
             "SELECT {ITEM_COLUMNS} FROM outbox WHERE tenant_id = $1 AND state = 'pending' AND attempts = 0 \
-             AND next_attempt_at_ms <= $2 ORDER BY created_at_ms, item_key LIMIT $3"
+             AND next_attempt_at_ms <= $2{kinds} ORDER BY created_at_ms, item_key LIMIT $3"
         );
         let sql_retry = format!(
             "SELECT {ITEM_COLUMNS} FROM outbox WHERE tenant_id = $1 AND state = 'pending' AND attempts > 0 \
-             AND next_attempt_at_ms <= $2 ORDER BY next_attempt_at_ms, item_key LIMIT $3"
+             AND next_attempt_at_ms <= $2{kinds} ORDER BY next_attempt_at_ms, item_key LIMIT $3"
         );
         let mut rows: Vec<ItemRow> = Vec::new();
         with_db!(self.db(), pool => {
@@ -233,13 +275,44 @@ impl Store {
         Ok(())
     }
 
+    /// Clears the in-flight mark of items the CRM answered for without changing anything (such
+    /// as a call of a client it does not know): sending them again needs no check first.
+    pub async fn unmark_sending(&self, item_keys: &[String]) -> Result<()> {
+        if item_keys.is_empty() {
+            return Ok(());
+        }
+        with_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            for key in item_keys {
+                sqlx::query("UPDATE outbox SET sent_at_ms = NULL WHERE item_key = $1 AND state = 'pending'")
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     /// Records the CRM's answers and finishes the items, in one transaction.
     pub async fn complete_items(
         &self,
         done: &[(String, serde_json::Value)],
         now_ms: i64,
     ) -> Result<()> {
-        if done.is_empty() {
+        self.complete_and_add(done, &[], now_ms).await
+    }
+
+    /// Finishes the `done` items and adds follow-up items, in one transaction, so work found
+    /// while finishing an item (the repeat-client lead of a written call) cannot be lost between
+    /// the two. An added item whose key exists already is left as it is.
+    pub async fn complete_and_add(
+        &self,
+        done: &[(String, serde_json::Value)],
+        added: &[AddedItem],
+        now_ms: i64,
+    ) -> Result<()> {
+        if done.is_empty() && added.is_empty() {
             return Ok(());
         }
         with_db!(self.db(), pool => {
@@ -251,6 +324,20 @@ impl Store {
                 )
                 .bind(key)
                 .bind(answer.to_string())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for added in added {
+                sqlx::query(
+                    "INSERT INTO outbox (item_key, tenant_id, entry_id, kind, payload, state, attempts, next_attempt_at_ms, created_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6) ON CONFLICT (item_key) DO NOTHING",
+                )
+                .bind(&added.item.item_key)
+                .bind(&added.tenant_id)
+                .bind(&added.entry_id)
+                .bind(&added.item.kind)
+                .bind(added.item.payload.to_string())
                 .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;

@@ -1,7 +1,9 @@
 //! Store tests. They run on SQLite always, and on PostgreSQL too when
 //! `CALLBRIDGE_TEST_POSTGRES_URL` is set (each test gets a fresh database there).
 
-use callbridge_store::{Appended, Appender, NewEvent, NewOutboxItem, Store, TenantRow};
+use callbridge_store::{
+    AddedItem, Appended, Appender, Lane, NewEvent, NewOutboxItem, Store, TenantRow,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -341,4 +343,88 @@ async fn a_non_postgres_url_is_refused_without_showing_the_password() {
         err.contains("mysql://u:***@host/db") && !err.contains("secret"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn lanes_split_calls_from_follow_ups_and_a_finished_call_adds_its_follow_up_once() {
+    for store in stores("lanes").await {
+        let b = store.backend();
+        let item = |key: &str, kind: &str| NewOutboxItem {
+            item_key: key.into(),
+            kind: kind.into(),
+            payload: serde_json::json!({}),
+        };
+        let items = vec![item("t/e1/0/call", "call"), item("t/e1/0/task", "task")];
+        assert!(store
+            .save_plan("t", "e1", "summary", &serde_json::json!({}), &items, 100)
+            .await
+            .unwrap());
+        let keys = |items: Vec<callbridge_store::OutboxItem>| -> Vec<String> {
+            items.into_iter().map(|i| i.item_key).collect()
+        };
+        let calls = store
+            .due_items_in("t", Lane::Calls, 200, 10, 10)
+            .await
+            .unwrap();
+        assert_eq!(keys(calls), vec!["t/e1/0/call"], "{b}");
+        let follow = store
+            .due_items_in("t", Lane::FollowUps, 200, 10, 10)
+            .await
+            .unwrap();
+        assert_eq!(keys(follow), vec!["t/e1/0/task"], "{b}");
+        assert_eq!(store.due_items("t", 200, 10, 10).await.unwrap().len(), 2);
+
+        // A definite "not written" clears the in-flight mark.
+        let call_key = vec!["t/e1/0/call".to_string()];
+        store.mark_sending(&call_key, 150).await.unwrap();
+        store.unmark_sending(&call_key).await.unwrap();
+        let call = store.outbox_item("t/e1/0/call").await.unwrap().unwrap();
+        assert_eq!(call.sent_at_ms, None, "{b}");
+
+        let lead = AddedItem {
+            tenant_id: "t".into(),
+            entry_id: "e1".into(),
+            item: NewOutboxItem {
+                item_key: "t/e1/0/lead".into(),
+                kind: "lead".into(),
+                payload: serde_json::json!({"call_item": "t/e1/0/call"}),
+            },
+        };
+        let done = vec![("t/e1/0/call".to_string(), serde_json::json!({"note_id": 1}))];
+        store
+            .complete_and_add(&done, std::slice::from_ref(&lead), 300)
+            .await
+            .unwrap();
+        // Again (a replay after a crash): the item exists and is left as it is.
+        store.complete_and_add(&done, &[lead], 400).await.unwrap();
+        let call = store.outbox_item("t/e1/0/call").await.unwrap().unwrap();
+        assert_eq!(
+            (call.state.as_str(), call.done_at_ms),
+            ("done", Some(300)),
+            "{b}"
+        );
+        let added = store.outbox_item("t/e1/0/lead").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                added.state.as_str(),
+                added.kind.as_str(),
+                added.created_at_ms
+            ),
+            ("pending", "lead", 300),
+            "{b}"
+        );
+        assert_eq!(added.payload["call_item"], "t/e1/0/call", "{b}");
+        let follow = store
+            .due_items_in("t", Lane::FollowUps, 500, 10, 10)
+            .await
+            .unwrap();
+        assert_eq!(keys(follow), vec!["t/e1/0/task", "t/e1/0/lead"], "{b}");
+        assert!(store
+            .due_items_in("t", Lane::Calls, 500, 10, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let entry = store.entry("t", "e1").await.unwrap().unwrap();
+        assert_eq!(entry.outbox.len(), 3, "{b}");
+    }
 }

@@ -1,8 +1,10 @@
-//! Follow-ups of a call: missed-call tasks (M5) and transcripts (C2), written on the entity where
-//! their call landed. A round's follow-ups go together: one task search and one task creation per
+//! Follow-ups of a call: missed-call tasks (M5), transcripts (C2) and the repeat-client lead (C4),
+//! written on the entity where their call landed. They run in their own lane, on a handle of the
+//! account that leaves places of its window to calls. A round's follow-ups go together: one task search and one task creation per
 //! 50 entities, one Mango request for all transcripts, one note request per 50 transcripts, where
 //! one item at a time would cost the account two requests each.
 
+use super::Call;
 use super::{answer_for, backoff_ms, chunks_of, landed_entity, RoundError, TenantDelivery};
 use super::{TRANSCRIPT_ATTEMPTS, WAIT_FOR_CALL_MS};
 use crate::state::now_ms;
@@ -21,12 +23,35 @@ struct Ready {
 impl TenantDelivery {
     /// Transcripts and tasks: written where their call landed, each kind in batches.
     pub(super) async fn deliver_followups(&self, items: Vec<OutboxItem>) -> Result<(), RoundError> {
+        let store = &self.state.store;
         let mut tasks = Vec::new();
         let mut transcripts = Vec::new();
+        let mut leads = Vec::new();
         for item in items {
+            if !matches!(item.kind.as_str(), "task" | "transcript" | "lead") {
+                store
+                    .park_item(
+                        &item.item_key,
+                        &format!("unknown outbox item kind {:?}", item.kind),
+                    )
+                    .await?;
+                continue;
+            }
             let Some((entity_type, entity_id)) = self.followup_target(&item).await? else {
                 continue;
             };
+            if item.kind == "lead" {
+                match Call::read(item) {
+                    Ok(mut call) => {
+                        call.progress.landed = Some(
+                            json!({"entity_type": entity_type.as_str(), "entity_id": entity_id}),
+                        );
+                        leads.push(call);
+                    }
+                    Err((key, why)) => store.park_item(&key, &why).await?,
+                }
+                continue;
+            }
             let ready = Ready {
                 item,
                 entity_type,
@@ -37,6 +62,10 @@ impl TenantDelivery {
             } else {
                 tasks.push(ready);
             }
+        }
+        if !leads.is_empty() {
+            self.ensure_lease()?;
+            self.repeat_actions(leads).await?;
         }
         if !tasks.is_empty() {
             self.ensure_lease()?;
@@ -205,7 +234,7 @@ impl TenantDelivery {
             }
             let keys: Vec<String> = chunk.iter().map(|(r, _)| r.item.item_key.clone()).collect();
             store.mark_sending(&keys, now_ms()).await?;
-            match self.client.create_tasks(&requests).await {
+            match self.background.create_tasks(&requests).await {
                 Ok(created) => {
                     let done: Vec<(String, Value)> = chunk
                         .iter()
@@ -249,7 +278,7 @@ impl TenantDelivery {
         let mut owners = HashMap::new();
         let contacts = wanted(EntityType::Contacts);
         if !contacts.is_empty() {
-            if let Ok(found) = self.client.contacts_by_ids(&contacts).await {
+            if let Ok(found) = self.background.contacts_by_ids(&contacts).await {
                 for c in found {
                     if let Some(owner) = c.responsible_user_id {
                         owners.insert((EntityType::Contacts.as_str(), c.id), owner);
@@ -259,7 +288,7 @@ impl TenantDelivery {
         }
         let leads = wanted(EntityType::Leads);
         if !leads.is_empty() {
-            if let Ok(found) = self.client.leads_by_ids(&leads).await {
+            if let Ok(found) = self.background.leads_by_ids(&leads).await {
                 for l in found {
                     if let Some(owner) = l.responsible_user_id {
                         owners.insert((EntityType::Leads.as_str(), l.id), owner);
@@ -382,7 +411,7 @@ impl TenantDelivery {
                 let keys: Vec<String> =
                     chunk.iter().map(|(r, _)| r.item.item_key.clone()).collect();
                 store.mark_sending(&keys, now_ms()).await?;
-                match self.client.add_notes(entity_type, &notes).await {
+                match self.background.add_notes(entity_type, &notes).await {
                     Ok(created) => {
                         let done: Vec<(String, Value)> = chunk
                             .iter()

@@ -35,7 +35,7 @@ use callbridge_amocrm::{
 };
 use callbridge_core::cards::CardAction;
 use callbridge_mango::api::VpbxClient;
-use callbridge_store::OutboxItem;
+use callbridge_store::{AddedItem, Lane, NewOutboxItem, OutboxItem};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -51,6 +51,12 @@ const LEASE_SAFETY_MS: i64 = 5_000;
 /// Items a round takes: fresh ones, and at most this many retries.
 const FRESH_PER_ROUND: i64 = 200;
 const RETRIES_PER_ROUND: i64 = 10;
+/// Places of the account's 7 a second that follow-ups (tasks, transcripts, repeat-client leads)
+/// leave free for calls: a call's request never queues behind more than a few of them.
+const FOLLOWUP_RESERVE: usize = 3;
+/// The follow-up lane gathers work at least this long between rounds, so its requests carry
+/// more items each.
+const FOLLOWUP_ROUND_MS: u64 = 1_000;
 /// amoCRM's documented batch limit.
 const BATCH: usize = 50;
 /// Call batches of one round sent concurrently (the limiter still paces them).
@@ -113,6 +119,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
             let delivery = TenantDelivery {
                 state: state.clone(),
                 tenant: tenant.clone(),
+                background: client.background(FOLLOWUP_RESERVE),
                 client,
                 vpbx: VpbxClient::with_base_url(
                     &state.mango_api_url,
@@ -161,6 +168,8 @@ struct TenantDelivery {
     state: Arc<AppState>,
     tenant: Arc<Tenant>,
     client: AmoClient,
+    /// The same account for follow-ups: leaves [`FOLLOWUP_RESERVE`] places of the window to calls.
+    background: AmoClient,
     /// The tenant's Mango API, for transcripts (one client, so its rate limits hold).
     vpbx: Result<VpbxClient, String>,
     holder: String,
@@ -206,12 +215,32 @@ struct Progress {
     /// The CRM said it does not know the client.
     #[serde(default)]
     new_client: bool,
-    /// The call is written (amoCRM's answer) but its repeat-client action has not run yet.
+    /// Where the call went (a `lead` follow-up reads it from its call item; not stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     landed: Option<Value>,
 }
 
 impl Call {
+    /// A call item's record and its progress so far; the item's key and the reason when its
+    /// record cannot be read.
+    fn read(item: OutboxItem) -> Result<Call, (String, String)> {
+        match serde_json::from_value::<CallWork>(item.payload["record"].clone()) {
+            Ok(work) => {
+                let progress = item
+                    .crm_response
+                    .clone()
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .unwrap_or_default();
+                Ok(Call {
+                    item,
+                    work,
+                    progress,
+                })
+            }
+            Err(e) => Err((item.item_key, format!("unreadable call record: {e}"))),
+        }
+    }
+
     /// Whether the written call still has a repeat-client action to run (C4): the client was
     /// known to the CRM (not created for this call) and the action asks for a lead.
     fn needs_repeat_action(&self) -> bool {
@@ -230,21 +259,12 @@ struct Call {
     progress: Progress,
 }
 
-/// What sending calls left to do.
-#[derive(Default)]
-struct Sent {
-    /// Calls whose client the CRM does not know (C4 new client).
-    unknown: Vec<Call>,
-    /// Written calls whose repeat-client action is still to run.
-    landed: Vec<Call>,
-}
-
 impl TenantDelivery {
     fn tenant_id(&self) -> &str {
         &self.tenant.row.id
     }
 
-    async fn run(self, mut stop: watch::Receiver<bool>) {
+    async fn run(self, stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let cards = tokio::spawn(this.clone().deliver_cards(stop.clone()));
         let _ = this
@@ -253,28 +273,54 @@ impl TenantDelivery {
             .set_crm_status(this.tenant_id(), "ok", "", now_ms())
             .await;
         let renewer = tokio::spawn(this.clone().keep_lease(stop.clone()));
+        let followups = tokio::spawn(this.clone().lane(Lane::FollowUps, stop.clone()));
+        this.clone().lane(Lane::Calls, stop.clone()).await;
+        let _ = followups.await;
+        renewer.abort();
+        let _ = renewer.await;
+        this.lease_until.store(0, Ordering::SeqCst);
+        let _ = this
+            .state
+            .store
+            .release_lease(this.tenant_id(), &this.holder)
+            .await;
+        cards.abort();
+    }
+
+    /// Runs one lane's rounds until shutdown, or until the connection is broken or blocked.
+    async fn lane(self: Arc<Self>, lane: Lane, mut stop: watch::Receiver<bool>) {
+        let idle = match lane {
+            Lane::FollowUps => Duration::from_millis(FOLLOWUP_ROUND_MS),
+            _ => Duration::from_millis(100),
+        };
         loop {
             if *stop.borrow() {
                 break;
             }
-            if !this.lease_ok() {
+            if !self.lease_ok() {
                 if wait(&mut stop, Duration::from_millis(500)).await {
                     break;
                 }
                 continue;
             }
-            match this.round().await {
-                Ok(true) => {}
-                Ok(false) => {
-                    if wait(&mut stop, Duration::from_millis(100)).await {
+            let started = tokio::time::Instant::now();
+            let result = match lane {
+                Lane::FollowUps => self.followup_round().await,
+                _ => self.round().await,
+            };
+            match result {
+                Ok(true) if lane == Lane::Calls => {}
+                Ok(_) => {
+                    let rest = idle.saturating_sub(started.elapsed());
+                    if wait(&mut stop, rest.max(Duration::from_millis(100))).await {
                         break;
                     }
                 }
                 Err(RoundError::LeaseLost) => {
-                    tracing::info!(tenant = %this.tenant_id(), "delivery lease lost mid-round; pausing");
+                    tracing::info!(tenant = %self.tenant_id(), "delivery lease lost mid-round; pausing");
                 }
                 Err(RoundError::Store(e)) => {
-                    tracing::warn!(tenant = %this.tenant_id(), "outbox: {e}");
+                    tracing::warn!(tenant = %self.tenant_id(), "outbox: {e}");
                     if wait(&mut stop, Duration::from_secs(1)).await {
                         break;
                     }
@@ -287,13 +333,13 @@ impl TenantDelivery {
                             "amoCRM answered 403: the account or IP is blocked; contact amoCRM support, then save the tenant again".to_string(),
                         ),
                     };
-                    tracing::error!(tenant = %this.tenant_id(), state, "CRM delivery stopped: {detail}");
+                    tracing::error!(tenant = %self.tenant_id(), state, "CRM delivery stopped: {detail}");
                     metrics::counter!("callbridge_crm_connection_stopped_total", "state" => state)
                         .increment(1);
-                    let _ = this
+                    let _ = self
                         .state
                         .store
-                        .set_crm_status(this.tenant_id(), state, &detail, now_ms())
+                        .set_crm_status(self.tenant_id(), state, &detail, now_ms())
                         .await;
                     // Wait for the tenant to be changed (the supervisor restarts us) or shutdown.
                     while !*stop.borrow() {
@@ -305,15 +351,6 @@ impl TenantDelivery {
                 }
             }
         }
-        renewer.abort();
-        let _ = renewer.await;
-        this.lease_until.store(0, Ordering::SeqCst);
-        let _ = this
-            .state
-            .store
-            .release_lease(this.tenant_id(), &this.holder)
-            .await;
-        cards.abort();
     }
 
     /// Takes and keeps the tenant's lease, renewing it well before it expires, independently of
@@ -360,42 +397,29 @@ impl TenantDelivery {
         now_ms() < self.lease_until.load(Ordering::SeqCst)
     }
 
-    /// One round: whatever is due. True when something was done.
+    /// One round of the call lane: the calls that are due. True when something was done.
     async fn round(&self) -> Result<bool, RoundError> {
         let store = &self.state.store;
         let now = now_ms();
         let items = store
-            .due_items(self.tenant_id(), now, FRESH_PER_ROUND, RETRIES_PER_ROUND)
+            .due_items_in(
+                self.tenant_id(),
+                Lane::Calls,
+                now,
+                FRESH_PER_ROUND,
+                RETRIES_PER_ROUND,
+            )
             .await?;
         if items.is_empty() {
             return Ok(false);
         }
         let mut calls = Vec::new();
-        let mut followups = Vec::new();
         for item in items {
             match item.kind.as_str() {
-                "call" => {
-                    match serde_json::from_value::<CallWork>(item.payload["record"].clone()) {
-                        Ok(work) => {
-                            let progress = item
-                                .crm_response
-                                .clone()
-                                .and_then(|v| serde_json::from_value(v).ok())
-                                .unwrap_or_default();
-                            calls.push(Call {
-                                item,
-                                work,
-                                progress,
-                            });
-                        }
-                        Err(e) => {
-                            store
-                                .park_item(&item.item_key, &format!("unreadable call record: {e}"))
-                                .await?
-                        }
-                    }
-                }
-                "transcript" | "task" => followups.push(item),
+                "call" => match Call::read(item) {
+                    Ok(call) => calls.push(call),
+                    Err((key, why)) => store.park_item(&key, &why).await?,
+                },
                 other => {
                     store
                         .park_item(
@@ -409,10 +433,26 @@ impl TenantDelivery {
         if !calls.is_empty() {
             self.deliver_calls(calls).await?;
         }
-        if !followups.is_empty() {
-            self.ensure_lease()?;
-            self.deliver_followups(followups).await?;
+        Ok(true)
+    }
+
+    /// One round of the follow-up lane: tasks, transcripts and repeat-client leads that are due.
+    async fn followup_round(&self) -> Result<bool, RoundError> {
+        let items = self
+            .state
+            .store
+            .due_items_in(
+                self.tenant_id(),
+                Lane::FollowUps,
+                now_ms(),
+                FRESH_PER_ROUND,
+                RETRIES_PER_ROUND,
+            )
+            .await?;
+        if items.is_empty() {
+            return Ok(false);
         }
+        self.deliver_followups(items).await?;
         Ok(true)
     }
 
@@ -420,13 +460,7 @@ impl TenantDelivery {
         let now = now_ms();
         let mut ready = Vec::new();
         let mut uncertain = Vec::new();
-        let mut repeats = Vec::new();
         for call in calls {
-            if call.progress.landed.is_some() {
-                // Written; only its repeat-client action is left.
-                repeats.push(call);
-                continue;
-            }
             match call.item.sent_at_ms {
                 Some(sent) if call.item.kind == "call" => {
                     if now - sent < IN_FLIGHT_GRACE_MS {
@@ -450,9 +484,7 @@ impl TenantDelivery {
         }
         if !uncertain.is_empty() {
             self.ensure_lease()?;
-            let settled = self.settle_uncertain(uncertain).await?;
-            ready.extend(settled.unknown);
-            repeats.extend(settled.landed);
+            ready.extend(self.settle_uncertain(uncertain).await?);
         }
         let mut to_send = Vec::new();
         let mut new_clients = Vec::new();
@@ -470,29 +502,46 @@ impl TenantDelivery {
                     .await?;
                 continue;
             }
-            if call.progress.new_client {
+            let created = call.progress.contact_id.is_some() || call.progress.lead_id.is_some();
+            if call.progress.new_client && !created {
                 new_clients.push(call);
             } else {
                 to_send.push(call);
             }
         }
         // Every call goes out first; amoCRM's answer says whether the client is new, and where
-        // a known client's call landed, which is what the repeat-client action needs.
-        let sent = self.send_calls(to_send).await?;
-        new_clients.extend(sent.unknown);
-        repeats.extend(sent.landed);
+        // a known client's call landed, which is what the repeat-client action needs. Calls
+        // whose client was created in the previous round go out with them.
+        let unknown = self.send_calls(to_send).await?;
+        let mut again = Vec::new();
+        for call in unknown {
+            if call.progress.contact_id.is_some() || call.progress.lead_id.is_some() {
+                again.push(call);
+            } else {
+                new_clients.push(call);
+            }
+        }
+        for call in again {
+            self.state
+                .store
+                .retry_item(
+                    &call.item.item_key,
+                    "amoCRM did not find the contact just created; trying again",
+                    now_ms() + 2_000,
+                    false,
+                    true,
+                )
+                .await?;
+        }
         if !new_clients.is_empty() {
             self.new_clients(new_clients).await?;
-        }
-        if !repeats.is_empty() {
-            self.repeat_actions(repeats).await?;
         }
         Ok(())
     }
 
     /// Items marked in flight whose answer was never recorded: done if the CRM has a call note
     /// with their `uniq`, else sent again.
-    async fn settle_uncertain(&self, calls: Vec<Call>) -> Result<Sent, RoundError> {
+    async fn settle_uncertain(&self, calls: Vec<Call>) -> Result<Vec<Call>, RoundError> {
         let since = calls
             .iter()
             .filter_map(|c| c.item.sent_at_ms)
@@ -521,34 +570,55 @@ impl TenantDelivery {
                 Err(e) => {
                     let items: Vec<&OutboxItem> = calls.iter().map(|c| &c.item).collect();
                     self.failed(&items, e, true).await?;
-                    return Ok(Sent::default());
+                    return Ok(Vec::new());
                 }
             }
         }
-        let mut out = Sent::default();
+        let mut again = Vec::new();
         let mut done = Vec::new();
-        for mut call in calls {
+        let mut added = Vec::new();
+        for call in calls {
             match found.remove(&call.item.item_key) {
-                Some(answer) if call.needs_repeat_action() => {
-                    call.progress.landed = Some(answer);
-                    self.state
-                        .store
-                        .save_progress(&call.item.item_key, &json!(call.progress))
-                        .await?;
-                    out.landed.push(call);
-                }
                 Some(mut answer) => {
                     answer["reasons"] = json!(call.work.reasons);
+                    added.extend(self.repeat_followup(&call));
                     done.push((call.item.item_key.clone(), answer));
                 }
-                None => out.unknown.push(call),
+                None => again.push(call),
             }
         }
-        if !done.is_empty() || !out.landed.is_empty() {
-            tracing::info!(tenant = %self.tenant_id(), n = done.len() + out.landed.len(), "calls found in the CRM after an interrupted attempt");
-            self.state.store.complete_items(&done, now_ms()).await?;
+        if !done.is_empty() {
+            tracing::info!(tenant = %self.tenant_id(), n = done.len(), "calls found in the CRM after an interrupted attempt");
+            self.state
+                .store
+                .complete_and_add(&done, &added, now_ms())
+                .await?;
         }
-        Ok(out)
+        Ok(again)
+    }
+
+    /// The follow-up item that runs a written call's repeat-client action, if it has one.
+    fn repeat_followup(&self, call: &Call) -> Option<AddedItem> {
+        if !call.needs_repeat_action() {
+            return None;
+        }
+        let key = match call.item.item_key.strip_suffix("/call") {
+            Some(stem) => format!("{stem}/lead"),
+            None => format!("{}/lead", call.item.item_key),
+        };
+        Some(AddedItem {
+            tenant_id: self.tenant_id().to_string(),
+            entry_id: call.item.entry_id.clone(),
+            item: NewOutboxItem {
+                item_key: key,
+                kind: "lead".into(),
+                payload: json!({
+                    "call_item": call.item.item_key,
+                    "record": call.item.payload["record"],
+                    "reasons": ["C4"],
+                }),
+            },
+        })
     }
 
     /// Runs the repeat-client action. False: the CRM does not know the client.
@@ -556,7 +626,7 @@ impl TenantDelivery {
         let Some(entities) = call.work.entities.clone() else {
             return Ok(true);
         };
-        let contacts = self.client.find_contacts_by_phone(phone).await?;
+        let contacts = self.background.find_contacts_by_phone(phone).await?;
         let Some(contact) = contacts.first() else {
             return Ok(false);
         };
@@ -566,7 +636,7 @@ impl TenantDelivery {
                 let leads = if contact.lead_ids.is_empty() {
                     Vec::new()
                 } else {
-                    self.client.leads_by_ids(&contact.lead_ids).await?
+                    self.background.leads_by_ids(&contact.lead_ids).await?
                 };
                 !leads.iter().any(|l| l.is_open())
             }
@@ -597,28 +667,26 @@ impl TenantDelivery {
 
     /// Sends calls in batches. Returns the ones whose client the CRM does not know, and the
     /// written ones whose repeat-client action is still to run.
-    async fn send_calls(&self, calls: Vec<Call>) -> Result<Sent, RoundError> {
+    async fn send_calls(&self, calls: Vec<Call>) -> Result<Vec<Call>, RoundError> {
         use futures::StreamExt;
         let batches = chunks_of(calls);
         // A few batches in flight at once: the database work and the CRM's answer time of one
         // overlap the others', so the account's limit, not our latency, sets the pace.
-        let results: Vec<Result<Sent, RoundError>> = futures::stream::iter(batches)
+        let results: Vec<Result<Vec<Call>, RoundError>> = futures::stream::iter(batches)
             .map(|batch| self.send_batch(batch))
             .buffer_unordered(BATCHES_IN_FLIGHT)
             .collect()
             .await;
-        let mut out = Sent::default();
+        let mut unknown = Vec::new();
         for result in results {
-            let sent = result?;
-            out.unknown.extend(sent.unknown);
-            out.landed.extend(sent.landed);
+            unknown.extend(result?);
         }
-        Ok(out)
+        Ok(unknown)
     }
 
-    /// Sends one batch (≤ 50).
-    async fn send_batch(&self, batch: Vec<Call>) -> Result<Sent, RoundError> {
-        let mut out = Sent::default();
+    /// Sends one batch (≤ 50). Returns the calls whose client the CRM does not know.
+    async fn send_batch(&self, batch: Vec<Call>) -> Result<Vec<Call>, RoundError> {
+        let mut unknown = Vec::new();
         let mut queue = vec![batch];
         while let Some(batch) = queue.pop() {
             self.ensure_lease()?;
@@ -635,37 +703,37 @@ impl TenantDelivery {
                         .map(|c| (c.item.item_key.clone(), c))
                         .collect();
                     let mut done = Vec::new();
+                    let mut added = Vec::new();
                     for created in &outcome.created {
-                        if let Some(mut call) = by_key.remove(&created.request_id) {
-                            let answer = json!({
-                                "note_id": created.id,
-                                "entity_id": created.entity_id,
-                                "entity_type": plural(&created.entity_type),
-                                "contact_id": call.progress.contact_id,
-                                "lead_id": call.progress.lead_id,
-                                "reasons": call.work.reasons,
-                            });
-                            if call.needs_repeat_action() {
-                                call.progress.landed = Some(answer);
-                                self.state
-                                    .store
-                                    .save_progress(&call.item.item_key, &json!(call.progress))
-                                    .await?;
-                                out.landed.push(call);
-                            } else {
-                                done.push((call.item.item_key.clone(), answer));
-                            }
+                        if let Some(call) = by_key.remove(&created.request_id) {
+                            added.extend(self.repeat_followup(&call));
+                            done.push((
+                                call.item.item_key.clone(),
+                                json!({
+                                    "note_id": created.id,
+                                    "entity_id": created.entity_id,
+                                    "entity_type": plural(&created.entity_type),
+                                    "contact_id": call.progress.contact_id,
+                                    "lead_id": call.progress.lead_id,
+                                    "reasons": call.work.reasons,
+                                }),
+                            ));
                         }
                     }
-                    self.state.store.complete_items(&done, now_ms()).await?;
+                    self.state
+                        .store
+                        .complete_and_add(&done, &added, now_ms())
+                        .await?;
                     metrics::counter!("callbridge_crm_calls_written_total")
                         .increment(done.len() as u64);
                     for key in &outcome.not_found {
                         if let Some(mut call) = by_key.remove(key) {
                             call.progress.new_client = true;
-                            out.unknown.push(call);
+                            unknown.push(call);
                         }
                     }
+                    // Not written: the next attempt needs no look in the CRM first.
+                    self.state.store.unmark_sending(&outcome.not_found).await?;
                     for err in &outcome.other_errors {
                         let key = err.request_id.clone().unwrap_or_default();
                         if let Some(call) = by_key.remove(&key) {
@@ -726,18 +794,22 @@ impl TenantDelivery {
                 }
             }
         }
-        Ok(out)
+        Ok(unknown)
     }
 
-    /// Calls of clients the CRM does not know: the new-client action, then the call.
+    /// Calls of clients the CRM does not know: the new-client action. The created ids are kept
+    /// as progress and the calls stay due: they go out with the next round's first batch
+    /// (amoCRM attaches them to the contact, or to its single new lead), one request less than
+    /// sending them again here.
     async fn new_clients(&self, calls: Vec<Call>) -> Result<(), RoundError> {
         let store = &self.state.store;
-        let mut contact_first = Vec::new();
         // One client, one contact: a second record creating the same client in this round waits
         // for the first and then finds the client as a repeat one.
         let mut creating: HashSet<String> = HashSet::new();
         let mut new_contacts: Vec<Call> = Vec::new();
         let mut new_leads: Vec<Call> = Vec::new();
+        // Records waiting for another record to create their client.
+        let mut waiting: Vec<(Call, &'static str)> = Vec::new();
         for mut call in calls {
             self.ensure_lease()?;
             let phone = call.work.client_phone.clone().unwrap_or_default();
@@ -746,33 +818,17 @@ impl TenantDelivery {
                 && !creating.insert(last_ten_digits(&phone))
             {
                 call.progress.new_client = false;
-                store
-                    .save_progress(&call.item.item_key, &json!(call.progress))
-                    .await?;
-                store
-                    .retry_item(
-                        &call.item.item_key,
-                        "the same client is being created by another record",
-                        now_ms() + WAIT_FOR_CALL_MS,
-                        false,
-                        false,
-                    )
-                    .await?;
+                waiting.push((call, "the same client is being created by another record"));
                 continue;
             }
             let Some(entities) = call.work.entities.clone() else {
                 // Only the record that creates the entry's entities creates the client; the others
                 // wait for it, if there is one still to be written.
                 if self.sibling_creates_client(&call.item).await? {
-                    store
-                        .retry_item(
-                            &call.item.item_key,
-                            "waiting for the entry's first record to create the client",
-                            now_ms() + WAIT_FOR_CALL_MS,
-                            false,
-                            false,
-                        )
-                        .await?;
+                    waiting.push((
+                        call,
+                        "waiting for the entry's first record to create the client",
+                    ));
                 } else {
                     store
                         .park_item(
@@ -786,8 +842,10 @@ impl TenantDelivery {
             call.progress.new_client = true;
             match entities.new_client.as_str() {
                 "contact" | "contact_and_lead" if call.progress.contact_id.is_some() => {
-                    // Created by an earlier attempt; amoCRM did not find it yet or the call failed.
-                    contact_first.push(call);
+                    // Created by an earlier attempt: the call goes out in the next round.
+                    store
+                        .save_progress(&call.item.item_key, &json!(call.progress))
+                        .await?;
                 }
                 // Created together below, up to 50 a request.
                 "contact" => new_contacts.push(call),
@@ -803,6 +861,41 @@ impl TenantDelivery {
                 }
             }
         }
+        // The two kinds go out together: independent requests, so neither waits for the other.
+        let (contacts, leads) = tokio::join!(
+            self.create_contacts(new_contacts),
+            self.create_contacts_and_leads(new_leads)
+        );
+        let mut created_clients = contacts?;
+        created_clients.extend(leads?);
+        // A record whose client was just created goes out with the next round's first batch;
+        // one whose creator is not in this round (failed, or waiting itself) asks again later.
+        for (mut call, why) in waiting {
+            // Sent as a known client's call next time: by then its contact exists.
+            call.progress.new_client = false;
+            let phone = call.work.client_phone.as_deref().unwrap_or_default();
+            let due = if created_clients.contains(&last_ten_digits(phone)) {
+                now_ms()
+            } else {
+                now_ms() + WAIT_FOR_CALL_MS
+            };
+            store
+                .save_progress(&call.item.item_key, &json!(call.progress))
+                .await?;
+            store
+                .retry_item(&call.item.item_key, why, due, false, false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// New clients' contacts, up to 50 a request. Returns the clients (last 10 digits) created.
+    async fn create_contacts(
+        &self,
+        new_contacts: Vec<Call>,
+    ) -> Result<HashSet<String>, RoundError> {
+        let store = &self.state.store;
+        let mut created_clients = HashSet::new();
         for chunk in chunks_of(new_contacts) {
             self.ensure_lease()?;
             let requests: Vec<NewContact> = chunk
@@ -829,7 +922,9 @@ impl TenantDelivery {
                         store
                             .save_progress(&call.item.item_key, &json!(call.progress))
                             .await?;
-                        contact_first.push(call);
+                        created_clients.insert(last_ten_digits(
+                            call.work.client_phone.as_deref().unwrap_or_default(),
+                        ));
                     }
                 }
                 Err(e) => {
@@ -838,6 +933,16 @@ impl TenantDelivery {
                 }
             }
         }
+        Ok(created_clients)
+    }
+
+    /// New clients' contact + lead pairs (complex leads), up to 50 a request. Returns the clients (last 10 digits) created.
+    async fn create_contacts_and_leads(
+        &self,
+        new_leads: Vec<Call>,
+    ) -> Result<HashSet<String>, RoundError> {
+        let store = &self.state.store;
+        let mut created_clients = HashSet::new();
         for chunk in chunks_of(new_leads) {
             self.ensure_lease()?;
             let requests: Vec<NewComplexLead> = chunk
@@ -869,7 +974,9 @@ impl TenantDelivery {
                         store
                             .save_progress(&call.item.item_key, &json!(call.progress))
                             .await?;
-                        contact_first.push(call);
+                        created_clients.insert(last_ten_digits(
+                            call.work.client_phone.as_deref().unwrap_or_default(),
+                        ));
                     }
                 }
                 Err(e) => {
@@ -878,27 +985,7 @@ impl TenantDelivery {
                 }
             }
         }
-        if contact_first.is_empty() {
-            return Ok(());
-        }
-        // The contacts exist now: the calls attach to them (or to their single new lead).
-        let sent = self.send_calls(contact_first).await?;
-        if !sent.landed.is_empty() {
-            // Calls of clients another record created in the meantime.
-            self.repeat_actions(sent.landed).await?;
-        }
-        for call in sent.unknown {
-            store
-                .retry_item(
-                    &call.item.item_key,
-                    "amoCRM did not find the contact just created; trying again",
-                    now_ms() + 2_000,
-                    false,
-                    true,
-                )
-                .await?;
-        }
-        Ok(())
+        Ok(created_clients)
     }
 
     async fn unsorted(&self, call: Call, phone: &str) -> Result<(), RoundError> {

@@ -1,4 +1,5 @@
-//! The repeat-client action (C4) for calls already written.
+//! The repeat-client action (C4) for calls already written: a `lead` follow-up item, added when
+//! the call was written.
 //!
 //! A call is sent first and amoCRM attaches it by its own rule: to the client's lead when it has
 //! exactly one active lead (and no customer), else to the contact. That answer is the lookup:
@@ -21,7 +22,8 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
 impl TenantDelivery {
-    /// Runs the repeat-client action of written calls (`progress.landed` set), then completes them.
+    /// Runs the repeat-client action of written calls (`lead` follow-ups, `progress.landed` set to
+    /// where the call went), then completes the follow-ups.
     pub(super) async fn repeat_actions(&self, calls: Vec<Call>) -> Result<(), RoundError> {
         let mut done: Vec<(Call, &'static str)> = Vec::new();
         let mut check: Vec<(Call, u64)> = Vec::new();
@@ -71,7 +73,7 @@ impl TenantDelivery {
                 answer["contact_id"] = json!(call.progress.contact_id);
                 answer["lead_id"] = json!(call.progress.lead_id);
                 answer["repeat_client"] = json!(why);
-                answer["reasons"] = json!(call.work.reasons);
+                answer["reasons"] = json!(["C4"]);
                 (call.item.item_key.clone(), answer)
             })
             .collect();
@@ -87,7 +89,7 @@ impl TenantDelivery {
         let mut contact_ids: Vec<u64> = check.iter().map(|(_, id)| *id).collect();
         contact_ids.sort_unstable();
         contact_ids.dedup();
-        let contacts = match self.client.contacts_by_ids(&contact_ids).await {
+        let contacts = match self.background.contacts_by_ids(&contact_ids).await {
             Ok(found) => found,
             Err(e) => {
                 let items: Vec<&OutboxItem> = check.iter().map(|(c, _)| &c.item).collect();
@@ -103,7 +105,7 @@ impl TenantDelivery {
         let open: HashSet<u64> = if lead_ids.is_empty() {
             HashSet::new()
         } else {
-            match self.client.leads_by_ids(&lead_ids).await {
+            match self.background.leads_by_ids(&lead_ids).await {
                 Ok(leads) => leads
                     .into_iter()
                     .filter(|l| l.is_open())
@@ -177,7 +179,7 @@ impl TenantDelivery {
                     }
                 })
                 .collect();
-            match self.client.create_leads(&leads).await {
+            match self.background.create_leads(&leads).await {
                 Ok(created) => {
                     for (i, (mut call, contact_id)) in chunk.into_iter().enumerate() {
                         let id = answer_for(&created, call.item.item_key.as_str(), i).map(|c| c.id);
