@@ -194,7 +194,9 @@ impl Store {
             .foreign_keys(true)
             // No checkpoint inside a commit: the background checkpointer below does it, off the
             // acknowledgement path (a checkpoint copies and fsyncs pages while the writer waits).
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            // Once a checkpoint has caught up, the WAL file is cut back to this size on reuse.
+            .pragma("journal_size_limit", "67108864");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options.clone())
@@ -522,11 +524,11 @@ impl Store {
     }
 }
 
-/// SQLite's WAL checkpoints, off the commit path: every second a PASSIVE checkpoint on a pooled
+/// SQLite's WAL checkpoints, off the commit path: twice a second a PASSIVE checkpoint on a pooled
 /// connection (it never waits for the writer, nor the writer for it). Stops when the store is
 /// dropped.
 async fn checkpointer(pool: SqlitePool, alive: Weak<()>) {
-    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut every = tokio::time::interval(Duration::from_millis(500));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
     loop {
