@@ -3,6 +3,12 @@
 //! signed Mango webhooks from generated traffic over HTTP with a number of concurrent
 //! connections, optionally paced at a fixed rate, and reports accepted events per second and the
 //! acknowledgement latency percentiles. Every acknowledged event is durably in the event log.
+//!
+//! The client is deliberately light, so that it takes as little of the shared cores from the
+//! service as it can: a minimal HTTP/1.1 keep-alive client over plain tokio TCP connections (one
+//! per concurrent sender), writing each signed form body with its request line and headers and
+//! reading the status line, headers and `Content-Length` body of each answer. It runs on a
+//! single-threaded runtime of its own thread; the service keeps its usual multi-threaded runtime.
 
 use anyhow::{anyhow, ensure, Context, Result};
 use callbridge_mango::wire::to_json;
@@ -10,6 +16,8 @@ use callbridge_traffic::{Config as TrafficConfig, Generator};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -71,8 +79,17 @@ pub fn run(args: &Args) -> Result<()> {
             .await
             .map_err(|e| anyhow!("{e}"))?;
         let backend = running.state.store.backend();
-        let url = format!("http://{}/mango/{tenant}/", running.addr);
-        let report = post_all(&url, bodies, args).await?;
+        let (addr, prefix) = (running.addr, format!("/mango/{tenant}/"));
+        let (concurrency, rate) = (args.concurrency, args.rate);
+        let client = std::thread::spawn(move || -> Result<Report> {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(post_all(addr, prefix, bodies, concurrency, rate))
+        });
+        let report = tokio::task::spawn_blocking(move || client.join())
+            .await?
+            .map_err(|_| anyhow!("the client thread panicked"))??;
         let stored = running.state.store.count_events(&tenant).await?;
         running.shutdown().await;
         Ok::<_, anyhow::Error>((backend, report, stored))
@@ -149,52 +166,51 @@ impl Report {
     }
 }
 
-async fn post_all(url: &str, bodies: Vec<(String, String)>, args: &Args) -> Result<Report> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .build()?;
+async fn post_all(
+    addr: std::net::SocketAddr,
+    prefix: String,
+    bodies: Vec<(String, String)>,
+    concurrency: usize,
+    rate: f64,
+) -> Result<Report> {
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        let (client, bodies, next, url, rate) = (
-            client.clone(),
-            bodies.clone(),
-            next.clone(),
-            url.to_string(),
-            args.rate,
-        );
+    for _ in 0..concurrency {
+        let (bodies, next, prefix) = (bodies.clone(), next.clone(), prefix.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut failures = 0usize;
+            let mut conn: Option<Connection> = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((path, body)) = bodies.get(i) else {
                     break;
                 };
-                if rate > 0.0 {
-                    // Open loop: event i is due at i / rate; latency counts from when it was due,
-                    // so a slow acknowledgement delays nothing it should not hide.
+                // Open loop when paced: event i is due at i / rate and its latency counts from
+                // then, so a slow acknowledgement cannot hide the ones queued behind it.
+                let sent = if rate > 0.0 {
                     let due = start + Duration::from_secs_f64(i as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
-                }
-                let sent = if rate > 0.0 {
-                    start + Duration::from_secs_f64(i as f64 / rate)
+                    due
                 } else {
                     Instant::now()
                 };
-                let result = client
-                    .post(format!("{url}{path}"))
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(body.clone())
-                    .send()
-                    .await;
-                match result {
-                    Ok(r) if r.status().as_u16() == 200 => {
-                        let _ = r.bytes().await;
+                let status = match conn.as_mut() {
+                    Some(c) => c.post(&prefix, path, body).await,
+                    None => match Connection::open(addr).await {
+                        Ok(c) => conn.insert(c).post(&prefix, path, body).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                match status {
+                    Ok(200) => {}
+                    Ok(_) => failures += 1,
+                    Err(_) => {
+                        failures += 1;
+                        conn = None;
                     }
-                    _ => failures += 1,
                 }
                 latencies.push(sent.elapsed().as_micros() as u64);
             }
@@ -213,4 +229,69 @@ async fn post_all(url: &str, bodies: Vec<(String, String)>, args: &Args) -> Resu
     }
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// One keep-alive HTTP/1.1 connection to the service.
+struct Connection {
+    stream: TcpStream,
+    request: Vec<u8>,
+    response: Vec<u8>,
+}
+
+impl Connection {
+    async fn open(addr: std::net::SocketAddr) -> Result<Connection> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            request: Vec::with_capacity(2048),
+            response: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Posts one form body and reads the whole answer; returns its status code.
+    async fn post(&mut self, prefix: &str, path: &str, body: &str) -> Result<u16> {
+        use std::io::Write;
+        self.request.clear();
+        write!(
+            self.request,
+            "POST {prefix}{path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )?;
+        self.request.extend_from_slice(body.as_bytes());
+        self.stream.write_all(&self.request).await?;
+        // The head, then as much body as Content-Length says.
+        self.response.clear();
+        let head_end = loop {
+            if let Some(at) = self.response.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = self.stream.read(&mut chunk).await?;
+            ensure!(n > 0, "the service closed the connection");
+            self.response.extend_from_slice(&chunk[..n]);
+        };
+        let head = std::str::from_utf8(&self.response[..head_end])?;
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("bad status line"))?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .ok_or_else(|| anyhow!("no content-length"))?;
+        let mut have = self.response.len() - head_end;
+        while have < length {
+            let mut chunk = [0u8; 1024];
+            let n = self.stream.read(&mut chunk).await?;
+            ensure!(n > 0, "the service closed the connection");
+            have += n;
+        }
+        Ok(status)
+    }
 }

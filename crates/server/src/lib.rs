@@ -148,8 +148,10 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         .map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (cards, _) = broadcast::channel(4096);
+    // Up to 256 committed batches wait for the processor; beyond that it reads the log.
+    let (live_tx, live_rx) = callbridge_store::sink(256);
     let state = Arc::new(AppState {
-        appender: Appender::spawn(store.clone(), 512),
+        appender: Appender::spawn_with_sink(store.clone(), 512, Some(live_tx)),
         store,
         tenants: RwLock::new(Default::default()),
         admin_token: config.admin_token.clone(),
@@ -166,7 +168,8 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     });
     state.reload_tenants().await?;
     let (shutdown, rx) = watch::channel(false);
-    let processor = tokio::spawn(processor::Processor::new(state.clone()).run(rx.clone()));
+    let processor =
+        tokio::spawn(processor::Processor::with_live(state.clone(), Some(live_rx)).run(rx.clone()));
     let worker = tokio::spawn(worker::run(state.clone(), rx.clone()));
     if config.directory_refresh_seconds > 0 {
         let every = std::time::Duration::from_secs(config.directory_refresh_seconds);

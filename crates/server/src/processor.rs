@@ -2,6 +2,11 @@
 //! card changes, and stores each completed entry's plan with its outbox items in one
 //! transaction.
 //!
+//! Events this instance stores reach it straight from the appender once committed, already
+//! parsed and with their ids (no read-back). The log stays the source of truth: it is read at
+//! start-up, after the hand-over channel overflowed, and, on PostgreSQL where other instances
+//! append too, every tick for their events.
+//!
 //! After a crash it rebuilds its state from the log (every event of every entry not yet planned)
 //! and goes on; the store's entries table is the exactly-once gate, so a replay, or a second
 //! instance on the same PostgreSQL, never plans an entry twice.
@@ -12,7 +17,7 @@ use callbridge_core::plan::{CompletedBy, EntryPlan, Rule};
 use callbridge_core::tracker::{Completed, Tracker, TrackerConfig};
 use callbridge_core::{policy, PbxEvent};
 use callbridge_mango::webhook::{parse_event, Webhook};
-use callbridge_store::{NewOutboxItem, StoredEvent};
+use callbridge_store::{Committed, NewOutboxItem, NewPlan, SinkReceiver, StoredEvent};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,19 +64,43 @@ impl Cursor {
     }
 }
 
+/// Committed events handed over by this instance's appender.
+pub type LiveEvents = SinkReceiver<PbxEvent>;
+
 pub struct Processor {
     state: Arc<AppState>,
     tenants: HashMap<String, TenantWork>,
     cursor: Cursor,
+    live: Option<LiveEvents>,
+    /// Every event of the log passes through this instance's appender (SQLite), so with `live`
+    /// the log is read only at start-up and after the channel overflowed.
+    sole_writer: bool,
+    /// The log must be read before the next live batch is trusted.
+    need_tail: bool,
+    /// No live hand-over (none given, or it stopped): the log is read every step.
+    live_off: bool,
+    last_tail: Option<Instant>,
+    tick: Duration,
+    /// Plans whose save failed, tried again on the next step.
+    unsaved: Vec<NewPlan>,
 }
 
 impl Processor {
+    /// A processor that reads everything from the log.
     pub fn new(state: Arc<AppState>) -> Processor {
-        let gap_wait = if state.store.backend() == "postgres" {
+        Processor::with_live(state, None)
+    }
+
+    /// A processor fed by the appender's committed events (`live`), reading the log only when
+    /// it has to.
+    pub fn with_live(state: Arc<AppState>, live: Option<LiveEvents>) -> Processor {
+        let postgres = state.store.backend() == "postgres";
+        let gap_wait = if postgres {
             Duration::from_secs(5)
         } else {
             Duration::ZERO
         };
+        let tick = Duration::from_millis(state.processing.tick_ms.max(10));
         Processor {
             state,
             tenants: HashMap::new(),
@@ -81,6 +110,13 @@ impl Processor {
                 gap_since: None,
                 gap_wait,
             },
+            live,
+            sole_writer: !postgres,
+            need_tail: false,
+            live_off: true,
+            last_tail: None,
+            tick,
+            unsaved: Vec::new(),
         }
     }
 
@@ -114,7 +150,7 @@ impl Processor {
         // and those stragglers must still count.
         let restarted_at = now_ms();
         for e in events.into_iter().filter(|e| e.id <= through) {
-            self.fold(&e, false, restarted_at).await;
+            self.fold_stored(&e, false, restarted_at).await;
             n += 1;
         }
         self.cursor.through = through;
@@ -128,15 +164,39 @@ impl Processor {
                 events = n,
                 "processor recovered unplanned entries from the log"
             ),
-            Err(e) => tracing::error!(error = %e, "processor recovery failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "processor recovery failed; reading the whole log");
+                self.need_tail = true;
+            }
         }
-        let tick = Duration::from_millis(self.state.processing.tick_ms.max(10));
+        let mut live = self.live.take();
+        self.live_off = live.is_none();
+        let mut received = None;
         loop {
-            if let Err(e) = self.step().await {
+            let mut batches: Vec<_> = Option::take(&mut received).into_iter().collect();
+            if let Some(live) = &mut live {
+                // Everything already waiting, so one step folds it all.
+                while let Ok(batch) = live.rx.try_recv() {
+                    batches.push(batch);
+                }
+                if live.take_lagged() {
+                    self.need_tail = true;
+                }
+            }
+            if let Err(e) = self.step_with(batches).await {
                 tracing::error!(error = %e, "processing step failed; retrying");
             }
+            let tick = self.tick;
             tokio::select! {
-                _ = self.state.new_events.notified() => {}
+                batch = recv_live(&mut live) => {
+                    if batch.is_none() {
+                        // The appender has stopped (shutting down): read the log from now on.
+                        live = None;
+                        self.live_off = true;
+                    }
+                    received = batch;
+                }
+                _ = self.state.new_events.notified(), if live.is_none() => {}
                 _ = tokio::time::sleep(tick) => {}
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
@@ -147,8 +207,48 @@ impl Processor {
         }
     }
 
-    /// One round: fold what is new in the log, then plan what completed.
+    /// One round reading everything from the log: fold what is new, then plan what completed.
     pub async fn step(&mut self) -> Result<(), String> {
+        self.need_tail = true;
+        self.step_with(Vec::new()).await
+    }
+
+    /// One round: fold the live batches (reading the log first when it must), then plan what
+    /// completed.
+    async fn step_with(&mut self, batches: Vec<Vec<Committed<PbxEvent>>>) -> Result<(), String> {
+        let tail_due = self.need_tail
+            || self.live_off
+            || (!self.sole_writer && self.last_tail.is_none_or(|t| t.elapsed() >= self.tick));
+        if tail_due {
+            // On failure the live batches are dropped: they are in the log, above the cursor,
+            // and the next tail reads them.
+            self.need_tail = true;
+            self.tail().await?;
+            self.need_tail = false;
+            self.last_tail = Some(Instant::now());
+        }
+        let mut last_arrival = None;
+        for batch in batches {
+            for c in batch {
+                if c.id <= self.cursor.through || self.cursor.seen.contains(&c.id) {
+                    continue; // already read from the log
+                }
+                self.fold_event(&c.event.tenant_id, c.payload, true, c.event.received_at_ms)
+                    .await;
+                self.cursor.seen.insert(c.id);
+                last_arrival = Some(c.event.received_at_ms);
+            }
+            self.cursor.advance();
+        }
+        if let Some(arrived) = last_arrival {
+            let lag = (now_ms() - arrived).max(0) as f64 / 1000.0;
+            metrics::gauge!("callbridge_processing_lag_seconds").set(lag);
+        }
+        self.plan_completed().await
+    }
+
+    /// Folds what is new in the log.
+    async fn tail(&mut self) -> Result<(), String> {
         loop {
             let batch = self
                 .state
@@ -162,16 +262,20 @@ impl Processor {
                 .collect();
             let full = fresh.len() >= 2000;
             for e in &fresh {
-                self.fold(e, true, e.received_at_ms).await;
+                self.fold_stored(e, true, e.received_at_ms).await;
                 self.cursor.seen.insert(e.id);
                 let lag = (now_ms() - e.received_at_ms).max(0) as f64 / 1000.0;
                 metrics::gauge!("callbridge_processing_lag_seconds").set(lag);
             }
             self.cursor.advance();
             if !full {
-                break;
+                return Ok(());
             }
         }
+    }
+
+    /// Plans every entry whose windows have passed, and stores the plans in one transaction.
+    async fn plan_completed(&mut self) -> Result<(), String> {
         let now = now_ms();
         let tenants: Vec<String> = self.tenants.keys().cloned().collect();
         for tenant_id in tenants {
@@ -181,14 +285,34 @@ impl Processor {
                 .map(|w| w.tracker.advance(now))
                 .unwrap_or_default();
             for completed in done {
-                self.plan(&tenant_id, completed).await?;
+                if let Some(plan) = self.plan(&tenant_id, completed).await? {
+                    self.unsaved.push(plan);
+                }
+            }
+        }
+        if self.unsaved.is_empty() {
+            return Ok(());
+        }
+        // Kept until stored: a failed save is tried again on the next step.
+        let saved = self
+            .state
+            .store
+            .save_plans(&self.unsaved, now_ms())
+            .await
+            .map_err(|e| e.to_string())?;
+        for (plan, saved) in self.unsaved.drain(..).zip(saved) {
+            if saved {
+                metrics::counter!("callbridge_entries_completed_total", "completed_by" => plan.completed_by)
+                    .increment(1);
+            } else {
+                metrics::counter!("callbridge_entries_already_planned_total").increment(1);
             }
         }
         Ok(())
     }
 
-    /// Folds one stored event in; `arrived` (Unix milliseconds) counts as the entry's activity.
-    async fn fold(&mut self, stored: &StoredEvent, live: bool, arrived: i64) {
+    /// Folds one stored event in, parsing it again.
+    async fn fold_stored(&mut self, stored: &StoredEvent, live: bool, arrived: i64) {
         let event: PbxEvent = match parse_event(&stored.path, &stored.json) {
             Ok(Webhook::Event(e)) => e,
             Ok(_) => return,
@@ -198,21 +322,30 @@ impl Processor {
                 return;
             }
         };
+        self.fold_event(&stored.tenant_id, event, live, arrived)
+            .await;
+    }
+
+    /// Folds one event in; `arrived` (Unix milliseconds) counts as the entry's activity.
+    async fn fold_event(&mut self, tenant_id: &str, event: PbxEvent, live: bool, arrived: i64) {
         let config = self.config();
-        let work = self
-            .tenants
-            .entry(stored.tenant_id.clone())
-            .or_insert_with(|| TenantWork {
-                tracker: Tracker::new(config),
-                cards: LiveCards::default(),
-            });
+        if !self.tenants.contains_key(tenant_id) {
+            self.tenants.insert(
+                tenant_id.to_string(),
+                TenantWork {
+                    tracker: Tracker::new(config),
+                    cards: LiveCards::default(),
+                },
+            );
+        }
+        let work = self.tenants.get_mut(tenant_id).expect("inserted above");
         if live {
             if let PbxEvent::Call(call) = &event {
-                if let Some(tenant) = self.state.tenant(&stored.tenant_id).await {
+                if let Some(tenant) = self.state.tenant(tenant_id).await {
                     for change in work.cards.on_call_event(&tenant.settings, call) {
                         metrics::counter!("callbridge_cards_total", "action" => format!("{:?}", change.action)).increment(1);
                         let _ = self.state.cards.send(TenantCard {
-                            tenant_id: stored.tenant_id.clone(),
+                            tenant_id: tenant_id.to_string(),
                             change,
                         });
                     }
@@ -222,10 +355,15 @@ impl Processor {
         work.tracker.push_at(event, arrived);
     }
 
-    async fn plan(&mut self, tenant_id: &str, completed: Completed) -> Result<(), String> {
+    /// Plans a completed entry; `None` when its tenant is gone.
+    async fn plan(
+        &mut self,
+        tenant_id: &str,
+        completed: Completed,
+    ) -> Result<Option<NewPlan>, String> {
         let Some(tenant) = self.state.tenant(tenant_id).await else {
             tracing::warn!(tenant = tenant_id, entry = %completed.events.entry_id, "tenant removed; entry not planned");
-            return Ok(());
+            return Ok(None);
         };
         let plan = policy::plan(&tenant.settings, &completed.events.assemble());
         let outbox = outbox_items(tenant_id, &plan);
@@ -237,26 +375,21 @@ impl Processor {
             CompletedBy::Grace => "grace",
             CompletedBy::EndOfInput => "end_of_input",
         };
-        let saved = self
-            .state
-            .store
-            .save_plan(
-                tenant_id,
-                &plan.entry_id,
-                completed_by,
-                &value,
-                &outbox,
-                now_ms(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        if saved {
-            metrics::counter!("callbridge_entries_completed_total", "completed_by" => completed_by)
-                .increment(1);
-        } else {
-            metrics::counter!("callbridge_entries_already_planned_total").increment(1);
-        }
-        Ok(())
+        Ok(Some(NewPlan {
+            tenant_id: tenant_id.to_string(),
+            entry_id: plan.entry_id.clone(),
+            completed_by: completed_by.to_string(),
+            plan: value,
+            outbox,
+        }))
+    }
+}
+
+/// The next batch from the appender; never, without one.
+async fn recv_live(live: &mut Option<LiveEvents>) -> Option<Vec<Committed<PbxEvent>>> {
+    match live {
+        Some(live) => live.rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

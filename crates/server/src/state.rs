@@ -24,7 +24,8 @@ pub struct TenantCard {
 
 pub struct AppState {
     pub store: Store,
-    pub appender: Appender,
+    /// Carries each parsed event along, handed to the processor once committed.
+    pub appender: Appender<callbridge_core::PbxEvent>,
     pub tenants: RwLock<HashMap<String, Arc<Tenant>>>,
     pub admin_token: String,
     pub public_url: String,

@@ -147,7 +147,8 @@ async fn receive(
         json,
         received_at_ms: now_ms(),
     };
-    match state.appender.append(new).await {
+    // Once committed, the parsed event goes on to the processor with its id.
+    match state.appender.append_with(new, event).await {
         Ok(Appended::Stored(id)) => {
             metrics::counter!("callbridge_webhooks_total", "result" => "accepted").increment(1);
             state.new_events.notify_one();

@@ -17,14 +17,17 @@ mod appender;
 mod outbox;
 mod schema;
 
-pub use appender::Appender;
+pub use appender::{sink, Appender, Committed, Sink, SinkReceiver};
 pub use outbox::{AddedItem, CrmStatus, Lane, OutboxCounts, OutboxItem};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::ConnectOptions;
 use std::path::Path;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,32 @@ macro_rules! with_db {
 }
 pub(crate) use with_db;
 
+/// Runs a writing body on the store's write connection: on SQLite the one dedicated writer
+/// connection, taken in turn through an async lock (so writers queue in the process instead of
+/// sleeping in SQLite's busy handler); on PostgreSQL a pooled connection. `$conn` is a
+/// `&mut` connection of either engine.
+macro_rules! with_writer {
+    ($store:expr, $conn:ident => $body:expr) => {
+        match (&$store.db, &$store.writer) {
+            ($crate::Db::Sqlite(_), Some(writer)) => {
+                let mut guard = writer.lock().await;
+                let $conn: &mut sqlx::SqliteConnection = &mut *guard;
+                $body
+            }
+            ($crate::Db::Sqlite(pool), None) => {
+                let mut pooled = pool.acquire().await?;
+                let $conn: &mut sqlx::SqliteConnection = &mut *pooled;
+                $body
+            }
+            ($crate::Db::Postgres(pool), _) => {
+                let mut pooled = pool.acquire().await?;
+                let $conn: &mut sqlx::PgConnection = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+
 /// A webhook to append to the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
@@ -93,6 +122,16 @@ pub struct StoredEvent {
     pub path: String,
     pub json: String,
     pub received_at_ms: i64,
+}
+
+/// A completed entry's plan to store (see [`Store::save_plans`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPlan {
+    pub tenant_id: String,
+    pub entry_id: String,
+    pub completed_by: String,
+    pub plan: serde_json::Value,
+    pub outbox: Vec<NewOutboxItem>,
 }
 
 /// One CRM work item of a plan.
@@ -132,6 +171,10 @@ pub struct TenantRow {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    /// SQLite only: the one connection every event-log and plan write goes through.
+    writer: Option<Arc<tokio::sync::Mutex<SqliteConnection>>>,
+    /// Held by every clone; the background checkpointer stops once the last one is dropped.
+    _alive: Arc<()>,
 }
 
 impl Store {
@@ -148,15 +191,25 @@ impl Store {
             // FULL: a commit survives power loss, which is what acknowledging a webhook promises.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // No checkpoint inside a commit: the background checkpointer below does it, off the
+            // acknowledgement path (a checkpoint copies and fsyncs pages while the writer waits).
+            .pragma("wal_autocheckpoint", "0")
+            // Once a checkpoint has caught up, the WAL file is cut back to this size on reuse.
+            .pragma("journal_size_limit", "67108864");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
+        let writer = options.connect().await?;
+        let alive = Arc::new(());
         let store = Store {
-            db: Db::Sqlite(pool),
+            db: Db::Sqlite(pool.clone()),
+            writer: Some(Arc::new(tokio::sync::Mutex::new(writer))),
+            _alive: alive.clone(),
         };
         store.migrate().await?;
+        tokio::spawn(checkpointer(pool, Arc::downgrade(&alive)));
         Ok(store)
     }
 
@@ -169,6 +222,8 @@ impl Store {
             .await?;
         let store = Store {
             db: Db::Postgres(pool),
+            writer: None,
+            _alive: Arc::new(()),
         };
         store.migrate().await?;
         Ok(store)
@@ -211,8 +266,8 @@ impl Store {
         const CHUNK: usize = 1000;
         let mut stored: std::collections::HashMap<(String, String), i64> =
             std::collections::HashMap::new();
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+        with_writer!(self, conn => {
+            let mut tx = sqlx::Connection::begin(conn).await?;
             for chunk in events.chunks(CHUNK) {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO events (tenant_id, entry_id, path, dedupe_key, json, received_at_ms) ",
@@ -298,43 +353,62 @@ impl Store {
         outbox: &[NewOutboxItem],
         now_ms: i64,
     ) -> Result<bool> {
-        let plan_text = plan.to_string();
-        Ok(with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO entries (tenant_id, entry_id, completed_by, plan, planned_at_ms) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (tenant_id, entry_id) DO NOTHING",
-            )
-            .bind(tenant_id)
-            .bind(entry_id)
-            .bind(completed_by)
-            .bind(&plan_text)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                for item in outbox {
-                    sqlx::query(
-                        "INSERT INTO outbox (item_key, tenant_id, entry_id, kind, payload, state, attempts, next_attempt_at_ms, created_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6) ON CONFLICT (item_key) DO NOTHING",
-                    )
-                    .bind(&item.item_key)
-                    .bind(tenant_id)
-                    .bind(entry_id)
-                    .bind(&item.kind)
-                    .bind(item.payload.to_string())
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
+        let plan = NewPlan {
+            tenant_id: tenant_id.to_string(),
+            entry_id: entry_id.to_string(),
+            completed_by: completed_by.to_string(),
+            plan: plan.clone(),
+            outbox: outbox.to_vec(),
+        };
+        Ok(self.save_plans(std::slice::from_ref(&plan), now_ms).await?[0])
+    }
+
+    /// Stores several entries' plans, each with its outbox items, in one transaction (one
+    /// durable write for all). For each plan, true when it was stored; false, writing nothing for
+    /// that entry, when the entry was already planned (by this or another instance).
+    pub async fn save_plans(&self, plans: &[NewPlan], now_ms: i64) -> Result<Vec<bool>> {
+        if plans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut saved = Vec::with_capacity(plans.len());
+        with_writer!(self, conn => {
+            let mut tx = sqlx::Connection::begin(conn).await?;
+            for p in plans {
+                let inserted = sqlx::query(
+                    "INSERT INTO entries (tenant_id, entry_id, completed_by, plan, planned_at_ms) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (tenant_id, entry_id) DO NOTHING",
+                )
+                .bind(&p.tenant_id)
+                .bind(&p.entry_id)
+                .bind(&p.completed_by)
+                .bind(p.plan.to_string())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                // An entry planned already keeps the outbox it was planned with.
+                if inserted {
+                    for item in &p.outbox {
+                        sqlx::query(
+                            "INSERT INTO outbox (item_key, tenant_id, entry_id, kind, payload, state, attempts, next_attempt_at_ms, created_at_ms) \
+                             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6) ON CONFLICT (item_key) DO NOTHING",
+                        )
+                        .bind(&item.item_key)
+                        .bind(&p.tenant_id)
+                        .bind(&p.entry_id)
+                        .bind(&item.kind)
+                        .bind(item.payload.to_string())
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
-                tx.commit().await?;
-                true
-            } else {
-                tx.rollback().await?;
-                false
+                saved.push(inserted);
             }
-        }))
+            tx.commit().await?;
+        });
+        Ok(saved)
     }
 
     /// Planned entries of a tenant, newest first.
@@ -447,6 +521,27 @@ impl Store {
         Ok(with_db!(&self.db, pool => {
             sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id).execute(pool).await?.rows_affected() == 1
         }))
+    }
+}
+
+/// SQLite's WAL checkpoints, off the commit path: twice a second a PASSIVE checkpoint on a pooled
+/// connection (it never waits for the writer, nor the writer for it). Stops when the store is
+/// dropped.
+async fn checkpointer(pool: SqlitePool, alive: Weak<()>) {
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        if alive.strong_count() == 0 {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+        }
     }
 }
 

@@ -126,6 +126,96 @@ async fn concurrent_appends_are_all_committed_in_order_of_ids() {
 }
 
 #[tokio::test]
+async fn committed_events_reach_the_sink_in_id_order_and_an_overflow_is_flagged() {
+    for store in stores("sink").await {
+        let b = store.backend();
+        let (sink, mut live) = callbridge_store::sink::<u32>(1);
+        let appender = Appender::spawn_with_sink(store.clone(), 64, Some(sink));
+        let first = appender
+            .append_with(event("t", "e1", "k1"), 1)
+            .await
+            .unwrap();
+        // A duplicate is answered but not handed on.
+        assert_eq!(
+            appender
+                .append_with(event("t", "e1", "k1"), 2)
+                .await
+                .unwrap(),
+            Appended::Duplicate,
+            "{b}"
+        );
+        // The channel holds one batch: the next one is dropped and flagged.
+        appender
+            .append_with(event("t", "e1", "k2"), 3)
+            .await
+            .unwrap();
+        let batch = live.rx.recv().await.unwrap();
+        assert_eq!(batch.len(), 1, "{b}");
+        assert_eq!(Appended::Stored(batch[0].id), first, "{b}");
+        assert_eq!(
+            (batch[0].payload, batch[0].event.dedupe_key.as_str()),
+            (1, "k1")
+        );
+        assert!(live.take_lagged(), "{b}");
+        assert!(!live.take_lagged(), "{b}");
+        assert!(live.rx.try_recv().is_err(), "{b}");
+        // What was dropped is in the log.
+        assert_eq!(store.events_after(0, 10).await.unwrap().len(), 2, "{b}");
+        // A batch of several comes in id order.
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let a = appender.clone();
+                tokio::spawn(
+                    async move { a.append_with(event("t", "e2", &format!("m{i}")), i).await },
+                )
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+            while let Ok(batch) = live.rx.try_recv() {
+                assert!(batch.windows(2).all(|w| w[0].id < w[1].id), "{b}");
+                got.extend(batch.into_iter().map(|c| c.id));
+            }
+        }
+        if !live.take_lagged() {
+            assert_eq!(got.len(), 20, "{b}");
+        }
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "{b}");
+    }
+}
+
+#[tokio::test]
+async fn plans_saved_together_each_once() {
+    for store in stores("plans").await {
+        let plan = |entry: &str| callbridge_store::NewPlan {
+            tenant_id: "t".into(),
+            entry_id: entry.into(),
+            completed_by: "summary".into(),
+            plan: serde_json::json!({"entry_id": entry}),
+            outbox: vec![NewOutboxItem {
+                item_key: format!("t/{entry}/0/call"),
+                kind: "call".into(),
+                payload: serde_json::json!({}),
+            }],
+        };
+        assert_eq!(
+            store.save_plans(&[plan("a"), plan("b")], 1).await.unwrap(),
+            vec![true, true]
+        );
+        assert_eq!(
+            store.save_plans(&[plan("b"), plan("c")], 2).await.unwrap(),
+            vec![false, true],
+            "{}",
+            store.backend()
+        );
+        assert_eq!(store.count_entries("t").await.unwrap(), 3);
+        let b = store.entry("t", "b").await.unwrap().unwrap();
+        assert_eq!((b.planned_at_ms, b.outbox.len()), (1, 1));
+    }
+}
+
+#[tokio::test]
 async fn a_plan_is_saved_once_with_its_outbox() {
     for store in stores("plan").await {
         store
