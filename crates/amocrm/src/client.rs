@@ -245,6 +245,12 @@ impl AmoClient {
         }
     }
 
+    /// Waits until a request of this account could go at once, without taking its place: work
+    /// gathered after this wait includes whatever came due while the account was busy.
+    pub async fn wait_for_place(&self) {
+        self.inner.limiter.wait_for_place().await;
+    }
+
     /// The base URL requests go to (without a trailing slash).
     pub fn base_url(&self) -> &str {
         &self.inner.base

@@ -144,12 +144,27 @@ impl RateLimiter {
         }
     }
 
-    /// A permit, when the account is not paused and more than `reserve` places are free; else
-    /// the instant to look again.
-    fn try_grant(&self, reserve: usize) -> Result<Permit<'_>, Instant> {
+    /// Waits until a request could go at once (the account is not paused and a place is free),
+    /// without taking the place: a caller can then gather what to send while it waited.
+    pub(crate) async fn wait_for_place(&self) {
+        loop {
+            let at = {
+                let _turn = self.turn.lock().await;
+                match self.free_at(0) {
+                    None => return,
+                    Some(at) => at,
+                }
+            };
+            sleep_until(at).await;
+        }
+    }
+
+    /// `None` when a request leaving `reserve` places could go now; else the instant to look
+    /// again.
+    fn free_at(&self, reserve: usize) -> Option<Instant> {
         let now = Instant::now();
         if let Some(until) = self.pause().until.filter(|until| *until > now) {
-            return Err(until);
+            return Some(until);
         }
         let mut slots = self.slots();
         let window = self.window;
@@ -157,18 +172,7 @@ impl RateLimiter {
             .slots
             .retain(|s| !(s.done && now.duration_since(s.at) >= window));
         if slots.slots.len() + reserve.min(self.max - 1) < self.max {
-            let id = slots.next_id;
-            slots.next_id += 1;
-            slots.slots.push_back(Slot {
-                id,
-                at: now,
-                done: false,
-            });
-            return Ok(Permit {
-                limiter: self,
-                id,
-                at: now,
-            });
+            return None;
         }
         // The place the waiter needs frees when enough finished requests leave the window.
         let mut ends: Vec<Instant> = slots
@@ -180,10 +184,33 @@ impl RateLimiter {
         ends.sort_unstable();
         let needed = slots.slots.len() + reserve.min(self.max - 1) + 1 - self.max;
         // Every counted request still in flight (or not enough finished): look again shortly.
-        Err(ends
-            .get(needed - 1)
-            .copied()
-            .unwrap_or(now + Duration::from_millis(5)))
+        Some(
+            ends.get(needed - 1)
+                .copied()
+                .unwrap_or(now + Duration::from_millis(5)),
+        )
+    }
+
+    /// A permit, when the account is not paused and more than `reserve` places are free; else
+    /// the instant to look again.
+    fn try_grant(&self, reserve: usize) -> Result<Permit<'_>, Instant> {
+        if let Some(at) = self.free_at(reserve) {
+            return Err(at);
+        }
+        let now = Instant::now();
+        let mut slots = self.slots();
+        let id = slots.next_id;
+        slots.next_id += 1;
+        slots.slots.push_back(Slot {
+            id,
+            at: now,
+            done: false,
+        });
+        Ok(Permit {
+            limiter: self,
+            id,
+            at: now,
+        })
     }
 
     /// A request let go at `granted_at` got a 429: pause the account. Returns the pause begun,
@@ -302,6 +329,21 @@ mod tests {
         let lone = RateLimiter::new(3, WINDOW);
         let at = lone.acquire_leaving(10).await.at;
         assert_eq!(at, Instant::now());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_place_takes_none() {
+        let limiter = RateLimiter::new(3, WINDOW);
+        let start = Instant::now();
+        for _ in 0..3 {
+            drop(limiter.acquire().await);
+        }
+        limiter.wait_for_place().await;
+        assert_eq!(Instant::now().duration_since(start), WINDOW, "waits for the window");
+        // The place is still free: a request goes at once, and so do the other two.
+        for _ in 0..3 {
+            assert_eq!(limiter.acquire().await.at, start + WINDOW);
+        }
     }
 
     #[tokio::test(start_paused = true)]

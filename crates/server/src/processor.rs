@@ -300,6 +300,8 @@ impl Processor {
             .save_plans(&self.unsaved, now_ms())
             .await
             .map_err(|e| e.to_string())?;
+        // Every tenant's call lane looks: one of them has new work.
+        self.state.outbox_ready.notify_waiters();
         for (plan, saved) in self.unsaved.drain(..).zip(saved) {
             if saved {
                 metrics::counter!("callbridge_entries_completed_total", "completed_by" => plan.completed_by)

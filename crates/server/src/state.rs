@@ -32,6 +32,8 @@ pub struct AppState {
     pub processing: Processing,
     /// Wakes the processor when a webhook was stored.
     pub new_events: Notify,
+    /// Wakes the CRM worker's call lanes when plans with outbox items were stored.
+    pub outbox_ready: Notify,
     pub cards: broadcast::Sender<TenantCard>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The PBX staff of each tenant, from the VPBX API.

@@ -3,21 +3,26 @@
 //! - **One deliverer per account.** A tenant's items are delivered by the instance holding its
 //!   lease (`delivery_leases`), through one [`AmoClient`], whose limiter is shared by every kind of
 //!   work for that account (calls, contacts, leads, tasks, notes, call cards).
-//! - **Batching.** Each round takes what is due (fresh items first, then a bounded number of
-//!   retries, so failing work never starves new calls) and sends calls up to 50 a request.
+//! - **Two lanes.** The call lane takes call items as soon as they are due (woken by the
+//!   processor); the follow-up lane (tasks, transcripts, repeat-client leads) gathers for at least
+//!   a second between rounds and uses a handle of the client that leaves places of the account's
+//!   window to calls. Each round takes what is due (fresh items first, then a bounded number of
+//!   retries, so failing work never starves new work) and batches it, 50 a request.
 //! - **Calls.** Optimistic: a call is sent at once; amoCRM attaches it by the client's number.
 //!   "Entity not found" means a new client (C4): the configured new-client action runs (contact,
-//!   contact + lead, unsorted request, or nothing: the item is parked saying so) and the call is
-//!   sent again. A known client's call lands where amoCRM puts it; the repeat-client action
-//!   ("always a lead", "a lead if none is open") runs after, batched (see [`repeat`]).
-//! - **Follow-ups** (M5 tasks, C2 transcripts) wait for their call and go, batched, to the entity
-//!   it landed on (see [`followups`]).
+//!   contact + lead, unsorted request, or nothing: the item is parked saying so) and the call goes
+//!   out again with the next round. A known client's call lands where amoCRM puts it; the
+//!   repeat-client action ("always a lead", "a lead if none is open") is a `lead` follow-up added
+//!   when the call is done (see [`repeat`]).
+//! - **Follow-ups** (M5 tasks, C2 transcripts, C4 leads) wait for their call and go, batched, to
+//!   the entity it landed on (see [`followups`]).
 //! - **Exactly once.** Items carry stable keys (the `request_id` and the call's `uniq`). An item is
 //!   marked in flight before its request leaves and done with the CRM's ids after; an item still
 //!   marked (crash, timeout, 5xx) is looked up among the CRM's call notes by `uniq` before it is
 //!   sent again. Ids created on the way (contact, lead) are kept as progress, so a retry does not
 //!   create them twice. Remaining window: a contact or lead created by a request whose answer
-//!   was lost is created again only if the client search (last 10 digits) does not find it.
+//!   was lost is created again only if the call's next attempt (amoCRM's match on the last 10
+//!   digits) does not find it.
 //! - **Errors.** 429: the client's limiter pauses the account; items are retried without counting
 //!   an attempt. 5xx and timeouts: jittered exponential backoff. 401 (after the client's one
 //!   refresh): the connection is marked broken and delivery stops until the tenant is changed.
@@ -310,6 +315,16 @@ impl TenantDelivery {
             };
             match result {
                 Ok(true) if lane == Lane::Calls => {}
+                Ok(false) if lane == Lane::Calls => {
+                    // Idle: look again when the processor stores new plans, or shortly (retries
+                    // come due on their own).
+                    let woken = self.state.outbox_ready.notified();
+                    tokio::select! {
+                        _ = woken => {}
+                        _ = tokio::time::sleep(idle) => {}
+                        _ = stop.changed() => break,
+                    }
+                }
                 Ok(_) => {
                     let rest = idle.saturating_sub(started.elapsed());
                     if wait(&mut stop, rest.max(Duration::from_millis(100))).await {
@@ -400,6 +415,9 @@ impl TenantDelivery {
     /// One round of the call lane: the calls that are due. True when something was done.
     async fn round(&self) -> Result<bool, RoundError> {
         let store = &self.state.store;
+        // While the account's window is full, calls gather: the round reads what is due once a
+        // request could go, so a busy account sends fuller batches instead of queueing small ones.
+        self.client.wait_for_place().await;
         let now = now_ms();
         let items = store
             .due_items_in(
