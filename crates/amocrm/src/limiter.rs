@@ -339,7 +339,11 @@ mod tests {
             drop(limiter.acquire().await);
         }
         limiter.wait_for_place().await;
-        assert_eq!(Instant::now().duration_since(start), WINDOW, "waits for the window");
+        assert_eq!(
+            Instant::now().duration_since(start),
+            WINDOW,
+            "waits for the window"
+        );
         // The place is still free: a request goes at once, and so do the other two.
         for _ in 0..3 {
             assert_eq!(limiter.acquire().await.at, start + WINDOW);
