@@ -370,10 +370,19 @@ impl Store {
         if plans.is_empty() {
             return Ok(Vec::new());
         }
-        let mut saved = Vec::with_capacity(plans.len());
+        // Rows are locked in one order, (tenant, entry), whatever order the plans came in: two
+        // instances saving overlapping plans on PostgreSQL then wait for each other instead of
+        // deadlocking.
+        let mut order: Vec<usize> = (0..plans.len()).collect();
+        order.sort_by(|&a, &b| {
+            (&plans[a].tenant_id, &plans[a].entry_id)
+                .cmp(&(&plans[b].tenant_id, &plans[b].entry_id))
+        });
+        let mut saved = vec![false; plans.len()];
         with_writer!(self, conn => {
             let mut tx = sqlx::Connection::begin(conn).await?;
-            for p in plans {
+            for &i in &order {
+                let p = &plans[i];
                 let inserted = sqlx::query(
                     "INSERT INTO entries (tenant_id, entry_id, completed_by, plan, planned_at_ms) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (tenant_id, entry_id) DO NOTHING",
@@ -404,7 +413,7 @@ impl Store {
                         .await?;
                     }
                 }
-                saved.push(inserted);
+                saved[i] = inserted;
             }
             tx.commit().await?;
         });
