@@ -165,8 +165,7 @@ impl TenantDelivery {
             {
                 Ok(tasks) => tasks,
                 Err(e) => {
-                    let items: Vec<&OutboxItem> = group.iter().map(|r| &r.item).collect();
-                    self.failed(&items, e, false).await?;
+                    self.failed(group.iter().map(|r| &r.item), e, false).await?;
                     continue;
                 }
             };
@@ -251,8 +250,8 @@ impl TenantDelivery {
                     store.complete_items(&done, now_ms()).await?;
                 }
                 Err(e) => {
-                    let items: Vec<&OutboxItem> = chunk.iter().map(|(r, _)| &r.item).collect();
-                    self.failed(&items, e, false).await?;
+                    self.failed(chunk.iter().map(|(r, _)| &r.item), e, false)
+                        .await?;
                 }
             }
         }
@@ -428,8 +427,8 @@ impl TenantDelivery {
                         store.complete_items(&done, now_ms()).await?;
                     }
                     Err(e) => {
-                        let items: Vec<&OutboxItem> = chunk.iter().map(|(r, _)| &r.item).collect();
-                        self.failed(&items, e, true).await?;
+                        self.failed(chunk.iter().map(|(r, _)| &r.item), e, true)
+                            .await?;
                     }
                 }
             }

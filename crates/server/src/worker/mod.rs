@@ -36,7 +36,7 @@ use crate::crm;
 use crate::state::{now_ms, AppState, Tenant};
 use callbridge_amocrm::{
     AmoClient, CallCardEvent, CallDirection, EntityType, Error as CrmError, NewCall,
-    NewComplexLead, NewContact, NewLead, NewUnsortedSip, NotesFilter,
+    NewComplexLead, NewContact, NewUnsortedSip, NotesFilter,
 };
 use callbridge_core::cards::CardAction;
 use callbridge_mango::api::VpbxClient;
@@ -220,8 +220,9 @@ struct Progress {
     /// The CRM said it does not know the client.
     #[serde(default)]
     new_client: bool,
-    /// Where the call went (a `lead` follow-up reads it from its call item; not stored).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where the call went: a `lead` follow-up reads it from its call item each time, so it is
+    /// never stored.
+    #[serde(skip)]
     landed: Option<Value>,
 }
 
@@ -586,8 +587,7 @@ impl TenantDelivery {
                     }
                 }
                 Err(e) => {
-                    let items: Vec<&OutboxItem> = calls.iter().map(|c| &c.item).collect();
-                    self.failed(&items, e, true).await?;
+                    self.failed(calls.iter().map(|c| &c.item), e, true).await?;
                     return Ok(Vec::new());
                 }
             }
@@ -637,50 +637,6 @@ impl TenantDelivery {
                 }),
             },
         })
-    }
-
-    /// Runs the repeat-client action. False: the CRM does not know the client.
-    async fn repeat_client(&self, call: &mut Call, phone: &str) -> Result<bool, CrmError> {
-        let Some(entities) = call.work.entities.clone() else {
-            return Ok(true);
-        };
-        let contacts = self.background.find_contacts_by_phone(phone).await?;
-        let Some(contact) = contacts.first() else {
-            return Ok(false);
-        };
-        let wants_lead = match entities.repeat_client.as_str() {
-            "always_lead" => true,
-            "lead_if_no_open" => {
-                let leads = if contact.lead_ids.is_empty() {
-                    Vec::new()
-                } else {
-                    self.background.leads_by_ids(&contact.lead_ids).await?
-                };
-                !leads.iter().any(|l| l.is_open())
-            }
-            _ => false,
-        };
-        if wants_lead && call.progress.lead_id.is_none() {
-            let created = self
-                .client
-                .create_leads(&[NewLead {
-                    name: lead_name(&call.work, phone),
-                    responsible_user_id: Some(entities.responsible_crm_user_id),
-                    pipeline_id: None,
-                    contact_id: Some(contact.id),
-                    request_id: Some(call.item.item_key.clone()),
-                }])
-                .await?;
-            call.progress.lead_id = created.first().map(|c| c.id);
-        }
-        call.progress.contact_id = Some(contact.id);
-        call.progress.repeat_done = true;
-        let _ = self
-            .state
-            .store
-            .save_progress(&call.item.item_key, &json!(call.progress))
-            .await;
-        Ok(true)
     }
 
     /// Sends calls in batches. Returns the ones whose client the CRM does not know, and the
@@ -807,8 +763,7 @@ impl TenantDelivery {
                     }
                 }
                 Err(e) => {
-                    let items: Vec<&OutboxItem> = batch.iter().map(|c| &c.item).collect();
-                    self.failed(&items, e, true).await?;
+                    self.failed(batch.iter().map(|c| &c.item), e, true).await?;
                 }
             }
         }
@@ -818,7 +773,8 @@ impl TenantDelivery {
     /// Calls of clients the CRM does not know: the new-client action. The created ids are kept
     /// as progress and the calls stay due: they go out with the next round's first batch
     /// (amoCRM attaches them to the contact, or to its single new lead), one request less than
-    /// sending them again here.
+    /// sending them again here. No call given here has a client created yet: those that have go
+    /// out as calls (see [`TenantDelivery::deliver_calls`]).
     async fn new_clients(&self, calls: Vec<Call>) -> Result<(), RoundError> {
         let store = &self.state.store;
         // One client, one contact: a second record creating the same client in this round waits
@@ -831,10 +787,7 @@ impl TenantDelivery {
         for mut call in calls {
             self.ensure_lease()?;
             let phone = call.work.client_phone.clone().unwrap_or_default();
-            if call.work.entities.is_some()
-                && call.progress.contact_id.is_none()
-                && !creating.insert(last_ten_digits(&phone))
-            {
+            if call.work.entities.is_some() && !creating.insert(last_ten_digits(&phone)) {
                 call.progress.new_client = false;
                 waiting.push((call, "the same client is being created by another record"));
                 continue;
@@ -859,12 +812,6 @@ impl TenantDelivery {
             };
             call.progress.new_client = true;
             match entities.new_client.as_str() {
-                "contact" | "contact_and_lead" if call.progress.contact_id.is_some() => {
-                    // Created by an earlier attempt: the call goes out in the next round.
-                    store
-                        .save_progress(&call.item.item_key, &json!(call.progress))
-                        .await?;
-                }
                 // Created together below, up to 50 a request.
                 "contact" => new_contacts.push(call),
                 "contact_and_lead" => new_leads.push(call),
@@ -912,7 +859,6 @@ impl TenantDelivery {
         &self,
         new_contacts: Vec<Call>,
     ) -> Result<HashSet<String>, RoundError> {
-        let store = &self.state.store;
         let mut created_clients = HashSet::new();
         for chunk in chunks_of(new_contacts) {
             self.ensure_lease()?;
@@ -935,19 +881,13 @@ impl TenantDelivery {
             match self.client.create_contacts(&requests).await {
                 Ok(created) => {
                     for (i, mut call) in chunk.into_iter().enumerate() {
-                        let id = answer_for(&created, &call.item.item_key, i).map(|c| c.id);
-                        call.progress.contact_id = id;
-                        store
-                            .save_progress(&call.item.item_key, &json!(call.progress))
-                            .await?;
-                        created_clients.insert(last_ten_digits(
-                            call.work.client_phone.as_deref().unwrap_or_default(),
-                        ));
+                        call.progress.contact_id =
+                            answer_for(&created, &call.item.item_key, i).map(|c| c.id);
+                        created_clients.insert(self.keep_created(&call).await?);
                     }
                 }
                 Err(e) => {
-                    let items: Vec<&OutboxItem> = chunk.iter().map(|c| &c.item).collect();
-                    self.failed(&items, e, false).await?;
+                    self.failed(chunk.iter().map(|c| &c.item), e, false).await?;
                 }
             }
         }
@@ -959,7 +899,6 @@ impl TenantDelivery {
         &self,
         new_leads: Vec<Call>,
     ) -> Result<HashSet<String>, RoundError> {
-        let store = &self.state.store;
         let mut created_clients = HashSet::new();
         for chunk in chunks_of(new_leads) {
             self.ensure_lease()?;
@@ -989,21 +928,27 @@ impl TenantDelivery {
                             call.progress.lead_id = Some(c.id);
                             call.progress.contact_id = c.contact_id;
                         }
-                        store
-                            .save_progress(&call.item.item_key, &json!(call.progress))
-                            .await?;
-                        created_clients.insert(last_ten_digits(
-                            call.work.client_phone.as_deref().unwrap_or_default(),
-                        ));
+                        created_clients.insert(self.keep_created(&call).await?);
                     }
                 }
                 Err(e) => {
-                    let items: Vec<&OutboxItem> = chunk.iter().map(|c| &c.item).collect();
-                    self.failed(&items, e, false).await?;
+                    self.failed(chunk.iter().map(|c| &c.item), e, false).await?;
                 }
             }
         }
         Ok(created_clients)
+    }
+
+    /// Keeps what was created for a new client's call as its progress; returns the client (last
+    /// 10 digits).
+    async fn keep_created(&self, call: &Call) -> Result<String, RoundError> {
+        self.state
+            .store
+            .save_progress(&call.item.item_key, &json!(call.progress))
+            .await?;
+        Ok(last_ten_digits(
+            call.work.client_phone.as_deref().unwrap_or_default(),
+        ))
     }
 
     async fn unsorted(&self, call: Call, phone: &str) -> Result<(), RoundError> {
@@ -1063,7 +1008,7 @@ impl TenantDelivery {
                     )
                     .await?;
             }
-            Err(e) => self.failed(&[&call.item], e, true).await?,
+            Err(e) => self.failed([&call.item], e, true).await?,
         }
         Ok(())
     }
@@ -1087,9 +1032,21 @@ impl TenantDelivery {
     }
 
     /// Handles a failed request for `items`. `write`: the request may have changed the CRM.
-    async fn failed(
+    /// The items are gathered before the returned future starts, so callers can pass an
+    /// iterator over their batch.
+    fn failed<'a>(
+        &'a self,
+        items: impl IntoIterator<Item = &'a OutboxItem>,
+        error: CrmError,
+        write: bool,
+    ) -> impl std::future::Future<Output = Result<(), RoundError>> + Send + 'a {
+        let items: Vec<&OutboxItem> = items.into_iter().collect();
+        self.fail_items(items, error, write)
+    }
+
+    async fn fail_items(
         &self,
-        items: &[&OutboxItem],
+        items: Vec<&OutboxItem>,
         error: CrmError,
         write: bool,
     ) -> Result<(), RoundError> {

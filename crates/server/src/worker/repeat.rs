@@ -16,8 +16,7 @@
 
 use super::{answer_for, chunks_of, landed_entity, lead_name, Call, RoundError, TenantDelivery};
 use crate::state::now_ms;
-use callbridge_amocrm::{EntityType, NewLead};
-use callbridge_store::OutboxItem;
+use callbridge_amocrm::{EntityType, Error as CrmError, NewLead};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -62,7 +61,7 @@ impl TenantDelivery {
             let phone = call.work.client_phone.clone().unwrap_or_default();
             match self.repeat_client(&mut call, &phone).await {
                 Ok(_) => done.push((call, "looked up by number")),
-                Err(e) => self.failed(&[&call.item], e, false).await?,
+                Err(e) => self.failed([&call.item], e, false).await?,
             }
         }
         done.extend(self.create_leads(create).await?);
@@ -92,8 +91,8 @@ impl TenantDelivery {
         let contacts = match self.background.contacts_by_ids(&contact_ids).await {
             Ok(found) => found,
             Err(e) => {
-                let items: Vec<&OutboxItem> = check.iter().map(|(c, _)| &c.item).collect();
-                self.failed(&items, e, false).await?;
+                self.failed(check.iter().map(|(c, _)| &c.item), e, false)
+                    .await?;
                 return Ok((Vec::new(), Vec::new()));
             }
         };
@@ -112,8 +111,8 @@ impl TenantDelivery {
                     .map(|l| l.id)
                     .collect(),
                 Err(e) => {
-                    let items: Vec<&OutboxItem> = check.iter().map(|(c, _)| &c.item).collect();
-                    self.failed(&items, e, false).await?;
+                    self.failed(check.iter().map(|(c, _)| &c.item), e, false)
+                        .await?;
                     return Ok((Vec::new(), Vec::new()));
                 }
             }
@@ -196,8 +195,8 @@ impl TenantDelivery {
                     }
                 }
                 Err(e) => {
-                    let items: Vec<&OutboxItem> = chunk.iter().map(|(c, _)| &c.item).collect();
-                    self.failed(&items, e, false).await?;
+                    self.failed(chunk.iter().map(|(c, _)| &c.item), e, false)
+                        .await?;
                 }
             }
         }
@@ -223,5 +222,51 @@ impl TenantDelivery {
             }
         }
         Ok(done)
+    }
+
+    /// Runs the repeat-client action after searching the client by number (one request, two
+    /// with the leads' states): for calls whose landing does not tell. False: the CRM does not
+    /// know the client.
+    async fn repeat_client(&self, call: &mut Call, phone: &str) -> Result<bool, CrmError> {
+        let Some(entities) = call.work.entities.clone() else {
+            return Ok(true);
+        };
+        let contacts = self.background.find_contacts_by_phone(phone).await?;
+        let Some(contact) = contacts.first() else {
+            return Ok(false);
+        };
+        let wants_lead = match entities.repeat_client.as_str() {
+            "always_lead" => true,
+            "lead_if_no_open" => {
+                let leads = if contact.lead_ids.is_empty() {
+                    Vec::new()
+                } else {
+                    self.background.leads_by_ids(&contact.lead_ids).await?
+                };
+                !leads.iter().any(|l| l.is_open())
+            }
+            _ => false,
+        };
+        if wants_lead && call.progress.lead_id.is_none() {
+            let created = self
+                .client
+                .create_leads(&[NewLead {
+                    name: lead_name(&call.work, phone),
+                    responsible_user_id: Some(entities.responsible_crm_user_id),
+                    pipeline_id: None,
+                    contact_id: Some(contact.id),
+                    request_id: Some(call.item.item_key.clone()),
+                }])
+                .await?;
+            call.progress.lead_id = created.first().map(|c| c.id);
+        }
+        call.progress.contact_id = Some(contact.id);
+        call.progress.repeat_done = true;
+        let _ = self
+            .state
+            .store
+            .save_progress(&call.item.item_key, &json!(call.progress))
+            .await;
+        Ok(true)
     }
 }
