@@ -9,6 +9,7 @@
 //!
 //! Wiring only: every rule lives in the core, the service, and the sandboxes.
 
+use crate::shutdown_signal;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use callbridge_amocrm_sandbox::{Sandbox, SandboxConfig, Seed};
 use callbridge_core::tracker::{Tracker, TrackerConfig};
@@ -1289,28 +1290,6 @@ fn print_report(r: &Report<'_>, problems: &[String]) {
         println!("All calls landed.");
     } else {
         println!("NOT everything landed: {}.", problems.join("; "));
-    }
-}
-
-/// Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

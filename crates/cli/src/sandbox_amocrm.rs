@@ -1,6 +1,7 @@
 //! `callbridge sandbox amocrm --port N`: the amoCRM stand-in as a process. Wiring only: flags,
 //! logging, signals; the behaviour lives in `callbridge-amocrm-sandbox`.
 
+use crate::shutdown_signal;
 use anyhow::{anyhow, bail, Context, Result};
 use callbridge_amocrm_sandbox::{Faults, SandboxConfig, Seed};
 use std::io::Write;
@@ -88,27 +89,4 @@ pub fn run(args: &Args) -> Result<()> {
         sandbox.shutdown().await;
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGTERM handler; stopping on Ctrl-C only");
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

@@ -2,6 +2,7 @@
 //! and, with `--webhook-url`, plays that office's calls to it as signed webhooks. Wiring only;
 //! the emulator lives in `callbridge-mango-sandbox`.
 
+use crate::shutdown_signal;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use callbridge_mango_sandbox::{
     play, start_vpbx_api, PlayConfig, PlayProgress, RateLimits, Vpbx, VpbxConfig,
@@ -249,28 +250,6 @@ pub fn run(args: &Args) -> Result<()> {
         );
         Ok(())
     })
-}
-
-/// Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]

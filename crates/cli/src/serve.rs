@@ -1,5 +1,6 @@
 //! `callbridge serve --config FILE`: the service. Wiring only: configuration, logging, signals.
 
+use crate::shutdown_signal;
 use anyhow::{anyhow, Result};
 use callbridge_server::config::Config;
 use std::path::PathBuf;
@@ -46,21 +47,4 @@ pub fn run(args: &Args) -> Result<()> {
         running.wait().await;
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
