@@ -1045,3 +1045,46 @@ fn error_is_a_std_error_and_one_line() {
     assert!(!e.to_string().contains('\n'));
     assert!(e.to_string().contains("\"seq\""));
 }
+
+// ---------------------------------------------------------------- dedupe keys
+
+#[test]
+fn dedupe_keys_match_redeliveries_however_formatted_and_sort_by_the_events_time() {
+    let key = |path: &str, json: &str| event(path, json).dedupe_key();
+    // The same event with its numbers as strings is the same event.
+    let first = key("events/call", &call_with(json!({})));
+    let as_strings = key(
+        "events/call",
+        &call_with(json!({"timestamp": "1764000000", "seq": "1"})),
+    );
+    assert_eq!(first, as_strings);
+    // Another step of the same call is another event.
+    let next_seq = key("events/call", &call_with(json!({"seq": 2})));
+    let connected = key(
+        "events/call",
+        &call_with(json!({"call_state": "Connected"})),
+    );
+    assert_ne!(first, next_seq);
+    assert_ne!(first, connected);
+    // Keys lead with the event's time, so the log's unique index grows at its end: a later
+    // event of a call whose id sorts first still sorts after.
+    let later = key(
+        "events/call",
+        &call_with(json!({"call_id": "A0", "timestamp": 1764000001})),
+    );
+    assert!(later > first, "{later} should sort after {first}");
+    let summary_key = key(
+        "events/summary",
+        &summary_with(json!({"create_time": 1764000000, "end_time": 1764000090})),
+    );
+    let recording_key = key("events/recording", &recording_with(json!({})));
+    assert!(summary_key > recording_key && recording_key > first);
+    // A recording's stored/tagged notices are one per recording, whatever their time.
+    assert_eq!(
+        key("events/record/added", &record_with(json!({}))),
+        key(
+            "events/record/added",
+            &record_with(json!({"timestamp": 1764000099}))
+        )
+    );
+}

@@ -79,6 +79,15 @@ Migration {
         detail TEXT NOT NULL,
         updated_at_ms BIGINT NOT NULL)",
     ],
+},
+Migration {
+    version: 3,
+    name: "event log: drop the unused per-entry index",
+    steps: &[
+        // Nothing reads events by entry (recovery scans the log and probes `entries`), and the
+        // index took a page at random on every append: it was a third of each commit's writes.
+        "DROP INDEX IF EXISTS events_by_entry",
+    ],
 }];
 
 pub(crate) async fn migrate(db: &Db) -> Result<()> {

@@ -518,3 +518,53 @@ async fn lanes_split_calls_from_follow_ups_and_a_finished_call_adds_its_follow_u
         assert_eq!(entry.outbox.len(), 3, "{b}");
     }
 }
+
+/// Under appends that never pause, the WAL must still start over from its beginning after each
+/// checkpoint instead of growing with every commit. The WAL's size a little after the first
+/// checkpoint is compared with its size after several more: a growing WAL (what a checkpoint off
+/// the writer connection gave) is several times larger by then, a reused one about the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_steady_appends_the_wal_starts_over_instead_of_growing() {
+    let dir = std::env::temp_dir().join(format!(
+        "callbridge-store-{}-wal-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::open(None, &dir).await.unwrap();
+    let appender = Appender::spawn(store.clone(), 64);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (appender, stop) = (appender.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("{w}-{n}");
+                let appended = appender.append(event("t", &key, &key)).await.unwrap();
+                assert!(matches!(appended, Appended::Stored(_)));
+                n += 1;
+            }
+            n
+        }));
+    }
+    let wal = dir.join("callbridge.db-wal");
+    let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    // The checkpointer runs every 500 ms: one has run by 0.8 s, five more by 3.3 s.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let early = size();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let late = size();
+    stop.store(true, Ordering::Relaxed);
+    let mut appended = 0;
+    for w in writers {
+        appended += w.await.unwrap();
+    }
+    assert_eq!(store.count_events("t").await.unwrap(), appended as i64);
+    assert!(early > 0, "the WAL was never written");
+    assert!(
+        late < early * 2,
+        "the WAL grew from {early} to {late} bytes under steady appends ({appended} events)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
