@@ -50,7 +50,12 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/mango/{tenant}", post(webhooks::ping))
         .route("/mango/{tenant}/", post(webhooks::ping))
         .route("/mango/{tenant}/{*path}", post(webhooks::webhook))
-        .layer(DefaultBodyLimit::max(max_body_bytes));
+        // The body arrives already held to the limit (and an oversized one read to its end).
+        .layer(axum::middleware::from_fn_with_state(
+            max_body_bytes,
+            webhooks::within_limit,
+        ))
+        .layer(DefaultBodyLimit::disable());
     Router::new()
         .nest("/api/v1", api)
         .merge(mango)

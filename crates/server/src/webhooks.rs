@@ -3,13 +3,15 @@
 
 use crate::problem::Problem;
 use crate::state::{now_ms, AppState};
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use callbridge_mango::webhook::{parse_event, Webhook};
 use callbridge_store::{Appended, NewEvent};
+use futures::StreamExt;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -25,6 +27,72 @@ fn acknowledged(stored: bool) -> Response {
 fn rejected(reason: &'static str) {
     metrics::counter!("callbridge_webhooks_total", "result" => "rejected", "reason" => reason)
         .increment(1);
+}
+
+/// An oversized body this much larger than the limit (and at least 1 MiB) is still read to its
+/// end, and thrown away, before the 413 goes back.
+const DRAIN_FACTOR: usize = 16;
+
+/// Holds webhook bodies to `limit` bytes and answers a larger one with 413.
+///
+/// An oversized body is read to its end first (up to [`DRAIN_FACTOR`] times the limit), as
+/// nginx does: answering while the client is still sending and then closing the connection made
+/// the client's write fail, so it saw a broken pipe or a reset instead of the 413. Only a body
+/// past that bound is refused without being read.
+pub async fn within_limit(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let drain_up_to = limit.saturating_mul(DRAIN_FACTOR).max(1 << 20);
+    let too_large = || {
+        rejected("too_large");
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            format!("the body is larger than the {limit} bytes accepted"),
+        )
+        .into_response()
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > drain_up_to as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let mut chunks = body.into_data_stream();
+    let (mut kept, mut seen) = (Vec::<Bytes>::new(), 0usize);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                rejected("malformed");
+                return Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request",
+                    format!("the request body could not be read: {e}"),
+                )
+                .into_response();
+            }
+        };
+        seen = seen.saturating_add(chunk.len());
+        if seen > drain_up_to {
+            return too_large();
+        }
+        if seen <= limit {
+            kept.push(chunk);
+        } else {
+            kept.clear();
+        }
+    }
+    if seen > limit {
+        return too_large();
+    }
+    // One chunk (the usual case) is passed on as it is, without a copy.
+    let body = match kept.len() {
+        1 => Body::from(kept.remove(0)),
+        _ => Body::from(kept.concat()),
+    };
+    next.run(Request::from_parts(parts, body)).await
 }
 
 pub async fn ping(
