@@ -91,10 +91,17 @@ pub fn run(args: &Args) -> Result<()> {
             .await?
             .map_err(|_| anyhow!("the client thread panicked"))??;
         let stored = running.state.store.count_events(&tenant).await?;
+        let metrics = running.state.metrics.render();
         running.shutdown().await;
-        Ok::<_, anyhow::Error>((backend, report, stored))
+        Ok::<_, anyhow::Error>((backend, report, stored, metrics))
     })?;
-    let (backend, r, stored) = report;
+    let (backend, r, stored, metrics) = report;
+    // The service's own measure of its event-log writes: when the acknowledgements' tail matches
+    // the append tail, the time went to the database (on SQLite, the disk's fsync).
+    let append_ms = |quantile: &str| {
+        quantile_seconds(&metrics, "callbridge_event_log_append_seconds", quantile)
+            .map(|s| (s * 1e6).round() / 1e3)
+    };
     let _ = std::fs::remove_dir_all(&dir);
     let line = serde_json::json!({
         "backend": backend,
@@ -108,6 +115,8 @@ pub fn run(args: &Args) -> Result<()> {
         "p99_ms": r.percentile(0.99),
         "max_ms": r.percentile(1.0),
         "non_200": r.failures,
+        "append_p99_ms": append_ms("0.99"),
+        "append_max_ms": append_ms("1"),
     });
     println!("{line}");
     ensure!(
@@ -116,6 +125,14 @@ pub fn run(args: &Args) -> Result<()> {
         r.failures
     );
     Ok(())
+}
+
+/// One quantile of a summary in Prometheus text (`name{quantile="q"} value`), in seconds.
+fn quantile_seconds(text: &str, name: &str, quantile: &str) -> Option<f64> {
+    let wanted = format!("{name}{{quantile=\"{quantile}\"}}");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&wanted))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 /// Generated traffic as ready-to-post form bodies: (path, body).

@@ -95,7 +95,13 @@ impl<T: Send + 'static> Appender<T> {
                     .drain(..)
                     .map(|(event, payload, reply)| (event, (payload, reply)))
                     .unzip();
-                match store.append_events(&events).await {
+                let started = std::time::Instant::now();
+                let appended = store.append_events(&events).await;
+                // Waiting for the writer, writing and the fsync: what every acknowledgement in
+                // the batch waited for (a slow disk shows here first).
+                metrics::histogram!("callbridge_event_log_append_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                match appended {
                     Ok(results) => {
                         let mut committed = Vec::new();
                         for ((event, (payload, reply)), result) in
