@@ -59,17 +59,22 @@ fn every_scenario_over_http_matches_simulate_even_shuffled_and_duplicated() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
-fn bad_requests_get_their_status_and_store_nothing() {
-    let dir = temp_dir("bad");
-    let case = scenarios_dir().join("r6-card-only-for-mapped");
-    let t = Tenant {
+/// Tenant `acme` (key `acme-key`, salt `acme-salt`) with a scenario's settings.
+fn acme(case: &std::path::Path) -> Tenant {
+    Tenant {
         id: "acme".into(),
         key: "acme-key".into(),
         salt: "acme-salt".into(),
         settings: case.join("settings.toml"),
         amocrm: None,
-    };
+    }
+}
+
+#[test]
+fn bad_requests_get_their_status_and_store_nothing() {
+    let dir = temp_dir("bad");
+    let case = scenarios_dir().join("r6-card-only-for-mapped");
+    let t = acme(&case);
     let server = Server::start(&dir, std::slice::from_ref(&t), None);
     let http = client();
     let line = lines_of(&case.join("events.jsonl")).remove(0);
@@ -297,13 +302,7 @@ fn two_instances_on_one_postgres_never_plan_an_entry_twice() {
 fn the_card_stream_shows_and_hides_a_mapped_users_card() {
     let dir = temp_dir("cards");
     let case = scenarios_dir().join("r6-card-only-for-mapped");
-    let t = Tenant {
-        id: "acme".into(),
-        key: "acme-key".into(),
-        salt: "acme-salt".into(),
-        settings: case.join("settings.toml"),
-        amocrm: None,
-    };
+    let t = acme(&case);
     let server = Server::start(&dir, std::slice::from_ref(&t), None);
     let base = server.base.clone();
     let reader = std::thread::spawn(move || {
@@ -338,4 +337,57 @@ fn the_card_stream_shows_and_hides_a_mapped_users_card() {
     assert!(seen.contains("\"action\":\"show\""), "{seen}");
     assert!(seen.contains("\"action\":\"hide\""), "{seen}");
     assert!(seen.contains("\"crm_user_id\":1001"));
+}
+
+/// A client that stops sending its body gets 408 once the configured time has passed, instead
+/// of holding its connection for ever, and nothing is stored.
+#[test]
+fn a_body_that_stops_arriving_gets_408_and_stores_nothing() {
+    use std::io::Write;
+    let dir = temp_dir("slow-body");
+    let case = scenarios_dir().join("r6-card-only-for-mapped");
+    let t = acme(&case);
+    let server = Server::start_with(
+        &dir,
+        std::slice::from_ref(&t),
+        &Options {
+            extra: "body_timeout_ms = 300".into(),
+            ..Options::default()
+        },
+    );
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    // 500 bytes announced, 30 sent, then nothing.
+    write!(
+        stream,
+        "POST /mango/acme/events/call HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\n\
+         vpbx_api_key=acme-key&json=%7B"
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the body of the answer is in (the server may keep or close the connection).
+    while !String::from_utf8_lossy(&answer).contains("did not arrive") {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no answer: {e}; got {:?}", String::from_utf8_lossy(&answer)),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("within 300 ms"), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "answered before the deadline: {answer}"
+    );
+    let tenant = get(&client(), &format!("{}/api/v1/tenants/acme", server.base));
+    assert_eq!(tenant["events"], 0, "{tenant}");
 }

@@ -39,6 +39,9 @@ pub struct Config {
     /// Largest webhook body accepted, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// How long a webhook's body may take to arrive, in milliseconds; a slower one gets 408.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_ms: u64,
     #[serde(default)]
     pub processing: Processing,
     /// The Mango VPBX API the employee directory is loaded from.
@@ -111,6 +114,9 @@ fn default_directory_refresh() -> u64 {
 fn default_max_body() -> usize {
     64 * 1024
 }
+fn default_body_timeout() -> u64 {
+    30_000
+}
 
 impl Config {
     /// Reads the file (if any) and the environment, and checks the result.
@@ -144,6 +150,12 @@ impl Config {
         }
         if config.max_body_bytes < 1024 {
             return Err(invalid(&shown, "max_body_bytes: must be at least 1024"));
+        }
+        if !(100..=600_000).contains(&config.body_timeout_ms) {
+            return Err(invalid(
+                &shown,
+                "body_timeout_ms: must be between 100 and 600000",
+            ));
         }
         let mut tenants = Vec::new();
         for (i, t) in config.tenants.iter().enumerate() {

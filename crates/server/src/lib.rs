@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, watch, Notify, RwLock};
 
 /// Builds the router over a ready state.
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
     let api = Router::new()
         .route("/tenants", get(admin::list_tenants))
         .route(
@@ -52,7 +52,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/mango/{tenant}/{*path}", post(webhooks::webhook))
         // The body arrives already held to the limit (and an oversized one read to its end).
         .layer(axum::middleware::from_fn_with_state(
-            max_body_bytes,
+            body,
             webhooks::within_limit,
         ))
         .layer(DefaultBodyLimit::disable());
@@ -205,7 +205,13 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         let every = std::time::Duration::from_secs(config.directory_refresh_seconds);
         tokio::spawn(directory::run(state.clone(), every, rx.clone()));
     }
-    let app = router(state.clone(), config.max_body_bytes);
+    let app = router(
+        state.clone(),
+        webhooks::BodyLimits {
+            max_bytes: config.max_body_bytes,
+            read_timeout: std::time::Duration::from_millis(config.body_timeout_ms),
+        },
+    );
     let mut server_rx = rx;
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

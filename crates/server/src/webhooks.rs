@@ -13,6 +13,7 @@ use callbridge_mango::webhook::{parse_event, Webhook};
 use callbridge_store::{Appended, NewEvent};
 use futures::StreamExt;
 use std::sync::Arc;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// The 200 Mango gets for anything it need not send again; `stored` says whether it was logged.
@@ -33,13 +34,26 @@ fn rejected(reason: &'static str) {
 /// end, and thrown away, before the 413 goes back.
 const DRAIN_FACTOR: usize = 16;
 
-/// Holds webhook bodies to `limit` bytes and answers a larger one with 413.
+/// What a webhook body may be: at most `max_bytes`, arrived within `read_timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub read_timeout: Duration,
+}
+
+/// Holds webhook bodies to the limits: a larger one gets 413, one that does not arrive in time
+/// 408 (a client that stops sending would otherwise hold its connection and task for ever).
 ///
 /// An oversized body is read to its end first (up to [`DRAIN_FACTOR`] times the limit), as
 /// nginx does: answering while the client is still sending and then closing the connection made
 /// the client's write fail, so it saw a broken pipe or a reset instead of the 413. Only a body
 /// past that bound is refused without being read.
-pub async fn within_limit(State(limit): State<usize>, request: Request, next: Next) -> Response {
+pub async fn within_limit(
+    State(limits): State<BodyLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = limits.max_bytes;
     let drain_up_to = limit.saturating_mul(DRAIN_FACTOR).max(1 << 20);
     let too_large = || {
         rejected("too_large");
@@ -59,34 +73,50 @@ pub async fn within_limit(State(limit): State<usize>, request: Request, next: Ne
         return too_large();
     }
     let (parts, body) = request.into_parts();
-    let mut chunks = body.into_data_stream();
-    let (mut kept, mut seen) = (Vec::<Bytes>::new(), 0usize);
-    while let Some(chunk) = chunks.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => {
+    let read = async {
+        let mut chunks = body.into_data_stream();
+        let (mut kept, mut seen) = (Vec::<Bytes>::new(), 0usize);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| {
                 rejected("malformed");
-                return Problem::new(
+                Problem::new(
                     StatusCode::BAD_REQUEST,
                     "Bad Request",
                     format!("the request body could not be read: {e}"),
                 )
-                .into_response();
+                .into_response()
+            })?;
+            seen = seen.saturating_add(chunk.len());
+            if seen > drain_up_to {
+                return Err(too_large());
             }
-        };
-        seen = seen.saturating_add(chunk.len());
-        if seen > drain_up_to {
-            return too_large();
+            if seen <= limit {
+                kept.push(chunk);
+            } else {
+                kept.clear();
+            }
         }
-        if seen <= limit {
-            kept.push(chunk);
-        } else {
-            kept.clear();
+        if seen > limit {
+            return Err(too_large());
         }
-    }
-    if seen > limit {
-        return too_large();
-    }
+        Ok(kept)
+    };
+    let mut kept = match tokio::time::timeout(limits.read_timeout, read).await {
+        Ok(Ok(kept)) => kept,
+        Ok(Err(refused)) => return refused,
+        Err(_) => {
+            rejected("timeout");
+            return Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request Timeout",
+                format!(
+                    "the body did not arrive within {} ms",
+                    limits.read_timeout.as_millis()
+                ),
+            )
+            .into_response();
+        }
+    };
     // One chunk (the usual case) is passed on as it is, without a copy.
     let body = match kept.len() {
         1 => Body::from(kept.remove(0)),
