@@ -391,3 +391,70 @@ fn a_body_that_stops_arriving_gets_408_and_stores_nothing() {
     let tenant = get(&client(), &format!("{}/api/v1/tenants/acme", server.base));
     assert_eq!(tenant["events"], 0, "{tenant}");
 }
+
+/// The value of one series in `/metrics`.
+fn metric(base: &str, name: &str) -> Option<f64> {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Once every entry is planned, the stored recovery mark passes every event, and a restart
+/// starts reading the log from it (reading nothing again) with every entry still planned.
+#[test]
+fn the_recovery_mark_passes_every_planned_event_and_a_restart_reads_from_it() {
+    let dir = temp_dir("mark");
+    let case = scenarios_dir().join("r6-card-only-for-mapped");
+    let t = acme(&case);
+    let http = client();
+    let lines = lines_of(&case.join("events.jsonl"));
+    let server = Server::start(&dir, std::slice::from_ref(&t), None);
+    for line in &lines {
+        assert_eq!(post_line(&http, &server.base, &t, line), 200);
+    }
+    let expected = simulate(&t.settings, &case.join("events.jsonl"));
+    let want = expected["entries"].as_array().unwrap().len();
+    assert_eq!(
+        wait_for_entries(&http, &server.base, &t.id, want, Duration::from_secs(30)).len(),
+        want
+    );
+    let stored = get(&http, &format!("{}/api/v1/tenants/acme", server.base))["events"]
+        .as_f64()
+        .unwrap();
+    // Ids start at 1: past every event means above the count of them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mark = loop {
+        let mark = metric(&server.base, "callbridge_recovery_mark_event_id").unwrap_or(0.0);
+        if mark > stored || Instant::now() > deadline {
+            break mark;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(mark > stored, "mark {mark}, {stored} events");
+    server.kill();
+    let server = Server::start(&dir, std::slice::from_ref(&t), None);
+    // Recovery runs beside the listener: wait for its figures.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let read = loop {
+        let read = metric(&server.base, "callbridge_recovery_events_read");
+        if read.is_some() || Instant::now() > deadline {
+            break read;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(read, Some(0.0));
+    assert_eq!(
+        metric(&server.base, "callbridge_recovery_mark_event_id"),
+        Some(mark)
+    );
+    assert_eq!(
+        wait_for_entries(&http, &server.base, &t.id, want, Duration::from_secs(5)).len(),
+        want
+    );
+}

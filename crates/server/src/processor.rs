@@ -7,14 +7,14 @@
 //! start-up, after the hand-over channel overflowed, and, on PostgreSQL where other instances
 //! append too, every tick for their events.
 //!
-//! After a crash it rebuilds its state from the log (every event of every entry not yet planned)
-//! and goes on; the store's entries table is the exactly-once gate, so a replay, or a second
+//! After a crash it rebuilds its state from the log (every event of every entry not yet planned,
+//! read from the stored recovery mark on) and goes on; the store's entries table is the exactly-once gate, so a replay, or a second
 //! instance on the same PostgreSQL, never plans an entry twice.
 
 use crate::state::{now_ms, AppState, TenantCard};
 use callbridge_core::cards::LiveCards;
 use callbridge_core::plan::{CompletedBy, EntryPlan, Rule};
-use callbridge_core::tracker::{Completed, Tracker, TrackerConfig};
+use callbridge_core::tracker::{Accepted, Completed, Tracker, TrackerConfig};
 use callbridge_core::{policy, PbxEvent};
 use callbridge_mango::webhook::{parse_event, Webhook};
 use callbridge_store::{Committed, NewOutboxItem, NewPlan, SinkReceiver, StoredEvent};
@@ -83,6 +83,13 @@ pub struct Processor {
     tick: Duration,
     /// Plans whose save failed, tried again on the next step.
     unsaved: Vec<NewPlan>,
+    /// The first event id of every entry folded but not yet planned, by tenant and entry, and
+    /// the same ordered by id: the smallest is where recovery must read the log from.
+    first_ids: HashMap<String, HashMap<String, i64>>,
+    by_first_id: BTreeSet<(i64, String, String)>,
+    /// The recovery mark last stored, and when.
+    mark_stored: i64,
+    mark_stored_at: Option<Instant>,
 }
 
 impl Processor {
@@ -117,6 +124,10 @@ impl Processor {
             last_tail: None,
             tick,
             unsaved: Vec::new(),
+            first_ids: HashMap::new(),
+            by_first_id: BTreeSet::new(),
+            mark_stored: 0,
+            mark_stored_at: None,
         }
     }
 
@@ -139,12 +150,20 @@ impl Processor {
             .max_event_id()
             .await
             .map_err(|e| e.to_string())?;
+        // Everything below the mark belongs to planned entries: only the rest is read again.
+        let from = self
+            .state
+            .store
+            .recovery_mark()
+            .await
+            .map_err(|e| e.to_string())?;
         let events = self
             .state
             .store
-            .unplanned_events()
+            .unplanned_events(from)
             .await
             .map_err(|e| e.to_string())?;
+        self.mark_stored = from;
         let mut n = 0;
         // Windows restart now: the PBX re-sends what it had no answer for while we were down,
         // and those stragglers must still count.
@@ -154,6 +173,8 @@ impl Processor {
             n += 1;
         }
         self.cursor.through = through;
+        metrics::gauge!("callbridge_recovery_mark_event_id").set(from as f64);
+        metrics::gauge!("callbridge_recovery_events_read").set(n as f64);
         Ok(n)
     }
 
@@ -233,8 +254,14 @@ impl Processor {
                 if c.id <= self.cursor.through || self.cursor.seen.contains(&c.id) {
                     continue; // already read from the log
                 }
-                self.fold_event(&c.event.tenant_id, c.payload, true, c.event.received_at_ms)
-                    .await;
+                self.fold_event(
+                    &c.event.tenant_id,
+                    c.payload,
+                    true,
+                    c.event.received_at_ms,
+                    c.id,
+                )
+                .await;
                 self.cursor.seen.insert(c.id);
                 last_arrival = Some(c.event.received_at_ms);
             }
@@ -244,7 +271,47 @@ impl Processor {
             let lag = (now_ms() - arrived).max(0) as f64 / 1000.0;
             metrics::gauge!("callbridge_processing_lag_seconds").set(lag);
         }
-        self.plan_completed().await
+        self.plan_completed().await?;
+        self.store_recovery_mark().await;
+        Ok(())
+    }
+
+    /// Stores where recovery would have to read the log from now, at most once a second and
+    /// only when it moved on. A failure is only logged: the mark is an optimisation, an older
+    /// one stays valid.
+    async fn store_recovery_mark(&mut self) {
+        let unread = self.cursor.through.saturating_add(1);
+        let mark = self
+            .by_first_id
+            .first()
+            .map_or(unread, |(id, _, _)| (*id).min(unread));
+        if mark <= self.mark_stored
+            || self
+                .mark_stored_at
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        match self.state.store.set_recovery_mark(mark, now_ms()).await {
+            Ok(()) => {
+                self.mark_stored = mark;
+                self.mark_stored_at = Some(Instant::now());
+                metrics::gauge!("callbridge_recovery_mark_event_id").set(mark as f64);
+            }
+            Err(e) => tracing::warn!(error = %e, "storing the recovery mark failed; retrying"),
+        }
+    }
+
+    /// An entry is planned (or dropped): recovery no longer needs its events.
+    fn forget_first_id(&mut self, tenant_id: &str, entry_id: &str) {
+        if let Some(id) = self
+            .first_ids
+            .get_mut(tenant_id)
+            .and_then(|entries| entries.remove(entry_id))
+        {
+            self.by_first_id
+                .remove(&(id, tenant_id.to_string(), entry_id.to_string()));
+        }
     }
 
     /// Folds what is new in the log.
@@ -285,8 +352,10 @@ impl Processor {
                 .map(|w| w.tracker.advance(now))
                 .unwrap_or_default();
             for completed in done {
-                if let Some(plan) = self.plan(&tenant_id, completed).await? {
-                    self.unsaved.push(plan);
+                let entry_id = completed.events.entry_id.clone();
+                match self.plan(&tenant_id, completed).await? {
+                    Some(plan) => self.unsaved.push(plan),
+                    None => self.forget_first_id(&tenant_id, &entry_id),
                 }
             }
         }
@@ -302,7 +371,11 @@ impl Processor {
             .map_err(|e| e.to_string())?;
         // Every tenant's call lane looks: one of them has new work.
         self.state.outbox_ready.notify_waiters();
-        for (plan, saved) in self.unsaved.drain(..).zip(saved) {
+        let unsaved = std::mem::take(&mut self.unsaved);
+        for plan in &unsaved {
+            self.forget_first_id(&plan.tenant_id, &plan.entry_id);
+        }
+        for (plan, saved) in unsaved.into_iter().zip(saved) {
             if saved {
                 metrics::counter!("callbridge_entries_completed_total", "completed_by" => plan.completed_by)
                     .increment(1);
@@ -324,12 +397,20 @@ impl Processor {
                 return;
             }
         };
-        self.fold_event(&stored.tenant_id, event, live, arrived)
+        self.fold_event(&stored.tenant_id, event, live, arrived, stored.id)
             .await;
     }
 
     /// Folds one event in; `arrived` (Unix milliseconds) counts as the entry's activity.
-    async fn fold_event(&mut self, tenant_id: &str, event: PbxEvent, live: bool, arrived: i64) {
+    /// `id` is the event's id in the log.
+    async fn fold_event(
+        &mut self,
+        tenant_id: &str,
+        event: PbxEvent,
+        live: bool,
+        arrived: i64,
+        id: i64,
+    ) {
         let config = self.config();
         if !self.tenants.contains_key(tenant_id) {
             self.tenants.insert(
@@ -354,7 +435,23 @@ impl Processor {
                 }
             }
         }
-        work.tracker.push_at(event, arrived);
+        let new_entry = !self
+            .first_ids
+            .get(tenant_id)
+            .is_some_and(|entries| entries.contains_key(event.entry_id()));
+        let entry_id = new_entry.then(|| event.entry_id().to_string());
+        // A late event of an entry already released changes nothing and is never planned: it
+        // must not hold the recovery mark back.
+        if work.tracker.push_at(event, arrived) != Accepted::Late {
+            if let Some(entry_id) = entry_id {
+                self.by_first_id
+                    .insert((id, tenant_id.to_string(), entry_id.clone()));
+                self.first_ids
+                    .entry(tenant_id.to_string())
+                    .or_default()
+                    .insert(entry_id, id);
+            }
+        }
     }
 
     /// Plans a completed entry; `None` when its tenant is gone.

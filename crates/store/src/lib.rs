@@ -310,19 +310,53 @@ impl Store {
         Ok(rows.into_iter().map(stored_event).collect())
     }
 
-    /// Every event of the entries not planned yet, oldest first: what a processor folds again
-    /// after a restart.
-    pub async fn unplanned_events(&self) -> Result<Vec<StoredEvent>> {
+    /// Every event from id `from_id` on of the entries not planned yet, oldest first: what a
+    /// processor folds again after a restart (`from_id` is the [`Store::recovery_mark`]).
+    pub async fn unplanned_events(&self, from_id: i64) -> Result<Vec<StoredEvent>> {
         let rows: Vec<(i64, String, String, String, String, i64)> = with_db!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT e.id, e.tenant_id, e.entry_id, e.path, e.json, e.received_at_ms FROM events e \
-                 WHERE NOT EXISTS (SELECT 1 FROM entries p WHERE p.tenant_id = e.tenant_id AND p.entry_id = e.entry_id) \
+                 WHERE e.id >= $1 \
+                 AND NOT EXISTS (SELECT 1 FROM entries p WHERE p.tenant_id = e.tenant_id AND p.entry_id = e.entry_id) \
                  ORDER BY e.id",
             )
+            .bind(from_id)
             .fetch_all(pool)
             .await?
         });
         Ok(rows.into_iter().map(stored_event).collect())
+    }
+
+    /// Where start-up recovery reads the log from: every event below this id belongs to an
+    /// entry already planned. 0 until a processor has stored one.
+    pub async fn recovery_mark(&self) -> Result<i64> {
+        let mark: Option<i64> = with_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT first_unplanned_event_id FROM recovery_mark WHERE id = 1")
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(mark.unwrap_or(0))
+    }
+
+    /// Stores the recovery mark. Any processor's mark is a valid one (the entries below it are
+    /// planned, and planned entries stay planned), so the last one written wins.
+    pub async fn set_recovery_mark(
+        &self,
+        first_unplanned_event_id: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        with_writer!(self, conn => {
+            sqlx::query(
+                "INSERT INTO recovery_mark (id, first_unplanned_event_id, updated_at_ms) VALUES (1, $1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET first_unplanned_event_id = excluded.first_unplanned_event_id, \
+                 updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(first_unplanned_event_id)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?;
+        });
+        Ok(())
     }
 
     pub async fn max_event_id(&self) -> Result<i64> {

@@ -88,6 +88,18 @@ Migration {
         // index took a page at random on every append: it was a third of each commit's writes.
         "DROP INDEX IF EXISTS events_by_entry",
     ],
+},
+Migration {
+    version: 4,
+    name: "recovery mark: where start-up recovery reads the log from",
+    steps: &[
+        // One row: every event below this id belongs to an entry already planned (or dropped
+        // with its tenant), so recovery need not read it.
+        "CREATE TABLE IF NOT EXISTS recovery_mark (
+        id INTEGER PRIMARY KEY,
+        first_unplanned_event_id BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    ],
 }];
 
 pub(crate) async fn migrate(db: &Db) -> Result<()> {

@@ -255,11 +255,20 @@ async fn a_plan_is_saved_once_with_its_outbox() {
         assert_eq!(entry.outbox.len(), 2);
         assert!(entry.outbox.iter().all(|(_, state)| state == "pending"));
         // Only the unplanned entry's events are left to fold after a restart.
-        let left = store.unplanned_events().await.unwrap();
+        let left = store.unplanned_events(0).await.unwrap();
         assert_eq!(
             left.iter().map(|e| e.entry_id.as_str()).collect::<Vec<_>>(),
             vec!["e2"]
         );
+        // From the recovery mark on only: nothing below it is read again.
+        assert_eq!(store.recovery_mark().await.unwrap(), 0);
+        let e2 = left[0].id;
+        store.set_recovery_mark(e2, 8).await.unwrap();
+        assert_eq!(store.recovery_mark().await.unwrap(), e2);
+        assert_eq!(store.unplanned_events(e2).await.unwrap(), left);
+        store.set_recovery_mark(e2 + 1, 9).await.unwrap();
+        assert_eq!(store.recovery_mark().await.unwrap(), e2 + 1);
+        assert!(store.unplanned_events(e2 + 1).await.unwrap().is_empty());
         assert_eq!(store.entries("t", 10, 0).await.unwrap().len(), 1);
         assert_eq!(store.count_entries("t").await.unwrap(), 1);
     }
