@@ -8,8 +8,9 @@
 //! append too, every tick for their events.
 //!
 //! After a crash it rebuilds its state from the log (every event of every entry not yet planned,
-//! read from the stored recovery mark on) and goes on; the store's entries table is the exactly-once gate, so a replay, or a second
-//! instance on the same PostgreSQL, never plans an entry twice.
+//! read from the stored recovery mark on) and goes on; the store's entries table is the
+//! exactly-once gate, so a replay, or a second instance on the same PostgreSQL, never plans an
+//! entry twice.
 
 use crate::state::{now_ms, AppState, TenantCard};
 use callbridge_core::cards::LiveCards;
@@ -83,10 +84,9 @@ pub struct Processor {
     tick: Duration,
     /// Plans whose save failed, tried again on the next step.
     unsaved: Vec<NewPlan>,
-    /// The first event id of every entry folded but not yet planned, by tenant and entry, and
-    /// the same ordered by id: the smallest is where recovery must read the log from.
+    /// The first event id of every entry folded but not yet planned, by tenant and entry: the
+    /// smallest is where recovery must read the log from.
     first_ids: HashMap<String, HashMap<String, i64>>,
-    by_first_id: BTreeSet<(i64, String, String)>,
     /// The recovery mark last stored, and when.
     mark_stored: i64,
     mark_stored_at: Option<Instant>,
@@ -125,7 +125,6 @@ impl Processor {
             tick,
             unsaved: Vec::new(),
             first_ids: HashMap::new(),
-            by_first_id: BTreeSet::new(),
             mark_stored: 0,
             mark_stored_at: None,
         }
@@ -280,16 +279,20 @@ impl Processor {
     /// only when it moved on. A failure is only logged: the mark is an optimisation, an older
     /// one stays valid.
     async fn store_recovery_mark(&mut self) {
-        let unread = self.cursor.through.saturating_add(1);
-        let mark = self
-            .by_first_id
-            .first()
-            .map_or(unread, |(id, _, _)| (*id).min(unread));
-        if mark <= self.mark_stored
-            || self
-                .mark_stored_at
-                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        if self
+            .mark_stored_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
         {
+            return;
+        }
+        // Once a second at most, so a walk over the open entries is cheap enough.
+        let mark = self
+            .first_ids
+            .values()
+            .flat_map(HashMap::values)
+            .copied()
+            .fold(self.cursor.through.saturating_add(1), i64::min);
+        if mark <= self.mark_stored {
             return;
         }
         match self.state.store.set_recovery_mark(mark, now_ms()).await {
@@ -304,13 +307,8 @@ impl Processor {
 
     /// An entry is planned (or dropped): recovery no longer needs its events.
     fn forget_first_id(&mut self, tenant_id: &str, entry_id: &str) {
-        if let Some(id) = self
-            .first_ids
-            .get_mut(tenant_id)
-            .and_then(|entries| entries.remove(entry_id))
-        {
-            self.by_first_id
-                .remove(&(id, tenant_id.to_string(), entry_id.to_string()));
+        if let Some(entries) = self.first_ids.get_mut(tenant_id) {
+            entries.remove(entry_id);
         }
     }
 
@@ -444,8 +442,6 @@ impl Processor {
         // must not hold the recovery mark back.
         if work.tracker.push_at(event, arrived) != Accepted::Late {
             if let Some(entry_id) = entry_id {
-                self.by_first_id
-                    .insert((id, tenant_id.to_string(), entry_id.clone()));
                 self.first_ids
                     .entry(tenant_id.to_string())
                     .or_default()
