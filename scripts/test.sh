@@ -1,5 +1,82 @@
 #!/usr/bin/env bash
-# The project's test command: every crate's unit, integration, scenario and property tests.
+# The project's test command: every crate's unit, integration, scenario, property and end-to-end
+# tests, on SQLite and on PostgreSQL.
+#
+# PostgreSQL: CALLBRIDGE_TEST_POSTGRES_URL when set; else a server answering on 127.0.0.1:5432
+# (trust auth); else a private throw-away server started from the installed PostgreSQL binaries
+# (stopped on exit). With none of these the run fails and says why: the scale-out tests are never
+# skipped silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+pg_private_dir=""
+stop_private_postgres() {
+  if [ -n "$pg_private_dir" ] && [ -f "$pg_private_dir/data/postmaster.pid" ]; then
+    run_as_pg "$pg_bin/pg_ctl" -D "$pg_private_dir/data" -m fast stop >/dev/null 2>&1 || true
+  fi
+  if [ -n "$pg_private_dir" ]; then rm -rf "$pg_private_dir"; fi
+}
+trap stop_private_postgres EXIT
+
+# initdb refuses to run as root: use the postgres account when there is one.
+run_as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    if ! id postgres >/dev/null 2>&1; then
+      echo "test.sh: running as root and there is no 'postgres' user to run a PostgreSQL server as" >&2
+      return 1
+    fi
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+answers() { psql "$1" -Atc 'select 1' >/dev/null 2>&1; }
+
+ensure_postgres() {
+  if ! command -v psql >/dev/null 2>&1; then
+    echo "test.sh: FAILED: psql is not installed; the PostgreSQL tests need a client and a server" >&2
+    echo "test.sh: install them (Debian: apt-get install postgresql) or run .ci/run, which does" >&2
+    exit 1
+  fi
+  if [ -n "${CALLBRIDGE_TEST_POSTGRES_URL:-}" ]; then
+    if ! answers "$CALLBRIDGE_TEST_POSTGRES_URL"; then
+      echo "test.sh: FAILED: CALLBRIDGE_TEST_POSTGRES_URL is set but nothing answers there" >&2
+      exit 1
+    fi
+    echo "== PostgreSQL: the server named by CALLBRIDGE_TEST_POSTGRES_URL"
+    return
+  fi
+  local default_url="postgres://postgres@127.0.0.1:5432/postgres"
+  if answers "$default_url"; then
+    export CALLBRIDGE_TEST_POSTGRES_URL="$default_url"
+    echo "== PostgreSQL: the server answering on 127.0.0.1:5432"
+    return
+  fi
+  pg_bin=""
+  if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
+    pg_bin="$(pg_config --bindir)"
+  else
+    pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
+  fi
+  if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
+    echo "test.sh: FAILED: no PostgreSQL answers on 127.0.0.1:5432 and no server binaries (initdb) are installed" >&2
+    echo "test.sh: install PostgreSQL (Debian: apt-get install postgresql), start one, or set CALLBRIDGE_TEST_POSTGRES_URL" >&2
+    exit 1
+  fi
+  local port=54329
+  pg_private_dir="$(mktemp -d /tmp/callbridge-test-pg.XXXXXX)"
+  chmod 0755 "$pg_private_dir"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$pg_private_dir"; fi
+  echo "== PostgreSQL: none answers on 127.0.0.1:5432; starting a private server on port $port ($pg_bin)"
+  run_as_pg "$pg_bin/initdb" -D "$pg_private_dir/data" -U postgres -A trust >"$pg_private_dir/initdb.log" 2>&1 || {
+    echo "test.sh: FAILED: initdb did not succeed:" >&2; cat "$pg_private_dir/initdb.log" >&2; exit 1; }
+  run_as_pg "$pg_bin/pg_ctl" -D "$pg_private_dir/data" -l "$pg_private_dir/server.log" -w \
+    -o "-p $port -k $pg_private_dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null || {
+    echo "test.sh: FAILED: the private PostgreSQL did not start:" >&2; cat "$pg_private_dir/server.log" >&2; exit 1; }
+  export CALLBRIDGE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  answers "$CALLBRIDGE_TEST_POSTGRES_URL" || { echo "test.sh: FAILED: the private PostgreSQL does not answer" >&2; exit 1; }
+}
+
+ensure_postgres
 cargo test --workspace --locked "$@"
