@@ -50,6 +50,9 @@ pub struct Config {
     /// How often each tenant's employee directory is reloaded; 0 turns loading off.
     #[serde(default = "default_directory_refresh")]
     pub directory_refresh_seconds: u64,
+    /// How long a recording link in a CRM call note plays, in days (1 to 3650).
+    #[serde(default = "default_recording_link_days")]
+    pub recording_link_days: u64,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
 }
@@ -111,6 +114,9 @@ fn default_mango_api_url() -> String {
 fn default_directory_refresh() -> u64 {
     3600
 }
+fn default_recording_link_days() -> u64 {
+    crate::recordings::DEFAULT_LINK_DAYS
+}
 fn default_max_body() -> usize {
     64 * 1024
 }
@@ -155,6 +161,12 @@ impl Config {
             return Err(invalid(
                 &shown,
                 "body_timeout_ms: must be between 100 and 600000",
+            ));
+        }
+        if !(1..=3650).contains(&config.recording_link_days) {
+            return Err(invalid(
+                &shown,
+                "recording_link_days: must be between 1 and 3650",
             ));
         }
         let mut tenants = Vec::new();

@@ -195,6 +195,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         metrics: metrics_handle(),
         directories: RwLock::new(Default::default()),
         mango_api_url: config.mango_api_url.clone(),
+        recording_link_days: config.recording_link_days,
     });
     state.reload_tenants().await?;
     let (shutdown, rx) = watch::channel(false);

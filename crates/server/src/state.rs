@@ -40,6 +40,8 @@ pub struct AppState {
     pub directories: RwLock<HashMap<String, crate::directory::Directory>>,
     /// The VPBX API base URL the directories are loaded from.
     pub mango_api_url: String,
+    /// How long recording links in call notes play (`recording_link_days`).
+    pub recording_link_days: u64,
 }
 
 impl AppState {
@@ -67,17 +69,19 @@ impl AppState {
     }
 }
 
-/// Shows a secret's first and last characters only.
+/// Secrets shorter than this are masked entirely: their last characters would be too large a
+/// share of them.
+const MASK_SHOWS_TAIL_FROM: usize = 16;
+
+/// Masks a secret for display: `***` and, for a secret of 16 characters or more, its last two
+/// characters (enough to tell two apart, too few to help guess one). Never its start, which for
+/// tokens is often a fixed prefix.
 pub fn mask(secret: &str) -> String {
     let chars: Vec<char> = secret.chars().collect();
-    if chars.len() <= 8 {
+    if chars.len() < MASK_SHOWS_TAIL_FROM {
         "***".into()
     } else {
-        format!(
-            "{}***{}",
-            chars[..2].iter().collect::<String>(),
-            chars[chars.len() - 2..].iter().collect::<String>()
-        )
+        format!("***{}", chars[chars.len() - 2..].iter().collect::<String>())
     }
 }
 
@@ -86,4 +90,23 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn masks_show_at_most_the_last_two_characters() {
+        assert_eq!(mask(""), "***");
+        assert_eq!(mask("a"), "***");
+        assert_eq!(mask("abcdefghijklmno"), "***");
+        assert_eq!(mask("abcdefghijklmnop"), "***op");
+        let long = "0123456789abcdef0123456789abcdef";
+        let shown = mask(long);
+        assert_eq!(shown, "***ef");
+        assert!(!shown.contains("01"), "{shown}");
+        // Characters, not bytes: no panic on a multi-byte tail.
+        assert_eq!(mask("ключ-ключ-ключ-ключ"), "***юч");
+    }
 }

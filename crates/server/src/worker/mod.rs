@@ -1148,6 +1148,7 @@ impl TenantDelivery {
                 &self.tenant.row.id,
                 id,
                 &self.tenant.row.mango_api_salt,
+                crate::recordings::expiry(now_ms(), self.state.recording_link_days),
             )
         })
     }
