@@ -50,6 +50,17 @@ pub struct Config {
     /// How often each tenant's employee directory is reloaded; 0 turns loading off.
     #[serde(default = "default_directory_refresh")]
     pub directory_refresh_seconds: u64,
+    /// The key secrets at rest are encrypted with (32 bytes, hex or base64); best given as
+    /// `CALLBRIDGE_SECRET_KEY`. See `secret_key.rs` for the order and the first start.
+    #[serde(default)]
+    pub secret_key: Option<crate::secret_key::SecretText>,
+    /// A file holding the secret key. Unset: `secret.key` in `data_dir`, made at first start.
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
+    /// Keys secrets may still be encrypted with, comma-separated, while rotating
+    /// (`CALLBRIDGE_PREVIOUS_SECRET_KEYS`).
+    #[serde(default)]
+    pub previous_secret_keys: Option<crate::secret_key::SecretText>,
     /// How long a recording link in a CRM call note plays, in days (1 to 3650).
     #[serde(default = "default_recording_link_days")]
     pub recording_link_days: u64,
@@ -147,6 +158,9 @@ impl Config {
             .unwrap_or_default();
         if config.data_dir.is_relative() {
             config.data_dir = base.join(&config.data_dir);
+        }
+        if let Some(file) = config.secret_key_file.as_mut().filter(|f| f.is_relative()) {
+            *file = base.join(&*file);
         }
         if config.admin_token.trim().len() < 8 {
             return Err(invalid(

@@ -10,6 +10,7 @@ pub mod oauth;
 pub mod problem;
 pub mod processor;
 pub mod recordings;
+pub mod secret_key;
 pub mod state;
 pub mod webhooks;
 pub mod worker;
@@ -158,6 +159,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     let store = Store::open(config.database_url.as_deref(), &config.data_dir)
         .await
         .map_err(|e| e.to_string())?;
+    let secret_key = secret_key::unlock(&store, &config).await?;
     for t in tenants {
         let row = TenantRow {
             id: t.id,
@@ -196,6 +198,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         directories: RwLock::new(Default::default()),
         mango_api_url: config.mango_api_url.clone(),
         recording_link_days: config.recording_link_days,
+        card_token_key: secret_key.derive(secret_key::CARD_TOKEN_KEY_LABEL),
     });
     state.reload_tenants().await?;
     let (shutdown, rx) = watch::channel(false);
