@@ -45,6 +45,9 @@ pub struct AppState {
     /// Signs card-stream tokens; derived from the secret key, so every instance sharing the
     /// database accepts the others' tokens and a key rotation revokes them.
     pub card_token_key: [u8; 32],
+    /// Tenants deleted while running, with the highest event id their log had: the processor
+    /// drops what it holds of them (and any of those events still on their way to it).
+    pub purged_tenants: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl AppState {
@@ -65,6 +68,28 @@ impl AppState {
         }
         *self.tenants.write().await = map;
         Ok(())
+    }
+
+    /// Deletes a tenant and everything kept for it: the store's rows (one transaction), its
+    /// directory, and (through `purged_tenants`) the processor's open entries; the CRM worker
+    /// stops its delivery when the tenant leaves the cache. False when there was no such tenant.
+    /// Also what a tenant removed from the configuration file goes through.
+    pub async fn delete_tenant(&self, id: &str) -> Result<bool, callbridge_store::StoreError> {
+        let Some(last_event) = self.store.purge_tenant(id).await? else {
+            return Ok(false);
+        };
+        if let Ok(mut purged) = self.purged_tenants.lock() {
+            purged.insert(id.to_string(), last_event);
+        }
+        self.directories.write().await.remove(id);
+        self.tenants.write().await.remove(id);
+        // Wakes the processor, so it forgets the tenant before a new one of that id is created.
+        self.new_events.notify_one();
+        tracing::info!(
+            tenant = id,
+            "tenant deleted with its events, plans, outbox and tokens"
+        );
+        Ok(true)
     }
 
     pub async fn tenant(&self, id: &str) -> Option<Arc<Tenant>> {
