@@ -587,40 +587,39 @@ impl Store {
 
     /// Deletes a tenant and everything kept for it, in one transaction: its events, planned
     /// entries, outbox, OAuth tokens, CRM status and delivery lease. A tenant created later with
-    /// the same id starts empty. False when there was no such tenant (nothing is deleted then
-    /// either, so leftovers of a tenant deleted before this rule are purged by deleting again
-    /// only after re-creating it).
+    /// the same id starts empty. False when there was no such tenant.
     pub async fn delete_tenant(&self, id: &str) -> Result<bool> {
         Ok(self.purge_tenant(id).await?.is_some())
     }
 
     /// [`Store::delete_tenant`], telling the highest event id the tenant's log had (0: none), so
-    /// a processor can drop the tenant's events it still holds. `None`: no such tenant.
+    /// a processor can drop the tenant's events it still holds; `None`: there was no such tenant.
+    /// Rows left under the id by a deletion from before this rule are removed all the same.
     pub async fn purge_tenant(&self, id: &str) -> Result<Option<i64>> {
-        let mut last_event = None;
+        let existed: bool;
+        let last_event: i64;
         with_writer!(self, conn => {
             let mut tx = sqlx::Connection::begin(conn).await?;
-            let deleted = sqlx::query("DELETE FROM tenants WHERE id = $1")
+            existed = sqlx::query("DELETE FROM tenants WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?
-                .rows_affected();
-            if deleted == 1 {
-                let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events WHERE tenant_id = $1")
+                .rows_affected()
+                == 1;
+            let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events WHERE tenant_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            last_event = max.unwrap_or(0);
+            for table in ["events", "entries", "outbox", "crm_tokens", "crm_status", "delivery_leases"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                     .bind(id)
-                    .fetch_one(&mut *tx)
+                    .execute(&mut *tx)
                     .await?;
-                for table in ["events", "entries", "outbox", "crm_tokens", "crm_status", "delivery_leases"] {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                last_event = Some(max.unwrap_or(0));
             }
             tx.commit().await?;
         });
-        Ok(last_event)
+        Ok(existed.then_some(last_event))
     }
 }
 
