@@ -1,5 +1,6 @@
-//! The admin API under `/api/v1`, behind `Authorization: Bearer <admin_token>`: tenants and
-//! their settings, planned entries, and the live card stream.
+//! The admin API under `/api/v1`, behind `Authorization: Bearer <admin_token>` (in the header
+//! only, never the URL): tenants and their settings, planned entries, card-stream tokens. The
+//! live card stream takes either the admin token in the header or a scoped card token in the URL.
 
 use crate::card_tokens;
 use crate::config::validate_tenant_id;

@@ -204,6 +204,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         recording_link_days: config.recording_link_days,
         card_token_key: secret_key.derive(secret_key::CARD_TOKEN_KEY_LABEL),
         purged_tenants: Default::default(),
+        tenants_changed: Notify::new(),
     });
     state.reload_tenants().await?;
     let (shutdown, rx) = watch::channel(false);

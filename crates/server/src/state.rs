@@ -48,6 +48,8 @@ pub struct AppState {
     /// Tenants deleted while running, with the highest event id their log had: the processor
     /// drops what it holds of them (and any of those events still on their way to it).
     pub purged_tenants: std::sync::Mutex<HashMap<String, i64>>,
+    /// Wakes the CRM worker when a tenant was deleted, so its delivery stops at once.
+    pub tenants_changed: Notify,
 }
 
 impl AppState {
@@ -83,8 +85,10 @@ impl AppState {
         }
         self.directories.write().await.remove(id);
         self.tenants.write().await.remove(id);
-        // Wakes the processor, so it forgets the tenant before a new one of that id is created.
+        // Wakes the processor, so it forgets the tenant before a new one of that id is created,
+        // and the worker, so the tenant's delivery stops now rather than at its next look.
         self.new_events.notify_one();
+        self.tenants_changed.notify_one();
         tracing::info!(
             tenant = id,
             "tenant deleted with its events, plans, outbox and tokens"

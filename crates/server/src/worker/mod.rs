@@ -151,6 +151,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = state.tenants_changed.notified() => {}
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {
