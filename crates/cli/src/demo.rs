@@ -308,6 +308,8 @@ struct Endpoints {
     service: String,
     sandbox: String,
     vpbx: String,
+    /// The key the service signs card-stream tokens with, to print a ready stream URL.
+    card_token_key: [u8; 32],
 }
 
 async fn demo(args: &Args, options: &Options, dir: &Path) -> Result<(Up, Vec<String>)> {
@@ -368,6 +370,7 @@ async fn demo(args: &Args, options: &Options, dir: &Path) -> Result<(Up, Vec<Str
         service: format!("http://{}", running.addr),
         sandbox: sandbox.base_url(),
         vpbx: api.base_url().to_string(),
+        card_token_key: running.state.card_token_key,
     };
     play_config.webhook_base = format!("{}/mango/{TENANT}/", endpoints.service);
     print_where(args, options, &staff, &secrets, &endpoints, dir);
@@ -545,8 +548,23 @@ fn print_where(
         "    curl -H 'Authorization: Bearer {admin}' '{}/api/v1/entries?tenant={TENANT}&limit=5'",
         e.service
     );
+    // A scoped token (this user's cards of this tenant, for 12 hours) goes in the URL, which is
+    // all a browser's EventSource can send; the admin token never does.
+    let card_token = callbridge_server::card_tokens::mint(
+        &e.card_token_key,
+        &callbridge_server::card_tokens::Scope {
+            tenant_id: TENANT.into(),
+            crm_user_id: first_user,
+            expires_at: callbridge_server::state::now_ms() / 1000
+                + callbridge_server::card_tokens::DEFAULT_TTL_SECONDS as i64,
+        },
+    );
     println!(
-        "  call card stream      {}/api/v1/cards/stream?crm_user_id={first_user}&token={admin}",
+        "  call card stream      {}/api/v1/cards/stream?token={card_token}",
+        e.service
+    );
+    println!(
+        "    (user {first_user}'s cards; another user's: curl -X POST -H 'Authorization: Bearer {admin}' -d '{{\"crm_user_id\": N}}' -H 'Content-Type: application/json' '{}/api/v1/tenants/{TENANT}/cards/tokens')",
         e.service
     );
     println!("  Mango webhook URL     {}/mango/{TENANT}/", e.service);

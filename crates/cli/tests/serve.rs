@@ -305,15 +305,23 @@ fn the_card_stream_shows_and_hides_a_mapped_users_card() {
     let t = acme(&case);
     let server = Server::start(&dir, std::slice::from_ref(&t), None);
     let base = server.base.clone();
+    // A card token scoped to user 1001 goes in the URL, as a browser's EventSource sends it.
+    let minted: serde_json::Value = client()
+        .post(format!("{base}/api/v1/tenants/{}/cards/tokens", t.id))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"crm_user_id": 1001}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let card_token = minted["token"].as_str().unwrap().to_string();
     let reader = std::thread::spawn(move || {
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(15))
             .build()
             .unwrap();
         let mut r = http
-            .get(format!(
-                "{base}/api/v1/cards/stream?crm_user_id=1001&token={TOKEN}"
-            ))
+            .get(format!("{base}/api/v1/cards/stream?token={card_token}"))
             .send()
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);

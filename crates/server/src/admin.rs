@@ -1,6 +1,8 @@
-//! The admin API under `/api/v1`, behind `Authorization: Bearer <admin_token>`: tenants and
-//! their settings, planned entries, and the live card stream.
+//! The admin API under `/api/v1`, behind `Authorization: Bearer <admin_token>` (in the header
+//! only, never the URL): tenants and their settings, planned entries, card-stream tokens. The
+//! live card stream takes either the admin token in the header or a scoped card token in the URL.
 
+use crate::card_tokens;
 use crate::config::validate_tenant_id;
 use crate::problem::Problem;
 use crate::state::{mask, now_ms, AppState};
@@ -12,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use callbridge_core::ValidSettings;
 use callbridge_store::{StoredEntry, TenantRow};
-use futures::Stream;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,34 +21,44 @@ use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
-/// Checks the admin token, from the `Authorization` header or (for EventSource clients, which
-/// cannot set headers) a `token` query parameter.
+/// The bearer token of a request's `Authorization` header.
+fn bearer(request_headers: &axum::http::HeaderMap) -> Option<&str> {
+    request_headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+fn is_admin_token(state: &AppState, given: &str) -> bool {
+    bool::from(given.as_bytes().ct_eq(state.admin_token.as_bytes()))
+}
+
+fn unauthorized(detail: impl Into<String>) -> Response {
+    Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail).into_response()
+}
+
+/// Checks the admin token, from the `Authorization` header only: a token in the URL ends up in
+/// proxy logs and browser history. (The card stream, which browsers open with EventSource,
+/// takes a scoped token in the URL instead; see [`card_stream`].)
 pub async fn require_token(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let header_token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let query_token = request.uri().query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-    });
-    let given = header_token.or(query_token).unwrap_or_default();
-    if bool::from(given.as_bytes().ct_eq(state.admin_token.as_bytes())) {
-        next.run(request).await
-    } else {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "a valid admin token is required (Authorization: Bearer ...)",
-        )
-        .into_response()
+    match bearer(request.headers()) {
+        Some(given) if is_admin_token(&state, given) => next.run(request).await,
+        Some(_) => unauthorized("the admin token is not valid"),
+        None => {
+            let in_query = request
+                .uri()
+                .query()
+                .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "token"));
+            unauthorized(if in_query {
+                "the admin token is accepted in the Authorization header only (Authorization: Bearer ...), not as ?token="
+            } else {
+                "a valid admin token is required (Authorization: Bearer ...)"
+            })
+        }
     }
 }
 
@@ -259,12 +270,12 @@ pub async fn put_tenant(
     (status, Json(tenant_json(&state, &row))).into_response()
 }
 
+/// `DELETE /api/v1/tenants/{id}`: the tenant and everything kept for it (events, plans, outbox,
+/// OAuth tokens, CRM status, delivery lease, directory, the processor's open entries); its
+/// delivery stops. A tenant created again with the id starts empty.
 pub async fn delete_tenant(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    match state.store.delete_tenant(&id).await {
-        Ok(true) => {
-            let _ = state.reload_tenants().await;
-            StatusCode::NO_CONTENT.into_response()
-        }
+    match state.delete_tenant(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => no_tenant(&id).into_response(),
         Err(e) => store_error(e),
     }
@@ -359,19 +370,126 @@ pub async fn get_entry(
 }
 
 #[derive(Deserialize)]
-pub struct CardsQuery {
+#[serde(deny_unknown_fields)]
+pub struct CardTokenBody {
     crm_user_id: u64,
-    tenant: Option<String>,
+    ttl_seconds: Option<u64>,
 }
 
-/// `GET /api/v1/cards/stream?crm_user_id=N[&tenant=ID]`: Server-Sent Events, one `card` event per
-/// show or hide of that user's call card.
+/// `POST /api/v1/tenants/{id}/cards/tokens` with `{"crm_user_id": N, "ttl_seconds": S}`: a token
+/// for the card stream that shows that CRM user's cards of this tenant only, for `S` seconds
+/// (default 12 hours, at most 7 days). The token goes in the stream's URL (`?token=`), which is
+/// what a browser's EventSource can send.
+pub async fn mint_card_token(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Json<CardTokenBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return Problem::new(StatusCode::BAD_REQUEST, "Bad Request", e.body_text())
+                .into_response()
+        }
+    };
+    if state.tenant(&id).await.is_none() {
+        return no_tenant(&id).into_response();
+    }
+    let ttl = body.ttl_seconds.unwrap_or(card_tokens::DEFAULT_TTL_SECONDS);
+    if !(1..=card_tokens::MAX_TTL_SECONDS).contains(&ttl) {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            format!(
+                "ttl_seconds: must be between 1 and {} (7 days), got {ttl}",
+                card_tokens::MAX_TTL_SECONDS
+            ),
+        )
+        .into_response();
+    }
+    let scope = card_tokens::Scope {
+        tenant_id: id.clone(),
+        crm_user_id: body.crm_user_id,
+        expires_at: now_ms() / 1000 + ttl as i64,
+    };
+    let token = card_tokens::mint(&state.card_token_key, &scope);
+    let stream_url = format!(
+        "{}/api/v1/cards/stream?token={token}",
+        state.public_url.trim_end_matches('/')
+    );
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "tenant": id,
+            "crm_user_id": scope.crm_user_id,
+            "expires_at": scope.expires_at,
+            "token": token,
+            "stream_url": stream_url,
+        })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct CardsQuery {
+    crm_user_id: Option<u64>,
+    tenant: Option<String>,
+    token: Option<String>,
+}
+
+/// `GET /api/v1/cards/stream`: Server-Sent Events, one `card` event per show or hide of a user's
+/// call card. Either with a scoped token, `?token=<card token>` (that user's cards of that
+/// tenant; `crm_user_id` and `tenant` may be left out), or with the admin token in the
+/// `Authorization` header and `?crm_user_id=N[&tenant=ID]`. An expired token, a token for another
+/// user or tenant, and the admin token in the URL are refused with 401 saying which.
 pub async fn card_stream(
     State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
     Query(q): Query<CardsQuery>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let user = q.crm_user_id;
-    let tenant = q.tenant;
+) -> Response {
+    let (user, tenant) = if let Some(given) = bearer(&headers) {
+        if !is_admin_token(&state, given) {
+            return unauthorized("the admin token is not valid");
+        }
+        let Some(user) = q.crm_user_id else {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                "crm_user_id: name the CRM user whose cards to stream (?crm_user_id=N)",
+            )
+            .into_response();
+        };
+        (user, q.tenant)
+    } else {
+        let Some(token) = q.token.as_deref().filter(|t| !t.is_empty()) else {
+            return unauthorized(
+                "a card token (?token=..., from POST /api/v1/tenants/{id}/cards/tokens) or the admin token (Authorization: Bearer ...) is required",
+            );
+        };
+        if is_admin_token(&state, token) {
+            return unauthorized(
+                "the admin token is accepted in the Authorization header only, not as ?token=; use a card token in the URL",
+            );
+        }
+        let scope = match card_tokens::verify(&state.card_token_key, token, now_ms() / 1000) {
+            Ok(scope) => scope,
+            Err(card_tokens::TokenError::Expired) => {
+                return unauthorized("the card token has expired; ask for a new one")
+            }
+            Err(card_tokens::TokenError::Invalid) => {
+                return unauthorized("the card token is invalid")
+            }
+        };
+        if q.crm_user_id.is_some_and(|u| u != scope.crm_user_id)
+            || q.tenant.as_deref().is_some_and(|t| t != scope.tenant_id)
+        {
+            return unauthorized("the card token is for another user or tenant");
+        }
+        if state.tenant(&scope.tenant_id).await.is_none() {
+            return unauthorized("the card token is invalid: its tenant no longer exists");
+        }
+        (scope.crm_user_id, Some(scope.tenant_id))
+    };
     let stream = BroadcastStream::new(state.cards.subscribe()).filter_map(move |msg| {
         let card = msg.ok()?;
         if card.change.crm_user_id != user || tenant.as_deref().is_some_and(|t| t != card.tenant_id)
@@ -380,9 +498,13 @@ pub async fn card_stream(
         }
         let mut data = serde_json::to_value(&card.change).ok()?;
         data["tenant"] = card.tenant_id.into();
-        Some(Ok(Event::default().event("card").data(data.to_string())))
+        Some(Ok::<_, Infallible>(
+            Event::default().event("card").data(data.to_string()),
+        ))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// `GET /api/v1/tenants/{id}/directory`: the PBX's employees and groups as last loaded, each

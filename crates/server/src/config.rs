@@ -50,6 +50,20 @@ pub struct Config {
     /// How often each tenant's employee directory is reloaded; 0 turns loading off.
     #[serde(default = "default_directory_refresh")]
     pub directory_refresh_seconds: u64,
+    /// The key secrets at rest are encrypted with (32 bytes, hex or base64); best given as
+    /// `CALLBRIDGE_SECRET_KEY`. See `secret_key.rs` for the order and the first start.
+    #[serde(default)]
+    pub secret_key: Option<crate::secret_key::SecretText>,
+    /// A file holding the secret key. Unset: `secret.key` in `data_dir`, made at first start.
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
+    /// Keys secrets may still be encrypted with, comma-separated, while rotating
+    /// (`CALLBRIDGE_PREVIOUS_SECRET_KEYS`).
+    #[serde(default)]
+    pub previous_secret_keys: Option<crate::secret_key::SecretText>,
+    /// How long a recording link in a CRM call note plays, in days (1 to 3650).
+    #[serde(default = "default_recording_link_days")]
+    pub recording_link_days: u64,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
 }
@@ -111,6 +125,9 @@ fn default_mango_api_url() -> String {
 fn default_directory_refresh() -> u64 {
     3600
 }
+fn default_recording_link_days() -> u64 {
+    crate::recordings::DEFAULT_LINK_DAYS
+}
 fn default_max_body() -> usize {
     64 * 1024
 }
@@ -142,6 +159,9 @@ impl Config {
         if config.data_dir.is_relative() {
             config.data_dir = base.join(&config.data_dir);
         }
+        if let Some(file) = config.secret_key_file.as_mut().filter(|f| f.is_relative()) {
+            *file = base.join(&*file);
+        }
         if config.admin_token.trim().len() < 8 {
             return Err(invalid(
                 &shown,
@@ -155,6 +175,12 @@ impl Config {
             return Err(invalid(
                 &shown,
                 "body_timeout_ms: must be between 100 and 600000",
+            ));
+        }
+        if !(1..=3650).contains(&config.recording_link_days) {
+            return Err(invalid(
+                &shown,
+                "recording_link_days: must be between 1 and 3650",
             ));
         }
         let mut tenants = Vec::new();

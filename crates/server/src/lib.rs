@@ -3,6 +3,7 @@
 //! health and metrics.
 
 pub mod admin;
+pub mod card_tokens;
 pub mod config;
 pub mod crm;
 pub mod directory;
@@ -10,6 +11,7 @@ pub mod oauth;
 pub mod problem;
 pub mod processor;
 pub mod recordings;
+pub mod secret_key;
 pub mod state;
 pub mod webhooks;
 pub mod worker;
@@ -41,7 +43,7 @@ pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
         .route("/tenants/{id}/amocrm/authorize", get(oauth::authorize))
         .route("/entries", get(admin::list_entries))
         .route("/entries/{entry_id}", get(admin::get_entry))
-        .route("/cards/stream", get(admin::card_stream))
+        .route("/tenants/{id}/cards/tokens", post(admin::mint_card_token))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,
@@ -58,6 +60,9 @@ pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .nest("/api/v1", api)
+        // Outside the admin middleware: a scoped card token (or the admin token) is checked
+        // by the handler.
+        .route("/api/v1/cards/stream", get(admin::card_stream))
         .merge(mango)
         .route("/amocrm/oauth/callback", get(oauth::callback))
         .route("/recordings/{tenant}/{recording_id}", get(recordings::play))
@@ -158,6 +163,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     let store = Store::open(config.database_url.as_deref(), &config.data_dir)
         .await
         .map_err(|e| e.to_string())?;
+    let secret_key = secret_key::unlock(&store, &config).await?;
     for t in tenants {
         let row = TenantRow {
             id: t.id,
@@ -195,6 +201,10 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         metrics: metrics_handle(),
         directories: RwLock::new(Default::default()),
         mango_api_url: config.mango_api_url.clone(),
+        recording_link_days: config.recording_link_days,
+        card_token_key: secret_key.derive(secret_key::CARD_TOKEN_KEY_LABEL),
+        purged_tenants: Default::default(),
+        tenants_changed: Notify::new(),
     });
     state.reload_tenants().await?;
     let (shutdown, rx) = watch::channel(false);

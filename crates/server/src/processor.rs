@@ -90,6 +90,9 @@ pub struct Processor {
     /// The recovery mark last stored, and when.
     mark_stored: i64,
     mark_stored_at: Option<Instant>,
+    /// Deleted tenants and the highest event id their log had: their events up to it are
+    /// dropped, so nothing of a deleted tenant is planned for one created again with its id.
+    purged: HashMap<String, i64>,
 }
 
 impl Processor {
@@ -127,6 +130,7 @@ impl Processor {
             first_ids: HashMap::new(),
             mark_stored: 0,
             mark_stored_at: None,
+            purged: HashMap::new(),
         }
     }
 
@@ -236,6 +240,7 @@ impl Processor {
     /// One round: fold the live batches (reading the log first when it must), then plan what
     /// completed.
     async fn step_with(&mut self, batches: Vec<Vec<Committed<PbxEvent>>>) -> Result<(), String> {
+        self.forget_purged_tenants();
         let tail_due = self.need_tail
             || self.live_off
             || (!self.sole_writer && self.last_tail.is_none_or(|t| t.elapsed() >= self.tick));
@@ -399,6 +404,20 @@ impl Processor {
             .await;
     }
 
+    /// Drops what is held of tenants deleted since the last step (see `AppState::delete_tenant`).
+    fn forget_purged_tenants(&mut self) {
+        let purged: Vec<(String, i64)> = match self.state.purged_tenants.lock() {
+            Ok(mut p) => p.drain().collect(),
+            Err(_) => return,
+        };
+        for (tenant_id, last_event) in purged {
+            self.tenants.remove(&tenant_id);
+            self.first_ids.remove(&tenant_id);
+            self.unsaved.retain(|p| p.tenant_id != tenant_id);
+            self.purged.insert(tenant_id, last_event);
+        }
+    }
+
     /// Folds one event in; `arrived` (Unix milliseconds) counts as the entry's activity.
     /// `id` is the event's id in the log.
     async fn fold_event(
@@ -409,6 +428,9 @@ impl Processor {
         arrived: i64,
         id: i64,
     ) {
+        if self.purged.get(tenant_id).is_some_and(|last| id <= *last) {
+            return; // an event of a deleted tenant, read before the deletion
+        }
         let config = self.config();
         if !self.tenants.contains_key(tenant_id) {
             self.tenants.insert(

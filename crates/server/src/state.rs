@@ -40,6 +40,16 @@ pub struct AppState {
     pub directories: RwLock<HashMap<String, crate::directory::Directory>>,
     /// The VPBX API base URL the directories are loaded from.
     pub mango_api_url: String,
+    /// How long recording links in call notes play (`recording_link_days`).
+    pub recording_link_days: u64,
+    /// Signs card-stream tokens; derived from the secret key, so every instance sharing the
+    /// database accepts the others' tokens and a key rotation revokes them.
+    pub card_token_key: [u8; 32],
+    /// Tenants deleted while running, with the highest event id their log had: the processor
+    /// drops what it holds of them (and any of those events still on their way to it).
+    pub purged_tenants: std::sync::Mutex<HashMap<String, i64>>,
+    /// Wakes the CRM worker when a tenant was deleted, so its delivery stops at once.
+    pub tenants_changed: Notify,
 }
 
 impl AppState {
@@ -62,22 +72,48 @@ impl AppState {
         Ok(())
     }
 
+    /// Deletes a tenant and everything kept for it: the store's rows (one transaction), its
+    /// directory, and (through `purged_tenants`) the processor's open entries; the CRM worker
+    /// stops its delivery when the tenant leaves the cache. False when there was no such tenant.
+    /// Also what a tenant removed from the configuration file goes through.
+    pub async fn delete_tenant(&self, id: &str) -> Result<bool, callbridge_store::StoreError> {
+        let Some(last_event) = self.store.purge_tenant(id).await? else {
+            return Ok(false);
+        };
+        if let Ok(mut purged) = self.purged_tenants.lock() {
+            purged.insert(id.to_string(), last_event);
+        }
+        self.directories.write().await.remove(id);
+        self.tenants.write().await.remove(id);
+        // Wakes the processor, so it forgets the tenant before a new one of that id is created,
+        // and the worker, so the tenant's delivery stops now rather than at its next look.
+        self.new_events.notify_one();
+        self.tenants_changed.notify_one();
+        tracing::info!(
+            tenant = id,
+            "tenant deleted with its events, plans, outbox and tokens"
+        );
+        Ok(true)
+    }
+
     pub async fn tenant(&self, id: &str) -> Option<Arc<Tenant>> {
         self.tenants.read().await.get(id).cloned()
     }
 }
 
-/// Shows a secret's first and last characters only.
+/// Secrets shorter than this are masked entirely: their last characters would be too large a
+/// share of them.
+const MASK_SHOWS_TAIL_FROM: usize = 16;
+
+/// Masks a secret for display: `***` and, for a secret of 16 characters or more, its last two
+/// characters (enough to tell two apart, too few to help guess one). Never its start, which for
+/// tokens is often a fixed prefix.
 pub fn mask(secret: &str) -> String {
     let chars: Vec<char> = secret.chars().collect();
-    if chars.len() <= 8 {
+    if chars.len() < MASK_SHOWS_TAIL_FROM {
         "***".into()
     } else {
-        format!(
-            "{}***{}",
-            chars[..2].iter().collect::<String>(),
-            chars[chars.len() - 2..].iter().collect::<String>()
-        )
+        format!("***{}", chars[chars.len() - 2..].iter().collect::<String>())
     }
 }
 
@@ -86,4 +122,23 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn masks_show_at_most_the_last_two_characters() {
+        assert_eq!(mask(""), "***");
+        assert_eq!(mask("a"), "***");
+        assert_eq!(mask("abcdefghijklmno"), "***");
+        assert_eq!(mask("abcdefghijklmnop"), "***op");
+        let long = "0123456789abcdef0123456789abcdef";
+        let shown = mask(long);
+        assert_eq!(shown, "***ef");
+        assert!(!shown.contains("01"), "{shown}");
+        // Characters, not bytes: no panic on a multi-byte tail.
+        assert_eq!(mask("ключ-ключ-ключ-ключ"), "***юч");
+    }
 }

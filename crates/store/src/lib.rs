@@ -16,9 +16,11 @@
 mod appender;
 mod outbox;
 mod schema;
+mod secrets;
 
 pub use appender::{sink, Appender, Committed, Sink, SinkReceiver};
 pub use outbox::{AddedItem, CrmStatus, Lane, OutboxCounts, OutboxItem};
+pub use secrets::{KeyError, Keyring, SecretKey, Unlocked, CRM_SECRET_FIELDS};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -40,6 +42,10 @@ pub enum StoreError {
     AppenderStopped,
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
+    #[error("secrets: {0}")]
+    Secrets(String),
+    #[error("the secret key (id {given}) is not the one the database's secrets are encrypted with (id {stored}); configure that key, or give it as a previous key to rotate to the new one")]
+    WrongSecretKey { stored: String, given: String },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -88,6 +94,7 @@ macro_rules! with_writer {
         }
     };
 }
+pub(crate) use with_writer;
 
 /// A webhook to append to the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +180,8 @@ pub struct Store {
     db: Db,
     /// SQLite only: the one connection every event-log and plan write goes through.
     writer: Option<Arc<tokio::sync::Mutex<SqliteConnection>>>,
+    /// The keys secrets at rest are sealed with, set by [`Store::unlock_secrets`].
+    secrets: Arc<std::sync::OnceLock<Keyring>>,
 }
 
 impl Store {
@@ -204,6 +213,7 @@ impl Store {
         let store = Store {
             db: Db::Sqlite(pool),
             writer: Some(writer.clone()),
+            secrets: Default::default(),
         };
         store.migrate().await?;
         tokio::spawn(checkpointer(Arc::downgrade(&writer)));
@@ -220,6 +230,7 @@ impl Store {
         let store = Store {
             db: Db::Postgres(pool),
             writer: None,
+            secrets: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -517,8 +528,11 @@ impl Store {
         }))
     }
 
+    /// Stores a tenant, its salt and the CRM section's secrets sealed under the secret key.
     pub async fn upsert_tenant(&self, t: &TenantRow) -> Result<()> {
-        let crm = t.crm.to_string();
+        let keyring = self.keyring()?;
+        let salt = keyring.seal(&secrets::salt_place(&t.id), &t.mango_api_salt)?;
+        let crm = keyring.seal_crm(&t.id, &t.crm)?.to_string();
         with_db!(&self.db, pool => {
             sqlx::query(
                 "INSERT INTO tenants (id, mango_api_key, mango_api_salt, settings_toml, crm, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -527,7 +541,7 @@ impl Store {
             )
             .bind(&t.id)
             .bind(&t.mango_api_key)
-            .bind(&t.mango_api_salt)
+            .bind(&salt)
             .bind(&t.settings_toml)
             .bind(&crm)
             .bind(t.updated_at_ms)
@@ -543,7 +557,7 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         });
-        rows.into_iter().map(tenant_row).collect()
+        rows.into_iter().map(|r| self.tenant_row(r)).collect()
     }
 
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>> {
@@ -553,13 +567,59 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        row.map(tenant_row).transpose()
+        row.map(|r| self.tenant_row(r)).transpose()
     }
 
+    /// A stored tenant with its secrets opened.
+    fn tenant_row(&self, r: (String, String, String, String, String, i64)) -> Result<TenantRow> {
+        let keyring = self.keyring()?;
+        let crm = serde_json::from_str(&r.4)
+            .map_err(|e| StoreError::Corrupt(format!("crm of tenant {}: {e}", r.0)))?;
+        Ok(TenantRow {
+            mango_api_salt: keyring.open(&secrets::salt_place(&r.0), &r.2)?,
+            crm: keyring.open_crm(&r.0, &crm)?,
+            id: r.0,
+            mango_api_key: r.1,
+            settings_toml: r.3,
+            updated_at_ms: r.5,
+        })
+    }
+
+    /// Deletes a tenant and everything kept for it, in one transaction: its events, planned
+    /// entries, outbox, OAuth tokens, CRM status and delivery lease. A tenant created later with
+    /// the same id starts empty. False when there was no such tenant.
     pub async fn delete_tenant(&self, id: &str) -> Result<bool> {
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id).execute(pool).await?.rows_affected() == 1
-        }))
+        Ok(self.purge_tenant(id).await?.is_some())
+    }
+
+    /// [`Store::delete_tenant`], telling the highest event id the tenant's log had (0: none), so
+    /// a processor can drop the tenant's events it still holds; `None`: there was no such tenant.
+    /// Rows left under the id by a deletion from before this rule are removed all the same.
+    pub async fn purge_tenant(&self, id: &str) -> Result<Option<i64>> {
+        let existed: bool;
+        let last_event: i64;
+        with_writer!(self, conn => {
+            let mut tx = sqlx::Connection::begin(conn).await?;
+            existed = sqlx::query("DELETE FROM tenants WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events WHERE tenant_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            last_event = max.unwrap_or(0);
+            for table in ["events", "entries", "outbox", "crm_tokens", "crm_status", "delivery_leases"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(existed.then_some(last_event))
     }
 }
 
@@ -622,19 +682,6 @@ fn stored_entry(
         planned_at_ms: r.4,
         plan,
         outbox,
-    })
-}
-
-fn tenant_row(r: (String, String, String, String, String, i64)) -> Result<TenantRow> {
-    let crm = serde_json::from_str(&r.4)
-        .map_err(|e| StoreError::Corrupt(format!("crm of tenant {}: {e}", r.0)))?;
-    Ok(TenantRow {
-        id: r.0,
-        mango_api_key: r.1,
-        mango_api_salt: r.2,
-        settings_toml: r.3,
-        crm,
-        updated_at_ms: r.5,
     })
 }
 

@@ -418,34 +418,44 @@ impl Store {
         }))
     }
 
+    /// A tenant's OAuth tokens, opened with the secret key.
     pub async fn load_crm_tokens(&self, tenant_id: &str) -> Result<Option<serde_json::Value>> {
-        let text: Option<String> = with_db!(self.db(), pool => {
+        let keyring = self.keyring()?;
+        let stored: Option<String> = with_db!(self.db(), pool => {
             sqlx::query_scalar("SELECT tokens FROM crm_tokens WHERE tenant_id = $1")
                 .bind(tenant_id)
                 .fetch_optional(pool)
                 .await?
         });
-        text.map(|t| {
-            serde_json::from_str(&t)
-                .map_err(|e| StoreError::Corrupt(format!("CRM tokens of tenant {tenant_id}: {e}")))
-        })
-        .transpose()
+        stored
+            .map(|stored| {
+                let text = keyring.open(&crate::secrets::tokens_place(tenant_id), &stored)?;
+                serde_json::from_str(&text).map_err(|e| {
+                    StoreError::Corrupt(format!("CRM tokens of tenant {tenant_id}: {e}"))
+                })
+            })
+            .transpose()
     }
 
-    /// Saves a tenant's OAuth tokens, durably, before the new access token is used.
+    /// Saves a tenant's OAuth tokens, sealed with the secret key, durably, before the new access
+    /// token is used.
     pub async fn save_crm_tokens(
         &self,
         tenant_id: &str,
         tokens: &serde_json::Value,
         now_ms: i64,
     ) -> Result<()> {
+        let sealed = self.keyring()?.seal(
+            &crate::secrets::tokens_place(tenant_id),
+            &tokens.to_string(),
+        )?;
         with_db!(self.db(), pool => {
             sqlx::query(
                 "INSERT INTO crm_tokens (tenant_id, tokens, updated_at_ms) VALUES ($1, $2, $3) \
                  ON CONFLICT (tenant_id) DO UPDATE SET tokens = excluded.tokens, updated_at_ms = excluded.updated_at_ms",
             )
             .bind(tenant_id)
-            .bind(tokens.to_string())
+            .bind(sealed)
             .bind(now_ms)
             .execute(pool)
             .await?;

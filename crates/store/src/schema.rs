@@ -100,6 +100,18 @@ Migration {
         first_unplanned_event_id BIGINT NOT NULL,
         updated_at_ms BIGINT NOT NULL)",
     ],
+},
+Migration {
+    version: 6,
+    name: "secrets at rest: the key check",
+    steps: &[
+        // One row: the id of the key the secrets are sealed under, and a known text sealed
+        // under it, so a wrong key is refused at start-up (see `secrets.rs`).
+        "CREATE TABLE IF NOT EXISTS secret_key_check (
+        id INTEGER PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        sealed TEXT NOT NULL)",
+    ],
 }];
 
 pub(crate) async fn migrate(db: &Db) -> Result<()> {

@@ -20,6 +20,13 @@ async fn stores(test: &str) -> Vec<Store> {
     if let Ok(url) = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL") {
         out.push(fresh_postgres(&url, &format!("cb_{test}_{}_{n}", std::process::id())).await);
     }
+    for store in &out {
+        let key = callbridge_store::SecretKey::from_bytes([7; 32]);
+        store
+            .unlock_secrets(callbridge_store::Keyring::new(key, vec![]))
+            .await
+            .expect("unlock secrets");
+    }
     out
 }
 

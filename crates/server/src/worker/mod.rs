@@ -151,6 +151,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = state.tenants_changed.notified() => {}
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {
@@ -1148,6 +1149,7 @@ impl TenantDelivery {
                 &self.tenant.row.id,
                 id,
                 &self.tenant.row.mango_api_salt,
+                crate::recordings::expiry(now_ms(), self.state.recording_link_days),
             )
         })
     }

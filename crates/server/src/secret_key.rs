@@ -1,0 +1,188 @@
+//! Where the key for secrets at rest comes from, and what the first start does.
+//!
+//! The key (32 bytes, 64 hex digits or base64) is, in this order: `CALLBRIDGE_SECRET_KEY` (or
+//! `secret_key` in the file, though the environment is the place for it); the file named by
+//! `secret_key_file`; the file `secret.key` in the data folder. When none is there:
+//! - the database holds no encrypted secret yet (a new database, or one from before
+//!   encryption): a key is generated into `<data_dir>/secret.key` (mode 0600) and the log says
+//!   so, naming the file and the key id (never the key);
+//! - the database's secrets are encrypted: start-up is refused, naming the settings.
+//!
+//! A key that is not the database's is refused at start-up (the store keeps a key check). To
+//! rotate, configure the new key and give the old one in `CALLBRIDGE_PREVIOUS_SECRET_KEYS`
+//! (`previous_secret_keys`; several separated by commas): the start-up re-encrypts every secret
+//! under the new key, after which the old one can be dropped. Card-stream tokens are signed with a
+//! key derived from the secret key, so a rotation revokes them.
+
+use crate::config::Config;
+use callbridge_store::{Keyring, SecretKey, Store};
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Text that is a secret: deserialised like a string, never shown by `Debug`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretText(String);
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl SecretText {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The key file made at first start when no key is configured.
+pub const DEFAULT_KEY_FILE: &str = "secret.key";
+
+/// The label of the card-stream token key derived from the secret key.
+pub const CARD_TOKEN_KEY_LABEL: &str = "callbridge card-stream tokens v1";
+
+fn read_key_file(path: &Path) -> Result<SecretKey, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("secret_key_file {}: cannot read: {e}", path.display()))?;
+    SecretKey::parse(&text).map_err(|e| format!("secret_key_file {}: the key {e}", path.display()))
+}
+
+/// Writes a new key file readable by the owner only; when another process made it first, that
+/// one is read.
+fn create_key_file(path: &Path) -> Result<(SecretKey, bool), String> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let key = SecretKey::generate().map_err(|e| format!("cannot generate a secret key: {e}"))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(format!("{}\n", key.to_hex()).as_bytes())
+                .and_then(|_| file.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok((key, true))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_key_file(path).map(|k| (k, false))
+        }
+        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+    }
+}
+
+/// A key and where it came from, for messages.
+type Sourced = (SecretKey, String);
+
+/// The configured keys: the current one and where it came from, and the previous ones.
+fn configured(config: &Config) -> Result<(Option<Sourced>, Vec<SecretKey>), String> {
+    let current = if let Some(text) = &config.secret_key {
+        let key = SecretKey::parse(text.expose())
+            .map_err(|e| format!("CALLBRIDGE_SECRET_KEY (secret_key): the key {e}"))?;
+        Some((key, "CALLBRIDGE_SECRET_KEY".to_string()))
+    } else if let Some(path) = &config.secret_key_file {
+        Some((
+            read_key_file(path)?,
+            format!("secret_key_file {}", path.display()),
+        ))
+    } else {
+        let path = default_key_file(config);
+        if path.exists() {
+            Some((
+                read_key_file(&path)?,
+                format!("the key file {}", path.display()),
+            ))
+        } else {
+            None
+        }
+    };
+    let mut previous = Vec::new();
+    if let Some(list) = &config.previous_secret_keys {
+        for (i, text) in list
+            .expose()
+            .split(',')
+            .filter(|t| !t.trim().is_empty())
+            .enumerate()
+        {
+            previous.push(SecretKey::parse(text).map_err(|e| {
+                format!(
+                    "CALLBRIDGE_PREVIOUS_SECRET_KEYS (previous_secret_keys), key {}: the key {e}",
+                    i + 1
+                )
+            })?);
+        }
+    }
+    Ok((current, previous))
+}
+
+pub fn default_key_file(config: &Config) -> PathBuf {
+    config.data_dir.join(DEFAULT_KEY_FILE)
+}
+
+/// Finds (or at first start makes) the secret key and unlocks the store's secrets with it:
+/// plain secrets of an older database are encrypted, those under a previous key re-encrypted.
+/// The error names the setting to fix, never a key.
+pub async fn unlock(store: &Store, config: &Config) -> Result<SecretKey, String> {
+    let (current, previous) = configured(config)?;
+    let stored_id = store.secret_key_id().await.map_err(|e| e.to_string())?;
+    let (key, source) = match current {
+        Some(found) => found,
+        None => {
+            let path = default_key_file(config);
+            if let Some(id) = stored_id {
+                return Err(format!(
+                    "the database's secrets are encrypted (key id {id}) but no secret key is \
+                     configured: set CALLBRIDGE_SECRET_KEY or secret_key_file to that key \
+                     ({} does not exist)",
+                    path.display()
+                ));
+            }
+            let (key, made) = create_key_file(&path)?;
+            if made {
+                tracing::warn!(
+                    file = %path.display(),
+                    key_id = key.id(),
+                    "no secret key configured: generated one to encrypt secrets at rest; back \
+                     this file up (without it the stored salts and tokens cannot be read), or \
+                     set CALLBRIDGE_SECRET_KEY"
+                );
+            }
+            (key, format!("the key file {}", path.display()))
+        }
+    };
+    let done = store
+        .unlock_secrets(Keyring::new(key.clone(), previous))
+        .await
+        .map_err(|e| match e {
+            callbridge_store::StoreError::WrongSecretKey { .. } => format!(
+                "{e} (the key came from {source}; previous keys go in CALLBRIDGE_PREVIOUS_SECRET_KEYS)"
+            ),
+            other => format!("secrets at rest: {other}"),
+        })?;
+    if let Some(old) = &done.rotated_from {
+        tracing::warn!(
+            from = %old,
+            to = key.id(),
+            resealed = done.resealed,
+            "secret key rotated: every secret is encrypted under the new key; the previous key \
+             can be removed from the configuration"
+        );
+    }
+    if done.sealed_plain > 0 {
+        tracing::warn!(
+            count = done.sealed_plain,
+            key_id = key.id(),
+            "encrypted secrets stored in clear by an older version"
+        );
+    }
+    tracing::info!(key_id = key.id(), from = %source, "secrets at rest unlocked");
+    Ok(key)
+}
