@@ -296,3 +296,55 @@ async fn the_data_folder_and_database_files_are_private() {
         assert_eq!(mode(name), 0o600, "{name}");
     }
 }
+
+/// PostgreSQL: a failed append reaches the caller as an error (the webhook answers 503), makes
+/// the store unhealthy with the reason, and a probe write turns it healthy again. Runs when
+/// `CALLBRIDGE_TEST_POSTGRES_URL` is set, as the other PostgreSQL store tests.
+#[tokio::test]
+async fn a_failed_append_on_postgres_is_an_error_and_marks_the_store_unhealthy() {
+    let Ok(admin_url) = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL") else {
+        eprintln!("CALLBRIDGE_TEST_POSTGRES_URL unset: the PostgreSQL half is not run");
+        return;
+    };
+    use sqlx::Connection;
+    let name = format!("cb_durability_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = &admin_url[..admin_url.rfind('/').unwrap()];
+    let store = Store::open(Some(&format!("{base}/{name}")), Path::new("."))
+        .await
+        .unwrap();
+    let callbridge_store::Db::Postgres(pool) = store.db() else {
+        panic!("a PostgreSQL store");
+    };
+    // The database refuses one entry's events, as it would refuse a write on a full disk.
+    sqlx::query("ALTER TABLE events ADD CONSTRAINT refuse_one CHECK (entry_id <> 'e7')")
+        .execute(pool)
+        .await
+        .unwrap();
+    let appender = Appender::spawn(store.clone(), 64);
+    let refused = appender.append(event(7, 10)).await;
+    assert!(
+        matches!(refused, Err(StoreError::AppendFailed(_))),
+        "{refused:?}"
+    );
+    let reason = store
+        .write_failure()
+        .expect("unhealthy after a failed append");
+    assert!(reason.contains("refuse_one"), "{reason}");
+    // The probe writes elsewhere and succeeds: healthy again without an append.
+    assert_eq!(store.check_writable().await, Ok(()));
+    assert_eq!(store.write_failure(), None);
+    assert!(matches!(
+        appender.append(event(8, 10)).await,
+        Ok(Appended::Stored(_))
+    ));
+    assert_eq!(logged(&store).await, HashSet::from([8]));
+}
