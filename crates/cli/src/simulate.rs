@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use callbridge_core::plan::{CompletedBy, EntryPlan};
 use callbridge_core::tracker::{Completed, Tracker, TrackerConfig};
-use callbridge_core::{policy, ValidSettings};
+use callbridge_core::ValidSettings;
 use callbridge_mango::webhook::{parse_event, Webhook};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -106,7 +106,7 @@ fn simulate(
         for c in done {
             stats.duplicates += c.events.duplicates;
             stats.entries += 1;
-            let plan = policy::plan(settings, &c.events.assemble());
+            let plan = c.plan(settings);
             out.entry(&OutputEntry {
                 plan: &plan,
                 completed_by: c.completed_by,

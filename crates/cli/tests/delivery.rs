@@ -631,6 +631,7 @@ fn two_instances_on_one_postgres_deliver_each_call_once_within_the_limit() {
         grace: Some(60),
         settle: Some(1),
         extra: format!("mango_api_url = \"{mango}\""),
+        ..Options::default()
     };
     let a = Server::start_with(&dir, std::slice::from_ref(&t), &options);
     let b = Server::start_with(&dir, std::slice::from_ref(&t), &options);

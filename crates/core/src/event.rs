@@ -175,22 +175,100 @@ impl PbxEvent {
     /// The event's own time leads (zero-padded, so keys sort by it): the log's unique index then
     /// grows at its right edge instead of taking each new key at a random page, which keeps a
     /// commit to a few written pages (the durable write every webhook waits for).
+    ///
+    /// Every key names the entry: a leg's or a recording's id is only unique within its entry,
+    /// and two entries sharing one used to collapse into a single stored event.
     pub fn dedupe_key(&self) -> String {
         match self {
             PbxEvent::Call(e) => format!(
-                "{:012}:call:{}:{}:{:?}",
-                e.timestamp, e.call_id, e.seq, e.call_state
+                "{:012}:call:{}:{}:{}:{:?}",
+                e.timestamp, e.entry_id, e.call_id, e.seq, e.call_state
             ),
             PbxEvent::Summary(e) => format!("{:012}:summary:{}", e.end_time, e.entry_id),
             PbxEvent::Recording(e) => {
                 format!(
-                    "{:012}:recording:{}:{:?}:{}",
-                    e.timestamp, e.recording_id, e.recording_state, e.seq
+                    "{:012}:recording:{}:{}:{:?}:{}",
+                    e.timestamp, e.entry_id, e.recording_id, e.recording_state, e.seq
                 )
             }
             // One per recording whatever its time, as before: these are rare.
-            PbxEvent::RecordAdded(e) => format!("record-added:{}", e.recording_id),
-            PbxEvent::RecordTagged(e) => format!("record-tagged:{}", e.recording_id),
+            PbxEvent::RecordAdded(e) => {
+                format!("record-added:{}:{}", e.entry_id, e.recording_id)
+            }
+            PbxEvent::RecordTagged(e) => {
+                format!("record-tagged:{}:{}", e.entry_id, e.recording_id)
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leg(entry: &str) -> PbxEvent {
+        PbxEvent::Call(CallEvent {
+            entry_id: entry.into(),
+            call_id: "shared-leg".into(),
+            timestamp: 1_764_000_000,
+            seq: 1,
+            call_state: CallState::Appeared,
+            location: Location::Abonent,
+            from: Party::default(),
+            to: Party::default(),
+            disconnect_reason: None,
+            transfer: None,
+            command_id: None,
+            callback_initiator: None,
+        })
+    }
+
+    fn recording(entry: &str) -> RecordingEvent {
+        RecordingEvent {
+            entry_id: entry.into(),
+            call_id: Some("shared-leg".into()),
+            recording_id: "shared-recording".into(),
+            recording_state: RecordingState::Started,
+            seq: 1,
+            extension: None,
+            timestamp: 1_764_000_000,
+            completion_code: None,
+        }
+    }
+
+    fn stored(entry: &str) -> RecordStoredEvent {
+        RecordStoredEvent {
+            entry_id: entry.into(),
+            recording_id: "shared-recording".into(),
+            user_id: None,
+            product_id: None,
+            timestamp: 1_764_000_000,
+        }
+    }
+
+    #[test]
+    fn entries_sharing_a_leg_or_recording_id_keep_apart_and_redeliveries_stay_equal() {
+        let pairs = [
+            (leg("e1"), leg("e2")),
+            (
+                PbxEvent::Recording(recording("e1")),
+                PbxEvent::Recording(recording("e2")),
+            ),
+            (
+                PbxEvent::RecordAdded(stored("e1")),
+                PbxEvent::RecordAdded(stored("e2")),
+            ),
+            (
+                PbxEvent::RecordTagged(stored("e1")),
+                PbxEvent::RecordTagged(stored("e2")),
+            ),
+        ];
+        for (first, second) in pairs {
+            assert_ne!(first.dedupe_key(), second.dedupe_key(), "{first:?}");
+            assert_eq!(first.dedupe_key(), first.clone().dedupe_key());
+            assert!(first.dedupe_key().contains("e1"), "{}", first.dedupe_key());
+        }
+        // The time still leads, so the log's unique index grows at its end.
+        assert!(leg("e1").dedupe_key().starts_with("001764000000:call:e1:"));
     }
 }

@@ -12,6 +12,9 @@ pub enum Rule {
     A4,
     A5,
     A6,
+    /// An entry neither summarised nor hung up within the tracker's horizon (24 h by default),
+    /// planned with what was known when it was given up.
+    A7,
     P1,
     P2,
     P3,
@@ -52,6 +55,9 @@ pub enum CompletedBy {
     Grace,
     /// All legs disconnected when the input ended (`simulate`).
     EndOfInput,
+    /// A7: nothing arrived for the abandonment horizon while a leg was still up and no summary
+    /// came; planned with what was known.
+    Abandoned,
 }
 
 /// Which processing settings govern the entities a record creates.

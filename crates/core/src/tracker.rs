@@ -6,12 +6,19 @@
 //! the summary) still count. Memory holds only open and settling entries, plus the ids of
 //! released ones, so a late duplicate is recognised and never planned twice.
 //!
+//! An entry that neither gets its summary nor has every leg hung up (a lost summary and a lost
+//! `Disconnected`) would stay open for ever and hold the service's recovery mark back. After
+//! `abandon_s` of silence it is *abandoned*: released at once with what is known, completed by
+//! [`CompletedBy::Abandoned`], and its plan carries [`Rule::A7`].
+//!
 //! The tracker has no clock of its own: `simulate` drives it with the events' timestamps, `serve`
 //! with the wall clock.
 
 use crate::assembler::{EntryEvents, Pushed};
 use crate::event::PbxEvent;
-use crate::plan::CompletedBy;
+use crate::plan::{CompletedBy, EntryPlan, Rule};
+use crate::policy;
+use crate::settings::ValidSettings;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 
@@ -25,6 +32,9 @@ pub struct TrackerConfig {
     /// Seconds a released entry's id is remembered, so a late re-delivery is recognised and not
     /// planned again. Bounds memory on an endless stream.
     pub remember_s: i64,
+    /// A7: seconds of silence after which an entry still open (no summary, a leg never hung
+    /// up) is given up and planned with what is known. 24 hours by default.
+    pub abandon_s: i64,
 }
 
 impl Default for TrackerConfig {
@@ -33,6 +43,7 @@ impl Default for TrackerConfig {
             grace_s: 120,
             settle_s: 120,
             remember_s: 6 * 3600,
+            abandon_s: 24 * 3600,
         }
     }
 }
@@ -55,6 +66,17 @@ pub struct Completed {
     pub closed_at: i64,
 }
 
+impl Completed {
+    /// The entry's plan; an abandoned entry's says so (A7) among the entry's reasons.
+    pub fn plan(&self, settings: &ValidSettings) -> EntryPlan {
+        let mut plan = policy::plan(settings, &self.events.assemble());
+        if self.completed_by == CompletedBy::Abandoned {
+            plan.reasons.push(Rule::A7);
+        }
+        plan
+    }
+}
+
 #[derive(Debug)]
 struct Open {
     events: EntryEvents,
@@ -73,7 +95,11 @@ pub struct Tracker {
     released: HashSet<String>,
     /// Released ids in order of release, to forget them after `remember_s`.
     released_order: VecDeque<(i64, String)>,
+    /// (deadline, entry) candidates for abandonment, one per open entry; a popped one still
+    /// active is queued again at its new deadline.
+    abandon: BinaryHeap<Reverse<(i64, String)>>,
     late: u64,
+    abandoned: u64,
 }
 
 impl Tracker {
@@ -104,6 +130,11 @@ impl Tracker {
         self.late
     }
 
+    /// Entries given up after `abandon_s` of silence (A7).
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned
+    }
+
     /// Folds one event in. Does not move the clock: call [`Tracker::advance`] after it (folding
     /// first means the event counts as activity before any grace period is judged).
     pub fn push(&mut self, event: PbxEvent) -> Accepted {
@@ -126,6 +157,7 @@ impl Tracker {
         } else {
             self.clock.max(arrived)
         };
+        let created = !self.open.contains_key(entry_id);
         let open = match self.open.get_mut(entry_id) {
             Some(open) => open,
             None => {
@@ -138,6 +170,14 @@ impl Tracker {
         };
         let pushed = open.events.push(event);
         open.events.last_activity = open.events.last_activity.max(arrived);
+        if created {
+            let deadline = open
+                .events
+                .last_activity
+                .saturating_add(self.config.abandon_s);
+            self.abandon
+                .push(Reverse((deadline, open.events.entry_id.clone())));
+        }
         if open.closed.is_none() {
             if is_summary {
                 open.closed = Some((closed_at, CompletedBy::Summary));
@@ -170,7 +210,7 @@ impl Tracker {
             let (_, id) = self.released_order.pop_front().expect("front exists");
             self.released.remove(&id);
         }
-        let mut out = Vec::new();
+        let mut out = self.abandon_silent_entries();
         // An entry is in `settling` exactly while it is open and closed, at the time queued.
         while let Some(&(closed_at, _)) = self.settling.front() {
             if closed_at.saturating_add(self.config.settle_s) > self.clock {
@@ -231,6 +271,41 @@ impl Tracker {
                 self.settling.push_back((self.clock, id));
             }
         }
+    }
+
+    /// Releases the entries still open (not closed) after `abandon_s` of silence (A7).
+    fn abandon_silent_entries(&mut self) -> Vec<Completed> {
+        let mut out = Vec::new();
+        while let Some(Reverse((deadline, _))) = self.abandon.peek() {
+            if *deadline > self.clock {
+                break;
+            }
+            let Reverse((_, id)) = self.abandon.pop().expect("peeked");
+            let Some(open) = self.open.get(&id) else {
+                continue; // released already
+            };
+            if open.closed.is_some() {
+                continue; // settling: released by the settle window
+            }
+            let deadline = open
+                .events
+                .last_activity
+                .saturating_add(self.config.abandon_s);
+            if deadline > self.clock {
+                self.abandon.push(Reverse((deadline, id)));
+                continue;
+            }
+            let open = self.open.remove(&id).expect("looked up above");
+            self.released.insert(id.clone());
+            self.released_order.push_back((self.clock, id));
+            self.abandoned += 1;
+            out.push(Completed {
+                events: open.events,
+                completed_by: CompletedBy::Abandoned,
+                closed_at: self.clock,
+            });
+        }
+        out
     }
 
     fn release(&mut self, id: String) -> Option<Completed> {
@@ -302,6 +377,7 @@ mod tests {
             grace_s: 120,
             settle_s: 10,
             remember_s: 100,
+            ..TrackerConfig::default()
         });
         assert!(feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared)).is_empty());
         assert!(feed(&mut t, summary("a", 130)).is_empty(), "settling");
@@ -325,6 +401,7 @@ mod tests {
             grace_s: 120,
             settle_s: 0,
             remember_s: 100,
+            ..TrackerConfig::default()
         });
         feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared));
         feed(&mut t, call("a", "l1", 2, 110, CallState::Disconnected));
@@ -338,7 +415,8 @@ mod tests {
     fn an_entry_with_a_leg_up_never_completes_by_grace() {
         let mut t = Tracker::new(TrackerConfig::default());
         feed(&mut t, call("a", "l1", 1, 100, CallState::Connected));
-        assert!(t.advance(100_000).is_empty());
+        // Until the abandonment horizon (A7) gives it up.
+        assert!(t.advance(100 + 24 * 3600 - 1).is_empty());
         let (done, unfinished) = t.finish();
         assert!(done.is_empty());
         assert_eq!(unfinished, vec!["a".to_string()]);
@@ -350,6 +428,7 @@ mod tests {
             grace_s: 120,
             settle_s: 0,
             remember_s: 50,
+            ..TrackerConfig::default()
         });
         feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared));
         assert_eq!(feed(&mut t, summary("a", 120)).len(), 1);
@@ -358,5 +437,62 @@ mod tests {
         assert_eq!(t.remembered(), 1);
         t.advance(170);
         assert_eq!((t.remembered(), t.in_flight()), (0, 0));
+    }
+
+    #[test]
+    fn an_entry_with_a_leg_never_hung_up_is_abandoned_at_the_horizon_not_before() {
+        let mut t = Tracker::new(TrackerConfig {
+            grace_s: 120,
+            settle_s: 10,
+            remember_s: 1_000,
+            abandon_s: 500,
+        });
+        feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared));
+        feed(&mut t, call("a", "l1", 2, 110, CallState::Connected));
+        // Activity pushes the horizon on: the last event (110) counts, not the first.
+        assert!(t.advance(609).is_empty(), "within the horizon");
+        assert_eq!((t.in_flight(), t.abandoned()), (1, 0));
+        let done = t.advance(610);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].completed_by, CompletedBy::Abandoned);
+        assert_eq!(done[0].closed_at, 610);
+        assert_eq!(done[0].events.call_event_count(), 2);
+        assert_eq!((t.in_flight(), t.abandoned()), (0, 1));
+        // Given up is released: a straggler is late and plans nothing again.
+        assert_eq!(
+            t.push(call("a", "l1", 3, 620, CallState::Disconnected)),
+            Accepted::Late
+        );
+        assert!(t.advance(10_000).is_empty());
+    }
+
+    #[test]
+    fn settling_and_grace_entries_are_never_abandoned() {
+        let mut t = Tracker::new(TrackerConfig {
+            grace_s: 50,
+            settle_s: 400,
+            remember_s: 1_000,
+            abandon_s: 100,
+        });
+        feed(&mut t, call("s", "l1", 1, 100, CallState::Appeared));
+        feed(&mut t, summary("s", 110));
+        let done = t.advance(515);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].completed_by, CompletedBy::Summary);
+        assert_eq!(t.abandoned(), 0);
+    }
+
+    #[test]
+    fn an_abandoned_entrys_plan_says_why() {
+        let settings = crate::settings::ValidSettings::parse_toml("").expect("default settings");
+        let mut t = Tracker::new(TrackerConfig {
+            abandon_s: 10,
+            ..TrackerConfig::default()
+        });
+        feed(&mut t, call("a", "l1", 1, 100, CallState::Connected));
+        let done = t.advance(110);
+        assert_eq!(done.len(), 1);
+        let plan = done[0].plan(&settings);
+        assert!(plan.reasons.contains(&Rule::A7), "{:?}", plan.reasons);
     }
 }

@@ -77,6 +77,12 @@ pub struct Processing {
     pub settle_seconds: i64,
     /// How often the processor looks for new events when not woken by a webhook.
     pub tick_ms: u64,
+    /// A7: an entry with no summary and a leg never hung up is given up after this many hours
+    /// without an event, and planned with what is known. At least 1.
+    pub abandon_after_hours: i64,
+    /// Tests only: the abandonment horizon in milliseconds, instead of `abandon_after_hours`.
+    #[doc(hidden)]
+    pub abandon_after_ms: Option<u64>,
 }
 
 impl Default for Processing {
@@ -85,6 +91,8 @@ impl Default for Processing {
             grace_seconds: 120,
             settle_seconds: 5,
             tick_ms: 250,
+            abandon_after_hours: 24,
+            abandon_after_ms: None,
         }
     }
 }
@@ -181,6 +189,18 @@ impl Config {
             return Err(invalid(
                 &shown,
                 "recording_link_days: must be between 1 and 3650",
+            ));
+        }
+        if config.processing.abandon_after_hours < 1 {
+            return Err(invalid(
+                &shown,
+                "processing.abandon_after_hours: must be at least 1 (hours)",
+            ));
+        }
+        if config.processing.abandon_after_ms == Some(0) {
+            return Err(invalid(
+                &shown,
+                "processing.abandon_after_ms: must be at least 1",
             ));
         }
         let mut tenants = Vec::new();

@@ -72,10 +72,21 @@ pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
         .with_state(state)
 }
 
+/// Ready while the store both answers and can write: after a failed write (a full disk) it
+/// answers 503 with the reason until a probe write commits again.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if let Err(reason) = state.store.check_writable().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("event log: {reason}"),
+        );
+    }
     match state.store.max_event_id().await {
-        Ok(_) => (StatusCode::OK, "ready"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable"),
+        Ok(_) => (StatusCode::OK, "ready".to_string()),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}"),
+        ),
     }
 }
 
@@ -134,6 +145,8 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     processor: tokio::task::JoinHandle<()>,
     worker: tokio::task::JoinHandle<()>,
+    /// SQLite: the data folder's lock, released when the service is dropped.
+    _data_dir_lock: Option<callbridge_store::DataDirLock>,
 }
 
 impl Running {
@@ -160,6 +173,13 @@ impl Running {
 /// Opens the store, loads the tenants declared in the config, and starts the HTTP server and
 /// the processor.
 pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running, String> {
+    // One process per SQLite data folder; PostgreSQL takes several.
+    let data_dir_lock = match config.database_url {
+        None => Some(
+            callbridge_store::DataDirLock::acquire(&config.data_dir).map_err(|e| e.to_string())?,
+        ),
+        Some(_) => None,
+    };
     let store = Store::open(config.database_url.as_deref(), &config.data_dir)
         .await
         .map_err(|e| e.to_string())?;
@@ -241,5 +261,6 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         server,
         processor,
         worker,
+        _data_dir_lock: data_dir_lock,
     })
 }

@@ -16,7 +16,7 @@ use crate::state::{now_ms, AppState, TenantCard};
 use callbridge_core::cards::LiveCards;
 use callbridge_core::plan::{CompletedBy, EntryPlan, Rule};
 use callbridge_core::tracker::{Accepted, Completed, Tracker, TrackerConfig};
-use callbridge_core::{policy, PbxEvent};
+use callbridge_core::PbxEvent;
 use callbridge_mango::webhook::{parse_event, Webhook};
 use callbridge_store::{Committed, NewOutboxItem, NewPlan, SinkReceiver, StoredEvent};
 use std::collections::{BTreeSet, HashMap};
@@ -138,10 +138,16 @@ impl Processor {
         // The live tracker runs on the service's clock in milliseconds (arrivals and `now` alike),
         // so a settle window of one second is one second, not "until the next whole second".
         let defaults = TrackerConfig::default();
+        let processing = &self.state.processing;
+        let abandon_ms = match processing.abandon_after_ms {
+            Some(ms) => i64::try_from(ms).unwrap_or(i64::MAX),
+            None => processing.abandon_after_hours.saturating_mul(3_600_000),
+        };
         TrackerConfig {
-            grace_s: self.state.processing.grace_seconds.saturating_mul(1000),
-            settle_s: self.state.processing.settle_seconds.saturating_mul(1000),
+            grace_s: processing.grace_seconds.saturating_mul(1000),
+            settle_s: processing.settle_seconds.saturating_mul(1000),
             remember_s: defaults.remember_s * 1000,
+            abandon_s: abandon_ms,
         }
     }
 
@@ -356,6 +362,16 @@ impl Processor {
                 .unwrap_or_default();
             for completed in done {
                 let entry_id = completed.events.entry_id.clone();
+                if completed.completed_by == CompletedBy::Abandoned {
+                    // A lost summary and a lost hang-up: planned with what is known, so the
+                    // entry no longer holds memory and the recovery mark.
+                    tracing::warn!(
+                        tenant = %tenant_id,
+                        entry = %entry_id,
+                        "entry given up after the abandonment horizon with no summary and a leg still up; planned with what is known (A7)"
+                    );
+                    metrics::counter!("callbridge_entries_abandoned_total").increment(1);
+                }
                 match self.plan(&tenant_id, completed).await? {
                     Some(plan) => self.unsaved.push(plan),
                     None => self.forget_first_id(&tenant_id, &entry_id),
@@ -482,7 +498,7 @@ impl Processor {
             tracing::warn!(tenant = tenant_id, entry = %completed.events.entry_id, "tenant removed; entry not planned");
             return Ok(None);
         };
-        let plan = policy::plan(&tenant.settings, &completed.events.assemble());
+        let plan = completed.plan(&tenant.settings);
         let outbox = outbox_items(tenant_id, &plan);
         let mut value = serde_json::to_value(&plan).map_err(|e| e.to_string())?;
         value["completed_by"] =
@@ -491,6 +507,7 @@ impl Processor {
             CompletedBy::Summary => "summary",
             CompletedBy::Grace => "grace",
             CompletedBy::EndOfInput => "end_of_input",
+            CompletedBy::Abandoned => "abandoned",
         };
         Ok(Some(NewPlan {
             tenant_id: tenant_id.to_string(),

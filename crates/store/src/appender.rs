@@ -129,9 +129,7 @@ impl<T: Send + 'static> Appender<T> {
                         }
                         let message = e.to_string();
                         for (_, reply) in rest {
-                            let _ = reply.send(Err(StoreError::Corrupt(format!(
-                                "append failed: {message}"
-                            ))));
+                            let _ = reply.send(Err(StoreError::AppendFailed(message.clone())));
                         }
                     }
                 }

@@ -46,6 +46,15 @@ pub enum StoreError {
     Secrets(String),
     #[error("the secret key (id {given}) is not the one the database's secrets are encrypted with (id {stored}); configure that key, or give it as a previous key to rotate to the new one")]
     WrongSecretKey { stored: String, given: String },
+    #[error("the event log could not store the event: {0}")]
+    AppendFailed(String),
+    #[error("data folder {path}: {problem}")]
+    DataDir { path: String, problem: String },
+    #[error(
+        "data folder lock {path} is held by {holder}: only one callbridge serve may use a SQLite \
+         data folder; to run several instances, give them one PostgreSQL database (database_url)"
+    )]
+    Locked { path: String, holder: String },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -73,26 +82,49 @@ pub(crate) use with_db;
 /// connection, taken in turn through an async lock (so writers queue in the process instead of
 /// sleeping in SQLite's busy handler); on PostgreSQL a pooled connection. `$conn` is a
 /// `&mut` connection of either engine.
+///
+/// The outcome is recorded in the store's [`WriteHealth`] (what `/readyz` reports). On SQLite a
+/// failed body also replaces the writer connection: after a failed COMMIT (a full disk answers
+/// SQLITE_FULL there) SQLite may or may not have rolled back, and sqlx's own count of open
+/// transactions no longer matches the connection, so the next `begin` became a SAVEPOINT inside
+/// a dead transaction and every later "commit" only released it: webhooks were acknowledged
+/// that were never stored. Closing the connection rolls back whatever it held; the next write
+/// opens a fresh one.
 macro_rules! with_writer {
-    ($store:expr, $conn:ident => $body:expr) => {
-        match (&$store.db, &$store.writer) {
+    ($store:expr, $conn:ident => $body:expr) => {{
+        let outcome: $crate::Result<_> = match (&$store.db, &$store.writer) {
             ($crate::Db::Sqlite(_), Some(writer)) => {
                 let mut guard = writer.lock().await;
-                let $conn: &mut sqlx::SqliteConnection = &mut *guard;
-                $body
+                let outcome: $crate::Result<_> = async {
+                    let $conn: &mut sqlx::SqliteConnection = guard.connection().await?;
+                    Ok($body)
+                }
+                .await;
+                if outcome.is_err() {
+                    guard.discard().await;
+                }
+                outcome
             }
             ($crate::Db::Sqlite(pool), None) => {
-                let mut pooled = pool.acquire().await?;
-                let $conn: &mut sqlx::SqliteConnection = &mut *pooled;
-                $body
+                async {
+                    let mut pooled = pool.acquire().await?;
+                    let $conn: &mut sqlx::SqliteConnection = &mut *pooled;
+                    Ok($body)
+                }
+                .await
             }
             ($crate::Db::Postgres(pool), _) => {
-                let mut pooled = pool.acquire().await?;
-                let $conn: &mut sqlx::PgConnection = &mut *pooled;
-                $body
+                async {
+                    let mut pooled = pool.acquire().await?;
+                    let $conn: &mut sqlx::PgConnection = &mut *pooled;
+                    Ok($body)
+                }
+                .await
             }
-        }
-    };
+        };
+        $store.health.record(&outcome);
+        outcome?
+    }};
 }
 pub(crate) use with_writer;
 
@@ -179,20 +211,198 @@ pub struct TenantRow {
 pub struct Store {
     db: Db,
     /// SQLite only: the one connection every event-log and plan write goes through.
-    writer: Option<Arc<tokio::sync::Mutex<SqliteConnection>>>,
+    writer: Option<Arc<tokio::sync::Mutex<Writer>>>,
+    /// Whether the last write succeeded: what `/readyz` reports.
+    health: Arc<WriteHealth>,
     /// The keys secrets at rest are sealed with, set by [`Store::unlock_secrets`].
     secrets: Arc<std::sync::OnceLock<Keyring>>,
 }
 
-impl Store {
-    /// Opens (creating if needed) the SQLite database `callbridge.db` in `data_dir`.
-    pub async fn open_sqlite(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Url {
-            url: data_dir.display().to_string(),
+/// SQLite's writer connection, opened again after a failed write (see `with_writer!`).
+#[derive(Debug)]
+pub(crate) struct Writer {
+    conn: Option<SqliteConnection>,
+    options: SqliteConnectOptions,
+    /// Test seam: `PRAGMA max_page_count` applied to every writer connection opened, so a test
+    /// can fill the database up as a full disk would.
+    page_limit: Option<i64>,
+}
+
+impl Writer {
+    /// The open connection, opening a fresh one when the last was discarded.
+    async fn connection(&mut self) -> Result<&mut SqliteConnection> {
+        if self.conn.is_none() {
+            let mut conn = self.options.connect().await?;
+            if let Some(pages) = self.page_limit {
+                sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+                    .execute(&mut conn)
+                    .await?;
+            }
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("opened above"))
+    }
+
+    /// Closes the connection after a failed write: closing rolls back whatever transaction it
+    /// still held, so nothing half-done lingers and sqlx's bookkeeping starts afresh.
+    async fn discard(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if let Err(e) = sqlx::Connection::close(conn).await {
+                tracing::warn!(error = %e, "closing the failed writer connection");
+            }
+        }
+    }
+}
+
+/// The outcome of the store's last write. A failed write makes the store unhealthy until a later
+/// write (a request's or the probe's) succeeds.
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl WriteHealth {
+    fn record<T>(&self, outcome: &Result<T>) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(_) => {
+                if failure.take().is_some() {
+                    tracing::info!("the store writes again");
+                    metrics::gauge!("callbridge_store_writable").set(1.0);
+                }
+            }
+            Err(e) => {
+                if failure.is_none() {
+                    tracing::error!(error = %e, "the store cannot write; answering 503 until it can");
+                    metrics::gauge!("callbridge_store_writable").set(0.0);
+                }
+                *failure = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Why the last write failed; `None` while writes succeed.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The data folder's exclusive lock (`callbridge.lock`, holding the pid), held while the value
+/// lives. One `serve` per SQLite data folder: two writers would split the event stream between
+/// them and plan entries from half their events.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl DataDirLock {
+    /// Takes the lock at once, or says which process holds it.
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock> {
+        use std::io::{Read, Seek, Write};
+        prepare_data_dir(data_dir)?;
+        let path = data_dir.join("callbridge.lock");
+        let io_error = |e: std::io::Error| StoreError::DataDir {
+            path: path.display().to_string(),
             problem: e.to_string(),
-        })?;
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(io_error)?;
+        restrict(&path, 0o600).map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder = if holder.is_empty() {
+                    "another process".to_string()
+                } else {
+                    format!("process {holder}")
+                };
+                return Err(StoreError::Locked {
+                    path: path.display().to_string(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error(e)),
+        }
+        file.set_len(0).map_err(io_error)?;
+        file.rewind().map_err(io_error)?;
+        writeln!(file, "{}", std::process::id()).map_err(io_error)?;
+        file.sync_all().map_err(io_error)?;
+        Ok(DataDirLock { _file: file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Sets a file's or folder's permission bits (Unix; elsewhere nothing to do).
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
+    }
+}
+
+/// Creates the data folder if needed and makes it private (0700), also when it already
+/// existed with wider rights: it holds the database with the tenants' keys and tokens.
+fn prepare_data_dir(data_dir: &Path) -> Result<()> {
+    let problem = |e: std::io::Error| StoreError::DataDir {
+        path: data_dir.display().to_string(),
+        problem: e.to_string(),
+    };
+    std::fs::create_dir_all(data_dir).map_err(problem)?;
+    restrict(data_dir, 0o700).map_err(problem)
+}
+
+/// The database file exists and is private (0600) before SQLite opens it: SQLite creates the
+/// `-wal` and `-shm` files with the database file's permissions. Files left by an older version
+/// are made private as well.
+fn prepare_database_files(db_path: &Path) -> Result<()> {
+    let problem = |path: &Path, e: std::io::Error| StoreError::DataDir {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(db_path).map_err(|e| problem(db_path, e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db_path.as_os_str().to_owned();
+        name.push(suffix);
+        let path = std::path::PathBuf::from(name);
+        if path.exists() {
+            restrict(&path, 0o600).map_err(|e| problem(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database `callbridge.db` in `data_dir`. The folder
+    /// is made private (0700) and the database files 0600.
+    pub async fn open_sqlite(data_dir: &Path) -> Result<Store> {
+        prepare_data_dir(data_dir)?;
+        let db_path = data_dir.join("callbridge.db");
+        prepare_database_files(&db_path)?;
         let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("callbridge.db"))
+            .filename(&db_path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit survives power loss, which is what acknowledging a webhook promises.
@@ -208,15 +418,26 @@ impl Store {
             .max_connections(8)
             .connect_with(options.clone())
             .await?;
-        let writer = options.connect().await?;
+        let writer = Writer {
+            conn: Some(options.connect().await?),
+            options,
+            page_limit: None,
+        };
         let writer = Arc::new(tokio::sync::Mutex::new(writer));
         let store = Store {
             db: Db::Sqlite(pool),
             writer: Some(writer.clone()),
             secrets: Default::default(),
+            health: Arc::default(),
         };
         store.migrate().await?;
-        tokio::spawn(checkpointer(Arc::downgrade(&writer)));
+        // The WAL and shared-memory files exist now (created 0600 after the database file);
+        // made private again in case an older version left them wider.
+        prepare_database_files(&db_path)?;
+        tokio::spawn(checkpointer(
+            Arc::downgrade(&writer),
+            Arc::downgrade(&store.health),
+        ));
         Ok(store)
     }
 
@@ -231,6 +452,7 @@ impl Store {
             db: Db::Postgres(pool),
             writer: None,
             secrets: Default::default(),
+            health: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -259,6 +481,66 @@ impl Store {
         match self.db {
             Db::Sqlite(_) => "sqlite",
             Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Why the store cannot write, while it cannot: the last write (a request's, a plan's or the
+    /// probe's) failed. `None` while writes succeed.
+    pub fn write_failure(&self) -> Option<String> {
+        self.health.failure()
+    }
+
+    /// Ready to write? While the last write failed, a probe write (a row of [`PROBE_BYTES`]
+    /// written and removed in one durable transaction) decides, so readiness turns green as soon
+    /// as the disk has room again, without waiting for traffic.
+    pub async fn check_writable(&self) -> std::result::Result<(), String> {
+        if self.health.failure().is_none() {
+            return Ok(());
+        }
+        let filler = probe_filler();
+        let probed: Result<()> = async {
+            with_writer!(self, conn => {
+                let mut tx = sqlx::Connection::begin(conn).await?;
+                sqlx::query(PROBE_INSERT).bind(&filler).execute(&mut *tx).await?;
+                sqlx::query(PROBE_DELETE).execute(&mut *tx).await?;
+                tx.commit().await?;
+            });
+            Ok(())
+        }
+        .await;
+        probed.map_err(|e| e.to_string())
+    }
+
+    /// Test seam: limits the SQLite writer connection (this one and every one opened after a
+    /// failure) to `pages` database pages, so writes fail with SQLITE_FULL as on a full disk;
+    /// `None` lifts the limit. No effect on PostgreSQL.
+    #[doc(hidden)]
+    pub async fn set_writer_page_limit(&self, pages: Option<i64>) -> Result<()> {
+        if let Some(writer) = &self.writer {
+            let mut writer = writer.lock().await;
+            writer.page_limit = pages;
+            let conn = writer.connection().await?;
+            // SQLite's own ceiling: the default when no limit is wanted.
+            let pages = pages.unwrap_or(4_294_967_294);
+            sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Test seam: the database's size in pages, as the SQLite writer connection sees it.
+    #[doc(hidden)]
+    pub async fn writer_page_count(&self) -> Result<i64> {
+        match &self.writer {
+            Some(writer) => {
+                let mut writer = writer.lock().await;
+                let conn = writer.connection().await?;
+                Ok(sqlx::query_scalar("PRAGMA page_count")
+                    .fetch_one(&mut *conn)
+                    .await?)
+            }
+            None => Ok(0),
         }
     }
 
@@ -596,11 +878,9 @@ impl Store {
     /// a processor can drop the tenant's events it still holds; `None`: there was no such tenant.
     /// Rows left under the id by a deletion from before this rule are removed all the same.
     pub async fn purge_tenant(&self, id: &str) -> Result<Option<i64>> {
-        let existed: bool;
-        let last_event: i64;
-        with_writer!(self, conn => {
+        let (existed, last_event) = with_writer!(self, conn => {
             let mut tx = sqlx::Connection::begin(conn).await?;
-            existed = sqlx::query("DELETE FROM tenants WHERE id = $1")
+            let existed = sqlx::query("DELETE FROM tenants WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?
@@ -610,7 +890,7 @@ impl Store {
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await?;
-            last_event = max.unwrap_or(0);
+            let last_event = max.unwrap_or(0);
             for table in ["events", "entries", "outbox", "crm_tokens", "crm_status", "delivery_leases"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                     .bind(id)
@@ -618,12 +898,26 @@ impl Store {
                     .await?;
             }
             tx.commit().await?;
+            (existed, last_event)
         });
         Ok(existed.then_some(last_event))
     }
 }
 
-/// SQLite's WAL checkpoints, twice a second, on the writer connection between two commits.
+/// Bytes the write probe stores and removes: about the size of a busy group commit, so a disk
+/// with room for the probe has room for webhooks again.
+pub const PROBE_BYTES: usize = 32 * 1024;
+
+const PROBE_INSERT: &str = "INSERT INTO write_probe (id, filler) VALUES (1, $1) \
+     ON CONFLICT (id) DO UPDATE SET filler = excluded.filler";
+const PROBE_DELETE: &str = "DELETE FROM write_probe WHERE id = 1";
+
+fn probe_filler() -> String {
+    "x".repeat(PROBE_BYTES)
+}
+
+/// SQLite's WAL checkpoints, twice a second, on the writer connection between two commits;
+/// while the store cannot write, a probe write instead, so it turns healthy again by itself.
 ///
 /// SQLite starts the WAL over from its beginning only when the writer begins a transaction with
 /// every frame already copied back. A checkpoint on a connection of its own never got there under
@@ -632,16 +926,42 @@ impl Store {
 /// commits a checkpoint copies everything (2-5 ms at 2,000 events/s, about 20 ms at 20,000, the
 /// writer waiting meanwhile) and the next commit writes over the WAL from its start. Stops when
 /// the store is dropped.
-async fn checkpointer(writer: Weak<tokio::sync::Mutex<SqliteConnection>>) {
+async fn checkpointer(writer: Weak<tokio::sync::Mutex<Writer>>, health: Weak<WriteHealth>) {
     let mut every = tokio::time::interval(Duration::from_millis(500));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
     loop {
         every.tick().await;
-        let Some(writer) = writer.upgrade() else {
+        let (Some(writer), Some(health)) = (writer.upgrade(), health.upgrade()) else {
             return;
         };
-        let mut conn = writer.lock().await;
+        let mut writer = writer.lock().await;
+        if health.failure().is_some() {
+            let probed: Result<()> = async {
+                let conn = writer.connection().await?;
+                let mut tx = sqlx::Connection::begin(conn).await?;
+                sqlx::query(PROBE_INSERT)
+                    .bind(probe_filler())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(PROBE_DELETE).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            .await;
+            if probed.is_err() {
+                writer.discard().await;
+            }
+            health.record(&probed);
+            continue;
+        }
+        let conn = match writer.connection().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "opening the writer connection for a checkpoint");
+                continue;
+            }
+        };
         // (busy, frames in the WAL, frames copied back); the WAL restarts only once all are.
         match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(&mut *conn)

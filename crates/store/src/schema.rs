@@ -112,6 +112,17 @@ Migration {
         key_id TEXT NOT NULL,
         sealed TEXT NOT NULL)",
     ],
+},
+Migration {
+    version: 8,
+    name: "write probe: a scratch row proving the store can write again",
+    steps: &[
+        // Written and removed in one transaction while the store is unhealthy (a full disk):
+        // when it commits, readiness turns green again without waiting for traffic.
+        "CREATE TABLE IF NOT EXISTS write_probe (
+        id INTEGER PRIMARY KEY,
+        filler TEXT NOT NULL)",
+    ],
 }];
 
 pub(crate) async fn migrate(db: &Db) -> Result<()> {

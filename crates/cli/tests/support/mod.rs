@@ -50,6 +50,8 @@ pub struct Options {
     pub settle: Option<u32>,
     /// More top-level TOML lines.
     pub extra: String,
+    /// More `[processing]` lines.
+    pub processing: String,
 }
 
 impl Server {
@@ -87,9 +89,10 @@ impl Server {
             config += &format!("database_url = \"{url}\"\n");
         }
         config += &format!(
-            "[processing]\ngrace_seconds = {}\nsettle_seconds = {}\ntick_ms = 50\n",
+            "[processing]\ngrace_seconds = {}\nsettle_seconds = {}\ntick_ms = 50\n{}\n",
             options.grace.unwrap_or(3),
-            options.settle.unwrap_or(2)
+            options.settle.unwrap_or(2),
+            options.processing,
         );
         for t in tenants {
             config += &format!(
