@@ -212,3 +212,119 @@ fn simulate_refuses_the_same_implausible_input_but_has_no_clock_bound() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Starts `callbridge serve` under `prlimit --nofile=N:N`, with `extra` top-level config lines.
+fn start_with_descriptor_limit(
+    dir: &std::path::Path,
+    tenant: &Tenant,
+    nofile: u32,
+    extra: &str,
+) -> Server {
+    use std::io::{BufRead, BufReader};
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{TOKEN}\"\ndirectory_refresh_seconds = 0\n{extra}\n\
+         [[tenants]]\nid = \"{}\"\nmango_api_key = \"{}\"\nmango_api_salt = \"{}\"\nsettings = \"{}\"\n",
+        dir.join("data").display(),
+        tenant.id,
+        tenant.key,
+        tenant.salt,
+        tenant.settings.display(),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = std::process::Command::new("prlimit")
+        .arg(format!("--nofile={nofile}:{nofile}"))
+        .arg("--")
+        .arg(bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("CALLBRIDGE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start callbridge serve under prlimit");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(addr) = line.strip_prefix("callbridge: listening on ") {
+            break addr.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, base }
+}
+
+#[test]
+fn slow_half_sent_connections_do_not_starve_health_checks_or_webhooks() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    const SLOW: usize = 300;
+    const HEADER_TIMEOUT: Duration = Duration::from_millis(1000);
+    let dir = temp_dir("hostile-slowloris");
+    let tenant = acme(&dir);
+    // 256 descriptors: fewer than the slow connections, as in the attack that was filed.
+    let server = start_with_descriptor_limit(
+        &dir,
+        &tenant,
+        256,
+        &format!("header_timeout_ms = {}", HEADER_TIMEOUT.as_millis()),
+    );
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut slow = Vec::with_capacity(SLOW);
+    for _ in 0..SLOW {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        // Half a request head, and then nothing.
+        stream
+            .write_all(b"POST /mango/acme/events/call HTTP/1.1\r\nHost: x\r\nContent-Type: applic")
+            .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        slow.push(stream);
+    }
+    let opened = Instant::now();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let health = http.get(format!("{}/healthz", server.base)).send().unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let webhook = http
+        .post(format!("{}/mango/acme/events/call", server.base))
+        .header("content-type", FORM)
+        .body(signed_form(&tenant.key, &tenant.salt, CALL))
+        .send()
+        .unwrap();
+    assert_eq!(webhook.status().as_u16(), 200);
+    // The slow connections hold every slot for at most one header timeout each round: two
+    // rounds at 256 descriptors (a cap of 192), then the health check and webhook get theirs.
+    let answered = opened.elapsed();
+    assert!(
+        answered < HEADER_TIMEOUT * 2 + Duration::from_secs(2),
+        "answered only after {answered:?}"
+    );
+    // And every slow connection was closed by the server (EOF or reset), none left hanging.
+    let mut byte = [0u8; 1];
+    for (i, stream) in slow.iter_mut().enumerate() {
+        match stream.read(&mut byte) {
+            Ok(0) | Err(_) if opened.elapsed() < Duration::from_secs(15) => {}
+            Ok(0) | Err(_) => panic!(
+                "slow connection {i} closed only after {:?}",
+                opened.elapsed()
+            ),
+            Ok(_) => {
+                // hyper may answer a timed-out head with a 408 before closing: read to the end.
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest);
+            }
+        }
+    }
+    assert!(
+        opened.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        opened.elapsed()
+    );
+    let view = get(&http, &format!("{}/api/v1/tenants/acme", server.base));
+    assert_eq!(view["events"], 1, "{view}");
+}

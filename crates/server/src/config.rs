@@ -42,6 +42,17 @@ pub struct Config {
     /// How long a webhook's body may take to arrive, in milliseconds; a slower one gets 408.
     #[serde(default = "default_body_timeout")]
     pub body_timeout_ms: u64,
+    /// How long a request head may take to arrive, in milliseconds (also how long a kept-alive
+    /// connection may wait for its next request); a slower connection is closed.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: u64,
+    /// A connection on which no byte moves either way for this long is closed, in milliseconds.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// At most this many client connections at once; further ones wait in the listen backlog.
+    /// Lowered at start-up to fit the process's descriptor limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     #[serde(default)]
     pub processing: Processing,
     /// The Mango VPBX API the employee directory is loaded from.
@@ -117,6 +128,15 @@ fn default_max_body() -> usize {
 fn default_body_timeout() -> u64 {
     30_000
 }
+fn default_header_timeout() -> u64 {
+    10_000
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
 
 impl Config {
     /// Reads the file (if any) and the environment, and checks the result.
@@ -157,6 +177,7 @@ impl Config {
                 "body_timeout_ms: must be between 100 and 600000",
             ));
         }
+        config.check_connection_limits(&shown)?;
         let mut tenants = Vec::new();
         for (i, t) in config.tenants.iter().enumerate() {
             let key = format!("tenants[{i}]");
@@ -199,6 +220,32 @@ impl Config {
             });
         }
         Ok((config, tenants))
+    }
+}
+
+impl Config {
+    /// The connection keys' bounds. The idle timeout starts at 20 s because the card stream's
+    /// keep-alive comes every 15 s.
+    fn check_connection_limits(&self, shown: &Path) -> Result<(), ConfigError> {
+        if !(100..=600_000).contains(&self.header_timeout_ms) {
+            return Err(invalid(
+                shown,
+                "header_timeout_ms: must be between 100 and 600000",
+            ));
+        }
+        if !(20_000..=3_600_000).contains(&self.idle_timeout_ms) {
+            return Err(invalid(
+                shown,
+                "idle_timeout_ms: must be between 20000 and 3600000",
+            ));
+        }
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err(invalid(
+                shown,
+                "max_connections: must be between 1 and 65536",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! through the pure core and stores plans with their outbox, the admin API, the live card stream,
 //! health and metrics.
 
+pub mod accept;
 pub mod admin;
 pub mod config;
 pub mod crm;
@@ -212,18 +213,29 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
             read_timeout: std::time::Duration::from_millis(config.body_timeout_ms),
         },
     );
+    let (max_connections, lowered_by) = accept::connection_cap(config.max_connections);
+    if let Some(limit) = lowered_by {
+        tracing::warn!(
+            configured = config.max_connections,
+            max_connections,
+            descriptor_limit = limit,
+            reserved = accept::RESERVED_DESCRIPTORS,
+            "max_connections lowered to fit the descriptor limit (RLIMIT_NOFILE)"
+        );
+    }
+    let limits = accept::ConnectionLimits {
+        max_connections,
+        header_timeout: std::time::Duration::from_millis(config.header_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(config.idle_timeout_ms),
+    };
     let mut server_rx = rx;
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                while !*server_rx.borrow() {
-                    if server_rx.changed().await.is_err() {
-                        break;
-                    }
-                }
-            })
-            .await
-    });
+    let server = tokio::spawn(accept::serve(listener, app, limits, async move {
+        while !*server_rx.borrow() {
+            if server_rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }));
     Ok(Running {
         addr,
         state,

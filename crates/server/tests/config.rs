@@ -19,6 +19,9 @@ fn a_minimal_file_loads_with_the_documented_defaults() {
     let (config, tenants) = Config::load(Some(&write("good", GOOD))).expect("loads");
     assert_eq!(config.max_body_bytes, 64 * 1024);
     assert_eq!(config.body_timeout_ms, 30_000);
+    assert_eq!(config.header_timeout_ms, 10_000);
+    assert_eq!(config.idle_timeout_ms, 60_000);
+    assert_eq!(config.max_connections, 1024);
     assert!(tenants.is_empty());
     // Relative data_dir is relative to the file.
     assert!(config.data_dir.is_absolute(), "{:?}", config.data_dir);
@@ -57,6 +60,26 @@ fn each_bad_value_is_refused_naming_its_key() {
             "negative-timeout",
             format!("{GOOD}body_timeout_ms = -1\n"),
             "body_timeout_ms",
+        ),
+        (
+            "quick-header-timeout",
+            format!("{GOOD}header_timeout_ms = 10\n"),
+            "header_timeout_ms: must be between 100 and 600000",
+        ),
+        (
+            "short-idle-timeout",
+            format!("{GOOD}idle_timeout_ms = 5000\n"),
+            "idle_timeout_ms: must be between 20000 and 3600000",
+        ),
+        (
+            "no-connections",
+            format!("{GOOD}max_connections = 0\n"),
+            "max_connections: must be between 1 and 65536",
+        ),
+        (
+            "too-many-connections",
+            format!("{GOOD}max_connections = 1000000\n"),
+            "max_connections",
         ),
         ("unknown-key", format!("{GOOD}max_body = 1\n"), "max_body"),
         (
