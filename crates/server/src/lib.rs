@@ -159,6 +159,21 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     let store = Store::open(config.database_url.as_deref(), &config.data_dir)
         .await
         .map_err(|e| e.to_string())?;
+    // A tenant the file managed and no longer names is removed: otherwise it would keep
+    // accepting webhooks after the operator took it out. Tenants created through the admin API
+    // were never the file's and stay.
+    let in_file: Vec<String> = tenants.iter().map(|t| t.id.clone()).collect();
+    let managed = store
+        .config_tenant_ids()
+        .await
+        .map_err(|e| format!("tenants: {e}"))?;
+    for gone in managed.iter().filter(|id| !in_file.contains(id)) {
+        tracing::warn!(tenant = %gone, "tenant removed from the config file: deleting it");
+        store
+            .delete_tenant(gone)
+            .await
+            .map_err(|e| format!("tenant {gone}: cannot delete: {e}"))?;
+    }
     for t in tenants {
         let row = TenantRow {
             id: t.id,
@@ -173,6 +188,10 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
             .await
             .map_err(|e| format!("tenant {}: {e}", row.id))?;
     }
+    store
+        .mark_config_tenants(&in_file)
+        .await
+        .map_err(|e| format!("tenants: {e}"))?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("listen on {}: {e}", config.listen))?;
