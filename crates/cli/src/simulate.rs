@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use callbridge_core::plan::{CompletedBy, EntryPlan};
 use callbridge_core::tracker::{Completed, Tracker, TrackerConfig};
 use callbridge_core::ValidSettings;
+use callbridge_mango::check_plausible;
 use callbridge_mango::webhook::{parse_event, Webhook};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -148,6 +149,11 @@ fn simulate(
         };
         match parse_event(&parsed.path, &text) {
             Ok(Webhook::Event(event)) => {
+                // The server's bounds, but for the one that needs a clock (a day past "now"):
+                // a replayed file has no "now" of its own.
+                if let Err(e) = check_plausible(&event, None) {
+                    bail!("{}:{number}: {e}", name.display());
+                }
                 stats.events += 1;
                 // Fold first, then move the clock: the event that moves the clock must count
                 // as activity of its own entry before any grace period is judged.

@@ -10,13 +10,18 @@
 //!   field at fault.
 //! - [`sign`](mod@sign): `sha256(vpbx_api_key + json + vpbx_api_salt)` as lower-case hex, and its
 //!   constant-time check ([`verify`]).
+//! - [`plausible`]: bounds a parsed event must keep before it is stored (times from 2000 to a
+//!   day past the caller's clock, text at most 128 characters without control characters),
+//!   [`check_plausible`].
 //!
 //! No I/O here: the HTTP server and the `simulate` command live elsewhere.
 
 pub mod api;
+pub mod plausible;
 pub mod sign;
 pub mod webhook;
 pub mod wire;
 
+pub use plausible::check_plausible;
 pub use sign::{sign, verify};
 pub use webhook::{is_event_path, normalize_path, parse_event, parse_value, Webhook, WebhookError};

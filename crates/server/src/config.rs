@@ -42,6 +42,17 @@ pub struct Config {
     /// How long a webhook's body may take to arrive, in milliseconds; a slower one gets 408.
     #[serde(default = "default_body_timeout")]
     pub body_timeout_ms: u64,
+    /// How long a request head may take to arrive, in milliseconds (also how long a kept-alive
+    /// connection may wait for its next request); a slower connection is closed.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: u64,
+    /// A connection on which no byte moves either way for this long is closed, in milliseconds.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// At most this many client connections at once; further ones wait in the listen backlog.
+    /// Lowered at start-up to fit the process's descriptor limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     #[serde(default)]
     pub processing: Processing,
     /// The Mango VPBX API the employee directory is loaded from.
@@ -142,6 +153,15 @@ fn default_max_body() -> usize {
 fn default_body_timeout() -> u64 {
     30_000
 }
+fn default_header_timeout() -> u64 {
+    10_000
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
 
 impl Config {
     /// Reads the file (if any) and the environment, and checks the result.
@@ -159,7 +179,7 @@ impl Config {
         figment = figment.merge(Env::prefixed("CALLBRIDGE_").ignore(&["TEST_POSTGRES_URL", "LOG"]));
         let mut config: Config = figment
             .extract()
-            .map_err(|e| invalid(&shown, one_line(&e.to_string())))?;
+            .map_err(|e| invalid(&shown, describe_extract_error(e)))?;
         let base = file
             .and_then(Path::parent)
             .map(Path::to_path_buf)
@@ -203,6 +223,8 @@ impl Config {
                 "processing.abandon_after_ms: must be at least 1",
             ));
         }
+        config.check_connection_limits(&shown)?;
+        config.processing.check(&shown)?;
         let mut tenants = Vec::new();
         for (i, t) in config.tenants.iter().enumerate() {
             let key = format!("tenants[{i}]");
@@ -236,15 +258,63 @@ impl Config {
             };
             ValidSettings::parse_toml(&settings_toml)
                 .map_err(|e| invalid(&shown, format!("{key}.settings: {e}")))?;
+            let amocrm = t.amocrm.clone().unwrap_or(serde_json::Value::Null);
+            // Refused now rather than warned about at the first delivery. The text fields are
+            // checked first so that a wrong type is named by its key (serde's message would
+            // name neither the key nor hide the value).
+            if let Some(section) = amocrm.as_object() {
+                for field in [
+                    "base_url",
+                    "long_lived_token",
+                    "client_id",
+                    "client_secret",
+                    "redirect_uri",
+                ] {
+                    if section.get(field).is_some_and(|v| !v.is_string()) {
+                        return Err(invalid(
+                            &shown,
+                            format!("{key}.amocrm.{field}: expected a string"),
+                        ));
+                    }
+                }
+            }
+            crate::crm::connection(&amocrm)
+                .map_err(|m| invalid(&shown, format!("{key}.{}", without_values(&m))))?;
             tenants.push(LoadedTenant {
                 id: t.id.clone(),
                 mango_api_key: t.mango_api_key.clone(),
                 mango_api_salt: t.mango_api_salt.clone(),
                 settings_toml,
-                amocrm: t.amocrm.clone().unwrap_or(serde_json::Value::Null),
+                amocrm,
             });
         }
         Ok((config, tenants))
+    }
+}
+
+impl Config {
+    /// The connection keys' bounds. The idle timeout starts at 20 s because the card stream's
+    /// keep-alive comes every 15 s.
+    fn check_connection_limits(&self, shown: &Path) -> Result<(), ConfigError> {
+        if !(100..=600_000).contains(&self.header_timeout_ms) {
+            return Err(invalid(
+                shown,
+                "header_timeout_ms: must be between 100 and 600000",
+            ));
+        }
+        if !(20_000..=3_600_000).contains(&self.idle_timeout_ms) {
+            return Err(invalid(
+                shown,
+                "idle_timeout_ms: must be between 20000 and 3600000",
+            ));
+        }
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err(invalid(
+                shown,
+                "max_connections: must be between 1 and 65536",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -264,6 +334,134 @@ pub fn validate_tenant_id(id: &str) -> Result<(), String> {
     }
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+impl Processing {
+    /// Negative or absurd periods are refused (a negative grace period completed every entry at
+    /// once; a zero tick spun the processor).
+    fn check(&self, shown: &Path) -> Result<(), ConfigError> {
+        if !(0..=86_400).contains(&self.grace_seconds) {
+            return Err(invalid(
+                shown,
+                "processing.grace_seconds: must be between 0 and 86400",
+            ));
+        }
+        if !(0..=3_600).contains(&self.settle_seconds) {
+            return Err(invalid(
+                shown,
+                "processing.settle_seconds: must be between 0 and 3600",
+            ));
+        }
+        if !(10..=60_000).contains(&self.tick_ms) {
+            return Err(invalid(
+                shown,
+                "processing.tick_ms: must be between 10 and 60000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A figment error as `key: problem`, one per fault, never with the value: the value may be a
+/// secret (`admin_token`, `mango_api_salt`, a `database_url` with its password, ...), and
+/// figment's own message quotes it. Keys are shown as written: `tenants[0].mango_api_key` in
+/// the file, `CALLBRIDGE_ADMIN_TOKEN` in the environment.
+fn describe_extract_error(error: figment::Error) -> String {
+    use figment::error::Kind;
+    let faults: Vec<String> = error
+        .into_iter()
+        .map(|e| {
+            let from_env = e
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name.contains("environment"));
+            let key = if from_env && !e.path.is_empty() {
+                format!("CALLBRIDGE_{}", e.path.join("_").to_uppercase())
+            } else {
+                key_as_written(&e.path)
+            };
+            let problem = match &e.kind {
+                Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+                    format!("expected {expected}, found {}", kind_of(actual))
+                }
+                Kind::InvalidLength(n, expected) => format!("expected {expected}, found {n} items"),
+                Kind::UnknownVariant(_, expected) => {
+                    format!("unknown value (expected one of {})", expected.join(", "))
+                }
+                Kind::UnknownField(name, _) => {
+                    // figment's path already ends with the unknown key.
+                    let at = if key.is_empty() || key.ends_with(name.as_str()) {
+                        key.clone()
+                    } else {
+                        format!("{key}.{name}")
+                    };
+                    return format!("{at}: unknown key");
+                }
+                Kind::MissingField(name) => {
+                    let at = if key.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{key}.")
+                    };
+                    return format!("{at}{name}: missing");
+                }
+                Kind::DuplicateField(name) => return format!("{key}.{name}: given twice"),
+                // Custom messages and the rest may quote the value: say only that it is wrong.
+                _ => "invalid value".to_string(),
+            };
+            if key.is_empty() {
+                problem
+            } else {
+                format!("{key}: {problem}")
+            }
+        })
+        .collect();
+    faults.join("; ")
+}
+
+/// `["tenants", "0", "id"]` as `tenants[0].id`.
+fn key_as_written(path: &[String]) -> String {
+    let mut key = String::new();
+    for part in path {
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    key
+}
+
+/// The kind of a value, without the value.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit | Actual::Option => "nothing",
+        Actual::Seq => "an array",
+        Actual::Map | Actual::NewtypeStruct => "a table",
+        _ => "another kind of value",
+    }
+}
+
+/// A CRM-section error with any value serde quoted in it (`invalid type: string "..."`) cut.
+fn without_values(message: &str) -> String {
+    match message
+        .find("invalid type:")
+        .or_else(|| message.find("invalid value:"))
+    {
+        Some(at) => {
+            let expected = message[at..]
+                .find("expected ")
+                .map(|e| &message[at + e..])
+                .unwrap_or("");
+            format!("{}wrong type, {expected}", &message[..at])
+        }
+        None => message.to_string(),
+    }
 }

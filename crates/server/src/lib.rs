@@ -2,6 +2,7 @@
 //! through the pure core and stores plans with their outbox, the admin API, the live card stream,
 //! health and metrics.
 
+pub mod accept;
 pub mod admin;
 pub mod card_tokens;
 pub mod config;
@@ -184,6 +185,21 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         .await
         .map_err(|e| e.to_string())?;
     let secret_key = secret_key::unlock(&store, &config).await?;
+    // A tenant the file managed and no longer names is removed: otherwise it would keep
+    // accepting webhooks after the operator took it out. Tenants created through the admin API
+    // were never the file's and stay.
+    let in_file: Vec<String> = tenants.iter().map(|t| t.id.clone()).collect();
+    let managed = store
+        .config_tenant_ids()
+        .await
+        .map_err(|e| format!("tenants: {e}"))?;
+    for gone in managed.iter().filter(|id| !in_file.contains(id)) {
+        tracing::warn!(tenant = %gone, "tenant removed from the config file: deleting it");
+        store
+            .delete_tenant(gone)
+            .await
+            .map_err(|e| format!("tenant {gone}: cannot delete: {e}"))?;
+    }
     for t in tenants {
         let row = TenantRow {
             id: t.id,
@@ -198,6 +214,10 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
             .await
             .map_err(|e| format!("tenant {}: {e}", row.id))?;
     }
+    store
+        .mark_config_tenants(&in_file)
+        .await
+        .map_err(|e| format!("tenants: {e}"))?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("listen on {}: {e}", config.listen))?;
@@ -242,18 +262,29 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
             read_timeout: std::time::Duration::from_millis(config.body_timeout_ms),
         },
     );
+    let (max_connections, lowered_by) = accept::connection_cap(config.max_connections);
+    if let Some(limit) = lowered_by {
+        tracing::warn!(
+            configured = config.max_connections,
+            max_connections,
+            descriptor_limit = limit,
+            reserved = accept::RESERVED_DESCRIPTORS,
+            "max_connections lowered to fit the descriptor limit (RLIMIT_NOFILE)"
+        );
+    }
+    let limits = accept::ConnectionLimits {
+        max_connections,
+        header_timeout: std::time::Duration::from_millis(config.header_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(config.idle_timeout_ms),
+    };
     let mut server_rx = rx;
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                while !*server_rx.borrow() {
-                    if server_rx.changed().await.is_err() {
-                        break;
-                    }
-                }
-            })
-            .await
-    });
+    let server = tokio::spawn(accept::serve(listener, app, limits, async move {
+        while !*server_rx.borrow() {
+            if server_rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }));
     Ok(Running {
         addr,
         state,

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use callbridge_mango::check_plausible;
 use callbridge_mango::webhook::{parse_event, Webhook};
 use callbridge_store::{Appended, NewEvent};
 use futures::StreamExt;
@@ -143,6 +144,14 @@ pub async fn webhook(
     receive(state, tenant, path, headers, body).await
 }
 
+/// The key an unknown tenant's requests are compared against, so that they take the same path
+/// (and about the same time) as a known tenant's with a wrong key. No real key equals it: keys
+/// are checked against a tenant's own key only.
+const ABSENT_TENANT_KEY: &[u8] = b"no-such-tenant-0000000000000000000000000000";
+
+/// Handles one webhook. Until the caller has shown the tenant's API key, every answer is the
+/// same whether the tenant exists or not (same status, body and headers, checks in the same
+/// order: body, content type, fields, key), so tenant ids cannot be probed for.
 async fn receive(
     state: Arc<AppState>,
     tenant_id: String,
@@ -158,11 +167,8 @@ async fn receive(
         )
         .into_response()
     };
-    let Some(tenant) = state.tenant(&tenant_id).await else {
-        rejected("unknown_tenant");
-        return forbidden();
-    };
-    // Mango's connection check may send an empty request: acknowledge it, store nothing.
+    // Mango's connection check may send an empty request: acknowledge it, store nothing. It is
+    // acknowledged for any tenant id, known or not, so it tells nobody which ids exist.
     if body.iter().all(u8::is_ascii_whitespace) {
         metrics::counter!("callbridge_webhooks_total", "result" => "ping").increment(1);
         return acknowledged(false);
@@ -192,30 +198,43 @@ async fn receive(
             _ => {}
         }
     }
-    let Some(key) = key else {
+    let is_ping = path.trim_matches('/') == "ping" || path.is_empty();
+    let missing = |field: &str| {
         rejected("malformed");
-        return Problem::new(
+        Problem::new(
             StatusCode::BAD_REQUEST,
             "Bad Request",
-            "form field \"vpbx_api_key\" is missing",
+            format!("form field \"{field}\" is missing"),
         )
-        .into_response();
+        .into_response()
     };
-    if !bool::from(key.as_bytes().ct_eq(tenant.row.mango_api_key.as_bytes())) {
-        rejected("unknown_key");
-        return forbidden();
+    let Some(key) = key else {
+        return missing("vpbx_api_key");
+    };
+    if json.is_none() && !is_ping {
+        return missing("json");
     }
-    let Some(json) = json else {
-        if path.trim_matches('/') == "ping" || path.is_empty() {
-            return acknowledged(false);
+    // The tenant is looked up only now, and an unknown one is compared against a stand-in key,
+    // so the answers above and the one below do not depend on whether it exists.
+    let tenant = state.tenant(&tenant_id).await;
+    let expected_key = tenant
+        .as_ref()
+        .map_or(ABSENT_TENANT_KEY, |t| t.row.mango_api_key.as_bytes());
+    let key_matches = bool::from(key.as_bytes().ct_eq(expected_key));
+    let tenant = match tenant {
+        Some(tenant) if key_matches => tenant,
+        Some(_) => {
+            rejected("unknown_key");
+            return forbidden();
         }
-        rejected("malformed");
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            "form field \"json\" is missing",
-        )
-        .into_response();
+        None => {
+            rejected("unknown_tenant");
+            return forbidden();
+        }
+    };
+    let Some(json) = json else {
+        // A ping with the right key (only a ping may come without `json`, checked above).
+        return acknowledged(false);
     };
     let Some(sign) = sign else {
         rejected("bad_signature");
@@ -237,6 +256,12 @@ async fn receive(
                 .into_response();
         }
     };
+    // Well-formed but implausible (a time before 2000 or days ahead, a 60,000-character id,
+    // a NUL byte): refused before it reaches the log and, from there, the CRM.
+    if let Err(e) = check_plausible(&event, Some(now_ms().div_euclid(1000))) {
+        rejected("implausible");
+        return Problem::new(StatusCode::BAD_REQUEST, "Bad Request", e.to_string()).into_response();
+    }
     let new = NewEvent {
         tenant_id: tenant.row.id.clone(),
         entry_id: event.entry_id().to_string(),

@@ -833,6 +833,35 @@ impl Store {
         Ok(())
     }
 
+    /// The ids of the tenants the config file manages (see [`Store::mark_config_tenants`]).
+    pub async fn config_tenant_ids(&self) -> Result<Vec<String>> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT id FROM tenants WHERE from_config = 1 ORDER BY id")
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Records that exactly `ids` are the config file's tenants: marks them, and unmarks any
+    /// other (so a tenant is the file's only while the file names it). The admin API's upsert
+    /// leaves the mark as it is.
+    pub async fn mark_config_tenants(&self, ids: &[String]) -> Result<()> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE tenants SET from_config = 0 WHERE from_config = 1")
+                .execute(&mut *tx)
+                .await?;
+            for id in ids {
+                sqlx::query("UPDATE tenants SET from_config = 1 WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     pub async fn tenants(&self) -> Result<Vec<TenantRow>> {
         let rows: Vec<(String, String, String, String, String, i64)> = with_db!(&self.db, pool => {
             sqlx::query_as("SELECT id, mango_api_key, mango_api_salt, settings_toml, crm, updated_at_ms FROM tenants ORDER BY id")

@@ -102,6 +102,15 @@ Migration {
     ],
 },
 Migration {
+    version: 5,
+    name: "tenants: which ones the config file manages",
+    steps: &[
+        // 1: the tenant came from the config file, and leaves when the file drops it; 0: created
+        // through the admin API (or before this column existed), left alone at start-up.
+        "ALTER TABLE tenants ADD COLUMN from_config INTEGER NOT NULL DEFAULT 0",
+    ],
+},
+Migration {
     version: 6,
     name: "secrets at rest: the key check",
     steps: &[

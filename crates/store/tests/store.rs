@@ -584,3 +584,38 @@ async fn under_steady_appends_the_wal_starts_over_instead_of_growing() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_config_files_tenants_are_marked_and_an_upsert_keeps_the_mark() {
+    for store in stores("config_tenants").await {
+        let row = |id: &str| TenantRow {
+            id: id.into(),
+            mango_api_key: format!("key-{id}"),
+            mango_api_salt: "salt".into(),
+            settings_toml: String::new(),
+            crm: serde_json::Value::Null,
+            updated_at_ms: 1,
+        };
+        for id in ["file-a", "file-b", "api"] {
+            store.upsert_tenant(&row(id)).await.unwrap();
+        }
+        assert!(store.config_tenant_ids().await.unwrap().is_empty());
+        store
+            .mark_config_tenants(&["file-a".into(), "file-b".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.config_tenant_ids().await.unwrap(),
+            ["file-a", "file-b"]
+        );
+        // The admin API's upsert of a file tenant leaves it the file's.
+        store.upsert_tenant(&row("file-b")).await.unwrap();
+        assert_eq!(
+            store.config_tenant_ids().await.unwrap(),
+            ["file-a", "file-b"]
+        );
+        // The next start names only file-a: file-b is the file's no more.
+        store.mark_config_tenants(&["file-a".into()]).await.unwrap();
+        assert_eq!(store.config_tenant_ids().await.unwrap(), ["file-a"]);
+    }
+}
