@@ -40,6 +40,8 @@ pub struct AppState {
     pub directories: RwLock<HashMap<String, crate::directory::Directory>>,
     /// The VPBX API base URL the directories are loaded from.
     pub mango_api_url: String,
+    /// `allow_insecure_crm_hosts`: CRM base URLs may name any host (sandboxes, tests).
+    pub allow_insecure_crm_hosts: bool,
 }
 
 impl AppState {

@@ -18,7 +18,7 @@ mod outbox;
 mod schema;
 
 pub use appender::{sink, Appender, Committed, Sink, SinkReceiver};
-pub use outbox::{AddedItem, CrmStatus, Lane, OutboxCounts, OutboxItem};
+pub use outbox::{AddedItem, CrmStatus, Lane, OAuthState, OutboxCounts, OutboxItem};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{

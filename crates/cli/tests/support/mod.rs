@@ -50,6 +50,9 @@ pub struct Options {
     pub settle: Option<u32>,
     /// More top-level TOML lines.
     pub extra: String,
+    /// Leave `allow_insecure_crm_hosts` off: CRM base URLs must be amoCRM/Kommo account
+    /// origins. Off by default, since the tests' CRM is the sandbox on loopback.
+    pub strict_crm_hosts: bool,
 }
 
 impl Server {
@@ -83,6 +86,9 @@ impl Server {
             dir.join("data").display(),
             options.extra,
         );
+        if !options.strict_crm_hosts {
+            config += "allow_insecure_crm_hosts = true\n";
+        }
         if let Some(url) = &options.database_url {
             config += &format!("database_url = \"{url}\"\n");
         }
