@@ -1008,14 +1008,12 @@ fn repeat_clients_get_a_lead_only_as_the_action_asks() {
     }
 }
 
+/// What a recording host heard: each request's path, and whether it carried `Authorization`.
+type Heard = std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>;
+
 /// A host that must never hear from callbridge: records every request's path and whether it
 /// carried an `Authorization` header.
-fn start_recording_host(
-    rt: &tokio::runtime::Runtime,
-) -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>,
-) {
+fn start_recording_host(rt: &tokio::runtime::Runtime) -> (String, Heard) {
     use axum::http::HeaderMap;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
