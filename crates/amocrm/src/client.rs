@@ -64,6 +64,7 @@ struct Inner {
     http: reqwest::Client,
     auth: AuthConfig,
     limiter: RateLimiter,
+    timeout: Duration,
     store: Arc<dyn TokenStore>,
     /// The latest tokens this process knows; `None` until first loaded from the store.
     cache: Mutex<Option<OAuthTokens>>,
@@ -226,6 +227,7 @@ impl AmoClient {
                     config.requests_per_second,
                     RATE_WINDOW + RATE_WINDOW_MARGIN,
                 ),
+                timeout: config.timeout,
                 store: tokens,
                 cache: Mutex::new(None),
                 refresh: tokio::sync::Mutex::new(RefreshState::default()),
@@ -249,6 +251,11 @@ impl AmoClient {
     /// gathered after this wait includes whatever came due while the account was busy.
     pub async fn wait_for_place(&self) {
         self.inner.limiter.wait_for_place().await;
+    }
+
+    /// The whole-request timeout: a request older than this has been given up.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
     }
 
     /// The base URL requests go to (without a trailing slash).
@@ -296,7 +303,10 @@ impl AmoClient {
         // and its place in the window counts from now.
         drop(permit);
         let mut response = sent.map_err(|e| {
-            if e.is_timeout() {
+            if e.is_connect() {
+                // Checked first: a connect timeout is also a timeout, but nothing was sent.
+                Error::Unreachable(format!("{what}: {}", transport_message(e)))
+            } else if e.is_timeout() {
                 Error::Timeout
             } else {
                 Error::Transport(format!("{what}: {}", transport_message(e)))
@@ -743,6 +753,9 @@ impl AmoClient {
         }
         if let Some(from) = filter.updated_from {
             base.push(("filter[updated_at][from]".to_string(), from.to_string()));
+        }
+        if let Some(to) = filter.updated_to {
+            base.push(("filter[updated_at][to]".to_string(), to.to_string()));
         }
         self.list_by_ids::<Note, wire::NoteIn>(
             &path,

@@ -74,3 +74,120 @@ impl fmt::Debug for AuthConfig {
         }
     }
 }
+
+/// The hosts amoCRM and Kommo serve accounts on: `{subdomain}.amocrm.ru`, `.amocrm.com`,
+/// `.kommo.com`.
+pub const ACCOUNT_HOST_SUFFIXES: &[&str] = &[".amocrm.ru", ".amocrm.com", ".kommo.com"];
+
+/// Checks an account's base URL and returns its origin (`https://acme.amocrm.ru`), the form
+/// tokens are bound to.
+///
+/// The URL receives the account's tokens, so it must be the origin of an amoCRM or Kommo
+/// account: `https`, a host `{subdomain}.amocrm.ru|.amocrm.com|.kommo.com` with one label
+/// before the suffix, no port, no user or password, no path beyond `/`, no query or fragment.
+/// `allow_any_host` (for sandboxes and tests) admits `http` and any host, still as a bare
+/// origin. The error says which rule failed, never more of the URL than the caller gave.
+pub fn account_origin(base_url: &str, allow_any_host: bool) -> Result<String, String> {
+    const RULE: &str = "must be the https origin of an amoCRM or Kommo account, \
+                        e.g. https://acme.amocrm.ru (hosts *.amocrm.ru, *.amocrm.com, *.kommo.com)";
+    let text = base_url.trim();
+    let url =
+        reqwest::Url::parse(text).map_err(|e| format!("{text:?} is not a URL ({e}); {RULE}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("must not carry a user name or password; {RULE}"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{text:?} must not have a query or fragment; {RULE}"
+        ));
+    }
+    if !matches!(url.path(), "" | "/") {
+        return Err(format!("{text:?} must not have a path; {RULE}"));
+    }
+    let Some(host) = url.host_str().map(str::to_ascii_lowercase) else {
+        return Err(format!("{text:?} has no host; {RULE}"));
+    };
+    let scheme = url.scheme();
+    if allow_any_host {
+        if !matches!(scheme, "http" | "https") {
+            return Err(format!("{text:?} must be an http(s) URL"));
+        }
+    } else {
+        if scheme != "https" {
+            return Err(format!(
+                "{text:?} is not https; {RULE} (allow_insecure_crm_hosts = true admits other hosts, for sandboxes)"
+            ));
+        }
+        let account = ACCOUNT_HOST_SUFFIXES
+            .iter()
+            .find_map(|suffix| host.strip_suffix(suffix));
+        let one_label = account.is_some_and(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+        if !one_label {
+            return Err(format!(
+                "host {host:?} is not an amoCRM or Kommo account host; {RULE} \
+                 (allow_insecure_crm_hosts = true admits other hosts, for sandboxes)"
+            ));
+        }
+        if url.port().is_some() {
+            return Err(format!("{text:?} must not name a port; {RULE}"));
+        }
+    }
+    Ok(match url.port() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::account_origin;
+
+    #[test]
+    fn only_amocrm_and_kommo_account_origins_pass_the_strict_rule() {
+        for (url, origin) in [
+            ("https://acme.amocrm.ru", "https://acme.amocrm.ru"),
+            ("https://Acme.amoCRM.ru/", "https://acme.amocrm.ru"),
+            ("https://acme.amocrm.com", "https://acme.amocrm.com"),
+            (" https://acme-2.kommo.com/ ", "https://acme-2.kommo.com"),
+        ] {
+            assert_eq!(account_origin(url, false).as_deref(), Ok(origin), "{url}");
+        }
+        for url in [
+            "http://acme.amocrm.ru",
+            "https://evil.example.com",
+            "https://acme.amocrm.ru.evil.com",
+            "https://evilamocrm.ru",
+            "https://amocrm.ru",
+            "https://a.b.amocrm.ru",
+            "https://user:pw@acme.amocrm.ru",
+            "https://user@acme.amocrm.ru",
+            "https://acme.amocrm.ru/api",
+            "https://acme.amocrm.ru/?x=1",
+            "https://acme.amocrm.ru:8443",
+            "https://127.0.0.1",
+            "http://127.0.0.1:8090",
+            "ftp://acme.amocrm.ru",
+            "acme.amocrm.ru",
+        ] {
+            let e = account_origin(url, false).expect_err(url);
+            assert!(e.contains("amoCRM"), "{url}: {e}");
+            assert!(!e.contains("pw@"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_insecure_switch_admits_loopback_but_still_only_an_origin() {
+        assert_eq!(
+            account_origin("http://127.0.0.1:8090/", true).as_deref(),
+            Ok("http://127.0.0.1:8090")
+        );
+        assert!(account_origin("http://u:p@127.0.0.1:8090", true).is_err());
+        assert!(account_origin("http://127.0.0.1:8090/x", true).is_err());
+        assert!(account_origin("ftp://127.0.0.1", true).is_err());
+    }
+}

@@ -38,7 +38,12 @@ pub enum Error {
     /// The request did not complete within the configured timeout.
     #[error("amoCRM request timed out")]
     Timeout,
-    /// Connection, TLS or protocol failure before a complete answer arrived.
+    /// No connection could be made (refused, unreachable, DNS, connect timeout): the request
+    /// never left, so the CRM certainly did not act on it.
+    #[error("amoCRM unreachable: {0}")]
+    Unreachable(String),
+    /// Connection, TLS or protocol failure after the connection was made, before a complete
+    /// answer arrived: the CRM may have acted on the request.
     #[error("amoCRM request failed: {0}")]
     Transport(String),
     /// The CRM understood the request and refused it (400, 402, 404, 422 and other 4xx). Not
@@ -86,8 +91,21 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::RateLimited | Error::Server { .. } | Error::Timeout | Error::Transport(_)
+            Error::RateLimited
+                | Error::Server { .. }
+                | Error::Timeout
+                | Error::Unreachable(_)
+                | Error::Transport(_)
         )
+    }
+
+    /// Whether the CRM may have acted on a request that ended with this error, though its answer
+    /// was lost: a timeout, or a connection that broke after the request was sent. Everything
+    /// else either never reached the CRM (no connection) or is the CRM's own answer (a 5xx, a
+    /// 429, a refusal), which says it did not do the work; a writer need not look before
+    /// sending such a request again.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Error::Timeout | Error::Transport(_))
     }
 }
 

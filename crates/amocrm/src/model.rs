@@ -245,6 +245,8 @@ pub struct NotesFilter {
     pub entity_ids: Vec<u64>,
     /// Only notes updated at or after this Unix time.
     pub updated_from: Option<i64>,
+    /// Only notes updated at or before this Unix time.
+    pub updated_to: Option<i64>,
 }
 
 /// A note as the CRM returns it.

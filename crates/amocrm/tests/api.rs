@@ -352,6 +352,7 @@ async fn list_notes_sends_the_filters_and_reads_every_page() {
         note_types: vec!["call_in".into(), "call_out".into()],
         entity_ids: vec![77, 78],
         updated_from: Some(1_717_000_000),
+        updated_to: Some(1_717_000_100),
     };
     let notes = client(&mock.base)
         .list_notes(EntityType::Contacts, &filter)
@@ -372,6 +373,10 @@ async fn list_notes_sends_the_filters_and_reads_every_page() {
     assert_eq!(
         seen[0].query_one("filter[updated_at][from]").as_deref(),
         Some("1717000000")
+    );
+    assert_eq!(
+        seen[0].query_one("filter[updated_at][to]").as_deref(),
+        Some("1717000100")
     );
 }
 
@@ -972,17 +977,19 @@ async fn a_slow_answer_is_a_timeout() {
     let err = client.account().await.expect_err("timeout");
     assert!(matches!(err, Error::Timeout), "{err:?}");
     assert!(err.is_retryable());
+    assert!(err.outcome_unknown());
 }
 
 #[tokio::test]
-async fn a_refused_connection_is_a_transport_error() {
+async fn a_refused_connection_is_unreachable_and_certainly_not_received() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     drop(listener);
     let client = client(&format!("http://127.0.0.1:{port}"));
     let err = client.account().await.expect_err("nobody listens");
-    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
     assert!(err.is_retryable());
+    assert!(!err.outcome_unknown());
 }
 
 #[tokio::test]

@@ -377,3 +377,39 @@ fn debug_output_hides_secrets() {
     );
     assert!(text.contains("expires_at"), "{text}");
 }
+
+/// Issue 14, item 3: a CRM that answers with a redirect to another host never gets the client
+/// to follow it with a token: not on API calls (bearer), not on the token refresh or the code
+/// exchange (client secret, refresh token, code). The other host records what reaches it.
+#[tokio::test]
+async fn redirects_to_another_host_are_not_followed_with_any_secret() {
+    let elsewhere = mock(|_| json(200, json!({"id": 1, "name": "x"}))).await;
+    let target = elsewhere.base.clone();
+    let redirecting =
+        mock(move |seen| Answer::redirect(307, format!("{target}{}", seen.path))).await;
+
+    // An API call with a long-lived token.
+    let err = client(&redirecting.base)
+        .account()
+        .await
+        .expect_err("redirect");
+    assert!(err.to_string().contains("redirected"), "{err}");
+    // An API call whose expired access token is refreshed first.
+    let store = Arc::new(MemoryTokenStore::with_tokens(tokens("A1", "R1", -10)));
+    let err = oauth_client(&redirecting.base, store)
+        .account()
+        .await
+        .expect_err("redirect");
+    assert!(!err.to_string().contains("R1"), "{err}");
+    // A code exchange.
+    let store = Arc::new(MemoryTokenStore::new());
+    let err = oauth_client(&redirecting.base, store)
+        .exchange_code("the-code")
+        .await
+        .expect_err("redirect");
+    assert!(!err.to_string().contains("the-code"), "{err}");
+
+    assert!(redirecting.requests().len() >= 3);
+    let reached = elsewhere.requests();
+    assert!(reached.is_empty(), "followed a redirect: {reached:?}");
+}

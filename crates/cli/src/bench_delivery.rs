@@ -5,6 +5,11 @@
 //! clients as contacts, then starts the service and times the outbox worker until every call is
 //! written. Reports calls logged per second, CRM requests per logged call, and the sandbox's
 //! view of the rate limit (429s, most requests in any second).
+//!
+//! With `--outage-seconds N` the sandbox fails every request (503) for the first N seconds, while
+//! the worker tries the backlog; then it answers again, and what is timed is the drain from that
+//! moment: the report adds the recovery time, the requests (and note look-ups) per call after
+//! the outage, and checks that each call's note exists exactly once.
 
 use anyhow::{anyhow, ensure, Result};
 use callbridge_amocrm_sandbox::{SandboxConfig, Seed};
@@ -26,6 +31,9 @@ pub struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_seconds: u64,
+    /// The CRM fails every request (503) for this long after the service starts, then recovers.
+    #[arg(long, default_value_t = 0)]
+    outage_seconds: u64,
 }
 
 const TENANT: &str = "bench";
@@ -110,6 +118,12 @@ pub fn run(args: &Args) -> Result<()> {
             },
         )
         .await?;
+        if args.outage_seconds > 0 {
+            sandbox.set_faults(callbridge_amocrm_sandbox::Faults {
+                error_rate: 1.0,
+                ..Default::default()
+            });
+        }
         // The plans are stored first, as the processor would have, so only delivery is timed.
         let store = callbridge_store::Store::open(None, &dir.join("data")).await?;
         let now = callbridge_server::state::now_ms();
@@ -128,7 +142,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
         drop(store);
         let config_text = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nadmin_token = \"bench-admin-token\"\ndirectory_refresh_seconds = 0\n\
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nadmin_token = \"bench-admin-token\"\ndirectory_refresh_seconds = 0\nallow_insecure_crm_hosts = true\n\
              [[tenants]]\nid = \"{TENANT}\"\nmango_api_key = \"bench-key\"\nmango_api_salt = \"bench-salt\"\nsettings = \"settings.toml\"\n\
              [tenants.amocrm]\nbase_url = \"{}\"\nlong_lived_token = \"bench-token\"\nrequests_per_second = {}\n",
             sandbox.base_url(),
@@ -142,6 +156,13 @@ pub fn run(args: &Args) -> Result<()> {
         let running = callbridge_server::start(config, tenants)
             .await
             .map_err(|e| anyhow!("{e}"))?;
+        let mut outage = None;
+        if args.outage_seconds > 0 {
+            tokio::time::sleep(Duration::from_secs(args.outage_seconds)).await;
+            let during = sandbox.stats();
+            sandbox.set_faults(callbridge_amocrm_sandbox::Faults::default());
+            outage = Some((Instant::now(), during));
+        }
         let deadline = started + Duration::from_secs(args.timeout_seconds);
         let counts = loop {
             let counts = running.state.store.outbox_counts(TENANT).await?;
@@ -151,12 +172,37 @@ pub fn run(args: &Args) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let elapsed = started.elapsed();
+        let drained_at = Instant::now();
         let stats = sandbox.stats();
         running.shutdown().await;
+        let recovery = match outage {
+            Some((back_at, during)) => {
+                let recovery_s = drained_at.duration_since(back_at).as_secs_f64();
+                let (notes, twice) = call_note_uniqs(&sandbox.base_url()).await?;
+                let after = stats.requests - during.requests;
+                let note_reads = |s: &callbridge_amocrm_sandbox::Stats| -> u64 {
+                    ["GET /api/v4/contacts/notes", "GET /api/v4/leads/notes"]
+                        .iter()
+                        .map(|r| s.by_route.get(*r).copied().unwrap_or(0))
+                        .sum()
+                };
+                Some(json!({
+                    "outage_seconds": args.outage_seconds,
+                    "requests_during_outage": during.requests,
+                    "recovery_seconds": (recovery_s * 1000.0).round() / 1000.0,
+                    "requests_after_recovery": after,
+                    "requests_per_call_after_recovery": (after as f64 / counts.done.max(1) as f64 * 1000.0).round() / 1000.0,
+                    "note_reads_after_recovery": note_reads(&stats) - note_reads(&during),
+                    "call_notes": notes,
+                    "call_notes_written_twice": twice,
+                }))
+            }
+            None => None,
+        };
         sandbox.shutdown().await;
-        Ok::<_, anyhow::Error>((counts, elapsed, stats))
+        Ok::<_, anyhow::Error>((counts, elapsed, stats, recovery))
     })?;
-    let (counts, elapsed, stats) = report;
+    let (counts, elapsed, stats, recovery) = report;
     let _ = std::fs::remove_dir_all(&dir);
     ensure!(
         counts.pending == 0,
@@ -177,7 +223,17 @@ pub fn run(args: &Args) -> Result<()> {
         "sandbox_rps": args.rps,
         "by_route": stats.by_route,
     });
+    let mut out = out;
+    if let Some(recovery) = &recovery {
+        out["recovery"] = recovery.clone();
+    }
     println!("{out}");
+    if let Some(recovery) = &recovery {
+        ensure!(
+            recovery["call_notes_written_twice"] == 0 && recovery["call_notes"] == counts.done,
+            "not exactly once: {recovery}"
+        );
+    }
     ensure!(
         counts.parked == 0,
         "{} calls were parked; see the admin API",
@@ -185,4 +241,40 @@ pub fn run(args: &Args) -> Result<()> {
     );
     ensure!(stats.rate_limited == 0, "the CRM answered 429: {stats:?}");
     Ok(())
+}
+
+/// Every call note's `uniq` in the sandbox, read through its API after the run: how many notes
+/// there are, and how many `uniq`s appear more than once.
+async fn call_note_uniqs(base: &str) -> Result<(usize, usize)> {
+    let http = reqwest::Client::new();
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let mut notes = 0;
+    for entity in ["contacts", "leads"] {
+        for page in 1.. {
+            // Inside the account's 7 requests a second.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let url = format!(
+                "{base}/api/v4/{entity}/notes?filter[note_type][]=call_in&filter[note_type][]=call_out&limit=250&page={page}"
+            );
+            let r = http.get(&url).bearer_auth("bench-token").send().await?;
+            if r.status().as_u16() == 204 {
+                break;
+            }
+            ensure!(r.status().is_success(), "{url}: {}", r.status());
+            let v: serde_json::Value = serde_json::from_str(&r.text().await?)?;
+            let items = v["_embedded"]["notes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for n in &items {
+                let uniq = n["params"]["uniq"].as_str().unwrap_or_default().to_string();
+                *seen.entry(uniq).or_default() += 1;
+            }
+            notes += items.len();
+            if items.len() < 250 {
+                break;
+            }
+        }
+    }
+    Ok((notes, seen.values().filter(|n| **n > 1).count()))
 }

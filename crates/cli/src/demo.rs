@@ -477,6 +477,8 @@ async fn start_service(
     let text = format!(
         "# Written by `callbridge demo`.\nlisten = \"127.0.0.1:0\"\ndata_dir = \".\"\n\
          admin_token = {admin}\nmango_api_url = {vpbx}\ndirectory_refresh_seconds = 3600\n\
+         # The demo's CRM is the sandbox on loopback, not an amoCRM account host.\n\
+         allow_insecure_crm_hosts = true\n\
          \n[processing]\ngrace_seconds = {GRACE_SECONDS}\nsettle_seconds = 1\ntick_ms = 50\n\
          \n[[tenants]]\nid = \"{TENANT}\"\nmango_api_key = {key}\nmango_api_salt = {salt}\n\
          settings = \"settings.toml\"\n\n[tenants.amocrm]\nbase_url = {base}\nlong_lived_token = {token}\n",

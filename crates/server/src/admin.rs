@@ -231,13 +231,24 @@ pub async fn put_tenant(
         .amocrm
         .or(existing.as_ref().map(|t| t.crm.clone()))
         .unwrap_or(serde_json::Value::Null);
-    if let Err(e) = crate::crm::connection(&crm) {
+    if let Err(e) = crate::crm::checked_connection(&crm, state.allow_insecure_crm_hosts) {
         return Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid CRM connection",
             e,
         )
         .into_response();
+    }
+    // Before the row names the new address: the worker restarted for it must find no tokens.
+    if let Err(e) = crate::crm::forget_tokens_if_moved(
+        &state.store,
+        &id,
+        existing.as_ref().map(|t| &t.crm),
+        &crm,
+    )
+    .await
+    {
+        return store_error(e);
     }
     let row = TenantRow {
         id: id.clone(),

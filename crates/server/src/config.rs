@@ -77,6 +77,10 @@ pub struct Config {
     pub recording_link_days: u64,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    /// Lets `amocrm.base_url` name any http(s) host, not only the https origin of an amoCRM or
+    /// Kommo account: for sandboxes and tests only (the account's tokens go to that host).
+    #[serde(default)]
+    pub allow_insecure_crm_hosts: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -280,6 +284,10 @@ impl Config {
             }
             crate::crm::connection(&amocrm)
                 .map_err(|m| invalid(&shown, format!("{key}.{}", without_values(&m))))?;
+            if let Some(amocrm) = &t.amocrm {
+                crate::crm::check_base_url(amocrm, config.allow_insecure_crm_hosts)
+                    .map_err(|e| invalid(&shown, format!("{key}.{e}")))?;
+            }
             tenants.push(LoadedTenant {
                 id: t.id.clone(),
                 mango_api_key: t.mango_api_key.clone(),

@@ -209,6 +209,15 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
             crm: t.amocrm,
             updated_at_ms: now_ms(),
         };
+        // A config file that moved the tenant to another CRM address drops its tokens.
+        let old_crm = store
+            .tenant(&row.id)
+            .await
+            .map_err(|e| format!("tenant {}: {e}", row.id))?
+            .map(|t| t.crm);
+        crm::forget_tokens_if_moved(&store, &row.id, old_crm.as_ref(), &row.crm)
+            .await
+            .map_err(|e| format!("tenant {}: {e}", row.id))?;
         store
             .upsert_tenant(&row)
             .await
@@ -245,6 +254,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         card_token_key: secret_key.derive(secret_key::CARD_TOKEN_KEY_LABEL),
         purged_tenants: Default::default(),
         tenants_changed: Notify::new(),
+        allow_insecure_crm_hosts: config.allow_insecure_crm_hosts,
     });
     state.reload_tenants().await?;
     let (shutdown, rx) = watch::channel(false);

@@ -3,23 +3,67 @@
 //! sends the browser back to `/amocrm/oauth/callback?code=...&state=...`, where the code is
 //! exchanged for tokens (stored in `crm_tokens`, the one token store every instance uses).
 //!
-//! `state` carries the tenant id and a signature under the admin token, so a callback cannot be
-//! forged for another tenant.
+//! The `state` is a random 256-bit value made for one authenticated authorize request: stored
+//! (hashed) in the database with its tenant for 10 minutes, taken at most once by the callback on
+//! any instance. The authorize redirect also sets an `HttpOnly; SameSite=Lax` cookie carrying a
+//! nonce bound to the state: a callback that brings the cookie must bring the matching one. A
+//! browser without the cookie (the admin called authorize with a script and opened the consent
+//! URL in a browser) is accepted on the strength of the state alone: it is unguessable, was
+//! handed only to a holder of the admin token, works once and expires. An unknown, used, expired
+//! or mismatched state gets the same 403, whatever the tenant, and nothing is stored.
 
 use crate::problem::Problem;
 use crate::state::{now_ms, AppState};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use callbridge_amocrm::AuthConfig;
-use callbridge_mango::sign::{sign, verify};
+use callbridge_store::OAuthState;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
-const LABEL: &str = "callbridge-oauth:";
+/// How long a consent may take, from the authorize request to the callback.
+pub const STATE_TTL_MS: i64 = 10 * 60 * 1000;
+/// The cookie that binds a callback to the browser that started the consent.
+const NONCE_COOKIE: &str = "callbridge_oauth_nonce";
+/// Where the cookie is sent back: the callback only.
+const CALLBACK_PATH: &str = "/amocrm/oauth/callback";
 
-fn state_param(tenant_id: &str, secret: &str) -> String {
-    format!("{tenant_id}.{}", sign(LABEL, tenant_id, secret))
+/// 32 random bytes from the operating system, as hex.
+fn random_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// How a state or nonce is kept at rest.
+fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The one answer to every callback whose state cannot be used, so it tells nothing about
+/// tenants or about which check failed.
+fn refused() -> Response {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        "unknown, used or expired state: start again from /api/v1/tenants/{id}/amocrm/authorize",
+    )
+    .into_response()
+}
+
+/// The nonce cookie's value, if the request carries it.
+fn nonce_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == NONCE_COOKIE)
+        .map(|(_, value)| value.trim().to_string())
 }
 
 /// Where amoCRM asks for consent: the vendor's page for hosted accounts, else `{base_url}/oauth`
@@ -28,6 +72,8 @@ fn consent_url(base_url: &str) -> String {
     let base = base_url.trim_end_matches('/');
     if base.ends_with(".amocrm.ru") {
         "https://www.amocrm.ru/oauth".into()
+    } else if base.ends_with(".amocrm.com") {
+        "https://www.amocrm.com/oauth".into()
     } else if base.ends_with(".kommo.com") {
         "https://www.kommo.com/oauth".into()
     } else {
@@ -35,7 +81,8 @@ fn consent_url(base_url: &str) -> String {
     }
 }
 
-/// `GET /api/v1/tenants/{id}/amocrm/authorize`: redirects to amoCRM's consent page.
+/// `GET /api/v1/tenants/{id}/amocrm/authorize` (admin only): starts a consent and redirects to
+/// amoCRM's consent page.
 pub async fn authorize(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let Some(tenant) = state.tenant(&id).await else {
         return Problem::new(
@@ -45,7 +92,8 @@ pub async fn authorize(State(state): State<Arc<AppState>>, Path(id): Path<String
         )
         .into_response();
     };
-    let conn = match crate::crm::connection(&tenant.row.crm) {
+    let conn = match crate::crm::checked_connection(&tenant.row.crm, state.allow_insecure_crm_hosts)
+    {
         Ok(Some(c)) => c,
         Ok(None) => {
             return Problem::new(
@@ -67,18 +115,61 @@ pub async fn authorize(State(state): State<Arc<AppState>>, Path(id): Path<String
         )
         .into_response();
     };
+    let (state_value, nonce) = match (random_token(), random_token()) {
+        (Ok(s), Ok(n)) => (s, n),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("no randomness for an OAuth state: {e}");
+            return Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "No randomness",
+                "the operating system gave no random bytes for the OAuth state",
+            )
+            .into_response();
+        }
+    };
+    let now = now_ms();
+    let pending = OAuthState {
+        tenant_id: id.clone(),
+        nonce_hash: digest(&nonce),
+    };
+    if let Err(e) = state
+        .store
+        .create_oauth_state(&digest(&state_value), &pending, now + STATE_TTL_MS, now)
+        .await
+    {
+        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Store", e.to_string())
+            .into_response();
+    }
     let query: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("client_id", client_id)
-        .append_pair("state", &state_param(&id, &state.admin_token))
+        .append_pair("state", &state_value)
         .append_pair("mode", "post_message")
         .finish();
     let url = format!("{}?{query}", consent_url(&conn.account.base_url));
-    (StatusCode::FOUND, [(header::LOCATION, url)]).into_response()
+    let secure = if state.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{NONCE_COOKIE}={nonce}; Path={CALLBACK_PATH}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+        STATE_TTL_MS / 1000
+    );
+    (
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, url),
+            (header::SET_COOKIE, cookie),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+    )
+        .into_response()
 }
 
 /// `GET /amocrm/oauth/callback?code=...&state=...`: exchanges the code and stores the tokens.
 pub async fn callback(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let (Some(code), Some(state_value)) = (q.get("code"), q.get("state")) else {
@@ -89,27 +180,31 @@ pub async fn callback(
         )
         .into_response();
     };
-    let Some((tenant_id, signature)) = state_value.rsplit_once('.') else {
-        return Problem::new(StatusCode::BAD_REQUEST, "Bad Request", "state is malformed")
-            .into_response();
+    // Taken (and so spent) before anything else: a state works once, even if what follows fails.
+    let pending = match state
+        .store
+        .take_oauth_state(&digest(state_value), now_ms())
+        .await
+    {
+        Ok(Some(p)) => p,
+        Ok(None) => return refused(),
+        Err(e) => {
+            return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Store", e.to_string())
+                .into_response()
+        }
     };
-    if !verify(LABEL, tenant_id, &state.admin_token, signature) {
-        return Problem::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "state does not match: start again from /api/v1/tenants/{id}/amocrm/authorize",
-        )
-        .into_response();
+    if let Some(nonce) = nonce_cookie(&headers) {
+        let given = digest(&nonce);
+        if !bool::from(given.as_bytes().ct_eq(pending.nonce_hash.as_bytes())) {
+            return refused();
+        }
     }
+    let tenant_id = pending.tenant_id.as_str();
     let Some(tenant) = state.tenant(tenant_id).await else {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "Not Found",
-            format!("no tenant {tenant_id:?}"),
-        )
-        .into_response();
+        return refused();
     };
-    let client = match crate::crm::client(&state.store, &tenant.row) {
+    let client = match crate::crm::client(&state.store, &tenant.row, state.allow_insecure_crm_hosts)
+    {
         Ok(Some(c)) => c,
         Ok(None) => {
             return Problem::new(
@@ -143,7 +238,13 @@ pub async fn callback(
         .store
         .set_crm_status(tenant_id, "ok", "authorized", now_ms())
         .await;
-    axum::Json(serde_json::json!({"tenant": tenant_id, "amocrm": "connected"})).into_response()
+    let forget =
+        format!("{NONCE_COOKIE}=; Path={CALLBACK_PATH}; Max-Age=0; HttpOnly; SameSite=Lax");
+    (
+        [(header::SET_COOKIE, forget)],
+        axum::Json(serde_json::json!({"tenant": tenant_id, "amocrm": "connected"})),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -151,12 +252,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn state_is_bound_to_the_tenant() {
-        let s = state_param("acme", "admin-secret");
-        let (tenant, sig) = s.rsplit_once('.').unwrap();
-        assert_eq!(tenant, "acme");
-        assert!(verify(LABEL, "acme", "admin-secret", sig));
-        assert!(!verify(LABEL, "other", "admin-secret", sig));
+    fn states_are_random_256_bit_and_kept_hashed() {
+        let a = random_token().unwrap();
+        let b = random_token().unwrap();
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert_ne!(digest(&a), a);
+        assert_eq!(digest(&a), digest(&a));
+    }
+
+    #[test]
+    fn the_nonce_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            "a=1; callbridge_oauth_nonce=abc ; b=2".parse().unwrap(),
+        );
+        assert_eq!(nonce_cookie(&headers).as_deref(), Some("abc"));
+        assert_eq!(nonce_cookie(&HeaderMap::new()), None);
     }
 
     #[test]
@@ -164,6 +277,10 @@ mod tests {
         assert_eq!(
             consent_url("https://acme.amocrm.ru"),
             "https://www.amocrm.ru/oauth"
+        );
+        assert_eq!(
+            consent_url("https://acme.amocrm.com"),
+            "https://www.amocrm.com/oauth"
         );
         assert_eq!(
             consent_url("https://acme.kommo.com/"),

@@ -50,6 +50,8 @@ pub struct AppState {
     pub purged_tenants: std::sync::Mutex<HashMap<String, i64>>,
     /// Wakes the CRM worker when a tenant was deleted, so its delivery stops at once.
     pub tenants_changed: Notify,
+    /// `allow_insecure_crm_hosts`: CRM base URLs may name any host (sandboxes, tests).
+    pub allow_insecure_crm_hosts: bool,
 }
 
 impl AppState {

@@ -19,7 +19,7 @@ mod schema;
 mod secrets;
 
 pub use appender::{sink, Appender, Committed, Sink, SinkReceiver};
-pub use outbox::{AddedItem, CrmStatus, Lane, OutboxCounts, OutboxItem};
+pub use outbox::{AddedItem, CrmStatus, Lane, OAuthState, OutboxCounts, OutboxItem};
 pub use secrets::{KeyError, Keyring, SecretKey, Unlocked, CRM_SECRET_FIELDS};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

@@ -63,6 +63,14 @@ pub struct OutboxCounts {
     pub parked: i64,
 }
 
+/// An OAuth consent in progress, as [`Store::take_oauth_state`] hands it back once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthState {
+    pub tenant_id: String,
+    /// Hash of the nonce the admin's browser got in a cookie with the consent redirect.
+    pub nonce_hash: String,
+}
+
 /// A tenant's CRM connection as the worker last saw it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CrmStatus {
@@ -461,6 +469,70 @@ impl Store {
             .await?;
         });
         Ok(())
+    }
+
+    /// Drops a tenant's OAuth tokens (its CRM account changed: a new consent is needed). True
+    /// when there were tokens.
+    pub async fn forget_crm_tokens(&self, tenant_id: &str) -> Result<bool> {
+        Ok(with_db!(self.db(), pool => {
+            sqlx::query("DELETE FROM crm_tokens WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                > 0
+        }))
+    }
+
+    /// Records a consent in progress under the hash of its `state`, until `expires_at_ms`;
+    /// expired ones are cleared on the way.
+    pub async fn create_oauth_state(
+        &self,
+        state_hash: &str,
+        state: &OAuthState,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        with_db!(self.db(), pool => {
+            sqlx::query("DELETE FROM oauth_states WHERE expires_at_ms < $1")
+                .bind(now_ms)
+                .execute(pool)
+                .await?;
+            sqlx::query(
+                "INSERT INTO oauth_states (state_hash, tenant_id, nonce_hash, expires_at_ms) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(state_hash)
+            .bind(&state.tenant_id)
+            .bind(&state.nonce_hash)
+            .bind(expires_at_ms)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Takes a consent in progress by the hash of its `state`: removed in the same statement, so
+    /// a state is used at most once, whichever instance the callback reaches. `None` when it is
+    /// unknown, already used or expired.
+    pub async fn take_oauth_state(
+        &self,
+        state_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<OAuthState>> {
+        let row: Option<(String, String, i64)> = with_db!(self.db(), pool => {
+            sqlx::query_as(
+                "DELETE FROM oauth_states WHERE state_hash = $1 RETURNING tenant_id, nonce_hash, expires_at_ms",
+            )
+            .bind(state_hash)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row
+            .filter(|(_, _, expires_at_ms)| *expires_at_ms >= now_ms)
+            .map(|(tenant_id, nonce_hash, _)| OAuthState {
+                tenant_id,
+                nonce_hash,
+            }))
     }
 
     pub async fn set_crm_status(

@@ -123,6 +123,19 @@ Migration {
     ],
 },
 Migration {
+    version: 7,
+    name: "OAuth consent states: random, single-use, expiring",
+    steps: &[
+        // Kept in the database so any instance can take the callback; only hashes are stored,
+        // so a read of the table cannot complete a consent.
+        "CREATE TABLE IF NOT EXISTS oauth_states (
+        state_hash TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        nonce_hash TEXT NOT NULL,
+        expires_at_ms BIGINT NOT NULL)",
+    ],
+},
+Migration {
     version: 8,
     name: "write probe: a scratch row proving the store can write again",
     steps: &[

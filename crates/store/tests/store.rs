@@ -619,3 +619,54 @@ async fn the_config_files_tenants_are_marked_and_an_upsert_keeps_the_mark() {
         assert_eq!(store.config_tenant_ids().await.unwrap(), ["file-a"]);
     }
 }
+
+/// Issue 14, item 9: a consent state is taken at most once, and not at all once expired; item 3:
+/// a tenant's tokens can be dropped.
+#[tokio::test]
+async fn oauth_states_are_single_use_and_expire_and_tokens_can_be_forgotten() {
+    use callbridge_store::OAuthState;
+    for store in stores("oauth_states").await {
+        let pending = OAuthState {
+            tenant_id: "acme".into(),
+            nonce_hash: "nonce-hash".into(),
+        };
+        store
+            .create_oauth_state("live", &pending, 10_000, 1_000)
+            .await
+            .unwrap();
+        store
+            .create_oauth_state("stale", &pending, 1_500, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.take_oauth_state("unknown", 2_000).await.unwrap(),
+            None
+        );
+        // Expired: refused, and gone.
+        assert_eq!(store.take_oauth_state("stale", 2_000).await.unwrap(), None);
+        assert_eq!(
+            store.take_oauth_state("live", 2_000).await.unwrap(),
+            Some(pending.clone())
+        );
+        // Used: refused.
+        assert_eq!(store.take_oauth_state("live", 2_000).await.unwrap(), None);
+        // Creating a state clears the expired ones.
+        store
+            .create_oauth_state("old", &pending, 3_000, 2_000)
+            .await
+            .unwrap();
+        store
+            .create_oauth_state("new", &pending, 90_000, 5_000)
+            .await
+            .unwrap();
+        assert_eq!(store.take_oauth_state("old", 0).await.unwrap(), None);
+
+        assert!(!store.forget_crm_tokens("acme").await.unwrap());
+        store
+            .save_crm_tokens("acme", &serde_json::json!({"access_token": "a"}), 1)
+            .await
+            .unwrap();
+        assert!(store.forget_crm_tokens("acme").await.unwrap());
+        assert_eq!(store.load_crm_tokens("acme").await.unwrap(), None);
+    }
+}

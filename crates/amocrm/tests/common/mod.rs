@@ -61,6 +61,8 @@ pub struct Answer {
     pub body: String,
     /// Wait this long before answering.
     pub delay: Option<Duration>,
+    /// A `Location` header (for redirects).
+    pub location: Option<String>,
 }
 
 pub fn json(status: u16, value: Value) -> Answer {
@@ -69,6 +71,7 @@ pub fn json(status: u16, value: Value) -> Answer {
         content_type: "application/hal+json",
         body: value.to_string(),
         delay: None,
+        location: None,
     }
 }
 
@@ -78,6 +81,7 @@ pub fn problem(status: u16, value: Value) -> Answer {
         content_type: "application/problem+json",
         body: value.to_string(),
         delay: None,
+        location: None,
     }
 }
 
@@ -87,6 +91,7 @@ pub fn html(status: u16, text: &str) -> Answer {
         content_type: "text/html",
         body: text.to_string(),
         delay: None,
+        location: None,
     }
 }
 
@@ -96,6 +101,7 @@ pub fn raw(status: u16, body: &str) -> Answer {
         content_type: "application/json",
         body: body.to_string(),
         delay: None,
+        location: None,
     }
 }
 
@@ -105,6 +111,7 @@ pub fn no_content() -> Answer {
         content_type: "application/json",
         body: String::new(),
         delay: None,
+        location: None,
     }
 }
 
@@ -112,6 +119,14 @@ impl Answer {
     pub fn after(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
         self
+    }
+
+    /// A redirect to `location`.
+    pub fn redirect(status: u16, location: String) -> Self {
+        Answer {
+            location: Some(location),
+            ..raw(status, "")
+        }
     }
 }
 
@@ -167,6 +182,9 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     let status = StatusCode::from_u16(answer.status).expect("status");
+    if let Some(location) = answer.location {
+        return (status, [("location", location)], answer.body).into_response();
+    }
     (status, [("content-type", answer.content_type)], answer.body).into_response()
 }
 

@@ -52,6 +52,9 @@ pub struct Options {
     pub extra: String,
     /// More `[processing]` lines.
     pub processing: String,
+    /// Leave `allow_insecure_crm_hosts` off: CRM base URLs must be amoCRM/Kommo account
+    /// origins. Off by default, since the tests' CRM is the sandbox on loopback.
+    pub strict_crm_hosts: bool,
 }
 
 impl Server {
@@ -85,6 +88,9 @@ impl Server {
             dir.join("data").display(),
             options.extra,
         );
+        if !options.strict_crm_hosts {
+            config += "allow_insecure_crm_hosts = true\n";
+        }
         if let Some(url) = &options.database_url {
             config += &format!("database_url = \"{url}\"\n");
         }

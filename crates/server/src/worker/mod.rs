@@ -56,6 +56,19 @@ const LEASE_SAFETY_MS: i64 = 5_000;
 /// Items a round takes: fresh ones, and at most this many retries.
 const FRESH_PER_ROUND: i64 = 200;
 const RETRIES_PER_ROUND: i64 = 10;
+/// Retries a call round takes: after an outage the whole backlog is retries, and it must drain
+/// at the account's limit, not ten calls a round.
+const CALL_RETRIES_PER_ROUND: i64 = 200;
+/// While the CRM does not answer (no connection, 5xx, timeouts), work waits for the account, not
+/// each item for itself: the next attempt of everything that failed is this long after the last
+/// failure, doubling from [`OUTAGE_RETRY_FIRST_MS`] up to this; each call round then sends one
+/// batch as a probe, and the rest only once it got through. So a backlog built during an outage
+/// goes out within a few seconds of the CRM's return, at the account's rate.
+const OUTAGE_RETRY_MAX_MS: i64 = 4_000;
+const OUTAGE_RETRY_FIRST_MS: i64 = 500;
+/// How far around the lost requests' times the notes of a settling listing are read: the CRM's
+/// clock may differ from ours.
+const CLOCK_MARGIN_S: i64 = 60;
 /// Places of the account's 7 a second that follow-ups (tasks, transcripts, repeat-client leads)
 /// leave free for calls: a call's request never queues behind more than a few of them.
 const FOLLOWUP_RESERVE: usize = 3;
@@ -66,8 +79,9 @@ const FOLLOWUP_ROUND_MS: u64 = 1_000;
 const BATCH: usize = 50;
 /// Call batches of one round sent concurrently (the limiter still paces them).
 const BATCHES_IN_FLIGHT: usize = 3;
-/// An in-flight mark younger than this may belong to a request still under way (another
-/// instance's, before it lost the lease): it is not checked yet.
+/// An in-flight mark younger than this (or than the request timeout and 5 s, if longer) may
+/// belong to a request still under way (another instance's, before it lost the lease): it is not
+/// checked yet.
 const IN_FLIGHT_GRACE_MS: i64 = 25_000;
 /// How long a follow-up (transcript, task) waits for its call before asking again.
 const WAIT_FOR_CALL_MS: i64 = 1_000;
@@ -102,24 +116,25 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                 let _ = stop.send(true);
                 let _ = task.await;
             }
-            let client = match crm::client(&state.store, &tenant.row) {
-                Ok(Some(client)) => client,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(tenant = %tenant.row.id, "CRM connection not usable: {e}");
-                    let _ = state
-                        .store
-                        .set_crm_status(&tenant.row.id, "broken", &e, now_ms())
-                        .await;
-                    // Remember the version, so the error is not repeated every second.
-                    let (stop, _) = watch::channel(false);
-                    running.insert(
-                        tenant.row.id.clone(),
-                        (tenant.row.updated_at_ms, stop, tokio::spawn(async {})),
-                    );
-                    continue;
-                }
-            };
+            let client =
+                match crm::client(&state.store, &tenant.row, state.allow_insecure_crm_hosts) {
+                    Ok(Some(client)) => client,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant.row.id, "CRM connection not usable: {e}");
+                        let _ = state
+                            .store
+                            .set_crm_status(&tenant.row.id, "broken", &e, now_ms())
+                            .await;
+                        // Remember the version, so the error is not repeated every second.
+                        let (stop, _) = watch::channel(false);
+                        running.insert(
+                            tenant.row.id.clone(),
+                            (tenant.row.updated_at_ms, stop, tokio::spawn(async {})),
+                        );
+                        continue;
+                    }
+                };
             let (stop, stop_rx) = watch::channel(false);
             let delivery = TenantDelivery {
                 state: state.clone(),
@@ -134,6 +149,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                 .map_err(|e| e.to_string()),
                 holder: holder.clone(),
                 lease_until: AtomicI64::new(0),
+                outage_failures: AtomicI64::new(0),
             };
             let task = tokio::spawn(delivery.run(stop_rx));
             running.insert(
@@ -181,6 +197,20 @@ struct TenantDelivery {
     holder: String,
     /// Until when (Unix ms) this instance holds the tenant's delivery lease; 0 when it does not.
     lease_until: AtomicI64,
+    /// Requests in a row the CRM did not answer (see [`OUTAGE_RETRY_MAX_MS`]); 0 when it does.
+    outage_failures: AtomicI64,
+}
+
+/// What a failed request leaves of its items' in-flight marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marks {
+    /// The request could not change the CRM (a read, or a write whose answer is known).
+    Clear,
+    /// A write: the mark stays only if its answer was lost (a timeout, a connection broken after
+    /// sending); a 5xx, a 429 or no connection at all say the CRM did not act.
+    KeepIfLost,
+    /// The items are uncertain already (a settling read failed): they stay so.
+    Keep,
 }
 
 /// The `record` of a call item, as the processor stored it (the `simulate` JSON of a record).
@@ -427,7 +457,7 @@ impl TenantDelivery {
                 Lane::Calls,
                 now,
                 FRESH_PER_ROUND,
-                RETRIES_PER_ROUND,
+                CALL_RETRIES_PER_ROUND,
             )
             .await?;
         if items.is_empty() {
@@ -483,14 +513,14 @@ impl TenantDelivery {
         for call in calls {
             match call.item.sent_at_ms {
                 Some(sent) if call.item.kind == "call" => {
-                    if now - sent < IN_FLIGHT_GRACE_MS {
+                    if now - sent < self.in_flight_grace_ms() {
                         // Possibly still under way elsewhere: look again later.
                         self.state
                             .store
                             .retry_item(
                                 &call.item.item_key,
                                 "waiting for an earlier attempt to settle",
-                                sent + IN_FLIGHT_GRACE_MS,
+                                sent + self.in_flight_grace_ms(),
                                 true,
                                 false,
                             )
@@ -559,25 +589,41 @@ impl TenantDelivery {
         Ok(())
     }
 
-    /// Items marked in flight whose answer was never recorded: done if the CRM has a call note
-    /// with their `uniq`, else sent again.
+    /// Items marked in flight whose answer was lost: done if the CRM has a call note with their
+    /// `uniq`, else sent again. One listing of call notes per entity kind settles every such item
+    /// of the round, read only in the time window of the lost requests (from the earliest call
+    /// start or send, to the latest send plus the request timeout, with a clock margin each
+    /// side: amoCRM may stamp a note with the call's time or with its own), so recovery reads
+    /// the few notes written around the loss, not everything since. Each item is checked once:
+    /// one not found loses its mark and goes out again as new.
     async fn settle_uncertain(&self, calls: Vec<Call>) -> Result<Vec<Call>, RoundError> {
-        let since = calls
+        let earliest = calls
+            .iter()
+            .map(|c| {
+                let sent = c.item.sent_at_ms.unwrap_or(0) / 1000;
+                sent.min(c.work.started_at)
+            })
+            .min()
+            .unwrap_or(0);
+        let latest_sent = calls
             .iter()
             .filter_map(|c| c.item.sent_at_ms)
-            .min()
+            .max()
             .unwrap_or(0)
-            / 1000
-            - 60;
+            / 1000;
+        let timeout_s = self.client.timeout().as_secs() as i64;
+        let filter = NotesFilter {
+            note_types: vec!["call_in".into(), "call_out".into()],
+            entity_ids: vec![],
+            updated_from: Some(earliest - CLOCK_MARGIN_S),
+            updated_to: Some(latest_sent + timeout_s + CLOCK_MARGIN_S),
+        };
+        metrics::counter!("callbridge_crm_uncertain_checked_total").increment(calls.len() as u64);
         let mut found: HashMap<String, Value> = HashMap::new();
         for entity in [EntityType::Contacts, EntityType::Leads] {
-            let filter = NotesFilter {
-                note_types: vec!["call_in".into(), "call_out".into()],
-                entity_ids: vec![],
-                updated_from: Some(since),
-            };
             match self.client.list_notes(entity, &filter).await {
                 Ok(notes) => {
+                    self.outage_failures.store(0, Ordering::SeqCst);
                     for note in notes {
                         if let Some(uniq) = note.params.get("uniq").and_then(Value::as_str) {
                             found.insert(
@@ -588,7 +634,8 @@ impl TenantDelivery {
                     }
                 }
                 Err(e) => {
-                    self.failed(calls.iter().map(|c| &c.item), e, true).await?;
+                    self.fail_items(calls.iter().map(|c| &c.item).collect(), e, Marks::Keep)
+                        .await?;
                     return Ok(Vec::new());
                 }
             }
@@ -605,6 +652,12 @@ impl TenantDelivery {
                 }
                 None => again.push(call),
             }
+        }
+        // Not written: from here on they are new sends, whose own marks say when they left.
+        let unsent: Vec<String> = again.iter().map(|c| c.item.item_key.clone()).collect();
+        self.state.store.unmark_sending(&unsent).await?;
+        for call in &mut again {
+            call.item.sent_at_ms = None;
         }
         if !done.is_empty() {
             tracing::info!(tenant = %self.tenant_id(), n = done.len(), "calls found in the CRM after an interrupted attempt");
@@ -644,7 +697,30 @@ impl TenantDelivery {
     /// written ones whose repeat-client action is still to run.
     async fn send_calls(&self, calls: Vec<Call>) -> Result<Vec<Call>, RoundError> {
         use futures::StreamExt;
-        let batches = chunks_of(calls);
+        let mut batches = chunks_of(calls);
+        let mut unknown = Vec::new();
+        if self.in_outage() && batches.len() > 1 {
+            // The CRM did not answer last time: one batch asks whether it is back before the
+            // rest are spent on it.
+            let probe = batches.remove(0);
+            unknown.extend(self.send_batch(probe).await?);
+            if self.in_outage() {
+                let next = now_ms() + self.outage_delay_ms();
+                for call in batches.iter().flatten() {
+                    self.state
+                        .store
+                        .retry_item(
+                            &call.item.item_key,
+                            "waiting for amoCRM to answer again",
+                            next,
+                            false,
+                            false,
+                        )
+                        .await?;
+                }
+                return Ok(unknown);
+            }
+        }
         // A few batches in flight at once: the database work and the CRM's answer time of one
         // overlap the others', so the account's limit, not our latency, sets the pace.
         let results: Vec<Result<Vec<Call>, RoundError>> = futures::stream::iter(batches)
@@ -652,7 +728,6 @@ impl TenantDelivery {
             .buffer_unordered(BATCHES_IN_FLIGHT)
             .collect()
             .await;
-        let mut unknown = Vec::new();
         for result in results {
             unknown.extend(result?);
         }
@@ -673,6 +748,7 @@ impl TenantDelivery {
             self.state.store.mark_sending(&keys, now_ms()).await?;
             match self.client.add_calls(&requests).await {
                 Ok(outcome) => {
+                    self.outage_failures.store(0, Ordering::SeqCst);
                     let mut by_key: HashMap<String, Call> = batch
                         .into_iter()
                         .map(|c| (c.item.item_key.clone(), c))
@@ -1032,7 +1108,8 @@ impl TenantDelivery {
         Ok(false)
     }
 
-    /// Handles a failed request for `items`. `write`: the request may have changed the CRM.
+    /// Handles a failed request for `items`. `write`: the request may have changed the CRM, so
+    /// its items stay marked in flight if its answer was lost ([`Marks::KeepIfLost`]).
     /// The items are gathered before the returned future starts, so callers can pass an
     /// iterator over their batch.
     fn failed<'a>(
@@ -1042,30 +1119,50 @@ impl TenantDelivery {
         write: bool,
     ) -> impl std::future::Future<Output = Result<(), RoundError>> + Send + 'a {
         let items: Vec<&OutboxItem> = items.into_iter().collect();
-        self.fail_items(items, error, write)
+        let marks = if write {
+            Marks::KeepIfLost
+        } else {
+            Marks::Clear
+        };
+        self.fail_items(items, error, marks)
     }
 
     async fn fail_items(
         &self,
         items: Vec<&OutboxItem>,
         error: CrmError,
-        write: bool,
+        marks: Marks,
     ) -> Result<(), RoundError> {
         let store = &self.state.store;
         let text = error.to_string();
+        let keep_mark = match marks {
+            Marks::Clear => false,
+            Marks::KeepIfLost => error.outcome_unknown(),
+            Marks::Keep => true,
+        };
+        let outage = matches!(
+            error,
+            CrmError::Server { .. }
+                | CrmError::Timeout
+                | CrmError::Unreachable(_)
+                | CrmError::Transport(_)
+        );
+        if outage {
+            self.outage_failures.fetch_add(1, Ordering::SeqCst);
+        }
         metrics::counter!("callbridge_crm_errors_total", "kind" => error_kind(&error)).increment(1);
         match error {
             CrmError::RateLimited => {
                 for item in items {
                     store
-                        .retry_item(&item.item_key, &text, now_ms() + 1_000, false, false)
+                        .retry_item(&item.item_key, &text, now_ms() + 1_000, keep_mark, false)
                         .await?;
                 }
             }
             CrmError::Unauthorized(detail) => {
                 for item in items {
                     store
-                        .retry_item(&item.item_key, &text, now_ms(), false, false)
+                        .retry_item(&item.item_key, &text, now_ms(), keep_mark, false)
                         .await?;
                 }
                 return Err(RoundError::Stop(Stop::Broken(format!(
@@ -1075,7 +1172,7 @@ impl TenantDelivery {
             CrmError::Blocked => {
                 for item in items {
                     store
-                        .retry_item(&item.item_key, &text, now_ms(), false, false)
+                        .retry_item(&item.item_key, &text, now_ms(), keep_mark, false)
                         .await?;
                 }
                 return Err(RoundError::Stop(Stop::Blocked));
@@ -1108,14 +1205,38 @@ impl TenantDelivery {
             }
             _ => {
                 for item in items {
-                    let next = now_ms() + backoff_ms(item.attempts);
+                    let next = if outage {
+                        now_ms() + self.outage_delay_ms()
+                    } else {
+                        now_ms() + backoff_ms(item.attempts)
+                    };
                     store
-                        .retry_item(&item.item_key, &text, next, write, true)
+                        .retry_item(&item.item_key, &text, next, keep_mark, true)
                         .await?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Whether the CRM failed to answer the last request (see [`OUTAGE_RETRY_MAX_MS`]).
+    fn in_outage(&self) -> bool {
+        self.outage_failures.load(Ordering::SeqCst) > 0
+    }
+
+    /// How long work waits after the CRM failed to answer: doubling with the failures in a row,
+    /// from [`OUTAGE_RETRY_FIRST_MS`] to [`OUTAGE_RETRY_MAX_MS`].
+    fn outage_delay_ms(&self) -> i64 {
+        let failures = self.outage_failures.load(Ordering::SeqCst).clamp(1, 16);
+        OUTAGE_RETRY_FIRST_MS
+            .saturating_mul(1i64 << (failures - 1))
+            .min(OUTAGE_RETRY_MAX_MS)
+    }
+
+    /// How old an in-flight mark must be before its item is looked up in the CRM.
+    fn in_flight_grace_ms(&self) -> i64 {
+        let timeout_ms = i64::try_from(self.client.timeout().as_millis()).unwrap_or(i64::MAX);
+        IN_FLIGHT_GRACE_MS.max(timeout_ms.saturating_add(5_000))
     }
 
     fn new_call(&self, item: &OutboxItem, work: &CallWork) -> NewCall {
@@ -1268,6 +1389,7 @@ fn error_kind(e: &CrmError) -> &'static str {
         CrmError::Server { .. } => "server",
         CrmError::Timeout => "timeout",
         CrmError::Transport(_) => "transport",
+        CrmError::Unreachable(_) => "unreachable",
         CrmError::Rejected { .. } => "rejected",
         _ => "other",
     }
