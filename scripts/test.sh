@@ -79,4 +79,4 @@ ensure_postgres() {
 }
 
 ensure_postgres
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"

@@ -143,7 +143,7 @@ pub fn run(args: &Args) -> Result<()> {
         drop(store);
         let config_text = format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nadmin_token = \"bench-admin-token\"\ndirectory_refresh_seconds = 0\nallow_insecure_crm_hosts = true\n\
-             [[tenants]]\nid = \"{TENANT}\"\nmango_api_key = \"bench-key\"\nmango_api_salt = \"bench-salt\"\nsettings = \"settings.toml\"\n\
+             [[tenants]]\nid = \"{TENANT}\"\nmango_api_key = \"bench-key\"\nmango_api_salt = \"bench-salt-000000000000000000000\"\nsettings = \"settings.toml\"\n\
              [tenants.amocrm]\nbase_url = \"{}\"\nlong_lived_token = \"bench-token\"\nrequests_per_second = {}\n",
             sandbox.base_url(),
             args.rps.min(7)

@@ -35,7 +35,7 @@ pub struct Args {
     database_url: Option<String>,
 }
 
-const SALT: &str = "bench-salt";
+const SALT: &str = "bench-salt-000000000000000000000";
 
 pub fn run(args: &Args) -> Result<()> {
     ensure!(

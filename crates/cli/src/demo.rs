@@ -226,7 +226,7 @@ impl Secrets {
         Secrets {
             admin_token: format!("demo-admin-{}", random_hex(2)),
             mango_key: format!("demo-vpbx-key-{}", random_hex(1)),
-            mango_salt: random_hex(2),
+            mango_salt: random_hex(2) + &random_hex(2),
             crm_token: format!("demo-amocrm-{}", random_hex(2)),
         }
     }

@@ -460,7 +460,7 @@ fn faults_429_5xx_latency_and_a_crash_mid_delivery_lose_and_duplicate_nothing() 
     let t = Tenant {
         id: "acme".into(),
         key: "k-acme".into(),
-        salt: "s-acme".into(),
+        salt: "s-acme-0000000000000000000000000".into(),
         settings: settings.clone(),
         amocrm: Some(amocrm_section(&sandbox)),
     };
@@ -537,7 +537,7 @@ fn a_revoked_token_marks_the_connection_broken_and_a_fixed_one_resumes() {
     let bad = Tenant {
         id: "acme".into(),
         key: "k-acme".into(),
-        salt: "s-acme".into(),
+        salt: "s-acme-0000000000000000000000000".into(),
         settings: settings.clone(),
         amocrm: Some(format!(
             "base_url = \"{}\"\nlong_lived_token = \"revoked-token\"\n",
@@ -622,7 +622,7 @@ fn two_instances_on_one_postgres_deliver_each_call_once_within_the_limit() {
     let t = Tenant {
         id: "acme".into(),
         key: "k-acme".into(),
-        salt: "s-acme".into(),
+        salt: "s-acme-0000000000000000000000000".into(),
         settings: settings.clone(),
         amocrm: Some(amocrm_section(&sandbox)),
     };
@@ -739,7 +739,7 @@ fn oauth_connect_through_the_consent_redirect_then_survive_token_expiry() {
     let t = Tenant {
         id: "acme".into(),
         key: "k-acme".into(),
-        salt: "s-acme".into(),
+        salt: "s-acme-0000000000000000000000000".into(),
         settings: settings.clone(),
         amocrm: None,
     };
@@ -905,7 +905,7 @@ fn repeat_clients_get_a_lead_only_as_the_action_asks() {
         tenants.push(Tenant {
             id: format!("r{i}"),
             key: format!("key-r{i}"),
-            salt: format!("salt-r{i}"),
+            salt: format!("salt-r{i}-00000000000000000000000000"),
             settings: path,
             amocrm: Some(amocrm_section(&sandbox)),
         });
@@ -1045,7 +1045,7 @@ fn oauth_tenant(
     let t = Tenant {
         id: "acme".into(),
         key: "k-acme".into(),
-        salt: "s-acme".into(),
+        salt: "s-acme-0000000000000000000000000".into(),
         settings: settings.to_path_buf(),
         amocrm: None,
     };
@@ -1270,7 +1270,7 @@ fn crm_base_urls_must_be_amocrm_account_origins_unless_insecure_hosts_are_allowe
     let t = Tenant {
         id: "acme".into(),
         key: "k-acme".into(),
-        salt: "s-acme".into(),
+        salt: "s-acme-0000000000000000000000000".into(),
         settings: settings.clone(),
         amocrm: None,
     };
@@ -1314,7 +1314,7 @@ fn crm_base_urls_must_be_amocrm_account_origins_unless_insecure_hosts_are_allowe
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{TOKEN}\"\ndirectory_refresh_seconds = 0\n\
-             [[tenants]]\nid = \"acme\"\nmango_api_key = \"k\"\nmango_api_salt = \"s\"\n\
+             [[tenants]]\nid = \"acme\"\nmango_api_key = \"k\"\nmango_api_salt = \"s-000000000000000000000000000000\"\n\
              [tenants.amocrm]\nbase_url = \"http://127.0.0.1:9\"\nlong_lived_token = \"t0ken-value\"\n",
             dir.join("data-strict").display()
         ),
@@ -1369,7 +1369,7 @@ fn recovery_after_an_outage_checks_only_the_lost_answers_once() {
     let t = Tenant {
         id: "acme".into(),
         key: "k-acme".into(),
-        salt: "s-acme".into(),
+        salt: "s-acme-0000000000000000000000000".into(),
         settings: settings.clone(),
         amocrm: Some(amocrm_section(&sandbox)),
     };

@@ -16,7 +16,7 @@ fn acme(dir: &std::path::Path) -> Tenant {
     Tenant {
         id: "acme".into(),
         key: "acme-key".into(),
-        salt: "acme-salt".into(),
+        salt: "acme-salt-0000000000000000000000".into(),
         settings,
         amocrm: None,
     }
@@ -327,4 +327,49 @@ fn slow_half_sent_connections_do_not_starve_health_checks_or_webhooks() {
     );
     let view = get(&http, &format!("{}/api/v1/tenants/acme", server.base));
     assert_eq!(view["events"], 1, "{view}");
+}
+
+/// Issue 14, item 15: a salt shorter than Mango's 32 characters (a 1-character one was accepted)
+/// or with a stray space or newline is refused on the admin API, naming the field and never the
+/// value; the tenant is not created.
+#[test]
+fn a_short_or_spaced_salt_is_refused_by_the_admin_api_without_echoing_it() {
+    let dir = temp_dir("hostile-salt");
+    let server = Server::start(&dir, &[], None);
+    let http = client();
+    let put = |salt: &str| {
+        http.put(format!("{}/api/v1/tenants/beta", server.base))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"mango_api_key": "beta-key", "mango_api_salt": salt}))
+            .send()
+            .unwrap()
+    };
+    for (salt, expected) in [
+        ("q", "must be at least 32 characters"),
+        ("0123456789abcdef", "must be at least 32 characters"),
+        (
+            "0123456789abcdef 0123456789abcdef",
+            "must not contain spaces or control characters",
+        ),
+        (
+            "0123456789abcdef0123456789abcdef\n",
+            "must not contain spaces or control characters",
+        ),
+    ] {
+        let (status, _, body) = seen(put(salt));
+        assert_eq!(status, 400, "{salt:?}: {body}");
+        assert!(body.contains("mango_api_salt"), "{body}");
+        assert!(body.contains(expected), "{salt:?}: {body}");
+        if salt.len() >= 8 {
+            assert!(!body.contains(salt.trim()), "the value is echoed: {body}");
+        }
+    }
+    let missing = http
+        .get(format!("{}/api/v1/tenants/beta", server.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404, "nothing was created");
+    let (status, _, body) = seen(put("0123456789abcdef0123456789abcdef"));
+    assert_eq!(status, 201, "Mango's length is accepted: {body}");
 }

@@ -408,13 +408,13 @@ fn instances_on_one_postgres_accept_each_others_card_tokens() {
 
 // ---------------------------------------------------------------- item 8: secrets at rest
 
-const SALT: &str = "acme-salt-0123456789abcdef";
+const SALT: &str = "acme-salt-0123456789abcdef-00000";
 const CRM_TOKEN: &str = "crm-long-lived-Vq81Hz";
 
 fn config_text(dir: &Path, extra: &str) -> std::path::PathBuf {
     let settings = case("p1-inbound-direct-mapped").join("settings.toml");
     let text = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{TOKEN}\"\ndirectory_refresh_seconds = 0\n{extra}\n\
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{TOKEN}\"\ndirectory_refresh_seconds = 0\nallow_insecure_crm_hosts = true\n{extra}\n\
          [[tenants]]\nid = \"acme\"\nmango_api_key = \"acme-key\"\nmango_api_salt = \"{SALT}\"\nsettings = \"{}\"\n\
          [tenants.amocrm]\nbase_url = \"http://127.0.0.1:1\"\nlong_lived_token = \"{CRM_TOKEN}\"\n",
         dir.join("data").display(),

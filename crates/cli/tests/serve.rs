@@ -64,7 +64,7 @@ fn acme(case: &std::path::Path) -> Tenant {
     Tenant {
         id: "acme".into(),
         key: "acme-key".into(),
-        salt: "acme-salt".into(),
+        salt: "acme-salt-0000000000000000000000".into(),
         settings: case.join("settings.toml"),
         amocrm: None,
     }
@@ -96,7 +96,7 @@ fn bad_requests_get_their_status_and_store_nothing() {
         (status, ct, r.text().unwrap())
     };
     let form_ct = "application/x-www-form-urlencoded";
-    let good_sign = callbridge_mango::sign("acme-key", &json, "acme-salt");
+    let good_sign = callbridge_mango::sign("acme-key", &json, "acme-salt-0000000000000000000000");
     // Wrong signature, unknown key, unknown tenant: 403.
     let (s, _, _) = post(
         form(&[
@@ -119,7 +119,11 @@ fn bad_requests_get_their_status_and_store_nothing() {
     let r = http
         .post(format!("{}/mango/nobody/events/call", server.base))
         .header("content-type", form_ct)
-        .body(signed_form("acme-key", "acme-salt", &json))
+        .body(signed_form(
+            "acme-key",
+            "acme-salt-0000000000000000000000",
+            &json,
+        ))
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
@@ -129,7 +133,10 @@ fn bad_requests_get_their_status_and_store_nothing() {
     assert!(body.contains("vpbx_api_key"), "{body}");
     // Malformed JSON, correctly signed: 400 naming the problem.
     let broken = "{\"entry_id\":";
-    let (s, ct, body) = post(signed_form("acme-key", "acme-salt", broken), form_ct);
+    let (s, ct, body) = post(
+        signed_form("acme-key", "acme-salt-0000000000000000000000", broken),
+        form_ct,
+    );
     assert_eq!(
         (s, ct.as_str()),
         (400, "application/problem+json"),
@@ -138,7 +145,10 @@ fn bad_requests_get_their_status_and_store_nothing() {
     assert!(body.contains("json"), "{body}");
     // A valid signature over an event without entry_id: 400 naming the field.
     let no_entry = "{\"call_id\":\"x\",\"call_state\":\"Appeared\",\"timestamp\":1,\"seq\":1}";
-    let (s, _, body) = post(signed_form("acme-key", "acme-salt", no_entry), form_ct);
+    let (s, _, body) = post(
+        signed_form("acme-key", "acme-salt-0000000000000000000000", no_entry),
+        form_ct,
+    );
     assert_eq!(s, 400);
     assert!(body.contains("entry_id"), "{body}");
     // Huge body: 413 with a problem naming the limit, every time. The body is read to its end
@@ -164,14 +174,24 @@ fn bad_requests_get_their_status_and_store_nothing() {
     let tenant = get(&http, &format!("{}/api/v1/tenants/acme", server.base));
     assert_eq!(tenant["events"], 0, "nothing was stored: {tenant}");
     // The salt is never shown back.
-    assert!(!tenant.to_string().contains("acme-salt"));
+    assert!(!tenant
+        .to_string()
+        .contains("acme-salt-0000000000000000000000"));
     // And a good one is stored, once.
     assert_eq!(
-        post(signed_form("acme-key", "acme-salt", &json), form_ct).0,
+        post(
+            signed_form("acme-key", "acme-salt-0000000000000000000000", &json),
+            form_ct
+        )
+        .0,
         200
     );
     assert_eq!(
-        post(signed_form("acme-key", "acme-salt", &json), form_ct).0,
+        post(
+            signed_form("acme-key", "acme-salt-0000000000000000000000", &json),
+            form_ct
+        )
+        .0,
         200
     );
     assert_eq!(
@@ -203,7 +223,7 @@ fn kill_9_mid_stream_then_restart_plans_every_entry_exactly_once() {
     let t = Tenant {
         id: "acme".into(),
         key: "k-acme".into(),
-        salt: "s-acme".into(),
+        salt: "s-acme-0000000000000000000000000".into(),
         settings: settings.clone(),
         amocrm: None,
     };
@@ -259,7 +279,7 @@ fn two_instances_on_one_postgres_never_plan_an_entry_twice() {
     let t = Tenant {
         id: "acme".into(),
         key: "k-acme".into(),
-        salt: "s-acme".into(),
+        salt: "s-acme-0000000000000000000000000".into(),
         settings: settings.clone(),
         amocrm: None,
     };

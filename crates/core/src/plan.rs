@@ -14,7 +14,7 @@ pub enum Rule {
     A6,
     /// An entry neither summarised nor hung up within the tracker's horizon (24 h by default),
     /// planned with what was known when it was given up.
-    A7,
+    A4a,
     P1,
     P2,
     P3,
@@ -55,7 +55,7 @@ pub enum CompletedBy {
     Grace,
     /// All legs disconnected when the input ended (`simulate`).
     EndOfInput,
-    /// A7: nothing arrived for the abandonment horizon while a leg was still up and no summary
+    /// A4a: nothing arrived for the abandonment horizon while a leg was still up and no summary
     /// came; planned with what was known.
     Abandoned,
 }

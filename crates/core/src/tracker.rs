@@ -9,7 +9,7 @@
 //! An entry that neither gets its summary nor has every leg hung up (a lost summary and a lost
 //! `Disconnected`) would stay open for ever and hold the service's recovery mark back. After
 //! `abandon_s` of silence it is *abandoned*: released at once with what is known, completed by
-//! [`CompletedBy::Abandoned`], and its plan carries [`Rule::A7`].
+//! [`CompletedBy::Abandoned`], and its plan carries [`Rule::A4a`].
 //!
 //! The tracker has no clock of its own: `simulate` drives it with the events' timestamps, `serve`
 //! with the wall clock.
@@ -32,7 +32,7 @@ pub struct TrackerConfig {
     /// Seconds a released entry's id is remembered, so a late re-delivery is recognised and not
     /// planned again. Bounds memory on an endless stream.
     pub remember_s: i64,
-    /// A7: seconds of silence after which an entry still open (no summary, a leg never hung
+    /// A4a: seconds of silence after which an entry still open (no summary, a leg never hung
     /// up) is given up and planned with what is known. 24 hours by default.
     pub abandon_s: i64,
 }
@@ -67,11 +67,11 @@ pub struct Completed {
 }
 
 impl Completed {
-    /// The entry's plan; an abandoned entry's says so (A7) among the entry's reasons.
+    /// The entry's plan; an abandoned entry's says so (A4a) among the entry's reasons.
     pub fn plan(&self, settings: &ValidSettings) -> EntryPlan {
         let mut plan = policy::plan(settings, &self.events.assemble());
         if self.completed_by == CompletedBy::Abandoned {
-            plan.reasons.push(Rule::A7);
+            plan.reasons.push(Rule::A4a);
         }
         plan
     }
@@ -130,7 +130,7 @@ impl Tracker {
         self.late
     }
 
-    /// Entries given up after `abandon_s` of silence (A7).
+    /// Entries given up after `abandon_s` of silence (A4a).
     pub fn abandoned(&self) -> u64 {
         self.abandoned
     }
@@ -273,7 +273,7 @@ impl Tracker {
         }
     }
 
-    /// Releases the entries still open (not closed) after `abandon_s` of silence (A7).
+    /// Releases the entries still open (not closed) after `abandon_s` of silence (A4a).
     fn abandon_silent_entries(&mut self) -> Vec<Completed> {
         let mut out = Vec::new();
         while let Some(Reverse((deadline, _))) = self.abandon.peek() {
@@ -415,7 +415,7 @@ mod tests {
     fn an_entry_with_a_leg_up_never_completes_by_grace() {
         let mut t = Tracker::new(TrackerConfig::default());
         feed(&mut t, call("a", "l1", 1, 100, CallState::Connected));
-        // Until the abandonment horizon (A7) gives it up.
+        // Until the abandonment horizon (A4a) gives it up.
         assert!(t.advance(100 + 24 * 3600 - 1).is_empty());
         let (done, unfinished) = t.finish();
         assert!(done.is_empty());
@@ -493,6 +493,6 @@ mod tests {
         let done = t.advance(110);
         assert_eq!(done.len(), 1);
         let plan = done[0].plan(&settings);
-        assert!(plan.reasons.contains(&Rule::A7), "{:?}", plan.reasons);
+        assert!(plan.reasons.contains(&Rule::A4a), "{:?}", plan.reasons);
     }
 }

@@ -207,6 +207,17 @@ pub async fn put_tenant(
         Ok(v) => v,
         Err(p) => return p.into_response(),
     };
+    // A new salt is held to Mango's length; a stored one is kept as it is.
+    if let Some(given) = &body.mango_api_salt {
+        if let Err(m) = crate::config::validate_mango_salt(given) {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                format!("mango_api_salt: {m}"),
+            )
+            .into_response();
+        }
+    }
     let salt = match pick(
         body.mango_api_salt,
         existing.as_ref().map(|t| t.mango_api_salt.as_str()),

@@ -92,7 +92,7 @@ pub struct Processing {
     pub settle_seconds: i64,
     /// How often the processor looks for new events when not woken by a webhook.
     pub tick_ms: u64,
-    /// A7: an entry with no summary and a leg never hung up is given up after this many hours
+    /// A4a: an entry with no summary and a leg never hung up is given up after this many hours
     /// without an event, and planned with what is known. At least 1.
     pub abandon_after_hours: i64,
     /// Tests only: the abandonment horizon in milliseconds, instead of `abandon_after_hours`.
@@ -239,6 +239,8 @@ impl Config {
                     format!("{key}: mango_api_key and mango_api_salt must be set"),
                 ));
             }
+            validate_mango_salt(&t.mango_api_salt)
+                .map_err(|m| invalid(&shown, format!("{key}.mango_api_salt: {m}")))?;
             if tenants
                 .iter()
                 .any(|o: &LoadedTenant| o.id == t.id || o.mango_api_key == t.mango_api_key)
@@ -340,6 +342,28 @@ pub fn validate_tenant_id(id: &str) -> Result<(), String> {
             "{id:?} must be 1-64 characters of a-z, 0-9, '-' and '_'"
         ))
     }
+}
+
+/// Mango issues 32-character salts ("Ключ для создания подписи" on the API connection page).
+pub const MANGO_SALT_MIN_CHARS: usize = 32;
+
+/// A Mango API salt signs every webhook: a short one can be guessed, and with it webhooks forged.
+/// At least Mango's own length, at most 128 characters, no spaces or control characters (a
+/// pasted salt with a stray newline would fail every signature). The value is never echoed.
+pub fn validate_mango_salt(salt: &str) -> Result<(), String> {
+    let chars = salt.chars().count();
+    if chars < MANGO_SALT_MIN_CHARS {
+        return Err(format!(
+            "must be at least {MANGO_SALT_MIN_CHARS} characters (Mango's salts are 32), got {chars}"
+        ));
+    }
+    if chars > 128 {
+        return Err(format!("must be at most 128 characters, got {chars}"));
+    }
+    if salt.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters".into());
+    }
+    Ok(())
 }
 
 impl Processing {

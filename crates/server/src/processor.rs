@@ -368,7 +368,7 @@ impl Processor {
                     tracing::warn!(
                         tenant = %tenant_id,
                         entry = %entry_id,
-                        "entry given up after the abandonment horizon with no summary and a leg still up; planned with what is known (A7)"
+                        "entry given up after the abandonment horizon with no summary and a leg still up; planned with what is known (A4a)"
                     );
                     metrics::counter!("callbridge_entries_abandoned_total").increment(1);
                 }

@@ -1,5 +1,5 @@
 //! `[processing] abandon_after_hours`: the horizon after which an entry that never completes is
-//! given up (A7). 24 hours by default; zero or negative is refused naming the key.
+//! given up (A4a). 24 hours by default; zero or negative is refused naming the key.
 
 use callbridge_server::config::Config;
 

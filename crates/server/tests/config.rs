@@ -29,7 +29,7 @@ fn a_minimal_file_loads_with_the_documented_defaults() {
 
 #[test]
 fn each_bad_value_is_refused_naming_its_key() {
-    let tenant = "[[tenants]]\nid = \"acme\"\nmango_api_key = \"k1\"\nmango_api_salt = \"s1\"\n";
+    let tenant = "[[tenants]]\nid = \"acme\"\nmango_api_key = \"k1\"\nmango_api_salt = \"s1-00000000000000000000000000000\"\n";
     let cases: &[(&str, String, &str)] = &[
         (
             "short-token",
@@ -80,6 +80,16 @@ fn each_bad_value_is_refused_naming_its_key() {
             "too-many-connections",
             format!("{GOOD}max_connections = 1000000\n"),
             "max_connections",
+        ),
+        (
+            "one-char-salt",
+            format!("{GOOD}[[tenants]]\nid = \"acme\"\nmango_api_key = \"k1\"\nmango_api_salt = \"s\"\n"),
+            "tenants[0].mango_api_salt: must be at least 32 characters",
+        ),
+        (
+            "salt-with-newline",
+            format!("{GOOD}[[tenants]]\nid = \"acme\"\nmango_api_key = \"k1\"\nmango_api_salt = \"0123456789abcdef0123456789abcdef\\n\"\n"),
+            "tenants[0].mango_api_salt: must not contain spaces or control characters",
         ),
         (
             "negative-grace",
@@ -139,7 +149,7 @@ fn each_bad_value_is_refused_naming_its_key() {
         ),
         (
             "no-salt",
-            format!("{GOOD}{}", tenant.replace("\"s1\"", "\"\"")),
+            format!("{GOOD}{}", tenant.replace("\"s1-00000000000000000000000000000\"", "\"\"")),
             "tenants[0]: mango_api_key and mango_api_salt must be set",
         ),
         (
@@ -183,13 +193,13 @@ fn the_example_in_the_repository_loads() {
 
 #[test]
 fn a_type_error_names_the_key_as_written_and_never_the_value() {
-    let tenant = "[[tenants]]\nid = \"acme\"\nmango_api_key = \"k1\"\nmango_api_salt = \"s1\"\n";
+    let tenant = "[[tenants]]\nid = \"acme\"\nmango_api_key = \"k1\"\nmango_api_salt = \"s1-00000000000000000000000000000\"\n";
     let secret = "7391846205517";
     let cases: &[(&str, String, &str)] = &[
         ("token-type", format!("admin_token = {secret}\n"), "admin_token"),
         (
             "salt-type",
-            format!("{GOOD}{}", tenant.replace("\"s1\"", secret)),
+            format!("{GOOD}{}", tenant.replace("\"s1-00000000000000000000000000000\"", secret)),
             "tenants[0].mango_api_salt",
         ),
         (
@@ -233,7 +243,7 @@ fn config_with(dir: &std::path::Path, ids: &[&str]) -> PathBuf {
     );
     for id in ids {
         text += &format!(
-            "[[tenants]]\nid = \"{id}\"\nmango_api_key = \"key-{id}\"\nmango_api_salt = \"salt-{id}\"\n"
+            "[[tenants]]\nid = \"{id}\"\nmango_api_key = \"key-{id}\"\nmango_api_salt = \"salt-{id}-000000000000000000000000\"\n"
         );
     }
     let path = dir.join(format!("tenants-{}.toml", ids.join("-")));
@@ -254,7 +264,7 @@ async fn a_tenant_dropped_from_the_file_is_removed_at_start_and_api_tenants_stay
     let put = http
         .put(format!("http://{}/api/v1/tenants/by-api", running.addr))
         .bearer_auth("long-enough-token")
-        .json(&serde_json::json!({"mango_api_key": "key-api", "mango_api_salt": "salt-api"}))
+        .json(&serde_json::json!({"mango_api_key": "key-api", "mango_api_salt": "salt-api-00000000000000000000000"}))
         .send()
         .await
         .unwrap();
@@ -278,7 +288,8 @@ async fn a_tenant_dropped_from_the_file_is_removed_at_start_and_api_tenants_stay
     let signed = |id: &str| {
         let json = r#"{"entry_id":"E1","call_id":"c1","timestamp":1733000000,"seq":1,"call_state":"Appeared"}"#;
         let key = format!("key-{id}");
-        let sign = callbridge_mango::sign(&key, json, &format!("salt-{id}"));
+        let sign =
+            callbridge_mango::sign(&key, json, &format!("salt-{id}-000000000000000000000000"));
         form_urlencoded::Serializer::new(String::new())
             .append_pair("vpbx_api_key", &key)
             .append_pair("sign", &sign)

@@ -318,7 +318,7 @@ pub fn scenario_tenants() -> Vec<(Tenant, PathBuf)> {
             let t = Tenant {
                 id: format!("s{i}"),
                 key: format!("key-{i}"),
-                salt: format!("salt-{i}"),
+                salt: format!("salt-{i}-0000000000000000000000000000"),
                 settings: dir.join("settings.toml"),
                 amocrm: None,
             };
