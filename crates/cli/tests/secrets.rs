@@ -19,7 +19,7 @@ fn tenant(id: &str, case_dir: &Path) -> Tenant {
     Tenant {
         id: id.into(),
         key: format!("{id}-key"),
-        salt: format!("{id}-salt-0123456789abcdef"),
+        salt: format!("{id}-salt-0123456789abcdef-0000000"),
         settings: case_dir.join("settings.toml"),
         amocrm: None,
     }

@@ -265,6 +265,13 @@ mod tests {
             std::env::temp_dir().join(format!("callbridge-crm-binding-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = Store::open(None, &dir).await.unwrap();
+        store
+            .unlock_secrets(callbridge_store::Keyring::new(
+                callbridge_store::SecretKey::from_bytes([7; 32]),
+                Vec::new(),
+            ))
+            .await
+            .unwrap();
         let tokens = OAuthTokens {
             access_token: "access".into(),
             refresh_token: "refresh".into(),
