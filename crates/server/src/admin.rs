@@ -62,6 +62,11 @@ pub async fn require_token(
     }
 }
 
+/// A JSON body that did not parse: 400 with serde's words (which name the field).
+fn malformed_body(e: axum::extract::rejection::JsonRejection) -> Response {
+    Problem::new(StatusCode::BAD_REQUEST, "Bad Request", e.body_text()).into_response()
+}
+
 fn no_tenant(id: &str) -> Problem {
     Problem::new(
         StatusCode::NOT_FOUND,
@@ -172,10 +177,7 @@ pub async fn put_tenant(
 ) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
-        Err(e) => {
-            return Problem::new(StatusCode::BAD_REQUEST, "Bad Request", e.body_text())
-                .into_response()
-        }
+        Err(e) => return malformed_body(e),
     };
     if let Err(m) = validate_tenant_id(&id) {
         return Problem::new(
@@ -409,10 +411,7 @@ pub async fn mint_card_token(
 ) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
-        Err(e) => {
-            return Problem::new(StatusCode::BAD_REQUEST, "Bad Request", e.body_text())
-                .into_response()
-        }
+        Err(e) => return malformed_body(e),
     };
     if state.tenant(&id).await.is_none() {
         return no_tenant(&id).into_response();
@@ -629,10 +628,7 @@ pub async fn retry_outbox(
 ) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
-        Err(e) => {
-            return Problem::new(StatusCode::BAD_REQUEST, "Bad Request", e.body_text())
-                .into_response()
-        }
+        Err(e) => return malformed_body(e),
     };
     let keys: Vec<String> = match (body.item_key, body.all_parked) {
         (Some(key), false) => vec![key],
