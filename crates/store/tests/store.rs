@@ -566,10 +566,14 @@ async fn under_steady_appends_the_wal_starts_over_instead_of_growing() {
     }
     let wal = dir.join("callbridge.db-wal");
     let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-    // The checkpointer runs every 500 ms: one has run by 0.8 s, five more by 3.3 s.
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // The checkpointer runs every 500 ms: one or two have run by 1 s, about fifteen more by 8 s.
+    // The file's size is its high-water mark, so checkpoints delayed on a busy machine (the
+    // other tests run beside this one) let a reused WAL reach up to about three times its early
+    // size (seen with the PostgreSQL tests running alongside); a growing one is 8 / 1 = 8 times
+    // larger by then, whatever the rate of appends.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     let early = size();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(7000)).await;
     let late = size();
     stop.store(true, Ordering::Relaxed);
     let mut appended = 0;
@@ -579,7 +583,7 @@ async fn under_steady_appends_the_wal_starts_over_instead_of_growing() {
     assert_eq!(store.count_events("t").await.unwrap(), appended as i64);
     assert!(early > 0, "the WAL was never written");
     assert!(
-        late < early * 2,
+        late < early * 5,
         "the WAL grew from {early} to {late} bytes under steady appends ({appended} events)"
     );
     let _ = std::fs::remove_dir_all(&dir);
