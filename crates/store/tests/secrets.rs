@@ -37,7 +37,8 @@ async fn places(test: &str) -> Vec<Place> {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let mut out = vec![Place::Sqlite(dir)];
-    if let Ok(url) = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL") {
+    {
+        let url = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL").expect("CALLBRIDGE_TEST_POSTGRES_URL is not set: run the tests with `bash scripts/test.sh`, which finds or starts a PostgreSQL (the PostgreSQL tests are never skipped)");
         use sqlx::Connection;
         let name = format!("cb_secrets_{test}_{}_{n}", std::process::id());
         let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();

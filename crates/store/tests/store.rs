@@ -1,5 +1,5 @@
-//! Store tests. They run on SQLite always, and on PostgreSQL too when
-//! `CALLBRIDGE_TEST_POSTGRES_URL` is set (each test gets a fresh database there).
+//! Store tests. Each runs on SQLite and on the PostgreSQL named by `CALLBRIDGE_TEST_POSTGRES_URL`
+//! (a fresh database per test); without it they fail saying so (`scripts/test.sh` sets it).
 
 use callbridge_store::{
     AddedItem, Appended, Appender, Lane, NewEvent, NewOutboxItem, Store, TenantRow,
@@ -17,7 +17,8 @@ async fn stores(test: &str) -> Vec<Store> {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let mut out = vec![Store::open(None, &dir).await.expect("sqlite store")];
-    if let Ok(url) = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL") {
+    {
+        let url = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL").expect("CALLBRIDGE_TEST_POSTGRES_URL is not set: run the tests with `bash scripts/test.sh`, which finds or starts a PostgreSQL (the PostgreSQL tests are never skipped)");
         out.push(fresh_postgres(&url, &format!("cb_{test}_{}_{n}", std::process::id())).await);
     }
     for store in &out {
