@@ -203,18 +203,18 @@ impl Config {
         if config.max_body_bytes < 1024 {
             return Err(invalid(&shown, "max_body_bytes: must be at least 1024"));
         }
-        if !(100..=600_000).contains(&config.body_timeout_ms) {
-            return Err(invalid(
-                &shown,
-                "body_timeout_ms: must be between 100 and 600000",
-            ));
-        }
-        if !(1..=3650).contains(&config.recording_link_days) {
-            return Err(invalid(
-                &shown,
-                "recording_link_days: must be between 1 and 3650",
-            ));
-        }
+        within(
+            &shown,
+            "body_timeout_ms",
+            config.body_timeout_ms,
+            100..=600_000,
+        )?;
+        within(
+            &shown,
+            "recording_link_days",
+            config.recording_link_days,
+            1..=3650,
+        )?;
         if config.processing.abandon_after_hours < 1 {
             return Err(invalid(
                 &shown,
@@ -302,28 +302,45 @@ impl Config {
     }
 }
 
+/// Refuses a value outside `range`, naming the key and the bounds (never the value: some keys
+/// hold secrets, and the bounds say what to write).
+fn within<T: PartialOrd + std::fmt::Display>(
+    shown: &Path,
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            shown,
+            format!(
+                "{key}: must be between {} and {}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
 impl Config {
     /// The connection keys' bounds. The idle timeout starts at 20 s because the card stream's
     /// keep-alive comes every 15 s.
     fn check_connection_limits(&self, shown: &Path) -> Result<(), ConfigError> {
-        if !(100..=600_000).contains(&self.header_timeout_ms) {
-            return Err(invalid(
-                shown,
-                "header_timeout_ms: must be between 100 and 600000",
-            ));
-        }
-        if !(20_000..=3_600_000).contains(&self.idle_timeout_ms) {
-            return Err(invalid(
-                shown,
-                "idle_timeout_ms: must be between 20000 and 3600000",
-            ));
-        }
-        if !(1..=65_536).contains(&self.max_connections) {
-            return Err(invalid(
-                shown,
-                "max_connections: must be between 1 and 65536",
-            ));
-        }
+        within(
+            shown,
+            "header_timeout_ms",
+            self.header_timeout_ms,
+            100..=600_000,
+        )?;
+        within(
+            shown,
+            "idle_timeout_ms",
+            self.idle_timeout_ms,
+            20_000..=3_600_000,
+        )?;
+        within(shown, "max_connections", self.max_connections, 1..=65_536)?;
         Ok(())
     }
 }
@@ -370,24 +387,19 @@ impl Processing {
     /// Negative or absurd periods are refused (a negative grace period completed every entry at
     /// once; a zero tick spun the processor).
     fn check(&self, shown: &Path) -> Result<(), ConfigError> {
-        if !(0..=86_400).contains(&self.grace_seconds) {
-            return Err(invalid(
-                shown,
-                "processing.grace_seconds: must be between 0 and 86400",
-            ));
-        }
-        if !(0..=3_600).contains(&self.settle_seconds) {
-            return Err(invalid(
-                shown,
-                "processing.settle_seconds: must be between 0 and 3600",
-            ));
-        }
-        if !(10..=60_000).contains(&self.tick_ms) {
-            return Err(invalid(
-                shown,
-                "processing.tick_ms: must be between 10 and 60000",
-            ));
-        }
+        within(
+            shown,
+            "processing.grace_seconds",
+            self.grace_seconds,
+            0..=86_400,
+        )?;
+        within(
+            shown,
+            "processing.settle_seconds",
+            self.settle_seconds,
+            0..=3_600,
+        )?;
+        within(shown, "processing.tick_ms", self.tick_ms, 10..=60_000)?;
         Ok(())
     }
 }
