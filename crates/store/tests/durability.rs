@@ -7,9 +7,9 @@
 //! these tests have here and in CI; a refused mount fails the test saying why).
 
 use callbridge_store::{Appended, Appender, DataDirLock, NewEvent, Store, StoreError};
+use callbridge_test_support::{fresh_postgres_database, Tmpfs};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -153,49 +153,6 @@ async fn a_store_at_its_page_limit_refuses_appends_and_recovers_without_reopenin
     assert_eq!(log.len(), acknowledged.len());
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test needs to mount a small tmpfs (run it as root): mount said {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Tmpfs {
-            path: path.to_path_buf(),
-        }
-    }
-
-    fn resize(&self, size: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.path)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "remount: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_filesystem_loses_no_acknowledged_event_and_the_writer_recovers() {
     let mount = temp_dir("tmpfs");
@@ -302,22 +259,8 @@ async fn the_data_folder_and_database_files_are_private() {
 /// `CALLBRIDGE_TEST_POSTGRES_URL`, as the other PostgreSQL store tests.
 #[tokio::test]
 async fn a_failed_append_on_postgres_is_an_error_and_marks_the_store_unhealthy() {
-    let admin_url = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL").expect("CALLBRIDGE_TEST_POSTGRES_URL is not set: run the tests with `bash scripts/test.sh`, which finds or starts a PostgreSQL (the PostgreSQL tests are never skipped)");
-    use sqlx::Connection;
-    let name = format!("cb_durability_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let base = &admin_url[..admin_url.rfind('/').unwrap()];
-    let store = Store::open(Some(&format!("{base}/{name}")), Path::new("."))
-        .await
-        .unwrap();
+    let url = fresh_postgres_database("durability");
+    let store = Store::open(Some(&url), Path::new(".")).await.unwrap();
     let callbridge_store::Db::Postgres(pool) = store.db() else {
         panic!("a PostgreSQL store");
     };

@@ -1,7 +1,8 @@
-//! Secrets at rest (issue 14, item 8) and deleting a tenant (item 6), on SQLite and, when
-//! `CALLBRIDGE_TEST_POSTGRES_URL` is set, on PostgreSQL.
+//! Secrets at rest (issue 14, item 8) and deleting a tenant (item 6), on SQLite and on the
+//! PostgreSQL named by `CALLBRIDGE_TEST_POSTGRES_URL` (a fresh database per test).
 
 use callbridge_store::{Db, Keyring, NewEvent, NewOutboxItem, SecretKey, Store, TenantRow};
+use callbridge_test_support::fresh_postgres_database;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -36,24 +37,10 @@ async fn places(test: &str) -> Vec<Place> {
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut out = vec![Place::Sqlite(dir)];
-    {
-        let url = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL").expect("CALLBRIDGE_TEST_POSTGRES_URL is not set: run the tests with `bash scripts/test.sh`, which finds or starts a PostgreSQL (the PostgreSQL tests are never skipped)");
-        use sqlx::Connection;
-        let name = format!("cb_secrets_{test}_{}_{n}", std::process::id());
-        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let base = &url[..url.rfind('/').unwrap()];
-        out.push(Place::Postgres(format!("{base}/{name}")));
-    }
-    out
+    vec![
+        Place::Sqlite(dir),
+        Place::Postgres(fresh_postgres_database(&format!("secrets_{test}"))),
+    ]
 }
 
 fn key(b: u8) -> SecretKey {

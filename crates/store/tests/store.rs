@@ -4,6 +4,7 @@
 use callbridge_store::{
     AddedItem, Appended, Appender, Lane, NewEvent, NewOutboxItem, Store, TenantRow,
 };
+use callbridge_test_support::fresh_postgres_database;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -17,10 +18,12 @@ async fn stores(test: &str) -> Vec<Store> {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let mut out = vec![Store::open(None, &dir).await.expect("sqlite store")];
-    {
-        let url = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL").expect("CALLBRIDGE_TEST_POSTGRES_URL is not set: run the tests with `bash scripts/test.sh`, which finds or starts a PostgreSQL (the PostgreSQL tests are never skipped)");
-        out.push(fresh_postgres(&url, &format!("cb_{test}_{}_{n}", std::process::id())).await);
-    }
+    let url = fresh_postgres_database(&format!("store_{test}"));
+    out.push(
+        Store::open(Some(&url), std::path::Path::new("."))
+            .await
+            .expect("postgres store"),
+    );
     for store in &out {
         let key = callbridge_store::SecretKey::from_bytes([7; 32]);
         store
@@ -29,30 +32,6 @@ async fn stores(test: &str) -> Vec<Store> {
             .expect("unlock secrets");
     }
     out
-}
-
-async fn fresh_postgres(admin_url: &str, name: &str) -> Store {
-    use sqlx::Connection;
-    let mut admin = sqlx::PgConnection::connect(admin_url)
-        .await
-        .expect("connect to CALLBRIDGE_TEST_POSTGRES_URL");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let base = match admin_url.rfind('/') {
-        Some(i) if admin_url[..i].contains("://") && i > admin_url.find("://").unwrap() + 2 => {
-            &admin_url[..i]
-        }
-        _ => admin_url,
-    };
-    Store::open(Some(&format!("{base}/{name}")), std::path::Path::new("."))
-        .await
-        .expect("postgres store")
 }
 
 fn event(tenant: &str, entry: &str, key: &str) -> NewEvent {

@@ -1,0 +1,13 @@
+//! What callbridge's tests write once and share (a dev-dependency only, never linked into the
+//! service): a seeded generator, a fresh PostgreSQL database per test, a small tmpfs for
+//! full-disk tests, and waiting for a condition instead of sleeping a fixed time.
+
+mod postgres;
+mod rng;
+mod tmpfs;
+mod wait;
+
+pub use postgres::{fresh_postgres_database, postgres_admin_url, POSTGRES_URL_VAR};
+pub use rng::SeededRng;
+pub use tmpfs::Tmpfs;
+pub use wait::{wait_until, wait_until_async};
