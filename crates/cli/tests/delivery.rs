@@ -2,23 +2,17 @@
 //! scenario, one amoCRM sandbox per tenant; then the sandbox is read through its amoCRM API, as
 //! a CRM user would see it, and compared with what `simulate` planned.
 
+mod sandboxes;
 mod support;
 
-use callbridge_amocrm_sandbox::{Faults, Sandbox, SandboxConfig, Seed};
+use callbridge_amocrm_sandbox::{Faults, Sandbox};
+use callbridge_test_support::{drop_postgres_database, fresh_postgres_database};
+use sandboxes::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::*;
-
-/// Runs the sandboxes (and the fake Mango API) in the background of a blocking test.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Every CRM user id a settings file names, so the sandbox knows them as users.
 fn crm_users(settings: &Path) -> BTreeSet<u64> {
@@ -33,28 +27,6 @@ fn crm_users(settings: &Path) -> BTreeSet<u64> {
             }
         })
         .collect()
-}
-
-fn start_sandbox(rt: &tokio::runtime::Runtime, users: &BTreeSet<u64>, extra: Value) -> Sandbox {
-    let mut seed = json!({
-        "long_lived_token": "sandbox-token",
-        "users": users.iter().map(|id| json!({"id": id, "name": format!("User {id}")})).collect::<Vec<_>>(),
-    });
-    if let (Some(seed), Some(extra)) = (seed.as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            seed.insert(k.clone(), v.clone());
-        }
-    }
-    let config = SandboxConfig {
-        seed: Seed::from_json_str(&seed.to_string()).unwrap(),
-        ..SandboxConfig::default()
-    };
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        callbridge_amocrm_sandbox::start(listener, config)
-            .await
-            .unwrap()
-    })
 }
 
 fn amocrm_section(sandbox: &Sandbox) -> String {
@@ -599,18 +571,7 @@ fn a_revoked_token_marks_the_connection_broken_and_a_fixed_one_resumes() {
 
 #[test]
 fn two_instances_on_one_postgres_deliver_each_call_once_within_the_limit() {
-    let admin_url = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL").expect("CALLBRIDGE_TEST_POSTGRES_URL is not set: run the tests with `bash scripts/test.sh`, which finds or starts a PostgreSQL (the PostgreSQL tests are never skipped)");
-    let db = format!("cb_delivery_{}", std::process::id());
-    let psql = |sql: &str| {
-        std::process::Command::new("psql")
-            .arg(&admin_url)
-            .args(["-Atc", sql])
-            .output()
-            .expect("psql")
-    };
-    psql(&format!("DROP DATABASE IF EXISTS {db}"));
-    assert!(psql(&format!("CREATE DATABASE {db}")).status.success());
-    let url = format!("{}/{db}", &admin_url[..admin_url.rfind('/').unwrap()]);
+    let url = fresh_postgres_database("delivery");
     let rt = runtime();
     let dir = temp_dir("delivery-scaleout");
     let (events, settings, plan) = office_day(&dir, 80);
@@ -624,7 +585,7 @@ fn two_instances_on_one_postgres_deliver_each_call_once_within_the_limit() {
         amocrm: Some(amocrm_section(&sandbox)),
     };
     let options = Options {
-        database_url: Some(url),
+        database_url: Some(url.clone()),
         grace: Some(60),
         settle: Some(1),
         extra: format!("mango_api_url = \"{mango}\""),
@@ -651,7 +612,7 @@ fn two_instances_on_one_postgres_deliver_each_call_once_within_the_limit() {
     assert!(stats.max_requests_in_any_second <= 7, "{stats:?}");
     drop((a, b));
     drop(rt);
-    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    drop_postgres_database(&url);
 }
 
 #[test]

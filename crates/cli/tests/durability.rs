@@ -8,8 +8,9 @@
 
 mod support;
 
+use callbridge_test_support::Tmpfs;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
@@ -83,49 +84,6 @@ fn assert_all_answered(entries: &[serde_json::Value]) {
         assert_eq!(e["completed_by"], "summary", "{e}");
         assert_eq!(e["outcome"], "answered", "{e}");
         assert_eq!(e["records"].as_array().map(Vec::len), Some(1), "{e}");
-    }
-}
-
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "the full-disk test mounts a small tmpfs and needs root for it: mount said {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Tmpfs {
-            path: path.to_path_buf(),
-        }
-    }
-
-    fn resize(&self, size: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.path)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "remount: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
 

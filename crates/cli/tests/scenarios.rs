@@ -6,6 +6,7 @@
 //! element with the same length, except `reasons`, which must be contained in the actual
 //! reasons; `"employee_extension": null` matches any extension.
 
+use callbridge_test_support::SeededRng;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,18 +76,6 @@ fn subset(expected: &Value, actual: &Value, path: &str) -> Result<(), String> {
     }
 }
 
-/// A small deterministic generator, so a failing shuffle can be replayed from its seed.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, bound: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as usize) % bound.max(1)
-    }
-}
-
 fn deliveries(lines: &[String]) -> Vec<(String, Vec<String>)> {
     let mut out = vec![("as delivered".to_string(), lines.to_vec())];
     out.push((
@@ -94,16 +83,14 @@ fn deliveries(lines: &[String]) -> Vec<(String, Vec<String>)> {
         lines.iter().rev().cloned().collect(),
     ));
     for seed in 1..=4u64 {
-        let mut rng = Lcg(seed);
+        // Seeded, so a failing shuffle can be replayed.
+        let mut rng = SeededRng::new(seed);
         let mut v = lines.to_vec();
-        for _ in 0..=rng.next(lines.len()) {
-            let i = rng.next(lines.len());
+        for _ in 0..=rng.below(lines.len()) {
+            let i = rng.below(lines.len());
             v.push(lines[i].clone());
         }
-        for i in (1..v.len()).rev() {
-            let j = rng.next(i + 1);
-            v.swap(i, j);
-        }
+        rng.shuffle(&mut v);
         out.push((format!("shuffled with duplicates, seed {seed}"), v));
     }
     out

@@ -2,9 +2,13 @@
 //! binary. Deleting a tenant, scoped card-stream tokens, admin tokens in headers only, secrets
 //! encrypted at rest with start-up key checks, expiring recording links.
 
+mod sandboxes;
 mod support;
 
+use callbridge_test_support::{drop_postgres_database, fresh_postgres_database};
+use sandboxes::*;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -43,27 +47,6 @@ fn admin_json(
 
 // ---------------------------------------------------------------- item 6: deleting a tenant
 
-fn start_sandbox(
-    rt: &tokio::runtime::Runtime,
-    users: &[u64],
-) -> callbridge_amocrm_sandbox::Sandbox {
-    use callbridge_amocrm_sandbox::{SandboxConfig, Seed};
-    let seed = json!({
-        "long_lived_token": "sandbox-token",
-        "users": users.iter().map(|id| json!({"id": id, "name": format!("User {id}")})).collect::<Vec<_>>(),
-    });
-    let config = SandboxConfig {
-        seed: Seed::from_json_str(&seed.to_string()).unwrap(),
-        ..SandboxConfig::default()
-    };
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        callbridge_amocrm_sandbox::start(listener, config)
-            .await
-            .unwrap()
-    })
-}
-
 fn call_notes(http: &reqwest::blocking::Client, base: &str) -> usize {
     ["contacts", "leads"]
         .iter()
@@ -84,11 +67,7 @@ fn call_notes(http: &reqwest::blocking::Client, base: &str) -> usize {
 
 #[test]
 fn a_deleted_tenant_created_again_starts_empty_and_nothing_old_is_delivered() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let dir = temp_dir("secrets-delete");
     let first = case("p1-inbound-direct-mapped");
     let second = case("p1-outbound-mapped-answered");
@@ -128,7 +107,11 @@ fn a_deleted_tenant_created_again_starts_empty_and_nothing_old_is_delivered() {
     assert_eq!(status, 404);
 
     // Created again with the same id, now with a CRM that answers.
-    let sandbox = start_sandbox(&rt, &[1001, 1002, 1003, 2001, 2002]);
+    let sandbox = start_sandbox(
+        &rt,
+        &BTreeSet::from([1001, 1002, 1003, 2001, 2002]),
+        json!({}),
+    );
     let (status, created) = admin_json(
         &http,
         reqwest::Method::PUT,
@@ -355,26 +338,10 @@ fn card_tokens_are_refused_when_expired_changed_or_for_someone_else() {
 
 #[test]
 fn instances_on_one_postgres_accept_each_others_card_tokens() {
-    let admin_url = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL").expect("CALLBRIDGE_TEST_POSTGRES_URL is not set: run the tests with `bash scripts/test.sh`, which finds or starts a PostgreSQL (the PostgreSQL tests are never skipped)");
-    let db = format!("cb_cardtok_{}", std::process::id());
-    let psql = |sql: &str| {
-        let out = Command::new("psql")
-            .arg(&admin_url)
-            .args(["-c", sql])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    psql(&format!("DROP DATABASE IF EXISTS {db}"));
-    psql(&format!("CREATE DATABASE {db}"));
-    let url = format!("{}/{db}", &admin_url[..admin_url.rfind('/').unwrap()]);
+    let url = fresh_postgres_database("cardtok");
     // One secret key for both, as scale-out is configured (CALLBRIDGE_SECRET_KEY).
     let options = Options {
-        database_url: Some(url),
+        database_url: Some(url.clone()),
         extra: format!("secret_key = \"{}\"", "5a".repeat(32)),
         ..Options::default()
     };
@@ -400,7 +367,7 @@ fn instances_on_one_postgres_accept_each_others_card_tokens() {
     assert_eq!(r.status().as_u16(), 200, "instance b refused a's token");
     let _ = r.read(&mut [0u8; 16]);
     drop((a, b));
-    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    drop_postgres_database(&url);
 }
 
 // ---------------------------------------------------------------- item 8: secrets at rest

@@ -4,9 +4,9 @@
 
 mod support;
 
+use callbridge_test_support::{drop_postgres_database, fresh_postgres_database};
 use serde_json::Value;
 use std::io::Read;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -259,18 +259,7 @@ fn kill_9_mid_stream_then_restart_plans_every_entry_exactly_once() {
 
 #[test]
 fn two_instances_on_one_postgres_never_plan_an_entry_twice() {
-    let admin_url = std::env::var("CALLBRIDGE_TEST_POSTGRES_URL").expect("CALLBRIDGE_TEST_POSTGRES_URL is not set: run the tests with `bash scripts/test.sh`, which finds or starts a PostgreSQL (the PostgreSQL tests are never skipped)");
-    let db = format!("cb_scaleout_{}", std::process::id());
-    let psql = |sql: &str| {
-        Command::new("psql")
-            .arg(&admin_url)
-            .args(["-Atc", sql])
-            .output()
-            .expect("psql")
-    };
-    psql(&format!("DROP DATABASE IF EXISTS {db}"));
-    assert!(psql(&format!("CREATE DATABASE {db}")).status.success());
-    let url = format!("{}/{db}", &admin_url[..admin_url.rfind('/').unwrap()]);
+    let url = fresh_postgres_database("scaleout");
     let dir = temp_dir("scaleout");
     let (events, settings) = generated(&dir, 120);
     let t = Tenant {
@@ -312,7 +301,7 @@ fn two_instances_on_one_postgres_never_plan_an_entry_twice() {
     ));
     assert_eq!(through_b, want);
     drop((a, b));
-    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    drop_postgres_database(&url);
 }
 
 #[test]

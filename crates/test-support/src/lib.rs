@@ -7,7 +7,9 @@ mod rng;
 mod tmpfs;
 mod wait;
 
-pub use postgres::{fresh_postgres_database, postgres_admin_url, POSTGRES_URL_VAR};
+pub use postgres::{
+    drop_postgres_database, fresh_postgres_database, postgres_admin_url, POSTGRES_URL_VAR,
+};
 pub use rng::SeededRng;
 pub use tmpfs::Tmpfs;
 pub use wait::{wait_until, wait_until_async};

@@ -21,7 +21,7 @@ pub fn postgres_admin_url() -> String {
 /// is `cb_<label>_<process>_<n>`, unique across the tests of one run; `label` is lowercase
 /// letters, digits and `_`.
 ///
-/// Blocking, and safe to call from async tests too: the work runs on a thread of its own.
+/// Blocking, and safe to call from async tests too.
 pub fn fresh_postgres_database(label: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -33,36 +33,44 @@ pub fn fresh_postgres_database(label: &str) -> String {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
         "not a PostgreSQL database name: {name}"
     );
+    let url = format!("{}/{name}", server_part(&postgres_admin_url()));
+    run_admin(&[
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ])
+    .unwrap_or_else(|e| panic!("creating the test database {name} on {POSTGRES_URL_VAR}: {e}"));
+    url
+}
+
+/// Drops a database [`fresh_postgres_database`] made, once nothing uses it any more. Best effort,
+/// as cleanup: a database left behind (a connection still closing) costs only disk space.
+pub fn drop_postgres_database(url: &str) {
+    let name = &url[server_part(url).len() + 1..];
+    let _left_behind = run_admin(&[format!("DROP DATABASE IF EXISTS {name}")]);
+}
+
+/// Runs `statements` in order on the administrative connection. Blocking, and safe to call from
+/// async tests too: the work runs on a thread and a runtime of its own.
+fn run_admin(statements: &[String]) -> Result<(), sqlx::Error> {
     let admin_url = postgres_admin_url();
-    let url = format!("{}/{name}", server_part(&admin_url));
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .expect("a runtime for creating the database");
-                runtime.block_on(create_database(&admin_url, &name));
+                    .expect("a runtime for the administrative connection");
+                runtime.block_on(async {
+                    let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                    for statement in statements {
+                        sqlx::raw_sql(statement).execute(&mut admin).await?;
+                    }
+                    Ok(())
+                })
             })
             .join()
-            .expect("creating the test database");
-    });
-    url
-}
-
-async fn create_database(admin_url: &str, name: &str) {
-    let mut admin = sqlx::PgConnection::connect(admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {POSTGRES_URL_VAR}: {e}"));
-    for statement in [
-        format!("DROP DATABASE IF EXISTS {name}"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        sqlx::raw_sql(&statement)
-            .execute(&mut admin)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
+            .expect("the thread running the statements")
+    })
 }
 
 /// The URL without its database: `postgres://u@h:5432/postgres` -> `postgres://u@h:5432`.

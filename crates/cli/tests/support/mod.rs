@@ -2,6 +2,7 @@
 //! signed webhooks, the admin API.
 #![allow(dead_code)]
 
+use callbridge_test_support::SeededRng;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -270,29 +271,15 @@ pub fn wait_for_entries(
     }
 }
 
-pub struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, bound: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as usize) % bound.max(1)
-    }
-}
-
 /// Duplicates some lines and shuffles neighbours, as the PBX's parallel deliveries do.
 pub fn jumble(lines: &[String], seed: u64) -> Vec<String> {
-    let mut rng = Lcg(seed);
+    let mut rng = SeededRng::new(seed);
     let mut v = lines.to_vec();
     for _ in 0..(lines.len() / 3).max(1) {
-        let i = rng.next(lines.len());
+        let i = rng.below(lines.len());
         v.push(lines[i].clone());
     }
-    for i in (1..v.len()).rev() {
-        let j = rng.next(i + 1);
-        v.swap(i, j);
-    }
+    rng.shuffle(&mut v);
     v
 }
 
