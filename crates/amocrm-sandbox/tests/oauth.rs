@@ -3,6 +3,7 @@
 
 mod support;
 
+use callbridge_test_support::wait_until_async;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -248,7 +249,11 @@ async fn short_access_token_ttl_expires_by_itself() {
     let tokens = token_request(&base, &exchange(&code)).await;
     assert_eq!(tokens.json["expires_in"], 0);
     let access = tokens.json["access_token"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(account_with(&base, &access).await.status, 401);
+    wait_until_async(
+        "the 300 ms access token to be refused (401)",
+        Duration::from_secs(10),
+        || async { (account_with(&base, &access).await.status == 401).then_some(()) },
+    )
+    .await;
     sandbox.shutdown().await;
 }

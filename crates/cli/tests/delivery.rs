@@ -6,7 +6,7 @@ mod sandboxes;
 mod support;
 
 use callbridge_amocrm_sandbox::{Faults, Sandbox};
-use callbridge_test_support::{drop_postgres_database, fresh_postgres_database};
+use callbridge_test_support::{drop_postgres_database, fresh_postgres_database, wait_until};
 use sandboxes::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -759,10 +759,15 @@ fn oauth_connect_through_the_consent_redirect_then_survive_token_expiry() {
 
     let lines = lines_of(&events);
     let (first, second) = lines.split_at(lines.len() / 2);
+    let api_calls_before = api_calls(&sandbox);
     for line in first {
         assert_eq!(post_line(&http, &server.base, &t, line), 200);
     }
-    std::thread::sleep(Duration::from_secs(2));
+    wait_until(
+        "the worker to write to amoCRM with its first access token",
+        Duration::from_secs(30),
+        || (api_calls(&sandbox) > api_calls_before).then_some(()),
+    );
     // Every access token expires: the worker refreshes once and carries on.
     sandbox.expire_access_tokens();
     for line in second {
@@ -1304,6 +1309,17 @@ fn crm_base_urls_must_be_amocrm_account_origins_unless_insecure_hosts_are_allowe
         "{stderr}"
     );
     assert!(!stderr.contains("t0ken-value"), "{stderr}");
+}
+
+/// Sandbox arrivals on its amoCRM API (`/api/v4`), OAuth excluded.
+fn api_calls(sandbox: &Sandbox) -> u64 {
+    let stats = sandbox.stats();
+    stats
+        .by_route
+        .iter()
+        .filter(|(route, _)| route.contains(" /api/"))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// Sandbox arrivals on the call-note listings (the recovery's look-ups).

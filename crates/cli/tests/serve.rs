@@ -321,6 +321,7 @@ fn the_card_stream_shows_and_hides_a_mapped_users_card() {
         .json()
         .unwrap();
     let card_token = minted["token"].as_str().unwrap().to_string();
+    let (connected_tx, connected) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(15))
@@ -331,6 +332,8 @@ fn the_card_stream_shows_and_hides_a_mapped_users_card() {
             .send()
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
+        // The server subscribes the stream before it answers: from here on no card is missed.
+        connected_tx.send(()).unwrap();
         let mut seen = String::new();
         let mut buf = [0u8; 4096];
         let start = Instant::now();
@@ -342,7 +345,9 @@ fn the_card_stream_shows_and_hides_a_mapped_users_card() {
         }
         seen
     });
-    std::thread::sleep(Duration::from_millis(500));
+    connected
+        .recv_timeout(Duration::from_secs(15))
+        .expect("the card stream to answer 200");
     let http = client();
     for line in lines_of(&case.join("events.jsonl")) {
         assert_eq!(post_line(&http, &server.base, &t, &line), 200);
