@@ -152,8 +152,8 @@ pub enum Appended {
     Duplicate,
 }
 
-/// An event read back from the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An event read back from the log; its fields are the columns read, by name.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredEvent {
     pub id: i64,
     pub tenant_id: String,
@@ -194,8 +194,9 @@ pub struct StoredEntry {
     pub outbox: Vec<(String, String)>,
 }
 
-/// A tenant as stored: one PBX account linked to one CRM account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A tenant as stored: one PBX account linked to one CRM account. Its `Debug` hides the salt and
+/// the CRM section's secrets, so a logged or printed row shows none of them.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TenantRow {
     pub id: String,
     pub mango_api_key: String,
@@ -205,6 +206,19 @@ pub struct TenantRow {
     /// The CRM connection (JSON), filled by the CRM adapter.
     pub crm: serde_json::Value,
     pub updated_at_ms: i64,
+}
+
+impl std::fmt::Debug for TenantRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantRow")
+            .field("id", &self.id)
+            .field("mango_api_key", &self.mango_api_key)
+            .field("mango_api_salt", &secrets::HIDDEN)
+            .field("settings_toml", &self.settings_toml)
+            .field("crm", &secrets::hide_crm_secrets(&self.crm))
+            .field("updated_at_ms", &self.updated_at_ms)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -492,23 +506,19 @@ impl Store {
 
     /// Ready to write? While the last write failed, a probe write (a row of [`PROBE_BYTES`]
     /// written and removed in one durable transaction) decides, so readiness turns green as soon
-    /// as the disk has room again, without waiting for traffic.
-    pub async fn check_writable(&self) -> std::result::Result<(), String> {
+    /// as the disk has room again, without waiting for traffic. The error is the probe's.
+    pub async fn check_writable(&self) -> Result<()> {
         if self.health.failure().is_none() {
             return Ok(());
         }
         let filler = probe_filler();
-        let probed: Result<()> = async {
-            with_writer!(self, conn => {
-                let mut tx = sqlx::Connection::begin(conn).await?;
-                sqlx::query(PROBE_INSERT).bind(&filler).execute(&mut *tx).await?;
-                sqlx::query(PROBE_DELETE).execute(&mut *tx).await?;
-                tx.commit().await?;
-            });
-            Ok(())
-        }
-        .await;
-        probed.map_err(|e| e.to_string())
+        with_writer!(self, conn => {
+            let mut tx = sqlx::Connection::begin(conn).await?;
+            sqlx::query(PROBE_INSERT).bind(&filler).execute(&mut *tx).await?;
+            sqlx::query(PROBE_DELETE).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// Test seam: limits the SQLite writer connection (this one and every one opened after a
@@ -591,7 +601,7 @@ impl Store {
 
     /// Events with an id above `after_id`, oldest first.
     pub async fn events_after(&self, after_id: i64, limit: i64) -> Result<Vec<StoredEvent>> {
-        let rows: Vec<(i64, String, String, String, String, i64)> = with_db!(&self.db, pool => {
+        let rows: Vec<StoredEvent> = with_db!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT id, tenant_id, entry_id, path, json, received_at_ms FROM events WHERE id > $1 ORDER BY id LIMIT $2",
             )
@@ -600,13 +610,13 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        Ok(rows.into_iter().map(stored_event).collect())
+        Ok(rows)
     }
 
     /// Every event from id `from_id` on of the entries not planned yet, oldest first: what a
     /// processor folds again after a restart (`from_id` is the [`Store::recovery_mark`]).
     pub async fn unplanned_events(&self, from_id: i64) -> Result<Vec<StoredEvent>> {
-        let rows: Vec<(i64, String, String, String, String, i64)> = with_db!(&self.db, pool => {
+        let rows: Vec<StoredEvent> = with_db!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT e.id, e.tenant_id, e.entry_id, e.path, e.json, e.received_at_ms FROM events e \
                  WHERE e.id >= $1 \
@@ -617,7 +627,7 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        Ok(rows.into_iter().map(stored_event).collect())
+        Ok(rows)
     }
 
     /// Where start-up recovery reads the log from: every event below this id belongs to an
@@ -750,7 +760,7 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<StoredEntry>> {
-        let rows: Vec<(String, String, String, String, i64)> = with_db!(&self.db, pool => {
+        let rows: Vec<EntryRow> = with_db!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT tenant_id, entry_id, completed_by, plan, planned_at_ms FROM entries WHERE tenant_id = $1 \
                  ORDER BY planned_at_ms DESC, entry_id DESC LIMIT $2 OFFSET $3",
@@ -763,14 +773,14 @@ impl Store {
         });
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let outbox = self.outbox_states(&row.0, &row.1).await?;
-            out.push(stored_entry(row, outbox)?);
+            let outbox = self.outbox_states(&row.tenant_id, &row.entry_id).await?;
+            out.push(row.into_entry(outbox)?);
         }
         Ok(out)
     }
 
     pub async fn entry(&self, tenant_id: &str, entry_id: &str) -> Result<Option<StoredEntry>> {
-        let row: Option<(String, String, String, String, i64)> = with_db!(&self.db, pool => {
+        let row: Option<EntryRow> = with_db!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT tenant_id, entry_id, completed_by, plan, planned_at_ms FROM entries WHERE tenant_id = $1 AND entry_id = $2",
             )
@@ -782,8 +792,8 @@ impl Store {
         match row {
             None => Ok(None),
             Some(row) => {
-                let outbox = self.outbox_states(&row.0, &row.1).await?;
-                Ok(Some(stored_entry(row, outbox)?))
+                let outbox = self.outbox_states(&row.tenant_id, &row.entry_id).await?;
+                Ok(Some(row.into_entry(outbox)?))
             }
         }
     }
@@ -863,7 +873,7 @@ impl Store {
     }
 
     pub async fn tenants(&self) -> Result<Vec<TenantRow>> {
-        let rows: Vec<(String, String, String, String, String, i64)> = with_db!(&self.db, pool => {
+        let rows: Vec<SealedTenantRow> = with_db!(&self.db, pool => {
             sqlx::query_as("SELECT id, mango_api_key, mango_api_salt, settings_toml, crm, updated_at_ms FROM tenants ORDER BY id")
                 .fetch_all(pool)
                 .await?
@@ -872,7 +882,7 @@ impl Store {
     }
 
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>> {
-        let row: Option<(String, String, String, String, String, i64)> = with_db!(&self.db, pool => {
+        let row: Option<SealedTenantRow> = with_db!(&self.db, pool => {
             sqlx::query_as("SELECT id, mango_api_key, mango_api_salt, settings_toml, crm, updated_at_ms FROM tenants WHERE id = $1")
                 .bind(id)
                 .fetch_optional(pool)
@@ -882,17 +892,17 @@ impl Store {
     }
 
     /// A stored tenant with its secrets opened.
-    fn tenant_row(&self, r: (String, String, String, String, String, i64)) -> Result<TenantRow> {
+    fn tenant_row(&self, row: SealedTenantRow) -> Result<TenantRow> {
         let keyring = self.keyring()?;
-        let crm = serde_json::from_str(&r.4)
-            .map_err(|e| StoreError::Corrupt(format!("crm of tenant {}: {e}", r.0)))?;
+        let crm = serde_json::from_str(&row.crm)
+            .map_err(|e| StoreError::Corrupt(format!("crm of tenant {}: {e}", row.id)))?;
         Ok(TenantRow {
-            mango_api_salt: keyring.open(&secrets::salt_place(&r.0), &r.2)?,
-            crm: keyring.open_crm(&r.0, &crm)?,
-            id: r.0,
-            mango_api_key: r.1,
-            settings_toml: r.3,
-            updated_at_ms: r.5,
+            mango_api_salt: keyring.open(&secrets::salt_place(&row.id), &row.mango_api_salt)?,
+            crm: keyring.open_crm(&row.id, &crm)?,
+            id: row.id,
+            mango_api_key: row.mango_api_key,
+            settings_toml: row.settings_toml,
+            updated_at_ms: row.updated_at_ms,
         })
     }
 
@@ -1007,31 +1017,40 @@ async fn checkpointer(writer: Weak<tokio::sync::Mutex<Writer>>, health: Weak<Wri
     }
 }
 
-fn stored_event(r: (i64, String, String, String, String, i64)) -> StoredEvent {
-    StoredEvent {
-        id: r.0,
-        tenant_id: r.1,
-        entry_id: r.2,
-        path: r.3,
-        json: r.4,
-        received_at_ms: r.5,
+/// A row of `entries`, its plan still JSON text.
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    tenant_id: String,
+    entry_id: String,
+    completed_by: String,
+    plan: String,
+    planned_at_ms: i64,
+}
+
+impl EntryRow {
+    fn into_entry(self, outbox: Vec<(String, String)>) -> Result<StoredEntry> {
+        let plan = serde_json::from_str(&self.plan)
+            .map_err(|e| StoreError::Corrupt(format!("plan of {}: {e}", self.entry_id)))?;
+        Ok(StoredEntry {
+            tenant_id: self.tenant_id,
+            entry_id: self.entry_id,
+            completed_by: self.completed_by,
+            planned_at_ms: self.planned_at_ms,
+            plan,
+            outbox,
+        })
     }
 }
 
-fn stored_entry(
-    r: (String, String, String, String, i64),
-    outbox: Vec<(String, String)>,
-) -> Result<StoredEntry> {
-    let plan = serde_json::from_str(&r.3)
-        .map_err(|e| StoreError::Corrupt(format!("plan of {}: {e}", r.1)))?;
-    Ok(StoredEntry {
-        tenant_id: r.0,
-        entry_id: r.1,
-        completed_by: r.2,
-        planned_at_ms: r.4,
-        plan,
-        outbox,
-    })
+/// A row of `tenants`, its salt and CRM secrets still sealed.
+#[derive(sqlx::FromRow)]
+struct SealedTenantRow {
+    id: String,
+    mango_api_key: String,
+    mango_api_salt: String,
+    settings_toml: String,
+    crm: String,
+    updated_at_ms: i64,
 }
 
 /// A database URL with its password hidden, for messages and logs.
@@ -1050,5 +1069,40 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TenantRow;
+
+    #[test]
+    fn a_tenant_rows_debug_shows_no_secret() {
+        let row = TenantRow {
+            id: "acme".into(),
+            mango_api_key: "key-acme".into(),
+            mango_api_salt: "salt-Q7w9Zk2mXv4Lp8Rt".into(),
+            settings_toml: "plan = \"basic\"\n".into(),
+            crm: serde_json::json!({
+                "base_url": "https://acme.amocrm.ru",
+                "long_lived_token": "longlived-Hx3Nc8Pq1Wz6Ty0",
+                "client_id": "cb-client",
+                "client_secret": "secret-Bv5Kd2Js9Fm4Ga7",
+            }),
+            updated_at_ms: 1,
+        };
+        for shown in [format!("{row:?}"), format!("{row:#?}")] {
+            for secret in [
+                "salt-Q7w9Zk2mXv4Lp8Rt",
+                "longlived-Hx3Nc8Pq1Wz6Ty0",
+                "secret-Bv5Kd2Js9Fm4Ga7",
+            ] {
+                assert!(!shown.contains(secret), "{secret} shown in {shown}");
+            }
+            // What is not secret is still there to read.
+            for visible in ["acme", "key-acme", "https://acme.amocrm.ru", "cb-client"] {
+                assert!(shown.contains(visible), "{visible} missing from {shown}");
+            }
+        }
     }
 }

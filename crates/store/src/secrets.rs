@@ -29,6 +29,22 @@ const CHECK_PLACE: &str = "secret_key_check";
 /// The fields of a tenant's CRM section that are secrets.
 pub const CRM_SECRET_FIELDS: &[&str] = &["long_lived_token", "client_secret"];
 
+/// What a secret shows in `Debug` output.
+pub(crate) const HIDDEN: &str = "***";
+
+/// The CRM section with each secret field shown as [`HIDDEN`], for `Debug` output.
+pub(crate) fn hide_crm_secrets(crm: &serde_json::Value) -> serde_json::Value {
+    let mut shown = crm.clone();
+    if let serde_json::Value::Object(map) = &mut shown {
+        for field in CRM_SECRET_FIELDS {
+            if let Some(value) = map.get_mut(*field) {
+                *value = serde_json::Value::String(HIDDEN.into());
+            }
+        }
+    }
+    shown
+}
+
 /// Why a secret key is not usable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
@@ -314,6 +330,29 @@ pub struct Unlocked {
     pub resealed: usize,
 }
 
+/// `secret_key_check`'s one row: the id of the key the database is sealed under, and a known
+/// text sealed with it.
+#[derive(sqlx::FromRow)]
+struct KeyCheck {
+    key_id: String,
+    sealed: String,
+}
+
+/// A tenant's secrets as stored: its salt, and its CRM section (JSON) holding sealed fields.
+#[derive(sqlx::FromRow)]
+struct TenantSecrets {
+    id: String,
+    mango_api_salt: String,
+    crm: String,
+}
+
+/// A tenant's OAuth tokens, sealed.
+#[derive(sqlx::FromRow)]
+struct SealedTokens {
+    tenant_id: String,
+    tokens: String,
+}
+
 impl Store {
     /// The id of the key the database's secrets are sealed under, when any was ever set.
     pub async fn secret_key_id(&self) -> Result<Option<String>> {
@@ -337,13 +376,13 @@ impl Store {
                 // Instances starting together on one database rotate one at a time.
                 sqlx::query("SELECT pg_advisory_xact_lock(7402170)").execute(&mut *tx).await?;
             }
-            let check: Option<(String, String)> =
+            let check: Option<KeyCheck> =
                 sqlx::query_as("SELECT key_id, sealed FROM secret_key_check WHERE id = 1")
                     .fetch_optional(&mut *tx)
                     .await?;
             match &check {
                 None => done.first_key = true,
-                Some((key_id, sealed)) => {
+                Some(KeyCheck { key_id, sealed }) => {
                     let opened = keyring.open(CHECK_PLACE, sealed).ok();
                     if opened.as_deref() != Some(CHECK_TEXT) {
                         return Err(StoreError::WrongSecretKey {
@@ -356,11 +395,11 @@ impl Store {
                     }
                 }
             }
-            let tenants: Vec<(String, String, String)> =
+            let tenants: Vec<TenantSecrets> =
                 sqlx::query_as("SELECT id, mango_api_salt, crm FROM tenants")
                     .fetch_all(&mut *tx)
                     .await?;
-            for (id, salt, crm_text) in tenants {
+            for TenantSecrets { id, mango_api_salt: salt, crm: crm_text } in tenants {
                 let mut count = |stored: &str| match classify(stored) {
                     Stored::Plain => done.sealed_plain += 1,
                     Stored::Sealed { .. } => done.resealed += 1,
@@ -387,11 +426,11 @@ impl Store {
                         .await?;
                 }
             }
-            let tokens: Vec<(String, String)> =
+            let tokens: Vec<SealedTokens> =
                 sqlx::query_as("SELECT tenant_id, tokens FROM crm_tokens")
                     .fetch_all(&mut *tx)
                     .await?;
-            for (id, stored) in tokens {
+            for SealedTokens { tenant_id: id, tokens: stored } in tokens {
                 if let Some(new) = keyring.reseal(&tokens_place(&id), &stored)? {
                     match classify(&stored) {
                         Stored::Plain => done.sealed_plain += 1,
@@ -404,7 +443,7 @@ impl Store {
                         .await?;
                 }
             }
-            if check.as_ref().is_none_or(|(key_id, _)| *key_id != current_id) {
+            if check.as_ref().is_none_or(|c| c.key_id != current_id) {
                 sqlx::query(
                     "INSERT INTO secret_key_check (id, key_id, sealed) VALUES (1, $1, $2) \
                      ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, sealed = excluded.sealed",

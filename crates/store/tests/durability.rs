@@ -103,7 +103,7 @@ async fn a_store_at_its_page_limit_refuses_appends_and_recovers_without_reopenin
     let (before, errors) = append_range(&appender, 0, 50, 500, 10).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(before.len(), 50);
-    assert_eq!(store.check_writable().await, Ok(()));
+    store.check_writable().await.expect("writable again");
 
     let pages = store.writer_page_count().await.unwrap();
     store.set_writer_page_limit(Some(pages + 4)).await.unwrap();
@@ -119,7 +119,11 @@ async fn a_store_at_its_page_limit_refuses_appends_and_recovers_without_reopenin
         .write_failure()
         .expect("unhealthy after failed appends");
     assert!(reason.contains("full"), "{reason}");
-    let probe = store.check_writable().await.expect_err("still full");
+    let probe = store
+        .check_writable()
+        .await
+        .expect_err("still full")
+        .to_string();
     assert!(probe.contains("full"), "{probe}");
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert!(
@@ -280,7 +284,7 @@ async fn a_failed_append_on_postgres_is_an_error_and_marks_the_store_unhealthy()
         .expect("unhealthy after a failed append");
     assert!(reason.contains("refuse_one"), "{reason}");
     // The probe writes elsewhere and succeeds: healthy again without an append.
-    assert_eq!(store.check_writable().await, Ok(()));
+    store.check_writable().await.expect("writable again");
     assert_eq!(store.write_failure(), None);
     assert!(matches!(
         appender.append(event(8, 10)).await,
