@@ -240,6 +240,9 @@ pub(crate) struct Writer {
     /// Test seam: `PRAGMA max_page_count` applied to every writer connection opened, so a test
     /// can fill the database up as a full disk would.
     page_limit: Option<i64>,
+    /// Checkpoints that copied every frame back, so the next commit starts the WAL over (a
+    /// test's clock: see [`Store::wal_checkpoints`]).
+    full_checkpoints: u64,
 }
 
 impl Writer {
@@ -436,6 +439,7 @@ impl Store {
             conn: Some(options.connect().await?),
             options,
             page_limit: None,
+            full_checkpoints: 0,
         };
         let writer = Arc::new(tokio::sync::Mutex::new(writer));
         let store = Store {
@@ -537,6 +541,16 @@ impl Store {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Test seam: how many background checkpoints have copied the whole WAL back (SQLite; 0 on
+    /// PostgreSQL), so a test can wait for checkpoints instead of for time.
+    #[doc(hidden)]
+    pub async fn wal_checkpoints(&self) -> u64 {
+        match &self.writer {
+            Some(writer) => writer.lock().await.full_checkpoints,
+            None => 0,
+        }
     }
 
     /// Test seam: the database's size in pages, as the SQLite writer connection sees it.
@@ -1011,7 +1025,7 @@ async fn checkpointer(writer: Weak<tokio::sync::Mutex<Writer>>, health: Weak<Wri
                 copied,
                 "WAL checkpoint held back by a reader; the next one continues"
             ),
-            Ok(_) => {}
+            Ok(_) => writer.full_checkpoints += 1,
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
         }
     }

@@ -4,7 +4,7 @@
 use callbridge_store::{
     AddedItem, Appended, Appender, Lane, NewEvent, NewOutboxItem, Store, TenantRow,
 };
-use callbridge_test_support::fresh_postgres_database;
+use callbridge_test_support::{fresh_postgres_database, wait_until_async};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -546,14 +546,27 @@ async fn under_steady_appends_the_wal_starts_over_instead_of_growing() {
     }
     let wal = dir.join("callbridge.db-wal");
     let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-    // The checkpointer runs every 500 ms: one or two have run by 1 s, about fifteen more by 8 s.
-    // The file's size is its high-water mark, so checkpoints delayed on a busy machine (the
-    // other tests run beside this one) let a reused WAL reach up to about three times its early
-    // size (seen with the PostgreSQL tests running alongside); a growing one is 8 / 1 = 8 times
-    // larger by then, whatever the rate of appends.
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    // The checkpointer runs every 500 ms: `early` is the WAL's size after its first two
+    // checkpoints (about 1 s), `late` after fourteen more (about 8 s). Counting checkpoints, not
+    // time, keeps the two measures comparable on a busy machine, where checkpoints are delayed.
+    // The file's size is its high-water mark, so a delayed checkpoint still lets a reused WAL
+    // grow to a few times its early size (seen: 3.1x with the PostgreSQL tests alongside); a
+    // growing one is about 16 / 2 = 8 times larger by then, whatever the rate of appends.
+    let checkpoints_reach = |n: u64| {
+        let store = &store;
+        async move {
+            wait_until_async(
+                &format!("{n} full WAL checkpoints"),
+                std::time::Duration::from_secs(60),
+                || async { (store.wal_checkpoints().await >= n).then_some(()) },
+            )
+            .await;
+        }
+    };
+    checkpoints_reach(2).await;
     let early = size();
-    tokio::time::sleep(std::time::Duration::from_millis(7000)).await;
+    let from = store.wal_checkpoints().await;
+    checkpoints_reach(from + 14).await;
     let late = size();
     stop.store(true, Ordering::Relaxed);
     let mut appended = 0;
