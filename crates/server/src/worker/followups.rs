@@ -4,8 +4,10 @@
 //! 50 entities, one Mango request for all transcripts, one note request per 50 transcripts, where
 //! one item at a time would cost the account two requests each.
 
-use super::Call;
-use super::{answer_for, backoff_ms, chunks_of, landed_entity, RoundError, TenantDelivery};
+use super::answers::{answer_for, chunks_of, landed_entity};
+use super::calls::Call;
+use super::failures::backoff_ms;
+use super::{RoundError, TenantDelivery};
 use super::{TRANSCRIPT_ATTEMPTS, WAIT_FOR_CALL_MS};
 use crate::state::now_ms;
 use callbridge_amocrm::{EntityType, NewNote, NewTask, NoteType, TasksFilter};

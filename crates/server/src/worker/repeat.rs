@@ -14,7 +14,10 @@
 //! contact. Looking every client up before its call would cost one or two requests per call, the
 //! whole account's budget at a few calls a second.
 
-use super::{answer_for, chunks_of, landed_entity, lead_name, Call, RoundError, TenantDelivery};
+use super::answers::{answer_for, chunks_of, landed_entity};
+use super::calls::Call;
+use super::new_client::lead_name;
+use super::{RoundError, TenantDelivery};
 use crate::state::now_ms;
 use callbridge_amocrm::{EntityType, Error as CrmError, NewLead};
 use serde_json::{json, Value};
