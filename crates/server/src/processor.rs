@@ -13,6 +13,7 @@
 //! entry twice.
 
 use crate::state::{now_ms, AppState, TenantCard};
+use crate::worker::work::{CallWork, OutboxWork, TaskWork, TranscriptWork};
 use callbridge_core::cards::LiveCards;
 use callbridge_core::plan::{CompletedBy, EntryPlan, Rule};
 use callbridge_core::tracker::{Accepted, Completed, Tracker, TrackerConfig};
@@ -535,38 +536,33 @@ pub fn outbox_items(tenant_id: &str, plan: &EntryPlan) -> Vec<NewOutboxItem> {
         let conv = record
             .conversation
             .map_or("missed".to_string(), |c| c.to_string());
-        let call_item = format!("{tenant_id}/{}/{conv}/call", plan.entry_id);
-        items.push(NewOutboxItem {
-            item_key: call_item.clone(),
-            kind: "call".into(),
-            payload: serde_json::json!({"entry_id": plan.entry_id, "record": record}),
+        let key = |action: &str| format!("{tenant_id}/{}/{conv}/{action}", plan.entry_id);
+        let call_item = key("call");
+        let call = OutboxWork::Call(CallWork {
+            entry_id: plan.entry_id.clone(),
+            record: record.clone(),
         });
+        items.push(call.into_item(call_item.clone()));
         // Follow-ups go where the call landed, so they wait for the call item's answer.
         if record.transcript {
-            items.push(NewOutboxItem {
-                item_key: format!("{tenant_id}/{}/{conv}/transcript", plan.entry_id),
-                kind: "transcript".into(),
-                payload: serde_json::json!({
-                    "entry_id": plan.entry_id,
-                    "call_item": call_item,
-                    "recording_id": record.recording_id,
-                    "crm_user_id": record.crm_user_id,
-                    "reasons": [Rule::C2],
-                }),
+            let work = OutboxWork::Transcript(TranscriptWork {
+                entry_id: plan.entry_id.clone(),
+                call_item: call_item.clone(),
+                recording_id: record.recording_id.clone(),
+                crm_user_id: record.crm_user_id,
+                reasons: vec![Rule::C2],
             });
+            items.push(work.into_item(key("transcript")));
         }
         if let Some(task) = &record.task {
-            items.push(NewOutboxItem {
-                item_key: format!("{tenant_id}/{}/{conv}/task", plan.entry_id),
-                kind: "task".into(),
-                payload: serde_json::json!({
-                    "entry_id": plan.entry_id,
-                    "call_item": call_item,
-                    "client_phone": record.client_phone,
-                    "task": task,
-                    "reasons": [Rule::M5],
-                }),
+            let work = OutboxWork::Task(TaskWork {
+                entry_id: plan.entry_id.clone(),
+                call_item: call_item.clone(),
+                client_phone: record.client_phone.clone(),
+                task: task.clone(),
+                reasons: vec![Rule::M5],
             });
+            items.push(work.into_item(key("task")));
         }
     }
     items

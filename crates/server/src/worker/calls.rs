@@ -3,40 +3,19 @@
 
 use super::answers::{chunks_of, plural};
 use super::failures::Marks;
+use super::work::{LeadWork, OutboxWork};
 use super::{RoundError, TenantDelivery};
 use super::{BATCHES_IN_FLIGHT, CLOCK_MARGIN_S, SOURCE};
 use crate::state::now_ms;
 use callbridge_amocrm::{CallDirection, EntityType, Error as CrmError, NewCall, NotesFilter};
-use callbridge_store::{AddedItem, NewOutboxItem, OutboxItem};
+use callbridge_core::assembler::Direction;
+use callbridge_core::plan::{CallRecord, Rule};
+use callbridge_core::settings::{CrmUserId, RepeatClientAction};
+use callbridge_store::{AddedItem, OutboxItem};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-
-/// The `record` of a call item, as the processor stored it (the `simulate` JSON of a record).
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct CallWork {
-    pub(super) client_phone: Option<String>,
-    pub(super) direction: String,
-    pub(super) call_status: u8,
-    pub(super) duration_s: i64,
-    pub(super) started_at: i64,
-    pub(super) crm_user_id: u64,
-    pub(super) reasons: Vec<String>,
-    #[serde(default)]
-    pub(super) entities: Option<EntitiesWork>,
-    #[serde(default)]
-    pub(super) recording_id: Option<String>,
-    #[serde(default)]
-    pub(super) employee_extension: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct EntitiesWork {
-    pub(super) new_client: String,
-    pub(super) repeat_client: String,
-    pub(super) responsible_crm_user_id: u64,
-}
 
 /// What a call item has created so far, kept across retries.
 #[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
@@ -57,43 +36,68 @@ pub(super) struct Progress {
     pub(super) landed: Option<Value>,
 }
 
+/// A call record to write (a `call` item), or a written one whose repeat-client action is to
+/// run (a `lead` follow-up), with what its item has created so far.
+pub(super) struct Call {
+    pub(super) item: OutboxItem,
+    pub(super) record: CallRecord,
+    pub(super) progress: Progress,
+}
+
 impl Call {
-    /// A call item's record and its progress so far; the item's key and the reason when its
-    /// record cannot be read.
+    /// A `call` or `lead` item's record and its progress so far; the item's key and the reason
+    /// when it holds no call record.
     pub(super) fn read(item: OutboxItem) -> Result<Call, (String, String)> {
-        match serde_json::from_value::<CallWork>(item.payload["record"].clone()) {
-            Ok(work) => {
-                let progress = item
-                    .crm_response
-                    .clone()
-                    .and_then(|v| serde_json::from_value(v).ok())
-                    .unwrap_or_default();
-                Ok(Call {
-                    item,
-                    work,
-                    progress,
-                })
+        let record = match OutboxWork::read(&item.kind, &item.payload) {
+            Ok(OutboxWork::Call(work)) => work.record,
+            Ok(OutboxWork::Lead(work)) => work.record,
+            Ok(other) => {
+                let why = format!("a {} item is not a call", other.kind());
+                return Err((item.item_key, why));
             }
-            Err(e) => Err((item.item_key, format!("unreadable call record: {e}"))),
+            Err(e) => return Err((item.item_key, e.to_string())),
+        };
+        Ok(Call::new(item, record))
+    }
+
+    /// The call of `item`, with the progress its item keeps.
+    pub(super) fn new(item: OutboxItem, record: CallRecord) -> Call {
+        let progress = item
+            .crm_response
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        Call {
+            item,
+            record,
+            progress,
         }
     }
 
     /// Whether the written call still has a repeat-client action to run (C4): the client was
     /// known to the CRM (not created for this call) and the action asks for a lead.
     pub(super) fn needs_repeat_action(&self) -> bool {
-        self.work
-            .entities
-            .as_ref()
-            .is_some_and(|e| matches!(e.repeat_client.as_str(), "always_lead" | "lead_if_no_open"))
+        self.repeat_action() != RepeatClientAction::Manual
             && !self.progress.new_client
             && !self.progress.repeat_done
     }
-}
 
-pub(super) struct Call {
-    pub(super) item: OutboxItem,
-    pub(super) work: CallWork,
-    pub(super) progress: Progress,
+    /// The record's repeat-client action; manual when it creates no entities.
+    pub(super) fn repeat_action(&self) -> RepeatClientAction {
+        self.record
+            .entities
+            .map_or(RepeatClientAction::Manual, |e| e.rules.repeat_client)
+    }
+
+    /// The responsible user of what the record creates.
+    pub(super) fn responsible(&self) -> Option<CrmUserId> {
+        self.record.entities.map(|e| e.responsible_crm_user_id)
+    }
+
+    /// The client's number (empty when the record has none).
+    pub(super) fn phone(&self) -> &str {
+        self.record.client_phone.as_deref().unwrap_or_default()
+    }
 }
 
 impl TenantDelivery {
@@ -130,13 +134,13 @@ impl TenantDelivery {
         let mut to_send = Vec::new();
         let mut new_clients = Vec::new();
         for call in ready {
-            if call.work.client_phone.is_none() {
+            if call.record.client_phone.is_none() {
                 self.state
                     .store
                     .complete_items(
                         &[(
                             call.item.item_key.clone(),
-                            json!({"skipped": "no client number", "reasons": call.work.reasons}),
+                            json!({"skipped": "no client number", "reasons": call.record.reasons}),
                         )],
                         now_ms(),
                     )
@@ -192,7 +196,7 @@ impl TenantDelivery {
             .iter()
             .map(|c| {
                 let sent = c.item.sent_at_ms.unwrap_or(0) / 1000;
-                sent.min(c.work.started_at)
+                sent.min(c.record.started_at)
             })
             .min()
             .unwrap_or(0);
@@ -237,7 +241,7 @@ impl TenantDelivery {
         for call in calls {
             match found.remove(&call.item.item_key) {
                 Some(mut answer) => {
-                    answer["reasons"] = json!(call.work.reasons);
+                    answer["reasons"] = json!(call.record.reasons);
                     added.extend(self.repeat_followup(&call));
                     done.push((call.item.item_key.clone(), answer));
                 }
@@ -272,15 +276,11 @@ impl TenantDelivery {
         Some(AddedItem {
             tenant_id: self.tenant_id().to_string(),
             entry_id: call.item.entry_id.clone(),
-            item: NewOutboxItem {
-                item_key: key,
-                kind: "lead".into(),
-                payload: json!({
-                    "call_item": call.item.item_key,
-                    "record": call.item.payload["record"],
-                    "reasons": ["C4"],
-                }),
-            },
+            item: OutboxWork::Lead(LeadWork {
+                call_item: call.item.item_key.clone(),
+                record: call.record.clone(),
+            })
+            .into_item(key),
         })
     }
 
@@ -333,7 +333,7 @@ impl TenantDelivery {
             self.ensure_lease()?;
             let requests: Vec<NewCall> = batch
                 .iter()
-                .map(|c| self.new_call(&c.item, &c.work))
+                .map(|c| self.new_call(&c.item, &c.record))
                 .collect();
             let keys: Vec<String> = batch.iter().map(|c| c.item.item_key.clone()).collect();
             self.state.store.mark_sending(&keys, now_ms()).await?;
@@ -357,7 +357,7 @@ impl TenantDelivery {
                                     "entity_type": plural(&created.entity_type),
                                     "contact_id": call.progress.contact_id,
                                     "lead_id": call.progress.lead_id,
-                                    "reasons": call.work.reasons,
+                                    "reasons": call.record.reasons,
                                 }),
                             ));
                         }
@@ -438,32 +438,31 @@ impl TenantDelivery {
         Ok(unknown)
     }
 
-    pub(super) fn new_call(&self, item: &OutboxItem, work: &CallWork) -> NewCall {
-        let direction = if work.direction == "outbound" {
-            CallDirection::Outbound
-        } else {
-            CallDirection::Inbound
+    pub(super) fn new_call(&self, item: &OutboxItem, record: &CallRecord) -> NewCall {
+        let direction = match record.direction {
+            Direction::Outbound => CallDirection::Outbound,
+            Direction::Inbound | Direction::Internal => CallDirection::Inbound,
         };
         NewCall {
             direction,
             uniq: item.item_key.clone(),
-            duration: work.duration_s,
+            duration: record.duration_s,
             source: SOURCE.into(),
-            phone: work.client_phone.clone().unwrap_or_default(),
-            link: self.recording_link(work),
-            call_status: Some(work.call_status),
+            phone: record.client_phone.clone().unwrap_or_default(),
+            link: self.recording_link(record),
+            call_status: Some(record.call_status),
             // C5: the rule ids that decided the record travel with it.
-            call_result: Some(format!("callbridge: {}", work.reasons.join(","))),
-            call_responsible: Some(work.crm_user_id),
-            responsible_user_id: Some(work.crm_user_id),
-            created_by: Some(work.crm_user_id),
-            created_at: Some(work.started_at),
+            call_result: Some(format!("callbridge: {}", rule_list(&record.reasons))),
+            call_responsible: Some(record.crm_user_id),
+            responsible_user_id: Some(record.crm_user_id),
+            created_by: Some(record.crm_user_id),
+            created_at: Some(record.started_at),
             request_id: item.item_key.clone(),
         }
     }
 
-    pub(super) fn recording_link(&self, work: &CallWork) -> Option<String> {
-        work.recording_id.as_ref().map(|id| {
+    pub(super) fn recording_link(&self, record: &CallRecord) -> Option<String> {
+        record.recording_id.as_ref().map(|id| {
             crate::recordings::link(
                 &self.state.public_url,
                 &self.tenant.row.id,
@@ -473,4 +472,10 @@ impl TenantDelivery {
             )
         })
     }
+}
+
+/// Rule ids as the CRM shows them: `P1,P4,M5`.
+pub(super) fn rule_list(reasons: &[Rule]) -> String {
+    let ids: Vec<String> = reasons.iter().map(Rule::to_string).collect();
+    ids.join(",")
 }

@@ -38,6 +38,7 @@ mod lease;
 mod new_client;
 mod repeat;
 mod rounds;
+pub mod work;
 
 use crate::crm;
 use crate::state::{now_ms, AppState, Tenant};

@@ -2,10 +2,14 @@
 //! and a lead, an unsorted request, or nothing (the call is parked saying so).
 
 use super::answers::{answer_for, chunks_of};
-use super::calls::{Call, CallWork};
+use super::calls::{rule_list, Call};
+use super::work::OutboxWork;
 use super::{RoundError, TenantDelivery, SOURCE, WAIT_FOR_CALL_MS};
 use crate::state::now_ms;
 use callbridge_amocrm::{Error as CrmError, NewComplexLead, NewContact, NewUnsortedSip};
+use callbridge_core::assembler::Direction;
+use callbridge_core::plan::CallRecord;
+use callbridge_core::settings::NewClientAction;
 use callbridge_store::OutboxItem;
 use serde_json::json;
 use std::collections::HashSet;
@@ -27,13 +31,13 @@ impl TenantDelivery {
         let mut waiting: Vec<(Call, &'static str)> = Vec::new();
         for mut call in calls {
             self.ensure_lease()?;
-            let phone = call.work.client_phone.clone().unwrap_or_default();
-            if call.work.entities.is_some() && !creating.insert(last_ten_digits(&phone)) {
+            let phone = call.phone().to_string();
+            if call.record.entities.is_some() && !creating.insert(last_ten_digits(&phone)) {
                 call.progress.new_client = false;
                 waiting.push((call, "the same client is being created by another record"));
                 continue;
             }
-            let Some(entities) = call.work.entities.clone() else {
+            let Some(entities) = call.record.entities else {
                 // Only the record that creates the entry's entities creates the client; the others
                 // wait for it, if there is one still to be written.
                 if self.sibling_creates_client(&call.item).await? {
@@ -52,12 +56,12 @@ impl TenantDelivery {
                 continue;
             };
             call.progress.new_client = true;
-            match entities.new_client.as_str() {
+            match entities.rules.new_client {
                 // Created together below, up to 50 a request.
-                "contact" => new_contacts.push(call),
-                "contact_and_lead" => new_leads.push(call),
-                "unsorted" => self.unsorted(call, &phone).await?,
-                _ => {
+                NewClientAction::Contact => new_contacts.push(call),
+                NewClientAction::ContactAndLead => new_leads.push(call),
+                NewClientAction::Unsorted => self.unsorted(call, &phone).await?,
+                NewClientAction::Manual => {
                     store
                         .park_item(
                             &call.item.item_key,
@@ -79,7 +83,7 @@ impl TenantDelivery {
         for (mut call, why) in waiting {
             // Sent as a known client's call next time: by then its contact exists.
             call.progress.new_client = false;
-            let phone = call.work.client_phone.as_deref().unwrap_or_default();
+            let phone = call.phone();
             let due = if created_clients.contains(&last_ten_digits(phone)) {
                 now_ms()
             } else {
@@ -106,15 +110,11 @@ impl TenantDelivery {
             let requests: Vec<NewContact> = chunk
                 .iter()
                 .map(|c| {
-                    let phone = c.work.client_phone.clone().unwrap_or_default();
+                    let phone = c.phone().to_string();
                     NewContact {
                         name: format!("Client {phone}"),
                         phone,
-                        responsible_user_id: c
-                            .work
-                            .entities
-                            .as_ref()
-                            .map(|e| e.responsible_crm_user_id),
+                        responsible_user_id: c.responsible(),
                         request_id: Some(c.item.item_key.clone()),
                     }
                 })
@@ -146,10 +146,10 @@ impl TenantDelivery {
             let requests: Vec<NewComplexLead> = chunk
                 .iter()
                 .map(|c| {
-                    let phone = c.work.client_phone.clone().unwrap_or_default();
-                    let responsible = c.work.entities.as_ref().map(|e| e.responsible_crm_user_id);
+                    let phone = c.phone().to_string();
+                    let responsible = c.responsible();
                     NewComplexLead {
-                        name: lead_name(&c.work, &phone),
+                        name: lead_name(&c.record, &phone),
                         responsible_user_id: responsible,
                         contact: NewContact {
                             name: format!("Client {phone}"),
@@ -187,13 +187,11 @@ impl TenantDelivery {
             .store
             .save_progress(&call.item.item_key, &json!(call.progress))
             .await?;
-        Ok(last_ten_digits(
-            call.work.client_phone.as_deref().unwrap_or_default(),
-        ))
+        Ok(last_ten_digits(call.phone()))
     }
 
     pub(super) async fn unsorted(&self, call: Call, phone: &str) -> Result<(), RoundError> {
-        let entities = call.work.entities.clone();
+        let responsible = call.responsible();
         let key = call.item.item_key.clone();
         self.state
             .store
@@ -204,14 +202,14 @@ impl TenantDelivery {
             source_name: "callbridge (Mango Office)".into(),
             uniq: key.clone(),
             from: phone.to_string(),
-            to: call.work.employee_extension.clone().unwrap_or_default(),
-            called_at: call.work.started_at,
-            duration: call.work.duration_s,
-            link: self.recording_link(&call.work),
+            to: call.record.employee_extension.clone().unwrap_or_default(),
+            called_at: call.record.started_at,
+            duration: call.record.duration_s,
+            link: self.recording_link(&call.record),
             service_code: SOURCE.into(),
             contact_name: format!("Client {phone}"),
-            lead_name: lead_name(&call.work, phone),
-            responsible_user_id: entities.map(|e| e.responsible_crm_user_id),
+            lead_name: lead_name(&call.record, phone),
+            responsible_user_id: responsible,
             request_id: Some(key.clone()),
         };
         match self.client.add_unsorted_sip(&[request]).await {
@@ -226,7 +224,7 @@ impl TenantDelivery {
                                 "unsorted_uid": first.map(|c| c.uid.clone()),
                                 "lead_id": first.and_then(|c| c.lead_id),
                                 "contact_id": first.and_then(|c| c.contact_id),
-                                "reasons": call.work.reasons,
+                                "reasons": call.record.reasons,
                             }),
                         )],
                         now_ms(),
@@ -243,7 +241,7 @@ impl TenantDelivery {
                     .complete_items(
                         &[(
                             key,
-                            json!({"unsorted": "already present", "reasons": call.work.reasons}),
+                            json!({"unsorted": "already present", "reasons": call.record.reasons}),
                         )],
                         now_ms(),
                     )
@@ -266,7 +264,10 @@ impl TenantDelivery {
                 continue;
             }
             if let Some(other) = self.state.store.outbox_item(&key).await? {
-                let creates = other.payload["record"]["entities"].is_object();
+                let creates = matches!(
+                    OutboxWork::read(&other.kind, &other.payload),
+                    Ok(OutboxWork::Call(work)) if work.record.entities.is_some()
+                );
                 if creates && other.state == "pending" {
                     return Ok(true);
                 }
@@ -282,11 +283,14 @@ pub(super) fn last_ten_digits(phone: &str) -> String {
     digits[digits.len().saturating_sub(10)..].iter().collect()
 }
 
-pub(super) fn lead_name(work: &CallWork, phone: &str) -> String {
-    let what = if work.direction == "outbound" {
+pub(super) fn lead_name(record: &CallRecord, phone: &str) -> String {
+    let what = if record.direction == Direction::Outbound {
         "Outgoing call to"
     } else {
         "Incoming call from"
     };
-    format!("{what} {phone} (callbridge: {})", work.reasons.join(","))
+    format!(
+        "{what} {phone} (callbridge: {})",
+        rule_list(&record.reasons)
+    )
 }
