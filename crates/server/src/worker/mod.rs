@@ -1,7 +1,7 @@
 //! The outbox worker: executes stored plans against each tenant's CRM account.
 //!
 //! - **One deliverer per account.** A tenant's items are delivered by the instance holding its
-//!   lease (`delivery_leases`), through one [`AmoClient`], whose limiter is shared by every kind of
+//!   lease (`delivery_leases`), through one [`AmoClient`](callbridge_amocrm::AmoClient), whose limiter is shared by every kind of
 //!   work for that account (calls, contacts, leads, tasks, notes, call cards).
 //! - **Two lanes.** The call lane takes call items as soon as they are due (woken by the
 //!   processor); the follow-up lane (tasks, transcripts, repeat-client leads) gathers for at least
@@ -32,19 +32,22 @@
 mod answers;
 mod calls;
 mod cards;
+pub mod crm_port;
 mod failures;
 mod followups;
 mod lease;
 mod new_client;
 mod repeat;
 mod rounds;
+#[cfg(test)]
+mod tests;
 pub mod work;
 
 use crate::crm;
 use crate::state::{now_ms, AppState, Tenant};
-use callbridge_amocrm::AmoClient;
 use callbridge_mango::api::VpbxClient;
 use callbridge_store::Lane;
+use crm_port::CrmPort;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -141,8 +144,8 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
             let delivery = TenantDelivery {
                 state: state.clone(),
                 tenant: tenant.clone(),
-                background: client.background(FOLLOWUP_RESERVE),
-                client,
+                background: Arc::new(client.background(FOLLOWUP_RESERVE)),
+                client: Arc::new(client),
                 vpbx: VpbxClient::with_base_url(
                     &state.mango_api_url,
                     tenant.row.mango_api_key.clone(),
@@ -183,6 +186,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Why a tenant's delivery stopped for good (until the tenant is changed).
+#[derive(Debug)]
 enum Stop {
     Broken(String),
     Blocked,
@@ -191,9 +195,9 @@ enum Stop {
 struct TenantDelivery {
     state: Arc<AppState>,
     tenant: Arc<Tenant>,
-    client: AmoClient,
+    client: Arc<dyn CrmPort>,
     /// The same account for follow-ups: leaves [`FOLLOWUP_RESERVE`] places of the window to calls.
-    background: AmoClient,
+    background: Arc<dyn CrmPort>,
     /// The tenant's Mango API, for transcripts (one client, so its rate limits hold).
     vpbx: Result<VpbxClient, String>,
     holder: String,
@@ -232,6 +236,7 @@ impl TenantDelivery {
     }
 }
 
+#[derive(Debug)]
 enum RoundError {
     Store(callbridge_store::StoreError),
     Stop(Stop),
