@@ -141,29 +141,11 @@ impl OutboxWork {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::worker::tests::{
+        legacy_call_payload, legacy_lead_payload, legacy_task_payload, legacy_transcript_payload,
+    };
     use callbridge_core::settings::{NewClientAction, RepeatClientAction};
     use serde_json::json;
-
-    /// A call item's payload exactly as the processor wrote it before the version tag (the
-    /// record is `simulate`'s output for scenario m5-missed-personal-mapped-task).
-    pub(crate) fn legacy_call_payload() -> Value {
-        json!({"entry_id": "ZW50cnk6MTIx", "record": {"conversation": null, "employee_extension": "101", "client_phone": "79161230021", "direction": "inbound", "status": "missed", "call_status": 6, "duration_s": 0, "started_at": 1764105300, "crm_user_id": 1001, "reasons": ["P1", "P4", "M4", "M5"], "creates_entities": true, "entities": {"settings": "incoming", "new_client": "contact_and_lead", "repeat_client": "manual", "responsible_crm_user_id": 1001}, "recording_id": null, "transcript": false, "task": {"responsible_crm_user_id": 1001, "prefer_contact_owner": false, "due_at": 1764108928, "dedupe_key": "79161230021:2025-11-26"}}})
-    }
-
-    fn legacy_task_payload() -> Value {
-        json!({"entry_id": "ZW50cnk6MTIx", "call_item": "acme/ZW50cnk6MTIx/missed/call", "client_phone": "79161230021", "task": {"responsible_crm_user_id": 1001, "prefer_contact_owner": false, "due_at": 1764108928, "dedupe_key": "79161230021:2025-11-26"}, "reasons": ["M5"]})
-    }
-
-    fn legacy_transcript_payload() -> Value {
-        json!({"entry_id": "ZW50cnk6MTE3", "call_item": "acme/ZW50cnk6MTE3/0/call", "recording_id": "MToxMDAwNjA4NTo1MDA5NDExNzoxMDE=", "crm_user_id": 1001, "reasons": ["C2"]})
-    }
-
-    /// A `lead` follow-up as the worker added it before the version tag.
-    fn legacy_lead_payload() -> Value {
-        let mut record = legacy_call_payload()["record"].clone();
-        record["entities"]["repeat_client"] = json!("always_lead");
-        json!({"call_item": "acme/ZW50cnk6MTIx/missed/call", "record": record, "reasons": ["C4"]})
-    }
 
     #[test]
     fn rows_from_before_the_version_tag_read_as_typed_work() {
