@@ -15,6 +15,7 @@
 use crate::state::{now_ms, AppState, TenantCard};
 use crate::worker::work::{CallWork, OutboxWork, TaskWork, TranscriptWork};
 use callbridge_core::cards::LiveCards;
+use callbridge_core::phone::Phone;
 use callbridge_core::plan::{CompletedBy, EntryPlan, Rule};
 use callbridge_core::tracker::{Accepted, Completed, Tracker, TrackerConfig};
 use callbridge_core::PbxEvent;
@@ -558,7 +559,7 @@ pub fn outbox_items(tenant_id: &str, plan: &EntryPlan) -> Vec<NewOutboxItem> {
             let work = OutboxWork::Task(TaskWork {
                 entry_id: plan.entry_id.clone(),
                 call_item: call_item.clone(),
-                client_phone: record.client_phone.clone(),
+                client_phone: record.client_phone.as_deref().and_then(Phone::parse),
                 task: task.clone(),
                 reasons: vec![Rule::M5],
             });

@@ -9,6 +9,7 @@ use super::{BATCHES_IN_FLIGHT, CLOCK_MARGIN_S, SOURCE};
 use crate::state::now_ms;
 use callbridge_amocrm::{CallDirection, EntityType, Error as CrmError, NewCall, NotesFilter};
 use callbridge_core::assembler::Direction;
+use callbridge_core::phone::Phone;
 use callbridge_core::plan::{CallRecord, Rule};
 use callbridge_core::settings::{CrmUserId, RepeatClientAction};
 use callbridge_store::{AddedItem, OutboxItem};
@@ -92,6 +93,13 @@ impl Call {
     /// The responsible user of what the record creates.
     pub(super) fn responsible(&self) -> Option<CrmUserId> {
         self.record.entities.map(|e| e.responsible_crm_user_id)
+    }
+
+    /// The client as the CRM tells clients apart (the last ten digits of the number); empty
+    /// when the record has no client number.
+    pub(super) fn crm_client(&self) -> String {
+        let client = self.record.client_phone.as_deref().and_then(Phone::parse);
+        client.map(|p| p.last_ten().to_string()).unwrap_or_default()
     }
 
     /// The client's number (empty when the record has none).

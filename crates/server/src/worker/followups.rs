@@ -12,6 +12,7 @@ use super::{RoundError, TenantDelivery};
 use super::{TRANSCRIPT_ATTEMPTS, WAIT_FOR_CALL_MS};
 use crate::state::now_ms;
 use callbridge_amocrm::{EntityType, NewNote, NewTask, NoteType, TasksFilter};
+use callbridge_core::phone::Phone;
 use callbridge_store::OutboxItem;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -222,7 +223,7 @@ impl TenantDelivery {
             let mut responsible_of = Vec::with_capacity(chunk.len());
             for (r, marker) in &chunk {
                 let task = &r.work.task;
-                let phone = r.work.client_phone.as_deref().unwrap_or("");
+                let phone = r.work.client_phone.as_ref().map_or("", Phone::as_str);
                 let mut responsible = Some(task.responsible_crm_user_id);
                 if task.prefer_contact_owner {
                     let owner = owners.get(&(r.entity_type.as_str(), r.entity_id)).copied();

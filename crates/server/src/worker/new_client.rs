@@ -32,7 +32,7 @@ impl TenantDelivery {
         for mut call in calls {
             self.ensure_lease()?;
             let phone = call.phone().to_string();
-            if call.record.entities.is_some() && !creating.insert(last_ten_digits(&phone)) {
+            if call.record.entities.is_some() && !creating.insert(call.crm_client()) {
                 call.progress.new_client = false;
                 waiting.push((call, "the same client is being created by another record"));
                 continue;
@@ -83,8 +83,7 @@ impl TenantDelivery {
         for (mut call, why) in waiting {
             // Sent as a known client's call next time: by then its contact exists.
             call.progress.new_client = false;
-            let phone = call.phone();
-            let due = if created_clients.contains(&last_ten_digits(phone)) {
+            let due = if created_clients.contains(&call.crm_client()) {
                 now_ms()
             } else {
                 now_ms() + WAIT_FOR_CALL_MS
@@ -187,7 +186,7 @@ impl TenantDelivery {
             .store
             .save_progress(&call.item.item_key, &json!(call.progress))
             .await?;
-        Ok(last_ten_digits(call.phone()))
+        Ok(call.crm_client())
     }
 
     pub(super) async fn unsorted(&self, call: Call, phone: &str) -> Result<(), RoundError> {
@@ -275,12 +274,6 @@ impl TenantDelivery {
         }
         Ok(false)
     }
-}
-
-/// amoCRM matches numbers on their last 10 digits.
-pub(super) fn last_ten_digits(phone: &str) -> String {
-    let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
-    digits[digits.len().saturating_sub(10)..].iter().collect()
 }
 
 pub(super) fn lead_name(record: &CallRecord, phone: &str) -> String {

@@ -5,6 +5,7 @@
 //! version existed (no `v`, no `kind` inside) had the same fields: they are read by taking the
 //! kind from the column, so an upgrade delivers what an older build planned.
 
+use callbridge_core::phone::Phone;
 use callbridge_core::plan::{CallRecord, Rule, Task};
 use callbridge_core::settings::CrmUserId;
 use callbridge_store::NewOutboxItem;
@@ -49,7 +50,7 @@ pub struct TaskWork {
     pub entry_id: String,
     /// The key of the call item whose landing place the task goes to.
     pub call_item: String,
-    pub client_phone: Option<String>,
+    pub client_phone: Option<Phone>,
     pub task: Task,
     pub reasons: Vec<Rule>,
 }
