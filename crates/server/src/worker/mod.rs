@@ -45,7 +45,7 @@ pub mod work;
 
 use crate::crm;
 use crate::state::{now_ms, AppState, Tenant};
-use callbridge_mango::api::VpbxClient;
+use callbridge_mango::api::{ApiError, VpbxClient};
 use callbridge_store::Lane;
 use crm_port::CrmPort;
 use std::collections::{HashMap, HashSet};
@@ -150,8 +150,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                     &state.mango_api_url,
                     tenant.row.mango_api_key.clone(),
                     tenant.row.mango_api_salt.clone(),
-                )
-                .map_err(|e| e.to_string()),
+                ),
                 holder: holder.clone(),
                 lease_until: AtomicI64::new(0),
                 outage_failures: AtomicI64::new(0),
@@ -199,7 +198,7 @@ struct TenantDelivery {
     /// The same account for follow-ups: leaves [`FOLLOWUP_RESERVE`] places of the window to calls.
     background: Arc<dyn CrmPort>,
     /// The tenant's Mango API, for transcripts (one client, so its rate limits hold).
-    vpbx: Result<VpbxClient, String>,
+    vpbx: Result<VpbxClient, ApiError>,
     holder: String,
     /// Until when (Unix ms) this instance holds the tenant's delivery lease; 0 when it does not.
     lease_until: AtomicI64,

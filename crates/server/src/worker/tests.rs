@@ -12,6 +12,7 @@ use callbridge_amocrm::{
     NewTask, NewUnsortedSip, Note, NotesFilter, Task, TasksFilter, UnsortedCreated,
 };
 use callbridge_core::ValidSettings;
+use callbridge_mango::api::ApiError;
 use callbridge_store::{Lane, NewOutboxItem, NewPlan, OutboxItem, Store, TenantRow};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -224,7 +225,7 @@ impl Harness {
             tenant,
             client: crm.clone(),
             background: crm.clone(),
-            vpbx: Err("no Mango API in these tests".into()),
+            vpbx: Err(ApiError::Config("no Mango API in these tests".into())),
             holder: "test".into(),
             lease_until: AtomicI64::new(0),
             outage_failures: AtomicI64::new(0),
