@@ -46,12 +46,11 @@ pub(super) struct Call {
 }
 
 impl Call {
-    /// A `call` or `lead` item's record and its progress so far; the item's key and the reason
-    /// when it holds no call record.
+    /// A `call` item's record and its progress so far; the item's key and the reason when it
+    /// is not a readable call item.
     pub(super) fn read(item: OutboxItem) -> Result<Call, (String, String)> {
         let record = match OutboxWork::read(&item.kind, &item.payload) {
             Ok(OutboxWork::Call(work)) => work.record,
-            Ok(OutboxWork::Lead(work)) => work.record,
             Ok(other) => {
                 let why = format!("a {} item is not a call", other.kind());
                 return Err((item.item_key, why));
