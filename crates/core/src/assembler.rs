@@ -242,7 +242,7 @@ fn summary_key(s: &SummaryEvent) -> (i64, i64, String) {
 }
 
 /// The direction of an entry or of one conversation (A5, P7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Inbound,

@@ -1,5 +1,58 @@
 //! Phone numbers as the CRM matches them.
 
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A client's phone number, normalised by [`normalize`]: digits only, E.164 without `+`, the
+/// Russian trunk prefix folded. Made only by [`Phone::parse`] (stored values are parsed again
+/// when read), so two `Phone`s of one client are equal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Phone(String);
+
+impl Phone {
+    /// The client number in `raw`; `None` for what is not one (see [`normalize`]).
+    pub fn parse(raw: &str) -> Option<Phone> {
+        normalize(raw).map(Phone)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The last ten digits, which amoCRM matches calls and contacts on: two numbers with the
+    /// same last ten digits are one client to the CRM.
+    pub fn last_ten(&self) -> &str {
+        let n = self.0.len();
+        &self.0[n.saturating_sub(10)..]
+    }
+}
+
+impl fmt::Display for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Phone> for String {
+    fn from(phone: Phone) -> String {
+        phone.0
+    }
+}
+
+/// Why a stored string is not a [`Phone`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a client phone number: {0:?}")]
+pub struct NotAPhone(String);
+
+impl TryFrom<String> for Phone {
+    type Error = NotAPhone;
+
+    fn try_from(raw: String) -> Result<Phone, NotAPhone> {
+        Phone::parse(&raw).ok_or(NotAPhone(raw))
+    }
+}
+
 /// Normalises an external phone number to digits (E.164 without `+`), folding the Russian
 /// trunk prefix: `8 916 123-45-67`, `+7 (916) 123-45-67` and `79161234567` are one client.
 /// Returns `None` for what is not a client number: SIP addresses, short extensions, empty input.
@@ -28,12 +81,6 @@ pub fn normalize(raw: &str) -> Option<String> {
         return Some(digits);
     }
     Some(digits)
-}
-
-/// The last ten digits, which amoCRM matches calls on.
-pub fn last_ten(normalized: &str) -> &str {
-    let n = normalized.len();
-    &normalized[n.saturating_sub(10)..]
 }
 
 #[cfg(test)]
@@ -77,6 +124,20 @@ mod tests {
             normalize("+44 20 7946 0958").as_deref(),
             Some("442079460958")
         );
-        assert_eq!(last_ten("442079460958"), "2079460958");
+        let phone = Phone::parse("+44 20 7946 0958").unwrap();
+        assert_eq!(phone.last_ten(), "2079460958");
+    }
+
+    #[test]
+    fn one_client_is_one_phone_and_stored_phones_are_parsed_again() {
+        let a = Phone::parse("8 (916) 123-45-67").unwrap();
+        let b = Phone::parse("+7 916 1234567").unwrap();
+        assert_eq!(a, b);
+        assert_eq!((a.as_str(), a.last_ten()), ("79161234567", "9161234567"));
+        assert_eq!(serde_json::to_value(&a).unwrap(), "79161234567");
+        let read: Phone = serde_json::from_value("89161234567".into()).unwrap();
+        assert_eq!(read, a);
+        assert!(serde_json::from_value::<Phone>("101".into()).is_err());
+        assert_eq!(Phone::parse("sip:101@pbx"), None);
     }
 }

@@ -1,13 +1,15 @@
 //! The plan: what one completed entry writes to the CRM, and why. Its JSON shape is the
 //! `simulate` output contract (`docs/simulate.md`); fields may be added, never renamed.
+//! A call record is also what the outbox stores for the CRM worker, which reads it back
+//! (hence `Deserialize` on the record and what it holds).
 
 use crate::assembler::{Direction, MissedKind};
 use crate::settings::{CrmUserId, EntityRules};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A rule id of `docs/rules.md`. Every CRM write carries the ids that decided it (C5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Rule {
     A4,
     A5,
@@ -38,7 +40,7 @@ impl fmt::Display for Rule {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Answered,
@@ -46,7 +48,7 @@ pub enum Outcome {
 }
 
 /// How the entry was found complete (A4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CompletedBy {
     /// The PBX's summary arrived.
@@ -61,7 +63,7 @@ pub enum CompletedBy {
 }
 
 /// Which processing settings govern the entities a record creates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntitySettings {
     Incoming,
@@ -69,7 +71,7 @@ pub enum EntitySettings {
 }
 
 /// The contact / lead / unsorted handling one record triggers (P4, C4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entities {
     pub settings: EntitySettings,
     #[serde(flatten)]
@@ -80,7 +82,7 @@ pub struct Entities {
 
 /// A missed-call task (M5). The CRM worker skips it when the client already has an open
 /// missed-call task that day (`dedupe_key`), which only the CRM can tell.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub responsible_crm_user_id: CrmUserId,
     /// For a known client, the contact's responsible user takes the task instead.
@@ -92,7 +94,7 @@ pub struct Task {
 }
 
 /// One call record written to the CRM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRecord {
     /// The conversation's index; `None` for a missed entry's single record.
     pub conversation: Option<usize>,

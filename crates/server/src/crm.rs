@@ -53,20 +53,28 @@ pub fn checked_connection(
     };
     conn.account.base_url =
         callbridge_amocrm::account_origin(&conn.account.base_url, allow_insecure_hosts)
-            .map_err(|e| format!("amocrm.base_url: {e}"))?;
+            .map_err(|e| BaseUrlError(e).to_string())?;
     Ok(Some(conn))
 }
 
 /// Checks only the host rule of a tenant's `amocrm` section (the start-up check of the config
 /// file); a section without a string `base_url` is left to [`connection`]'s own errors.
-pub fn check_base_url(crm: &serde_json::Value, allow_insecure_hosts: bool) -> Result<(), String> {
+pub fn check_base_url(
+    crm: &serde_json::Value,
+    allow_insecure_hosts: bool,
+) -> Result<(), BaseUrlError> {
     match crm.get("base_url").and_then(serde_json::Value::as_str) {
         Some(base) => callbridge_amocrm::account_origin(base, allow_insecure_hosts)
             .map(drop)
-            .map_err(|e| format!("amocrm.base_url: {e}")),
+            .map_err(BaseUrlError),
         None => Ok(()),
     }
 }
+
+/// A tenant's `amocrm.base_url` breaks the host rule (see the module docs); says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("amocrm.base_url: {0}")]
+pub struct BaseUrlError(String);
 
 /// The origin a tenant's `amocrm` section names, lower-cased, when it names one.
 fn named_origin(crm: &serde_json::Value) -> Option<String> {

@@ -13,7 +13,9 @@
 //! entry twice.
 
 use crate::state::{now_ms, AppState, TenantCard};
+use crate::worker::work::{CallWork, OutboxWork, TaskWork, TranscriptWork};
 use callbridge_core::cards::LiveCards;
+use callbridge_core::phone::Phone;
 use callbridge_core::plan::{CompletedBy, EntryPlan, Rule};
 use callbridge_core::tracker::{Accepted, Completed, Tracker, TrackerConfig};
 use callbridge_core::PbxEvent;
@@ -63,6 +65,18 @@ impl Cursor {
             }
         }
     }
+}
+
+/// Why a processing step (or the recovery at start-up) failed; the step is tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error(transparent)]
+    Store(#[from] callbridge_store::StoreError),
+    #[error("plan of entry {entry_id} not serialisable: {source}")]
+    Plan {
+        entry_id: String,
+        source: serde_json::Error,
+    },
 }
 
 /// Committed events handed over by this instance's appender.
@@ -152,26 +166,11 @@ impl Processor {
     }
 
     /// Rebuilds the in-memory state from the log: the events of every unplanned entry.
-    pub async fn recover(&mut self) -> Result<usize, String> {
-        let through = self
-            .state
-            .store
-            .max_event_id()
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn recover(&mut self) -> Result<usize, ProcessorError> {
+        let through = self.state.store.max_event_id().await?;
         // Everything below the mark belongs to planned entries: only the rest is read again.
-        let from = self
-            .state
-            .store
-            .recovery_mark()
-            .await
-            .map_err(|e| e.to_string())?;
-        let events = self
-            .state
-            .store
-            .unplanned_events(from)
-            .await
-            .map_err(|e| e.to_string())?;
+        let from = self.state.store.recovery_mark().await?;
+        let events = self.state.store.unplanned_events(from).await?;
         self.mark_stored = from;
         let mut n = 0;
         // Windows restart now: the PBX re-sends what it had no answer for while we were down,
@@ -238,14 +237,17 @@ impl Processor {
     }
 
     /// One round reading everything from the log: fold what is new, then plan what completed.
-    pub async fn step(&mut self) -> Result<(), String> {
+    pub async fn step(&mut self) -> Result<(), ProcessorError> {
         self.need_tail = true;
         self.step_with(Vec::new()).await
     }
 
     /// One round: fold the live batches (reading the log first when it must), then plan what
     /// completed.
-    async fn step_with(&mut self, batches: Vec<Vec<Committed<PbxEvent>>>) -> Result<(), String> {
+    async fn step_with(
+        &mut self,
+        batches: Vec<Vec<Committed<PbxEvent>>>,
+    ) -> Result<(), ProcessorError> {
         self.forget_purged_tenants();
         let tail_due = self.need_tail
             || self.live_off
@@ -324,14 +326,13 @@ impl Processor {
     }
 
     /// Folds what is new in the log.
-    async fn tail(&mut self) -> Result<(), String> {
+    async fn tail(&mut self) -> Result<(), ProcessorError> {
         loop {
             let batch = self
                 .state
                 .store
                 .events_after(self.cursor.through, 2000)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let fresh: Vec<StoredEvent> = batch
                 .into_iter()
                 .filter(|e| !self.cursor.seen.contains(&e.id))
@@ -351,7 +352,7 @@ impl Processor {
     }
 
     /// Plans every entry whose windows have passed, and stores the plans in one transaction.
-    async fn plan_completed(&mut self) -> Result<(), String> {
+    async fn plan_completed(&mut self) -> Result<(), ProcessorError> {
         let now = now_ms();
         let tenants: Vec<String> = self.tenants.keys().cloned().collect();
         for tenant_id in tenants {
@@ -382,12 +383,7 @@ impl Processor {
             return Ok(());
         }
         // Kept until stored: a failed save is tried again on the next step.
-        let saved = self
-            .state
-            .store
-            .save_plans(&self.unsaved, now_ms())
-            .await
-            .map_err(|e| e.to_string())?;
+        let saved = self.state.store.save_plans(&self.unsaved, now_ms()).await?;
         // Every tenant's call lane looks: one of them has new work.
         self.state.outbox_ready.notify_waiters();
         let unsaved = std::mem::take(&mut self.unsaved);
@@ -493,16 +489,20 @@ impl Processor {
         &mut self,
         tenant_id: &str,
         completed: Completed,
-    ) -> Result<Option<NewPlan>, String> {
+    ) -> Result<Option<NewPlan>, ProcessorError> {
         let Some(tenant) = self.state.tenant(tenant_id).await else {
             tracing::warn!(tenant = tenant_id, entry = %completed.events.entry_id, "tenant removed; entry not planned");
             return Ok(None);
         };
         let plan = completed.plan(&tenant.settings);
         let outbox = outbox_items(tenant_id, &plan);
-        let mut value = serde_json::to_value(&plan).map_err(|e| e.to_string())?;
+        let unserialisable = |source| ProcessorError::Plan {
+            entry_id: plan.entry_id.clone(),
+            source,
+        };
+        let mut value = serde_json::to_value(&plan).map_err(unserialisable)?;
         value["completed_by"] =
-            serde_json::to_value(completed.completed_by).map_err(|e| e.to_string())?;
+            serde_json::to_value(completed.completed_by).map_err(unserialisable)?;
         let completed_by = match completed.completed_by {
             CompletedBy::Summary => "summary",
             CompletedBy::Grace => "grace",
@@ -535,38 +535,33 @@ pub fn outbox_items(tenant_id: &str, plan: &EntryPlan) -> Vec<NewOutboxItem> {
         let conv = record
             .conversation
             .map_or("missed".to_string(), |c| c.to_string());
-        let call_item = format!("{tenant_id}/{}/{conv}/call", plan.entry_id);
-        items.push(NewOutboxItem {
-            item_key: call_item.clone(),
-            kind: "call".into(),
-            payload: serde_json::json!({"entry_id": plan.entry_id, "record": record}),
+        let key = |action: &str| format!("{tenant_id}/{}/{conv}/{action}", plan.entry_id);
+        let call_item = key("call");
+        let call = OutboxWork::Call(CallWork {
+            entry_id: plan.entry_id.clone(),
+            record: record.clone(),
         });
+        items.push(call.into_item(call_item.clone()));
         // Follow-ups go where the call landed, so they wait for the call item's answer.
         if record.transcript {
-            items.push(NewOutboxItem {
-                item_key: format!("{tenant_id}/{}/{conv}/transcript", plan.entry_id),
-                kind: "transcript".into(),
-                payload: serde_json::json!({
-                    "entry_id": plan.entry_id,
-                    "call_item": call_item,
-                    "recording_id": record.recording_id,
-                    "crm_user_id": record.crm_user_id,
-                    "reasons": [Rule::C2],
-                }),
+            let work = OutboxWork::Transcript(TranscriptWork {
+                entry_id: plan.entry_id.clone(),
+                call_item: call_item.clone(),
+                recording_id: record.recording_id.clone(),
+                crm_user_id: record.crm_user_id,
+                reasons: vec![Rule::C2],
             });
+            items.push(work.into_item(key("transcript")));
         }
         if let Some(task) = &record.task {
-            items.push(NewOutboxItem {
-                item_key: format!("{tenant_id}/{}/{conv}/task", plan.entry_id),
-                kind: "task".into(),
-                payload: serde_json::json!({
-                    "entry_id": plan.entry_id,
-                    "call_item": call_item,
-                    "client_phone": record.client_phone,
-                    "task": task,
-                    "reasons": [Rule::M5],
-                }),
+            let work = OutboxWork::Task(TaskWork {
+                entry_id: plan.entry_id.clone(),
+                call_item: call_item.clone(),
+                client_phone: record.client_phone.as_deref().and_then(Phone::parse),
+                task: task.clone(),
+                reasons: vec![Rule::M5],
             });
+            items.push(work.into_item(key("task")));
         }
     }
     items

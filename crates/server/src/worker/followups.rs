@@ -4,18 +4,24 @@
 //! 50 entities, one Mango request for all transcripts, one note request per 50 transcripts, where
 //! one item at a time would cost the account two requests each.
 
-use super::Call;
-use super::{answer_for, backoff_ms, chunks_of, landed_entity, RoundError, TenantDelivery};
+use super::answers::{answer_for, chunks_of, landed_entity};
+use super::calls::Call;
+use super::failures::backoff_ms;
+use super::work::{OutboxWork, TaskWork, TranscriptWork};
+use super::{RoundError, TenantDelivery};
 use super::{TRANSCRIPT_ATTEMPTS, WAIT_FOR_CALL_MS};
 use crate::state::now_ms;
 use callbridge_amocrm::{EntityType, NewNote, NewTask, NoteType, TasksFilter};
+use callbridge_core::phone::Phone;
 use callbridge_store::OutboxItem;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// A follow-up whose call has landed on `entity_type` `entity_id`.
-struct Ready {
+/// A follow-up (`work`: a task's or a transcript's) whose call has landed on `entity_type`
+/// `entity_id`.
+struct Ready<W> {
     item: OutboxItem,
+    work: W,
     entity_type: EntityType,
     entity_id: u64,
 }
@@ -28,39 +34,41 @@ impl TenantDelivery {
         let mut transcripts = Vec::new();
         let mut leads = Vec::new();
         for item in items {
-            if !matches!(item.kind.as_str(), "task" | "transcript" | "lead") {
-                store
-                    .park_item(
-                        &item.item_key,
-                        &format!("unknown outbox item kind {:?}", item.kind),
-                    )
-                    .await?;
-                continue;
-            }
-            let Some((entity_type, entity_id)) = self.followup_target(&item).await? else {
-                continue;
-            };
-            if item.kind == "lead" {
-                match Call::read(item) {
-                    Ok(mut call) => {
-                        call.progress.landed = Some(
-                            json!({"entity_type": entity_type.as_str(), "entity_id": entity_id}),
-                        );
-                        leads.push(call);
-                    }
-                    Err((key, why)) => store.park_item(&key, &why).await?,
+            let work = match OutboxWork::read(&item.kind, &item.payload) {
+                Ok(OutboxWork::Call(_)) => {
+                    let why = "a call item in the follow-up lane";
+                    store.park_item(&item.item_key, why).await?;
+                    continue;
                 }
-                continue;
-            }
-            let ready = Ready {
-                item,
-                entity_type,
-                entity_id,
+                Ok(work) => work,
+                Err(e) => {
+                    store.park_item(&item.item_key, &e.to_string()).await?;
+                    continue;
+                }
             };
-            if ready.item.kind == "transcript" {
-                transcripts.push(ready);
-            } else {
-                tasks.push(ready);
+            let Some((entity_type, entity_id)) = self.followup_target(&item, &work).await? else {
+                continue;
+            };
+            match work {
+                OutboxWork::Lead(lead) => {
+                    let mut call = Call::new(item, lead.record);
+                    call.progress.landed =
+                        Some(json!({"entity_type": entity_type.as_str(), "entity_id": entity_id}));
+                    leads.push(call);
+                }
+                OutboxWork::Transcript(work) => transcripts.push(Ready {
+                    item,
+                    work,
+                    entity_type,
+                    entity_id,
+                }),
+                OutboxWork::Task(work) => tasks.push(Ready {
+                    item,
+                    work,
+                    entity_type,
+                    entity_id,
+                }),
+                OutboxWork::Call(_) => unreachable!("parked above"),
             }
         }
         if !leads.is_empty() {
@@ -83,9 +91,15 @@ impl TenantDelivery {
     async fn followup_target(
         &self,
         item: &OutboxItem,
+        work: &OutboxWork,
     ) -> Result<Option<(EntityType, u64)>, RoundError> {
         let store = &self.state.store;
-        let call_key = item.payload["call_item"].as_str().unwrap_or_default();
+        let (call_key, reasons) = match work {
+            OutboxWork::Transcript(t) => (t.call_item.as_str(), json!(t.reasons)),
+            OutboxWork::Task(t) => (t.call_item.as_str(), json!(t.reasons)),
+            OutboxWork::Lead(l) => (l.call_item.as_str(), json!(["C4"])),
+            OutboxWork::Call(_) => ("", Value::Null),
+        };
         let landed = match store.outbox_item(call_key).await? {
             Some(c) if c.state == "done" => c.crm_response.clone().unwrap_or(Value::Null),
             Some(c) if c.state == "parked" => {
@@ -126,7 +140,7 @@ impl TenantDelivery {
                     .complete_items(
                         &[(
                             item.item_key.clone(),
-                            json!({"skipped": "the call went to unsorted; nothing to attach to yet", "reasons": item.payload["reasons"]}),
+                            json!({"skipped": "the call went to unsorted; nothing to attach to yet", "reasons": reasons}),
                         )],
                         now_ms(),
                     )
@@ -138,14 +152,14 @@ impl TenantDelivery {
 
     /// M5 tasks: skipped when the entity has an open task with the same client-and-day marker,
     /// created otherwise, up to 50 a request.
-    async fn tasks(&self, ready: Vec<Ready>) -> Result<(), RoundError> {
+    async fn tasks(&self, ready: Vec<Ready<TaskWork>>) -> Result<(), RoundError> {
         let store = &self.state.store;
         // The entity's open tasks, one search per entity kind (and per 50 entities).
-        let mut by_type: BTreeMap<&'static str, Vec<Ready>> = BTreeMap::new();
+        let mut by_type: BTreeMap<&'static str, Vec<Ready<TaskWork>>> = BTreeMap::new();
         for r in ready {
             by_type.entry(r.entity_type.as_str()).or_default().push(r);
         }
-        let mut to_create: Vec<(Ready, String)> = Vec::new();
+        let mut to_create: Vec<(Ready<TaskWork>, String)> = Vec::new();
         // One task per entity and marker in a round; a second waits and then finds the first.
         let mut claimed: HashSet<(u64, String)> = HashSet::new();
         for (_, group) in by_type {
@@ -170,10 +184,7 @@ impl TenantDelivery {
                 }
             };
             for r in group {
-                let dedupe_key = r.item.payload["task"]["dedupe_key"]
-                    .as_str()
-                    .unwrap_or_default();
-                let marker = format!("[callbridge {dedupe_key}]");
+                let marker = format!("[callbridge {}]", r.work.task.dedupe_key);
                 let existing = open
                     .iter()
                     .find(|t| t.entity_id == Some(r.entity_id) && t.text.contains(&marker));
@@ -211,19 +222,17 @@ impl TenantDelivery {
             let mut requests = Vec::with_capacity(chunk.len());
             let mut responsible_of = Vec::with_capacity(chunk.len());
             for (r, marker) in &chunk {
-                let task = &r.item.payload["task"];
-                let phone = r.item.payload["client_phone"].as_str().unwrap_or("");
-                let mut responsible = task["responsible_crm_user_id"].as_u64();
-                if task["prefer_contact_owner"].as_bool() == Some(true) {
+                let task = &r.work.task;
+                let phone = r.work.client_phone.as_ref().map_or("", Phone::as_str);
+                let mut responsible = Some(task.responsible_crm_user_id);
+                if task.prefer_contact_owner {
                     let owner = owners.get(&(r.entity_type.as_str(), r.entity_id)).copied();
                     responsible = owner.or(responsible);
                 }
                 responsible_of.push(responsible);
                 requests.push(NewTask {
                     text: format!("Call back {phone}: missed call (M5) {marker}"),
-                    complete_till: task["due_at"]
-                        .as_i64()
-                        .unwrap_or_else(|| now_ms() / 1000 + 3600),
+                    complete_till: task.due_at,
                     task_type_id: 1,
                     responsible_user_id: responsible,
                     entity_id: Some(r.entity_id),
@@ -260,14 +269,14 @@ impl TenantDelivery {
 
     /// The responsible users of the entities whose tasks go to the contact's owner, read in one
     /// request per kind. A failed read leaves the configured user in charge, as the settings ask.
-    async fn owners(&self, tasks: &[(Ready, String)]) -> HashMap<(&'static str, u64), u64> {
+    async fn owners(
+        &self,
+        tasks: &[(Ready<TaskWork>, String)],
+    ) -> HashMap<(&'static str, u64), u64> {
         let wanted = |kind: EntityType| -> Vec<u64> {
             let mut ids: Vec<u64> = tasks
                 .iter()
-                .filter(|(r, _)| {
-                    r.entity_type == kind
-                        && r.item.payload["task"]["prefer_contact_owner"].as_bool() == Some(true)
-                })
+                .filter(|(r, _)| r.entity_type == kind && r.work.task.prefer_contact_owner)
                 .map(|(r, _)| r.entity_id)
                 .collect();
             ids.sort_unstable();
@@ -299,7 +308,7 @@ impl TenantDelivery {
     }
 
     /// C2: the round's transcripts in one Mango request, written as notes up to 50 a request.
-    async fn transcripts(&self, ready: Vec<Ready>) -> Result<(), RoundError> {
+    async fn transcripts(&self, ready: Vec<Ready<TranscriptWork>>) -> Result<(), RoundError> {
         let store = &self.state.store;
         let vpbx = match &self.vpbx {
             Ok(v) => v,
@@ -314,7 +323,7 @@ impl TenantDelivery {
         };
         let mut asked = Vec::new();
         for r in ready {
-            if r.item.payload["recording_id"].as_str().is_some() {
+            if r.work.recording_id.is_some() {
                 asked.push(r);
             } else {
                 store
@@ -327,7 +336,7 @@ impl TenantDelivery {
         }
         let ids: Vec<String> = asked
             .iter()
-            .filter_map(|r| r.item.payload["recording_id"].as_str().map(str::to_owned))
+            .filter_map(|r| r.work.recording_id.clone())
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
@@ -362,9 +371,10 @@ impl TenantDelivery {
                 return Ok(());
             }
         };
-        let mut by_type: BTreeMap<&'static str, Vec<(Ready, String)>> = BTreeMap::new();
+        let mut by_type: BTreeMap<&'static str, Vec<(Ready<TranscriptWork>, String)>> =
+            BTreeMap::new();
         for r in asked {
-            let id = r.item.payload["recording_id"].as_str().unwrap_or_default();
+            let id = r.work.recording_id.as_deref().unwrap_or_default();
             match texts.get(id).filter(|t| !t.is_empty()) {
                 Some(text) => by_type
                     .entry(r.entity_type.as_str())
@@ -402,8 +412,8 @@ impl TenantDelivery {
                         note_type: NoteType::Common {
                             text: format!("Call transcript (callbridge, C2):\n{text}"),
                         },
-                        responsible_user_id: r.item.payload["crm_user_id"].as_u64(),
-                        created_by: r.item.payload["crm_user_id"].as_u64(),
+                        responsible_user_id: Some(r.work.crm_user_id),
+                        created_by: Some(r.work.crm_user_id),
                         request_id: Some(r.item.item_key.clone()),
                     })
                     .collect();

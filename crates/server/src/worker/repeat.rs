@@ -14,9 +14,13 @@
 //! contact. Looking every client up before its call would cost one or two requests per call, the
 //! whole account's budget at a few calls a second.
 
-use super::{answer_for, chunks_of, landed_entity, lead_name, Call, RoundError, TenantDelivery};
+use super::answers::{answer_for, chunks_of, landed_entity};
+use super::calls::Call;
+use super::new_client::lead_name;
+use super::{RoundError, TenantDelivery};
 use crate::state::now_ms;
 use callbridge_amocrm::{EntityType, Error as CrmError, NewLead};
+use callbridge_core::settings::RepeatClientAction::{AlwaysLead, LeadIfNoOpen, Manual};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -29,21 +33,15 @@ impl TenantDelivery {
         let mut create: Vec<(Call, u64)> = Vec::new();
         let mut search: Vec<Call> = Vec::new();
         for call in calls {
-            let action = call
-                .work
-                .entities
-                .as_ref()
-                .map(|e| e.repeat_client.clone())
-                .unwrap_or_default();
             let landed = call.progress.landed.clone().unwrap_or(Value::Null);
-            match (action.as_str(), landed_entity(&landed)) {
-                ("lead_if_no_open", Some((EntityType::Leads, _))) => {
+            match (call.repeat_action(), landed_entity(&landed)) {
+                (LeadIfNoOpen, Some((EntityType::Leads, _))) => {
                     done.push((call, "the call went to the client's open lead"))
                 }
-                ("lead_if_no_open", Some((EntityType::Contacts, id))) => check.push((call, id)),
-                ("always_lead", Some((EntityType::Contacts, id))) => create.push((call, id)),
-                ("lead_if_no_open" | "always_lead", _) => search.push(call),
-                _ => done.push((call, "no repeat-client action")),
+                (LeadIfNoOpen, Some((EntityType::Contacts, id))) => check.push((call, id)),
+                (AlwaysLead, Some((EntityType::Contacts, id))) => create.push((call, id)),
+                (LeadIfNoOpen | AlwaysLead, _) => search.push(call),
+                (Manual, _) => done.push((call, "no repeat-client action")),
             }
         }
         if !check.is_empty() {
@@ -58,7 +56,7 @@ impl TenantDelivery {
         }
         for mut call in search {
             self.ensure_lease()?;
-            let phone = call.work.client_phone.clone().unwrap_or_default();
+            let phone = call.phone().to_string();
             match self.repeat_client(&mut call, &phone).await {
                 Ok(_) => done.push((call, "looked up by number")),
                 Err(e) => self.failed([&call.item], e, false).await?,
@@ -144,11 +142,7 @@ impl TenantDelivery {
         let mut shared: Vec<(Call, u64)> = Vec::new();
         let mut requests: Vec<(Call, u64)> = Vec::new();
         for (call, contact_id) in create {
-            let once = call
-                .work
-                .entities
-                .as_ref()
-                .is_some_and(|e| e.repeat_client == "lead_if_no_open");
+            let once = call.repeat_action() == LeadIfNoOpen;
             if call.progress.lead_id.is_some() {
                 // Created by an attempt whose answer was saved before a later step failed.
                 done.push((call, "lead created"));
@@ -164,14 +158,10 @@ impl TenantDelivery {
             let leads: Vec<NewLead> = chunk
                 .iter()
                 .map(|(call, contact_id)| {
-                    let phone = call.work.client_phone.clone().unwrap_or_default();
+                    let phone = call.phone().to_string();
                     NewLead {
-                        name: lead_name(&call.work, &phone),
-                        responsible_user_id: call
-                            .work
-                            .entities
-                            .as_ref()
-                            .map(|e| e.responsible_crm_user_id),
+                        name: lead_name(&call.record, &phone),
+                        responsible_user_id: call.responsible(),
                         pipeline_id: None,
                         contact_id: Some(*contact_id),
                         request_id: Some(call.item.item_key.clone()),
@@ -228,16 +218,16 @@ impl TenantDelivery {
     /// with the leads' states): for calls whose landing does not tell. False: the CRM does not
     /// know the client.
     async fn repeat_client(&self, call: &mut Call, phone: &str) -> Result<bool, CrmError> {
-        let Some(entities) = call.work.entities.clone() else {
+        let Some(entities) = call.record.entities else {
             return Ok(true);
         };
         let contacts = self.background.find_contacts_by_phone(phone).await?;
         let Some(contact) = contacts.first() else {
             return Ok(false);
         };
-        let wants_lead = match entities.repeat_client.as_str() {
-            "always_lead" => true,
-            "lead_if_no_open" => {
+        let wants_lead = match entities.rules.repeat_client {
+            AlwaysLead => true,
+            LeadIfNoOpen => {
                 let leads = if contact.lead_ids.is_empty() {
                     Vec::new()
                 } else {
@@ -245,13 +235,13 @@ impl TenantDelivery {
                 };
                 !leads.iter().any(|l| l.is_open())
             }
-            _ => false,
+            Manual => false,
         };
         if wants_lead && call.progress.lead_id.is_none() {
             let created = self
                 .client
                 .create_leads(&[NewLead {
-                    name: lead_name(&call.work, phone),
+                    name: lead_name(&call.record, phone),
                     responsible_user_id: Some(entities.responsible_crm_user_id),
                     pipeline_id: None,
                     contact_id: Some(contact.id),

@@ -1,0 +1,142 @@
+//! The two lanes and their rounds: what is due is taken and handed to the call or follow-up
+//! delivery; a round's error decides whether the lane pauses, waits or stops.
+
+use super::calls::Call;
+use super::{wait, RoundError, Stop, TenantDelivery};
+use super::{CALL_RETRIES_PER_ROUND, FOLLOWUP_ROUND_MS, FRESH_PER_ROUND, RETRIES_PER_ROUND};
+use crate::state::now_ms;
+use callbridge_store::Lane;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+impl TenantDelivery {
+    /// Runs one lane's rounds until shutdown, or until the connection is broken or blocked.
+    pub(super) async fn lane(self: Arc<Self>, lane: Lane, mut stop: watch::Receiver<bool>) {
+        let idle = match lane {
+            Lane::FollowUps => Duration::from_millis(FOLLOWUP_ROUND_MS),
+            _ => Duration::from_millis(100),
+        };
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if !self.lease_ok() {
+                if wait(&mut stop, Duration::from_millis(500)).await {
+                    break;
+                }
+                continue;
+            }
+            let started = tokio::time::Instant::now();
+            let result = match lane {
+                Lane::FollowUps => self.followup_round().await,
+                _ => self.round().await,
+            };
+            match result {
+                Ok(true) if lane == Lane::Calls => {}
+                Ok(false) if lane == Lane::Calls => {
+                    // Idle: look again when the processor stores new plans, or shortly (retries
+                    // come due on their own).
+                    let woken = self.state.outbox_ready.notified();
+                    tokio::select! {
+                        _ = woken => {}
+                        _ = tokio::time::sleep(idle) => {}
+                        _ = stop.changed() => break,
+                    }
+                }
+                Ok(_) => {
+                    let rest = idle.saturating_sub(started.elapsed());
+                    if wait(&mut stop, rest.max(Duration::from_millis(100))).await {
+                        break;
+                    }
+                }
+                Err(RoundError::LeaseLost) => {
+                    tracing::info!(tenant = %self.tenant_id(), "delivery lease lost mid-round; pausing");
+                }
+                Err(RoundError::Store(e)) => {
+                    tracing::warn!(tenant = %self.tenant_id(), "outbox: {e}");
+                    if wait(&mut stop, Duration::from_secs(1)).await {
+                        break;
+                    }
+                }
+                Err(RoundError::Stop(reason)) => {
+                    let (state, detail) = match &reason {
+                        Stop::Broken(d) => ("broken", d.clone()),
+                        Stop::Blocked => (
+                            "blocked",
+                            "amoCRM answered 403: the account or IP is blocked; contact amoCRM support, then save the tenant again".to_string(),
+                        ),
+                    };
+                    tracing::error!(tenant = %self.tenant_id(), state, "CRM delivery stopped: {detail}");
+                    metrics::counter!("callbridge_crm_connection_stopped_total", "state" => state)
+                        .increment(1);
+                    let _ = self
+                        .state
+                        .store
+                        .set_crm_status(self.tenant_id(), state, &detail, now_ms())
+                        .await;
+                    // Wait for the tenant to be changed (the supervisor restarts us) or shutdown.
+                    while !*stop.borrow() {
+                        if stop.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One round of the call lane: the calls that are due. True when something was done.
+    pub(super) async fn round(&self) -> Result<bool, RoundError> {
+        let store = &self.state.store;
+        // While the account's window is full, calls gather: the round reads what is due once a
+        // request could go, so a busy account sends fuller batches instead of queueing small ones.
+        self.client.wait_for_place().await;
+        let now = now_ms();
+        let items = store
+            .due_items_in(
+                self.tenant_id(),
+                Lane::Calls,
+                now,
+                FRESH_PER_ROUND,
+                CALL_RETRIES_PER_ROUND,
+            )
+            .await?;
+        if items.is_empty() {
+            return Ok(false);
+        }
+        let mut calls = Vec::new();
+        for item in items {
+            // The lane holds `call` items only; anything else is parked by the reader.
+            match Call::read(item) {
+                Ok(call) => calls.push(call),
+                Err((key, why)) => store.park_item(&key, &why).await?,
+            }
+        }
+        if !calls.is_empty() {
+            self.deliver_calls(calls).await?;
+        }
+        Ok(true)
+    }
+
+    /// One round of the follow-up lane: tasks, transcripts and repeat-client leads that are due.
+    pub(super) async fn followup_round(&self) -> Result<bool, RoundError> {
+        let items = self
+            .state
+            .store
+            .due_items_in(
+                self.tenant_id(),
+                Lane::FollowUps,
+                now_ms(),
+                FRESH_PER_ROUND,
+                RETRIES_PER_ROUND,
+            )
+            .await?;
+        if items.is_empty() {
+            return Ok(false);
+        }
+        self.deliver_followups(items).await?;
+        Ok(true)
+    }
+}
