@@ -308,6 +308,15 @@ pub struct State {
 
 pub const STATE_FORMAT: u32 = 1;
 
+/// A loaded state file that breaks an invariant the handlers rely on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateInvalid {
+    #[error("format {0} is not supported (expected {STATE_FORMAT})")]
+    Format(u32),
+    #[error("users: the state has no users")]
+    NoUsers,
+}
+
 /// Builds a PHONE custom-field entry as amoCRM shows it.
 pub fn phone_field(values: &[String]) -> Value {
     json!({
@@ -424,15 +433,12 @@ impl State {
     }
 
     /// Checks a loaded state file for the few invariants the handlers rely on.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), StateInvalid> {
         if self.format != STATE_FORMAT {
-            return Err(format!(
-                "format {} is not supported (expected {STATE_FORMAT})",
-                self.format
-            ));
+            return Err(StateInvalid::Format(self.format));
         }
         if self.users.is_empty() {
-            return Err("users: the state has no users".into());
+            return Err(StateInvalid::NoUsers);
         }
         Ok(())
     }

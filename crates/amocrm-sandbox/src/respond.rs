@@ -10,6 +10,34 @@ pub const HAL: &str = "application/hal+json";
 pub const PROBLEM: &str = "application/problem+json";
 pub const OAUTH_PROBLEM_TYPE: &str = "https://developers.amocrm.ru/v3/errors/OAuthProblemJson";
 
+/// The answer to a batch add of `resource` (`contacts`, `leads`, `tasks`): each draft inserted in
+/// order by `insert` and listed with its id, the caller's `request_id` and its link, under
+/// `_embedded.{resource}`.
+pub fn added_batch<T>(
+    base: &str,
+    resource: &str,
+    drafts: Vec<(String, T)>,
+    mut insert: impl FnMut(T) -> u64,
+) -> Value {
+    let created: Vec<Value> = drafts
+        .into_iter()
+        .map(|(rid, draft)| {
+            let id = insert(draft);
+            json!({
+                "id": id,
+                "request_id": rid,
+                "_links": {"self": {"href": format!("{base}/api/v4/{resource}/{id}")}},
+            })
+        })
+        .collect();
+    let mut embedded = serde_json::Map::new();
+    embedded.insert(resource.to_owned(), Value::Array(created));
+    json!({
+        "_links": {"self": {"href": format!("{base}/api/v4/{resource}")}},
+        "_embedded": embedded,
+    })
+}
+
 fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Response {
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;

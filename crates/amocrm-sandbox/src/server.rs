@@ -76,9 +76,9 @@ impl Shared {
             shared
                 .write_state()
                 .await
-                .map_err(|message| SandboxError::StateFile {
+                .map_err(|e| SandboxError::StateFile {
                     path: config.state_file.clone().unwrap_or_default(),
-                    message,
+                    message: e.to_string(),
                 })?;
         }
         Ok(shared)
@@ -106,9 +106,9 @@ impl Shared {
     /// Writes the state file after a change (a no-op without one). A failure is logged: the
     /// change is made in memory and the client has been promised nothing about the file.
     pub async fn save(&self) {
-        if let Err(message) = self.write_state().await {
+        if let Err(e) = self.write_state().await {
             if let Some(p) = &self.persist {
-                tracing::error!(path = %p.path.display(), %message, "amoCRM sandbox: cannot write the state file");
+                tracing::error!(path = %p.path.display(), message = %e, "amoCRM sandbox: cannot write the state file");
             }
         }
     }
@@ -117,23 +117,21 @@ impl Shared {
         self.save().await;
     }
 
-    async fn write_state(&self) -> Result<(), String> {
+    async fn write_state(&self) -> Result<(), WriteError> {
         let Some(persist) = &self.persist else {
             return Ok(());
         };
         let mut written = persist.written.lock().await;
         let (version, bytes) = {
             let st = self.state();
-            let bytes = serde_json::to_vec_pretty(&*st).map_err(|e| e.to_string())?;
+            let bytes = serde_json::to_vec_pretty(&*st)?;
             (st.version, bytes)
         };
         if *written == Some(version) {
             return Ok(());
         }
         let path = persist.path.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
-            .await
-            .map_err(|e| e.to_string())??;
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await??;
         *written = Some(version);
         Ok(())
     }
@@ -143,9 +141,21 @@ impl Shared {
     }
 }
 
+/// Why the state file could not be written; the message is the cause's own.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The blocking write panicked or was cancelled.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Writes to a temporary file beside the target and renames it over the target, so a reader
 /// (or a crash) never sees half a file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -156,9 +166,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
-    result.map_err(|e| {
+    result.inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-        e.to_string()
     })
 }
 
@@ -175,7 +184,7 @@ async fn load_state(path: &Path) -> Result<Option<State>, SandboxError> {
     let mut de = serde_json::Deserializer::from_str(&text);
     let state: State = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| err(format!("{}: {}", e.path(), e.inner())))?;
-    state.check().map_err(err)?;
+    state.check().map_err(|e| err(e.to_string()))?;
     Ok(Some(state))
 }
 

@@ -350,7 +350,7 @@ impl VpbxClient {
         });
         let answer = self.post(EP_USERS, &self.inner.users, json).await?;
         let root = json_body(EP_USERS, &answer)?;
-        parse_users(&root).map_err(|what| malformed(EP_USERS, what))
+        parse_users(&root).map_err(|what| malformed(EP_USERS, what.to_string()))
     }
 
     /// All call groups, with their operators.
@@ -362,7 +362,7 @@ impl VpbxClient {
         let json = to_json(&Req { show_users: 1 });
         let answer = self.post(EP_GROUPS, &self.inner.groups, json).await?;
         let root = json_body(EP_GROUPS, &answer)?;
-        parse_groups(&root).map_err(|what| malformed(EP_GROUPS, what))
+        parse_groups(&root).map_err(|what| malformed(EP_GROUPS, what.to_string()))
     }
 
     /// A one-time link to play a recording: the `Location` Mango redirects to, not followed.
@@ -430,7 +430,10 @@ impl VpbxClient {
                 .post(EP_TRANSCRIPTS, &self.inner.transcripts, json)
                 .await?;
             let root = json_body(EP_TRANSCRIPTS, &answer)?;
-            out.extend(parse_transcripts(&root).map_err(|what| malformed(EP_TRANSCRIPTS, what))?);
+            out.extend(
+                parse_transcripts(&root)
+                    .map_err(|what| malformed(EP_TRANSCRIPTS, what.to_string()))?,
+            );
         }
         Ok(out)
     }
@@ -607,7 +610,7 @@ fn check_result(endpoint: &'static str, root: &Value) -> Result<(), ApiError> {
         }),
         Err(got) => Err(malformed(
             endpoint,
-            format!("result: expected an integer, got {got}"),
+            got.at("result", "an integer").to_string(),
         )),
     }
 }
@@ -615,7 +618,49 @@ fn check_result(endpoint: &'static str, root: &Value) -> Result<(), ApiError> {
 // ---- lenient field readers -------------------------------------------------------------------
 //
 // Each returns Ok(None) for a missing or null value, Ok(Some(..)) for a usable one and Err with a
-// short description of the value otherwise; the callers add the field's path.
+// short description of the value otherwise ([`WrongKind`]); the callers add the field's path
+// ([`Unusable`]), which becomes the `what` of [`ApiError::Malformed`].
+
+/// A part of an answer that cannot be used, named by its path (`users[0].general.user_id`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum Unusable {
+    #[error("{path}: missing")]
+    Missing { path: String },
+    #[error("{path}: expected {expected}, got {got}")]
+    Unexpected {
+        path: String,
+        expected: &'static str,
+        got: WrongKind,
+    },
+    /// The whole answer is not an object.
+    #[error("expected a JSON object, got {0}")]
+    NotAnObject(WrongKind),
+}
+
+/// A value of the wrong kind, as shown in a message (bounded by [`describe`]).
+#[derive(Debug, Clone, PartialEq)]
+struct WrongKind(String);
+
+impl WrongKind {
+    fn of(v: &Value) -> WrongKind {
+        WrongKind(describe(v))
+    }
+
+    /// The problem of finding this where `expected` was wanted, at `path`.
+    fn at(self, path: impl Into<String>, expected: &'static str) -> Unusable {
+        Unusable::Unexpected {
+            path: path.into(),
+            expected,
+            got: self,
+        }
+    }
+}
+
+impl fmt::Display for WrongKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A short, bounded description of an unusable value for error messages.
 fn describe(v: &Value) -> String {
@@ -629,7 +674,7 @@ fn describe(v: &Value) -> String {
 }
 
 /// An integer given as a JSON integer, an integral float or a decimal string.
-fn as_int(v: &Value) -> Result<Option<i64>, String> {
+fn as_int(v: &Value) -> Result<Option<i64>, WrongKind> {
     match v {
         Value::Null => Ok(None),
         Value::Number(n) => {
@@ -638,7 +683,7 @@ fn as_int(v: &Value) -> Result<Option<i64>, String> {
             }
             match n.as_f64() {
                 Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
-                _ => Err(describe(v)),
+                _ => Err(WrongKind::of(v)),
             }
         }
         Value::String(s) => {
@@ -646,15 +691,15 @@ fn as_int(v: &Value) -> Result<Option<i64>, String> {
             if s.is_empty() {
                 Ok(None)
             } else {
-                s.parse::<i64>().map(Some).map_err(|_| describe(v))
+                s.parse::<i64>().map(Some).map_err(|_| WrongKind::of(v))
             }
         }
-        _ => Err(describe(v)),
+        _ => Err(WrongKind::of(v)),
     }
 }
 
 /// Text given as a string or a number; empty text counts as absent.
-fn as_text(v: &Value) -> Result<Option<String>, String> {
+fn as_text(v: &Value) -> Result<Option<String>, WrongKind> {
     match v {
         Value::Null => Ok(None),
         Value::String(s) => {
@@ -662,7 +707,7 @@ fn as_text(v: &Value) -> Result<Option<String>, String> {
             Ok((!s.is_empty()).then(|| s.to_owned()))
         }
         Value::Number(n) => Ok(Some(n.to_string())),
-        _ => Err(describe(v)),
+        _ => Err(WrongKind::of(v)),
     }
 }
 
@@ -670,17 +715,17 @@ fn field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
-fn int_field(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Option<i64>, String> {
+fn int_field(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Option<i64>, Unusable> {
     match field(obj, key) {
         None => Ok(None),
-        Some(v) => as_int(v).map_err(|got| format!("{path}.{key}: expected an integer, got {got}")),
+        Some(v) => as_int(v).map_err(|got| got.at(format!("{path}.{key}"), "an integer")),
     }
 }
 
-fn text_field(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, String> {
+fn text_field(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, Unusable> {
     match field(obj, key) {
         None => Ok(None),
-        Some(v) => as_text(v).map_err(|got| format!("{path}.{key}: expected text, got {got}")),
+        Some(v) => as_text(v).map_err(|got| got.at(format!("{path}.{key}"), "text")),
     }
 }
 
@@ -689,14 +734,11 @@ fn object_field<'a>(
     obj: &'a Map<String, Value>,
     key: &str,
     path: &str,
-) -> Result<Option<&'a Map<String, Value>>, String> {
+) -> Result<Option<&'a Map<String, Value>>, Unusable> {
     match field(obj, key) {
         None => Ok(None),
         Some(Value::Object(map)) => Ok(Some(map)),
-        Some(v) => Err(format!(
-            "{path}.{key}: expected an object, got {}",
-            describe(v)
-        )),
+        Some(v) => Err(WrongKind::of(v).at(format!("{path}.{key}"), "an object")),
     }
 }
 
@@ -705,37 +747,36 @@ fn array_field<'a>(
     obj: &'a Map<String, Value>,
     key: &str,
     path: &str,
-) -> Result<&'a [Value], String> {
+) -> Result<&'a [Value], Unusable> {
     match field(obj, key) {
         None => Ok(&[]),
         Some(Value::Array(items)) => Ok(items),
-        Some(v) => Err(format!(
-            "{path}.{key}: expected an array, got {}",
-            describe(v)
-        )),
+        Some(v) => Err(WrongKind::of(v).at(format!("{path}.{key}"), "an array")),
     }
 }
 
 /// The top-level array `key`, which must be present.
-fn root_array<'a>(root: &'a Value, key: &str) -> Result<&'a [Value], String> {
+fn root_array<'a>(root: &'a Value, key: &str) -> Result<&'a [Value], Unusable> {
     let Value::Object(map) = root else {
-        return Err(format!("expected a JSON object, got {}", describe(root)));
+        return Err(Unusable::NotAnObject(WrongKind::of(root)));
     };
     match map.get(key) {
         Some(Value::Array(items)) => Ok(items),
-        None | Some(Value::Null) => Err(format!("{key}: missing")),
-        Some(v) => Err(format!("{key}: expected an array, got {}", describe(v))),
+        None | Some(Value::Null) => Err(Unusable::Missing {
+            path: key.to_owned(),
+        }),
+        Some(v) => Err(WrongKind::of(v).at(key, "an array")),
     }
 }
 
-fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, String> {
+fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, Unusable> {
     match v {
         Value::Object(map) => Ok(map),
-        _ => Err(format!("{path}: expected an object, got {}", describe(v))),
+        _ => Err(WrongKind::of(v).at(path, "an object")),
     }
 }
 
-fn parse_users(root: &Value) -> Result<Vec<VpbxUser>, String> {
+fn parse_users(root: &Value) -> Result<Vec<VpbxUser>, Unusable> {
     root_array(root, "users")?
         .iter()
         .enumerate()
@@ -743,7 +784,7 @@ fn parse_users(root: &Value) -> Result<Vec<VpbxUser>, String> {
         .collect()
 }
 
-fn parse_user(v: &Value, path: &str) -> Result<VpbxUser, String> {
+fn parse_user(v: &Value, path: &str) -> Result<VpbxUser, Unusable> {
     let user = as_object(v, path)?;
     let empty = Map::new();
     let general_path = format!("{path}.general");
@@ -762,8 +803,7 @@ fn parse_user(v: &Value, path: &str) -> Result<VpbxUser, String> {
         let item_path = format!("{path}.groups[{i}]");
         let id = match g {
             Value::Object(map) => int_field(map, "id", &item_path)?,
-            other => as_int(other)
-                .map_err(|got| format!("{item_path}: expected a group id, got {got}"))?,
+            other => as_int(other).map_err(|got| got.at(item_path, "a group id"))?,
         };
         if let Some(id) = id {
             groups.push(id);
@@ -782,8 +822,7 @@ fn parse_user(v: &Value, path: &str) -> Result<VpbxUser, String> {
                 int_field(map, "order", &item_path)?,
             ),
             other => (
-                as_text(other)
-                    .map_err(|got| format!("{item_path}: expected a number, got {got}"))?,
+                as_text(other).map_err(|got| got.at(item_path, "a number"))?,
                 None,
             ),
         };
@@ -804,7 +843,7 @@ fn parse_user(v: &Value, path: &str) -> Result<VpbxUser, String> {
     })
 }
 
-fn parse_groups(root: &Value) -> Result<Vec<VpbxGroup>, String> {
+fn parse_groups(root: &Value) -> Result<Vec<VpbxGroup>, Unusable> {
     root_array(root, "groups")?
         .iter()
         .enumerate()
@@ -812,9 +851,11 @@ fn parse_groups(root: &Value) -> Result<Vec<VpbxGroup>, String> {
         .collect()
 }
 
-fn parse_group(v: &Value, path: &str) -> Result<VpbxGroup, String> {
+fn parse_group(v: &Value, path: &str) -> Result<VpbxGroup, Unusable> {
     let group = as_object(v, path)?;
-    let id = int_field(group, "id", path)?.ok_or_else(|| format!("{path}.id: missing"))?;
+    let id = int_field(group, "id", path)?.ok_or_else(|| Unusable::Missing {
+        path: format!("{path}.id"),
+    })?;
     let operators = array_field(group, "operators", path)?
         .iter()
         .enumerate()
@@ -829,7 +870,7 @@ fn parse_group(v: &Value, path: &str) -> Result<VpbxGroup, String> {
                 order: int_field(op, "order", &op_path)?,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, Unusable>>()?;
     Ok(VpbxGroup {
         id,
         name: text_field(group, "name", path)?.unwrap_or_default(),
@@ -839,15 +880,17 @@ fn parse_group(v: &Value, path: &str) -> Result<VpbxGroup, String> {
     })
 }
 
-fn parse_transcripts(root: &Value) -> Result<Vec<Transcript>, String> {
+fn parse_transcripts(root: &Value) -> Result<Vec<Transcript>, Unusable> {
     root_array(root, "data")?
         .iter()
         .enumerate()
         .map(|(i, v)| {
             let path = format!("data[{i}]");
             let item = as_object(v, &path)?;
-            let recording_id = text_field(item, "recording_id", &path)?
-                .ok_or_else(|| format!("{path}.recording_id: missing"))?;
+            let recording_id =
+                text_field(item, "recording_id", &path)?.ok_or_else(|| Unusable::Missing {
+                    path: format!("{path}.recording_id"),
+                })?;
             let phrases = array_field(item, "phrases", &path)?
                 .iter()
                 .enumerate()
@@ -856,25 +899,20 @@ fn parse_transcripts(root: &Value) -> Result<Vec<Transcript>, String> {
                     match p {
                         Value::Array(pair) if pair.len() >= 2 => {
                             let speaker = as_text(&pair[0])
-                                .map_err(|got| format!("{p_path}[0]: expected text, got {got}"))?
+                                .map_err(|got| got.at(format!("{p_path}[0]"), "text"))?
                                 .unwrap_or_default();
                             let text = match &pair[1] {
                                 Value::String(s) => s.clone(),
                                 other => as_text(other)
-                                    .map_err(|got| {
-                                        format!("{p_path}[1]: expected text, got {got}")
-                                    })?
+                                    .map_err(|got| got.at(format!("{p_path}[1]"), "text"))?
                                     .unwrap_or_default(),
                             };
                             Ok((speaker, text))
                         }
-                        other => Err(format!(
-                            "{p_path}: expected [speaker, text], got {}",
-                            describe(other)
-                        )),
+                        other => Err(WrongKind::of(other).at(p_path, "[speaker, text]")),
                     }
                 })
-                .collect::<Result<Vec<_>, String>>()?;
+                .collect::<Result<Vec<_>, Unusable>>()?;
             Ok(Transcript {
                 recording_id,
                 phrases,
@@ -913,6 +951,32 @@ mod tests {
     fn descriptions_are_bounded() {
         let long = json!("x".repeat(1000));
         assert!(describe(&long).chars().count() <= 41);
+    }
+
+    #[test]
+    fn unusable_parts_are_named_by_their_path() {
+        let text = |r: Result<Vec<VpbxGroup>, Unusable>| r.unwrap_err().to_string();
+        assert_eq!(
+            text(parse_groups(&json!(5))),
+            "expected a JSON object, got 5"
+        );
+        assert_eq!(text(parse_groups(&json!({}))), "groups: missing");
+        assert_eq!(
+            text(parse_groups(&json!({"groups": [{}]}))),
+            "groups[0].id: missing"
+        );
+        assert_eq!(
+            text(parse_groups(
+                &json!({"groups": [{"id": 1, "operators": [{"id": "x"}]}]})
+            )),
+            "groups[0].operators[0].id: expected an integer, got \"x\""
+        );
+        assert_eq!(
+            parse_transcripts(&json!({"data": [{"recording_id": "r", "phrases": [5]}]}))
+                .unwrap_err()
+                .to_string(),
+            "data[0].phrases[0]: expected [speaker, text], got 5"
+        );
     }
 
     #[test]

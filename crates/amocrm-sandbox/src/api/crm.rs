@@ -6,7 +6,7 @@ use crate::model::{
     last10, now_secs, phone_field, Contact, Lead, State, View, EMAIL_FIELD_ID, PHONE_FIELD_ID,
     PIPELINE_ID, STATUSES, STATUS_LOST, STATUS_UNSORTED, STATUS_WON,
 };
-use crate::respond::{no_content, ok, ApiError, ApiResult, FieldError};
+use crate::respond::{added_batch, no_content, ok, ApiError, ApiResult, FieldError};
 use crate::server::{Caller, Shared};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State as AxState};
@@ -386,21 +386,11 @@ pub async fn add_contacts(
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
         }
-        let v_base = shared.base_url.clone();
-        let mut created = Vec::new();
-        for (rid, contact) in drafts {
-            let id = st.insert_contact(contact);
-            created.push(json!({
-                "id": id,
-                "request_id": rid,
-                "_links": {"self": {"href": format!("{v_base}/api/v4/contacts/{id}")}},
-            }));
-        }
+        let answer = added_batch(&shared.base_url, "contacts", drafts, |contact| {
+            st.insert_contact(contact)
+        });
         st.touch();
-        json!({
-            "_links": {"self": {"href": format!("{v_base}/api/v4/contacts")}},
-            "_embedded": {"contacts": created},
-        })
+        answer
     };
     shared.save().await;
     Ok(ok(&response))
@@ -581,24 +571,15 @@ pub async fn add_leads(
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
         }
-        let base = shared.base_url.clone();
-        let mut created = Vec::new();
-        for (rid, lead) in drafts {
+        let answer = added_batch(&shared.base_url, "leads", drafts, |lead| {
             let id = st.insert_lead(lead);
             if let Some(l) = st.leads.get_mut(&id) {
                 name_lead(l);
             }
-            created.push(json!({
-                "id": id,
-                "request_id": rid,
-                "_links": {"self": {"href": format!("{base}/api/v4/leads/{id}")}},
-            }));
-        }
+            id
+        });
         st.touch();
-        json!({
-            "_links": {"self": {"href": format!("{base}/api/v4/leads")}},
-            "_embedded": {"leads": created},
-        })
+        answer
     };
     shared.save().await;
     Ok(ok(&response))

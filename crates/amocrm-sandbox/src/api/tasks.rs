@@ -4,7 +4,7 @@ use super::{paged, path_id, Listing};
 use crate::api::crm::view;
 use crate::input::{json_array, json_body, kind_of, request_id, Query, Reader};
 use crate::model::{now_secs, EntityKind, Task};
-use crate::respond::{ok, ApiError, ApiResult};
+use crate::respond::{added_batch, ok, ApiError, ApiResult};
 use crate::server::{Caller, Shared};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State as AxState};
@@ -96,21 +96,11 @@ pub async fn add(
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
         }
-        let base = shared.base_url.clone();
-        let mut created = Vec::new();
-        for (rid, task) in drafts {
-            let id = st.insert_task(task);
-            created.push(json!({
-                "id": id,
-                "request_id": rid,
-                "_links": {"self": {"href": format!("{base}/api/v4/tasks/{id}")}},
-            }));
-        }
+        let answer = added_batch(&shared.base_url, "tasks", drafts, |task| {
+            st.insert_task(task)
+        });
         st.touch();
-        json!({
-            "_links": {"self": {"href": format!("{base}/api/v4/tasks")}},
-            "_embedded": {"tasks": created},
-        })
+        answer
     };
     shared.save().await;
     Ok(ok(&response))

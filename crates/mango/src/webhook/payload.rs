@@ -1,0 +1,184 @@
+//! The five payloads, each field named once: serde derives the readers (`remote` ones build the
+//! core's event types directly), and [`super::lenient`] supplies the leniency of every field.
+//!
+//! A field without `default` is required (absent: serde's `missing field`); fields of other paths
+//! and unknown ones are skipped (read as strictly as a `serde_json::Value` would be).
+
+use super::lenient::{self, FromFields};
+use callbridge_core::{
+    CallEvent, CallState, Location, Party, RecordStoredEvent, RecordingEvent, RecordingState,
+    SummaryDirection, SummaryEvent, TransferKind,
+};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::MapAccess;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(remote = "CallEvent")]
+struct CallFields {
+    #[serde(deserialize_with = "lenient::required_text")]
+    entry_id: String,
+    #[serde(deserialize_with = "lenient::required_text")]
+    call_id: String,
+    #[serde(deserialize_with = "lenient::required_int")]
+    timestamp: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    seq: u64,
+    #[serde(deserialize_with = "lenient::named")]
+    call_state: CallState,
+    #[serde(
+        default = "lenient::no_location",
+        deserialize_with = "lenient::location"
+    )]
+    location: Location,
+    #[serde(default, deserialize_with = "lenient::party")]
+    from: Party,
+    #[serde(default, deserialize_with = "lenient::party")]
+    to: Party,
+    #[serde(default, deserialize_with = "lenient::int")]
+    disconnect_reason: Option<u32>,
+    #[serde(default, deserialize_with = "lenient::transfer")]
+    transfer: Option<TransferKind>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    command_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    callback_initiator: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "SummaryEvent")]
+struct SummaryFields {
+    #[serde(deserialize_with = "lenient::required_text")]
+    entry_id: String,
+    #[serde(
+        default = "lenient::unknown_direction",
+        deserialize_with = "lenient::direction"
+    )]
+    call_direction: SummaryDirection,
+    #[serde(default, deserialize_with = "lenient::party")]
+    from: Party,
+    #[serde(default, deserialize_with = "lenient::party")]
+    to: Party,
+    /// When absent, `to.line_number` (filled in by [`FromFields`]).
+    #[serde(default, deserialize_with = "lenient::text")]
+    line_number: Option<String>,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    create_time: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    forward_time: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    talk_time: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    end_time: i64,
+    #[serde(default, deserialize_with = "lenient::int")]
+    entry_result: Option<u8>,
+    #[serde(default, deserialize_with = "lenient::int")]
+    disconnect_reason: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "RecordingEvent")]
+struct RecordingFields {
+    #[serde(deserialize_with = "lenient::required_text")]
+    entry_id: String,
+    #[serde(default, deserialize_with = "lenient::text")]
+    call_id: Option<String>,
+    #[serde(deserialize_with = "lenient::required_text")]
+    recording_id: String,
+    #[serde(deserialize_with = "lenient::named")]
+    recording_state: RecordingState,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    seq: u64,
+    #[serde(default, deserialize_with = "lenient::text")]
+    extension: Option<String>,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    timestamp: i64,
+    #[serde(default, deserialize_with = "lenient::int")]
+    completion_code: Option<u32>,
+}
+
+/// `events/record/added` and `events/record/tagged`.
+#[derive(Deserialize)]
+#[serde(remote = "RecordStoredEvent")]
+struct RecordStoredFields {
+    #[serde(deserialize_with = "lenient::required_text")]
+    entry_id: String,
+    #[serde(deserialize_with = "lenient::required_text")]
+    recording_id: String,
+    #[serde(default, deserialize_with = "lenient::int")]
+    user_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::int")]
+    product_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    timestamp: i64,
+}
+
+/// `from` / `to`. Not a remote of [`Party`]: both spellings of `was_transferred` are read (Mango
+/// sends `was_transfered` too), and either being true makes the party transferred.
+#[derive(Deserialize)]
+pub(super) struct PartyFields {
+    #[serde(default, deserialize_with = "lenient::text")]
+    extension: Option<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    number: Option<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    taken_from_call_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    line_number: Option<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    acd_group: Option<String>,
+    #[serde(default, deserialize_with = "lenient::flag")]
+    was_transferred: bool,
+    #[serde(default, deserialize_with = "lenient::flag")]
+    was_transfered: bool,
+    #[serde(default, deserialize_with = "lenient::flag")]
+    hold_initiator: bool,
+}
+
+impl From<PartyFields> for Party {
+    fn from(p: PartyFields) -> Party {
+        Party {
+            extension: p.extension,
+            number: p.number,
+            taken_from_call_id: p.taken_from_call_id,
+            line_number: p.line_number,
+            acd_group: p.acd_group,
+            was_transferred: p.was_transferred || p.was_transfered,
+            hold_initiator: p.hold_initiator,
+        }
+    }
+}
+
+impl FromFields for PartyFields {
+    fn from_fields<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        PartyFields::deserialize(MapAccessDeserializer::new(map))
+    }
+}
+
+impl FromFields for CallEvent {
+    fn from_fields<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        CallFields::deserialize(MapAccessDeserializer::new(map))
+    }
+}
+
+impl FromFields for SummaryEvent {
+    fn from_fields<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let mut summary = SummaryFields::deserialize(MapAccessDeserializer::new(map))?;
+        if summary.line_number.is_none() {
+            summary.line_number = summary.to.line_number.clone();
+        }
+        Ok(summary)
+    }
+}
+
+impl FromFields for RecordingEvent {
+    fn from_fields<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        RecordingFields::deserialize(MapAccessDeserializer::new(map))
+    }
+}
+
+impl FromFields for RecordStoredEvent {
+    fn from_fields<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        RecordStoredFields::deserialize(MapAccessDeserializer::new(map))
+    }
+}
