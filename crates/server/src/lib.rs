@@ -30,25 +30,6 @@ use tokio::sync::{broadcast, watch, Notify, RwLock};
 
 /// Builds the router over a ready state.
 pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
-    let api = Router::new()
-        .route("/tenants", get(admin::list_tenants))
-        .route(
-            "/tenants/{id}",
-            get(admin::get_tenant)
-                .put(admin::put_tenant)
-                .delete(admin::delete_tenant),
-        )
-        .route("/tenants/{id}/directory", get(admin::get_directory))
-        .route("/tenants/{id}/outbox", get(admin::list_outbox))
-        .route("/tenants/{id}/outbox/retry", post(admin::retry_outbox))
-        .route("/tenants/{id}/amocrm/authorize", get(oauth::authorize))
-        .route("/entries", get(admin::list_entries))
-        .route("/entries/{entry_id}", get(admin::get_entry))
-        .route("/tenants/{id}/cards/tokens", post(admin::mint_card_token))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            admin::require_token,
-        ));
     let mango = Router::new()
         .route("/mango/{tenant}", post(webhooks::ping))
         .route("/mango/{tenant}/", post(webhooks::ping))
@@ -59,11 +40,7 @@ pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
             webhooks::within_limit,
         ))
         .layer(DefaultBodyLimit::disable());
-    Router::new()
-        .nest("/api/v1", api)
-        // Outside the admin middleware: a scoped card token (or the admin token) is checked
-        // by the handler.
-        .route("/api/v1/cards/stream", get(admin::card_stream))
+    admin::router(state.clone())
         .merge(mango)
         .route("/amocrm/oauth/callback", get(oauth::callback))
         .route("/recordings/{tenant}/{recording_id}", get(recordings::play))

@@ -1,0 +1,115 @@
+//! The admin API under `/api/v1`, behind `Authorization: Bearer <admin_token>` (in the header
+//! only, never the URL): tenants and their settings, planned entries, the outbox, the PBX
+//! directory, card-stream tokens. The live card stream takes either the admin token in the header
+//! or a scoped card token in the URL. One file per resource; this one holds the router, the
+//! token check and the answers the resources share.
+
+mod cards;
+mod directory;
+mod entries;
+mod outbox;
+mod tenants;
+
+use crate::problem::Problem;
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// The admin routes under `/api/v1` (behind [`require_token`]) and the card stream (which checks
+/// its own token).
+pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    let api = Router::new()
+        .route("/tenants", get(tenants::list_tenants))
+        .route(
+            "/tenants/{id}",
+            get(tenants::get_tenant)
+                .put(tenants::put_tenant)
+                .delete(tenants::delete_tenant),
+        )
+        .route("/tenants/{id}/directory", get(directory::get_directory))
+        .route("/tenants/{id}/outbox", get(outbox::list_outbox))
+        .route("/tenants/{id}/outbox/retry", post(outbox::retry_outbox))
+        .route(
+            "/tenants/{id}/amocrm/authorize",
+            get(crate::oauth::authorize),
+        )
+        .route("/entries", get(entries::list_entries))
+        .route("/entries/{entry_id}", get(entries::get_entry))
+        .route("/tenants/{id}/cards/tokens", post(cards::mint_card_token))
+        .route_layer(axum::middleware::from_fn_with_state(state, require_token));
+    Router::new()
+        .nest("/api/v1", api)
+        // Outside the admin middleware: a scoped card token (or the admin token) is checked
+        // by the handler.
+        .route("/api/v1/cards/stream", get(cards::card_stream))
+}
+
+/// The bearer token of a request's `Authorization` header.
+fn bearer(request_headers: &axum::http::HeaderMap) -> Option<&str> {
+    request_headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+fn is_admin_token(state: &AppState, given: &str) -> bool {
+    bool::from(given.as_bytes().ct_eq(state.admin_token.as_bytes()))
+}
+
+fn unauthorized(detail: impl Into<String>) -> Response {
+    Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail).into_response()
+}
+
+/// Checks the admin token, from the `Authorization` header only: a token in the URL ends up in
+/// proxy logs and browser history. (The card stream, which browsers open with EventSource,
+/// takes a scoped token in the URL instead; see [`cards::card_stream`].)
+pub async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match bearer(request.headers()) {
+        Some(given) if is_admin_token(&state, given) => next.run(request).await,
+        Some(_) => unauthorized("the admin token is not valid"),
+        None => {
+            let in_query = request
+                .uri()
+                .query()
+                .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "token"));
+            unauthorized(if in_query {
+                "the admin token is accepted in the Authorization header only (Authorization: Bearer ...), not as ?token="
+            } else {
+                "a valid admin token is required (Authorization: Bearer ...)"
+            })
+        }
+    }
+}
+
+/// A JSON body that did not parse: 400 with serde's words (which name the field).
+fn malformed_body(e: axum::extract::rejection::JsonRejection) -> Response {
+    Problem::new(StatusCode::BAD_REQUEST, "Bad Request", e.body_text()).into_response()
+}
+
+fn no_tenant(id: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "Not Found",
+        format!("no tenant {id:?}"),
+    )
+}
+
+fn store_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "store error");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service Unavailable",
+        "the store is unavailable",
+    )
+    .into_response()
+}
