@@ -345,8 +345,13 @@ impl Config {
     }
 }
 
+/// A tenant id that cannot appear in URLs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} must be 1-64 characters of a-z, 0-9, '-' and '_'")]
+pub struct InvalidTenantId(pub String);
+
 /// Tenant ids appear in URLs: lower-case letters, digits, `-` and `_`, 1 to 64 characters.
-pub fn validate_tenant_id(id: &str) -> Result<(), String> {
+pub fn validate_tenant_id(id: &str) -> Result<(), InvalidTenantId> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
@@ -355,30 +360,40 @@ pub fn validate_tenant_id(id: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{id:?} must be 1-64 characters of a-z, 0-9, '-' and '_'"
-        ))
+        Err(InvalidTenantId(id.to_string()))
     }
 }
 
 /// Mango issues 32-character salts ("Ключ для создания подписи" on the API connection page).
 pub const MANGO_SALT_MIN_CHARS: usize = 32;
 
+/// Why a Mango API salt is refused; never with the salt itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSalt {
+    #[error("must be at least {MANGO_SALT_MIN_CHARS} characters (Mango's salts are 32), got {0}")]
+    TooShort(usize),
+    #[error("must be at most {MANGO_SALT_MAX_CHARS} characters, got {0}")]
+    TooLong(usize),
+    #[error("must not contain spaces or control characters")]
+    Whitespace,
+}
+
+/// The longest salt accepted.
+pub const MANGO_SALT_MAX_CHARS: usize = 128;
+
 /// A Mango API salt signs every webhook: a short one can be guessed, and with it webhooks forged.
 /// At least Mango's own length, at most 128 characters, no spaces or control characters (a
 /// pasted salt with a stray newline would fail every signature). The value is never echoed.
-pub fn validate_mango_salt(salt: &str) -> Result<(), String> {
+pub fn validate_mango_salt(salt: &str) -> Result<(), InvalidSalt> {
     let chars = salt.chars().count();
     if chars < MANGO_SALT_MIN_CHARS {
-        return Err(format!(
-            "must be at least {MANGO_SALT_MIN_CHARS} characters (Mango's salts are 32), got {chars}"
-        ));
+        return Err(InvalidSalt::TooShort(chars));
     }
-    if chars > 128 {
-        return Err(format!("must be at most 128 characters, got {chars}"));
+    if chars > MANGO_SALT_MAX_CHARS {
+        return Err(InvalidSalt::TooLong(chars));
     }
     if salt.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("must not contain spaces or control characters".into());
+        return Err(InvalidSalt::Whitespace);
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod card_tokens;
 pub mod config;
 pub mod crm;
 pub mod directory;
+pub mod error;
 pub mod oauth;
 pub mod problem;
 pub mod processor;
@@ -24,6 +25,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use callbridge_store::{Appender, Store, TenantRow};
 use config::{Config, LoadedTenant};
+use error::StartError;
 use state::{now_ms, AppState};
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch, Notify, RwLock};
@@ -150,17 +152,13 @@ impl Running {
 
 /// Opens the store, loads the tenants declared in the config, and starts the HTTP server and
 /// the processor.
-pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running, String> {
+pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running, StartError> {
     // One process per SQLite data folder; PostgreSQL takes several.
     let data_dir_lock = match config.database_url {
-        None => Some(
-            callbridge_store::DataDirLock::acquire(&config.data_dir).map_err(|e| e.to_string())?,
-        ),
+        None => Some(callbridge_store::DataDirLock::acquire(&config.data_dir)?),
         Some(_) => None,
     };
-    let store = Store::open(config.database_url.as_deref(), &config.data_dir)
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = Store::open(config.database_url.as_deref(), &config.data_dir).await?;
     let secret_key = secret_key::unlock(&store, &config).await?;
     // A tenant the file managed and no longer names is removed: otherwise it would keep
     // accepting webhooks after the operator took it out. Tenants created through the admin API
@@ -169,13 +167,16 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     let managed = store
         .config_tenant_ids()
         .await
-        .map_err(|e| format!("tenants: {e}"))?;
+        .map_err(StartError::ConfigTenants)?;
     for gone in managed.iter().filter(|id| !in_file.contains(id)) {
         tracing::warn!(tenant = %gone, "tenant removed from the config file: deleting it");
         store
             .delete_tenant(gone)
             .await
-            .map_err(|e| format!("tenant {gone}: cannot delete: {e}"))?;
+            .map_err(|source| StartError::DeleteTenant {
+                tenant: gone.clone(),
+                source,
+            })?;
     }
     for t in tenants {
         let row = TenantRow {
@@ -186,28 +187,32 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
             crm: t.amocrm,
             updated_at_ms: now_ms(),
         };
+        let in_tenant = |source| StartError::Tenant {
+            tenant: row.id.clone(),
+            source,
+        };
         // A config file that moved the tenant to another CRM address drops its tokens.
         let old_crm = store
             .tenant(&row.id)
             .await
-            .map_err(|e| format!("tenant {}: {e}", row.id))?
+            .map_err(in_tenant)?
             .map(|t| t.crm);
         crm::forget_tokens_if_moved(&store, &row.id, old_crm.as_ref(), &row.crm)
             .await
-            .map_err(|e| format!("tenant {}: {e}", row.id))?;
-        store
-            .upsert_tenant(&row)
-            .await
-            .map_err(|e| format!("tenant {}: {e}", row.id))?;
+            .map_err(in_tenant)?;
+        store.upsert_tenant(&row).await.map_err(in_tenant)?;
     }
     store
         .mark_config_tenants(&in_file)
         .await
-        .map_err(|e| format!("tenants: {e}"))?;
+        .map_err(StartError::ConfigTenants)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
-        .map_err(|e| format!("listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| StartError::Listen {
+            address: config.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(StartError::LocalAddress)?;
     let (cards, _) = broadcast::channel(4096);
     // Up to 256 committed batches wait for the processor; beyond that it reads the log.
     let (live_tx, live_rx) = callbridge_store::sink(256);

@@ -1,6 +1,7 @@
 //! Shared state of the service: the store, the event-log appender, tenants, the card channel.
 
 use crate::config::Processing;
+use crate::error::ReloadError;
 use callbridge_core::cards::CardChange;
 use callbridge_core::ValidSettings;
 use callbridge_store::{Appender, Store, TenantRow};
@@ -56,12 +57,16 @@ pub struct AppState {
 
 impl AppState {
     /// Reloads every tenant from the store into the cache.
-    pub async fn reload_tenants(&self) -> Result<(), String> {
-        let rows = self.store.tenants().await.map_err(|e| e.to_string())?;
+    pub async fn reload_tenants(&self) -> Result<(), ReloadError> {
+        let rows = self.store.tenants().await?;
         let mut map = HashMap::new();
         for row in rows {
-            let settings = ValidSettings::parse_toml(&row.settings_toml)
-                .map_err(|e| format!("tenant {}: {e}", row.id))?;
+            let settings = ValidSettings::parse_toml(&row.settings_toml).map_err(|source| {
+                ReloadError::Settings {
+                    tenant: row.id.clone(),
+                    source,
+                }
+            })?;
             map.insert(
                 row.id.clone(),
                 Arc::new(Tenant {

@@ -1,10 +1,11 @@
 //! Call cards: scoped card-stream tokens (`POST /api/v1/tenants/{id}/cards/tokens`) and the
 //! live stream itself (`GET /api/v1/cards/stream`).
 
-use super::{bearer, is_admin_token, malformed_body, no_tenant, unauthorized};
+use super::{bearer, is_admin_token};
 use crate::card_tokens;
-use crate::problem::Problem;
+use crate::error::{AdminError, AuthError};
 use crate::state::{now_ms, AppState};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -30,26 +31,15 @@ pub struct CardTokenBody {
 pub async fn mint_card_token(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    body: Result<Json<CardTokenBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(e) => return malformed_body(e),
-    };
+    body: Result<Json<CardTokenBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), AdminError> {
+    let Json(body) = body?;
     if state.tenant(&id).await.is_none() {
-        return no_tenant(&id).into_response();
+        return Err(AdminError::NoTenant(id));
     }
     let ttl = body.ttl_seconds.unwrap_or(card_tokens::DEFAULT_TTL_SECONDS);
     if !(1..=card_tokens::MAX_TTL_SECONDS).contains(&ttl) {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            format!(
-                "ttl_seconds: must be between 1 and {} (7 days), got {ttl}",
-                card_tokens::MAX_TTL_SECONDS
-            ),
-        )
-        .into_response();
+        return Err(AdminError::TtlOutOfRange(ttl));
     }
     let scope = card_tokens::Scope {
         tenant_id: id.clone(),
@@ -61,7 +51,7 @@ pub async fn mint_card_token(
         "{}/api/v1/cards/stream?token={token}",
         state.public_url.trim_end_matches('/')
     );
-    (
+    Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({
             "tenant": id,
@@ -70,8 +60,7 @@ pub async fn mint_card_token(
             "token": token,
             "stream_url": stream_url,
         })),
-    )
-        .into_response()
+    ))
 }
 
 #[derive(Deserialize)]
@@ -90,50 +79,8 @@ pub async fn card_stream(
     State(state): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
     Query(q): Query<CardsQuery>,
-) -> Response {
-    let (user, tenant) = if let Some(given) = bearer(&headers) {
-        if !is_admin_token(&state, given) {
-            return unauthorized("the admin token is not valid");
-        }
-        let Some(user) = q.crm_user_id else {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "Bad Request",
-                "crm_user_id: name the CRM user whose cards to stream (?crm_user_id=N)",
-            )
-            .into_response();
-        };
-        (user, q.tenant)
-    } else {
-        let Some(token) = q.token.as_deref().filter(|t| !t.is_empty()) else {
-            return unauthorized(
-                "a card token (?token=..., from POST /api/v1/tenants/{id}/cards/tokens) or the admin token (Authorization: Bearer ...) is required",
-            );
-        };
-        if is_admin_token(&state, token) {
-            return unauthorized(
-                "the admin token is accepted in the Authorization header only, not as ?token=; use a card token in the URL",
-            );
-        }
-        let scope = match card_tokens::verify(&state.card_token_key, token, now_ms() / 1000) {
-            Ok(scope) => scope,
-            Err(card_tokens::TokenError::Expired) => {
-                return unauthorized("the card token has expired; ask for a new one")
-            }
-            Err(card_tokens::TokenError::Invalid) => {
-                return unauthorized("the card token is invalid")
-            }
-        };
-        if q.crm_user_id.is_some_and(|u| u != scope.crm_user_id)
-            || q.tenant.as_deref().is_some_and(|t| t != scope.tenant_id)
-        {
-            return unauthorized("the card token is for another user or tenant");
-        }
-        if state.tenant(&scope.tenant_id).await.is_none() {
-            return unauthorized("the card token is invalid: its tenant no longer exists");
-        }
-        (scope.crm_user_id, Some(scope.tenant_id))
-    };
+) -> Result<Response, AdminError> {
+    let (user, tenant) = whose_cards(&state, &headers, q).await?;
     let stream = BroadcastStream::new(state.cards.subscribe()).filter_map(move |msg| {
         let card = msg.ok()?;
         if card.change.crm_user_id != user || tenant.as_deref().is_some_and(|t| t != card.tenant_id)
@@ -146,7 +93,41 @@ pub async fn card_stream(
             Event::default().event("card").data(data.to_string()),
         ))
     });
-    Sse::new(stream)
+    Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
-        .into_response()
+        .into_response())
+}
+
+/// The CRM user (and the tenant, when known) whose cards a stream request may see.
+async fn whose_cards(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    q: CardsQuery,
+) -> Result<(u64, Option<String>), AdminError> {
+    if let Some(given) = bearer(headers) {
+        if !is_admin_token(state, given) {
+            return Err(AuthError::AdminTokenInvalid.into());
+        }
+        let user = q.crm_user_id.ok_or(AdminError::CrmUserNotNamed)?;
+        return Ok((user, q.tenant));
+    }
+    let token = q
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthError::CardTokenMissing)?;
+    if is_admin_token(state, token) {
+        return Err(AuthError::AdminTokenInCardUrl.into());
+    }
+    let scope = card_tokens::verify(&state.card_token_key, token, now_ms() / 1000)
+        .map_err(AuthError::from)?;
+    if q.crm_user_id.is_some_and(|u| u != scope.crm_user_id)
+        || q.tenant.as_deref().is_some_and(|t| t != scope.tenant_id)
+    {
+        return Err(AuthError::CardTokenForOther.into());
+    }
+    if state.tenant(&scope.tenant_id).await.is_none() {
+        return Err(AuthError::CardTokenTenantGone.into());
+    }
+    Ok((scope.crm_user_id, Some(scope.tenant_id)))
 }

@@ -1,17 +1,19 @@
 //! `/api/v1/tenants/{id}/directory`: the PBX's staff with their CRM mapping.
 
-use super::no_tenant;
+use crate::error::AdminError;
 use crate::state::AppState;
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::sync::Arc;
 
 /// `GET /api/v1/tenants/{id}/directory`: the PBX's employees and groups as last loaded, each
 /// employee with the CRM user the mapping table gives them (null: unmapped).
-pub async fn get_directory(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+pub async fn get_directory(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, AdminError> {
     let Some(tenant) = state.tenant(&id).await else {
-        return no_tenant(&id).into_response();
+        return Err(AdminError::NoTenant(id));
     };
     let directory = state
         .directories
@@ -31,12 +33,11 @@ pub async fn get_directory(State(state): State<Arc<AppState>>, Path(id): Path<St
             serde_json::json!({"user": u, "crm_user_id": crm, "mapped": crm.is_some()})
         })
         .collect();
-    Json(serde_json::json!({
+    Ok(Json(serde_json::json!({
         "tenant": id,
         "refreshed_at_ms": directory.refreshed_at_ms,
         "error": directory.error,
         "employees": employees,
         "groups": directory.groups,
-    }))
-    .into_response()
+    })))
 }

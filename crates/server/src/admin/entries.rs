@@ -1,11 +1,8 @@
 //! `/api/v1/entries`: planned entries in the `simulate` shape with their delivery state.
 
-use super::{no_tenant, store_error};
-use crate::problem::Problem;
+use crate::error::AdminError;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use callbridge_store::StoredEntry;
 use serde::Deserialize;
@@ -31,22 +28,18 @@ fn entry_json(e: &StoredEntry) -> serde_json::Value {
 }
 
 /// The tenant a request is about: named, or the only one there is.
-async fn resolve_tenant(state: &AppState, named: Option<String>) -> Result<String, Problem> {
+async fn resolve_tenant(state: &AppState, named: Option<String>) -> Result<String, AdminError> {
     if let Some(t) = named {
         return if state.tenant(&t).await.is_some() {
             Ok(t)
         } else {
-            Err(no_tenant(&t))
+            Err(AdminError::NoTenant(t))
         };
     }
     let tenants = state.tenants.read().await;
     match tenants.len() {
         1 => Ok(tenants.keys().next().cloned().unwrap_or_default()),
-        _ => Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            "name the tenant: ?tenant=ID",
-        )),
+        _ => Err(AdminError::TenantNotNamed),
     }
 }
 
@@ -54,47 +47,29 @@ async fn resolve_tenant(state: &AppState, named: Option<String>) -> Result<Strin
 pub async fn list_entries(
     State(state): State<Arc<AppState>>,
     Query(q): Query<EntriesQuery>,
-) -> Response {
-    let tenant = match resolve_tenant(&state, q.tenant).await {
-        Ok(t) => t,
-        Err(p) => return p.into_response(),
-    };
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let tenant = resolve_tenant(&state, q.tenant).await?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let offset = q.offset.unwrap_or(0).max(0);
-    let (entries, total) = match (
-        state.store.entries(&tenant, limit, offset).await,
-        state.store.count_entries(&tenant).await,
-    ) {
-        (Ok(e), Ok(t)) => (e, t),
-        (Err(e), _) | (_, Err(e)) => return store_error(e),
-    };
-    Json(serde_json::json!({
+    let entries = state.store.entries(&tenant, limit, offset).await?;
+    let total = state.store.count_entries(&tenant).await?;
+    Ok(Json(serde_json::json!({
         "tenant": tenant,
         "total": total,
         "limit": limit,
         "offset": offset,
         "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
-    }))
-    .into_response()
+    })))
 }
 
 pub async fn get_entry(
     State(state): State<Arc<AppState>>,
     Path(entry_id): Path<String>,
     Query(q): Query<EntriesQuery>,
-) -> Response {
-    let tenant = match resolve_tenant(&state, q.tenant).await {
-        Ok(t) => t,
-        Err(p) => return p.into_response(),
-    };
-    match state.store.entry(&tenant, &entry_id).await {
-        Ok(Some(e)) => Json(entry_json(&e)).into_response(),
-        Ok(None) => Problem::new(
-            StatusCode::NOT_FOUND,
-            "Not Found",
-            format!("no planned entry {entry_id:?}"),
-        )
-        .into_response(),
-        Err(e) => store_error(e),
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let tenant = resolve_tenant(&state, q.tenant).await?;
+    match state.store.entry(&tenant, &entry_id).await? {
+        Some(e) => Ok(Json(entry_json(&e))),
+        None => Err(AdminError::NoEntry(entry_id)),
     }
 }

@@ -10,12 +10,12 @@ mod entries;
 mod outbox;
 mod tenants;
 
-use crate::problem::Problem;
+use crate::error::AuthError;
 use crate::state::AppState;
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
@@ -62,10 +62,6 @@ fn is_admin_token(state: &AppState, given: &str) -> bool {
     bool::from(given.as_bytes().ct_eq(state.admin_token.as_bytes()))
 }
 
-fn unauthorized(detail: impl Into<String>) -> Response {
-    Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail).into_response()
-}
-
 /// Checks the admin token, from the `Authorization` header only: a token in the URL ends up in
 /// proxy logs and browser history. (The card stream, which browsers open with EventSource,
 /// takes a scoped token in the URL instead; see [`cards::card_stream`].)
@@ -73,43 +69,20 @@ pub async fn require_token(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
-) -> Response {
+) -> Result<Response, AuthError> {
     match bearer(request.headers()) {
-        Some(given) if is_admin_token(&state, given) => next.run(request).await,
-        Some(_) => unauthorized("the admin token is not valid"),
+        Some(given) if is_admin_token(&state, given) => Ok(next.run(request).await),
+        Some(_) => Err(AuthError::AdminTokenInvalid),
         None => {
             let in_query = request
                 .uri()
                 .query()
                 .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "token"));
-            unauthorized(if in_query {
-                "the admin token is accepted in the Authorization header only (Authorization: Bearer ...), not as ?token="
+            Err(if in_query {
+                AuthError::AdminTokenInQuery
             } else {
-                "a valid admin token is required (Authorization: Bearer ...)"
+                AuthError::AdminTokenMissing
             })
         }
     }
-}
-
-/// A JSON body that did not parse: 400 with serde's words (which name the field).
-fn malformed_body(e: axum::extract::rejection::JsonRejection) -> Response {
-    Problem::new(StatusCode::BAD_REQUEST, "Bad Request", e.body_text()).into_response()
-}
-
-fn no_tenant(id: &str) -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "Not Found",
-        format!("no tenant {id:?}"),
-    )
-}
-
-fn store_error(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "store error");
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Service Unavailable",
-        "the store is unavailable",
-    )
-    .into_response()
 }
