@@ -26,6 +26,7 @@ use axum::Router;
 use callbridge_store::{Appender, Store, TenantRow};
 use config::{Config, LoadedTenant};
 use error::StartError;
+use secrecy::ExposeSecret;
 use state::{now_ms, AppState};
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch, Notify, RwLock};
@@ -158,7 +159,8 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         None => Some(callbridge_store::DataDirLock::acquire(&config.data_dir)?),
         Some(_) => None,
     };
-    let store = Store::open(config.database_url.as_deref(), &config.data_dir).await?;
+    let database_url = config.database_url.as_ref().map(|u| u.expose_secret());
+    let store = Store::open(database_url, &config.data_dir).await?;
     let secret_key = secret_key::unlock(&store, &config).await?;
     // A tenant the file managed and no longer names is removed: otherwise it would keep
     // accepting webhooks after the operator took it out. Tenants created through the admin API
@@ -181,8 +183,8 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     for t in tenants {
         let row = TenantRow {
             id: t.id,
-            mango_api_key: t.mango_api_key,
-            mango_api_salt: t.mango_api_salt,
+            mango_api_key: t.mango_api_key.expose_secret().to_string(),
+            mango_api_salt: t.mango_api_salt.expose_secret().to_string(),
             settings_toml: t.settings_toml,
             crm: t.amocrm,
             updated_at_ms: now_ms(),

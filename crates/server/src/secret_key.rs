@@ -16,26 +16,8 @@
 
 use crate::config::Config;
 use callbridge_store::{KeyError, Keyring, SecretKey, Store, StoreError};
-use serde::Deserialize;
-use std::fmt;
+use secrecy::ExposeSecret;
 use std::path::{Path, PathBuf};
-
-/// Text that is a secret: deserialised like a string, never shown by `Debug`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct SecretText(String);
-
-impl fmt::Debug for SecretText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-impl SecretText {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
 
 /// Why the secret key could not be found, made or used. Each names the setting or file to fix,
 /// never a key.
@@ -142,7 +124,7 @@ type Sourced = (SecretKey, String);
 /// The configured keys: the current one and where it came from, and the previous ones.
 fn configured(config: &Config) -> Result<(Option<Sourced>, Vec<SecretKey>), SecretKeyError> {
     let current = if let Some(text) = &config.secret_key {
-        let key = SecretKey::parse(text.expose()).map_err(SecretKeyError::BadConfigured)?;
+        let key = SecretKey::parse(text.expose_secret()).map_err(SecretKeyError::BadConfigured)?;
         Some((key, "CALLBRIDGE_SECRET_KEY".to_string()))
     } else if let Some(path) = &config.secret_key_file {
         Some((
@@ -163,7 +145,7 @@ fn configured(config: &Config) -> Result<(Option<Sourced>, Vec<SecretKey>), Secr
     let mut previous = Vec::new();
     if let Some(list) = &config.previous_secret_keys {
         for (i, text) in list
-            .expose()
+            .expose_secret()
             .split(',')
             .filter(|t| !t.trim().is_empty())
             .enumerate()

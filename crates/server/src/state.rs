@@ -5,6 +5,7 @@ use crate::error::ReloadError;
 use callbridge_core::cards::CardChange;
 use callbridge_core::ValidSettings;
 use callbridge_store::{Appender, Store, TenantRow};
+use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{broadcast, Notify, RwLock};
@@ -28,7 +29,7 @@ pub struct AppState {
     /// Carries each parsed event along, handed to the processor once committed.
     pub appender: Appender<callbridge_core::PbxEvent>,
     pub tenants: RwLock<HashMap<String, Arc<Tenant>>>,
-    pub admin_token: String,
+    pub admin_token: SecretString,
     pub public_url: String,
     pub processing: Processing,
     /// Wakes the processor when a webhook was stored.
@@ -121,6 +122,30 @@ pub fn mask(secret: &str) -> String {
         "***".into()
     } else {
         format!("***{}", chars[chars.len() - 2..].iter().collect::<String>())
+    }
+}
+
+/// CRM connection settings with tokens and secrets masked.
+pub fn redact_crm(crm: &serde_json::Value) -> serde_json::Value {
+    match crm {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let secret = ["token", "secret", "password"]
+                        .iter()
+                        .any(|s| k.contains(s));
+                    (
+                        k.clone(),
+                        if secret {
+                            serde_json::Value::String(mask(v.as_str().unwrap_or("")))
+                        } else {
+                            v.clone()
+                        },
+                    )
+                })
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 

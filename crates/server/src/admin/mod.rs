@@ -18,6 +18,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -59,7 +60,11 @@ fn bearer(request_headers: &axum::http::HeaderMap) -> Option<&str> {
 }
 
 fn is_admin_token(state: &AppState, given: &str) -> bool {
-    bool::from(given.as_bytes().ct_eq(state.admin_token.as_bytes()))
+    bool::from(
+        given
+            .as_bytes()
+            .ct_eq(state.admin_token.expose_secret().as_bytes()),
+    )
 }
 
 /// Checks the admin token, from the `Authorization` header only: a token in the URL ends up in

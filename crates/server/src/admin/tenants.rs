@@ -3,7 +3,7 @@
 
 use crate::config::{validate_mango_salt, validate_tenant_id};
 use crate::error::AdminError;
-use crate::state::{mask, now_ms, AppState};
+use crate::state::{mask, now_ms, redact_crm, AppState};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -23,30 +23,6 @@ fn tenant_json(state: &AppState, row: &TenantRow) -> serde_json::Value {
         "webhook_url": format!("{}/mango/{}/", state.public_url.trim_end_matches('/'), row.id),
         "updated_at_ms": row.updated_at_ms,
     })
-}
-
-/// CRM connection settings with tokens and secrets masked.
-fn redact_crm(crm: &serde_json::Value) -> serde_json::Value {
-    match crm {
-        serde_json::Value::Object(map) => serde_json::Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let secret = ["token", "secret", "password"]
-                        .iter()
-                        .any(|s| k.contains(s));
-                    (
-                        k.clone(),
-                        if secret {
-                            serde_json::Value::String(mask(v.as_str().unwrap_or("")))
-                        } else {
-                            v.clone()
-                        },
-                    )
-                })
-                .collect(),
-        ),
-        other => other.clone(),
-    }
 }
 
 pub async fn list_tenants(
