@@ -13,6 +13,7 @@ pub mod oauth;
 pub mod problem;
 pub mod processor;
 pub mod recordings;
+pub mod request_span;
 pub mod secret_key;
 pub mod state;
 pub mod webhooks;
@@ -51,6 +52,8 @@ pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(state)
+        // Last, so that it wraps every route: each request's log lines carry its span.
+        .layer(request_span::layer())
 }
 
 /// Ready while the store both answers and can write: after a failed write (a full disk) it

@@ -186,6 +186,10 @@ async fn receive(
             return Ok(acknowledged(false));
         }
     };
+    tracing::Span::current().record(
+        crate::request_span::ENTRY,
+        tracing::field::display(event.entry_id()),
+    );
     // Well-formed but implausible (a time before 2000 or days ahead, a 60,000-character id,
     // a NUL byte): refused before it reaches the log and, from there, the CRM.
     check_plausible(&event, Some(now_ms().div_euclid(1000))).map_err(WebhookError::Implausible)?;
