@@ -40,7 +40,7 @@ pub struct BodyLimits {
 /// Holds webhook bodies to the limits: a larger one gets 413, one that does not arrive in time
 /// 408 (a client that stops sending would otherwise hold its connection and task for ever).
 ///
-/// An oversized body is read to its end first (up to [`DRAIN_FACTOR`] times the limit), as
+/// An oversized body is read to its end first (up to `DRAIN_FACTOR` times the limit), as
 /// nginx does: answering while the client is still sending and then closing the connection made
 /// the client's write fail, so it saw a broken pipe or a reset instead of the 413. Only a body
 /// past that bound is refused without being read.

@@ -69,7 +69,7 @@ fn is_admin_token(state: &AppState, given: &str) -> bool {
 
 /// Checks the admin token, from the `Authorization` header only: a token in the URL ends up in
 /// proxy logs and browser history. (The card stream, which browsers open with EventSource,
-/// takes a scoped token in the URL instead; see [`cards::card_stream`].)
+/// takes a scoped token in the URL instead; see `cards::card_stream`.)
 pub async fn require_token(
     State(state): State<Arc<AppState>>,
     request: Request,
