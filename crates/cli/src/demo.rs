@@ -499,7 +499,7 @@ async fn start_service(
     config.database_url = None;
     config.public_url = None;
     config.data_dir = dir.to_path_buf();
-    config.admin_token = secrets.admin_token.clone();
+    config.admin_token = secrets.admin_token.clone().into();
     config.mango_api_url = vpbx_url.to_string();
     callbridge_server::start(config, tenants)
         .await

@@ -2,9 +2,11 @@
 //! variables (`CALLBRIDGE_ADMIN_TOKEN`, `CALLBRIDGE_DATABASE_URL`, `CALLBRIDGE_LISTEN`, ...).
 //! Relative paths in the file are relative to the file.
 
+use crate::state::redact_crm;
 use callbridge_core::ValidSettings;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,9 @@ fn invalid(file: &Path, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The service's settings. Every secret in it (the admin token, a database URL with its password,
+/// the secret keys, the tenants' Mango keys and salts, their CRM secrets) is a [`SecretString`] or
+/// redacted by hand, so `{:?}` of a configuration never shows one.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -30,9 +35,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://...` to use PostgreSQL; unset: SQLite in `data_dir`.
     #[serde(default)]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretString>,
     /// `Authorization: Bearer <admin_token>` on `/api/v1/...`.
-    pub admin_token: String,
+    pub admin_token: SecretString,
     /// The address Mango reaches this service at, to show the webhook URLs.
     #[serde(default)]
     pub public_url: Option<String>,
@@ -64,14 +69,14 @@ pub struct Config {
     /// The key secrets at rest are encrypted with (32 bytes, hex or base64); best given as
     /// `CALLBRIDGE_SECRET_KEY`. See `secret_key.rs` for the order and the first start.
     #[serde(default)]
-    pub secret_key: Option<crate::secret_key::SecretText>,
+    pub secret_key: Option<SecretString>,
     /// A file holding the secret key. Unset: `secret.key` in `data_dir`, made at first start.
     #[serde(default)]
     pub secret_key_file: Option<PathBuf>,
     /// Keys secrets may still be encrypted with, comma-separated, while rotating
     /// (`CALLBRIDGE_PREVIOUS_SECRET_KEYS`).
     #[serde(default)]
-    pub previous_secret_keys: Option<crate::secret_key::SecretText>,
+    pub previous_secret_keys: Option<SecretString>,
     /// How long a recording link in a CRM call note plays, in days (1 to 3650).
     #[serde(default = "default_recording_link_days")]
     pub recording_link_days: u64,
@@ -112,12 +117,12 @@ impl Default for Processing {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub id: String,
-    pub mango_api_key: String,
-    pub mango_api_salt: String,
+    pub mango_api_key: SecretString,
+    pub mango_api_salt: SecretString,
     /// A settings file in the `simulate` schema.
     #[serde(default)]
     pub settings: Option<PathBuf>,
@@ -127,13 +132,38 @@ pub struct TenantConfig {
 }
 
 /// A tenant from the file, with its settings read and validated.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoadedTenant {
     pub id: String,
-    pub mango_api_key: String,
-    pub mango_api_salt: String,
+    pub mango_api_key: SecretString,
+    pub mango_api_salt: SecretString,
     pub settings_toml: String,
     pub amocrm: serde_json::Value,
+}
+
+// By hand: the CRM section holds tokens and client secrets in plain JSON.
+impl std::fmt::Debug for TenantConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantConfig")
+            .field("id", &self.id)
+            .field("mango_api_key", &self.mango_api_key)
+            .field("mango_api_salt", &self.mango_api_salt)
+            .field("settings", &self.settings)
+            .field("amocrm", &self.amocrm.as_ref().map(redact_crm))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LoadedTenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedTenant")
+            .field("id", &self.id)
+            .field("mango_api_key", &self.mango_api_key)
+            .field("mango_api_salt", &self.mango_api_salt)
+            .field("settings_toml", &self.settings_toml)
+            .field("amocrm", &redact_crm(&self.amocrm))
+            .finish()
+    }
 }
 
 fn default_listen() -> String {
@@ -194,7 +224,7 @@ impl Config {
         if let Some(file) = config.secret_key_file.as_mut().filter(|f| f.is_relative()) {
             *file = base.join(&*file);
         }
-        if config.admin_token.trim().len() < 8 {
+        if config.admin_token.expose_secret().trim().len() < 8 {
             return Err(invalid(
                 &shown,
                 "admin_token: must be at least 8 characters",
@@ -233,17 +263,21 @@ impl Config {
         for (i, t) in config.tenants.iter().enumerate() {
             let key = format!("tenants[{i}]");
             validate_tenant_id(&t.id).map_err(|m| invalid(&shown, format!("{key}.id: {m}")))?;
-            if t.mango_api_key.trim().is_empty() || t.mango_api_salt.trim().is_empty() {
+            let (api_key, salt) = (
+                t.mango_api_key.expose_secret(),
+                t.mango_api_salt.expose_secret(),
+            );
+            if api_key.trim().is_empty() || salt.trim().is_empty() {
                 return Err(invalid(
                     &shown,
                     format!("{key}: mango_api_key and mango_api_salt must be set"),
                 ));
             }
-            validate_mango_salt(&t.mango_api_salt)
+            validate_mango_salt(salt)
                 .map_err(|m| invalid(&shown, format!("{key}.mango_api_salt: {m}")))?;
             if tenants
                 .iter()
-                .any(|o: &LoadedTenant| o.id == t.id || o.mango_api_key == t.mango_api_key)
+                .any(|o: &LoadedTenant| o.id == t.id || o.mango_api_key.expose_secret() == api_key)
             {
                 return Err(invalid(
                     &shown,
@@ -345,8 +379,13 @@ impl Config {
     }
 }
 
+/// A tenant id that cannot appear in URLs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} must be 1-64 characters of a-z, 0-9, '-' and '_'")]
+pub struct InvalidTenantId(pub String);
+
 /// Tenant ids appear in URLs: lower-case letters, digits, `-` and `_`, 1 to 64 characters.
-pub fn validate_tenant_id(id: &str) -> Result<(), String> {
+pub fn validate_tenant_id(id: &str) -> Result<(), InvalidTenantId> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
@@ -355,30 +394,40 @@ pub fn validate_tenant_id(id: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{id:?} must be 1-64 characters of a-z, 0-9, '-' and '_'"
-        ))
+        Err(InvalidTenantId(id.to_string()))
     }
 }
 
 /// Mango issues 32-character salts ("Ключ для создания подписи" on the API connection page).
 pub const MANGO_SALT_MIN_CHARS: usize = 32;
 
+/// Why a Mango API salt is refused; never with the salt itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSalt {
+    #[error("must be at least {MANGO_SALT_MIN_CHARS} characters (Mango's salts are 32), got {0}")]
+    TooShort(usize),
+    #[error("must be at most {MANGO_SALT_MAX_CHARS} characters, got {0}")]
+    TooLong(usize),
+    #[error("must not contain spaces or control characters")]
+    Whitespace,
+}
+
+/// The longest salt accepted.
+pub const MANGO_SALT_MAX_CHARS: usize = 128;
+
 /// A Mango API salt signs every webhook: a short one can be guessed, and with it webhooks forged.
 /// At least Mango's own length, at most 128 characters, no spaces or control characters (a
 /// pasted salt with a stray newline would fail every signature). The value is never echoed.
-pub fn validate_mango_salt(salt: &str) -> Result<(), String> {
+pub fn validate_mango_salt(salt: &str) -> Result<(), InvalidSalt> {
     let chars = salt.chars().count();
     if chars < MANGO_SALT_MIN_CHARS {
-        return Err(format!(
-            "must be at least {MANGO_SALT_MIN_CHARS} characters (Mango's salts are 32), got {chars}"
-        ));
+        return Err(InvalidSalt::TooShort(chars));
     }
-    if chars > 128 {
-        return Err(format!("must be at most 128 characters, got {chars}"));
+    if chars > MANGO_SALT_MAX_CHARS {
+        return Err(InvalidSalt::TooLong(chars));
     }
     if salt.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("must not contain spaces or control characters".into());
+        return Err(InvalidSalt::Whitespace);
     }
     Ok(())
 }
@@ -507,5 +556,63 @@ fn without_values(message: &str) -> String {
             format!("{}wrong type, {expected}", &message[..at])
         }
         None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every secret a configuration can hold, each unlike anything else in it, so a match in
+    /// `{:?}` can only be that secret.
+    const ADMIN_TOKEN: &str = "admin-4f8a1c93e07b";
+    const DB_PASSWORD: &str = "pgpass-6d2b90e1";
+    const SECRET_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    const PREVIOUS_KEY: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    const MANGO_KEY: &str = "mangokey-8c41d7e2";
+    const MANGO_SALT: &str = "mangosalt-3e9f5a17b2c8d6e04f1a7b3c";
+    const CLIENT_SECRET: &str = "crmsecret-72d91b4e5a3f08c6";
+
+    #[test]
+    fn debug_of_a_config_shows_no_secret() {
+        let dir =
+            std::env::temp_dir().join(format!("callbridge-config-debug-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("callbridge.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "admin_token = \"{ADMIN_TOKEN}\"\n\
+                 database_url = \"postgres://callbridge:{DB_PASSWORD}@127.0.0.1/callbridge\"\n\
+                 secret_key = \"{SECRET_KEY}\"\n\
+                 previous_secret_keys = \"{PREVIOUS_KEY}\"\n\
+                 [[tenants]]\nid = \"acme\"\nmango_api_key = \"{MANGO_KEY}\"\n\
+                 mango_api_salt = \"{MANGO_SALT}\"\n\
+                 [tenants.amocrm]\nbase_url = \"https://acme.amocrm.ru\"\nclient_id = \"id\"\n\
+                 client_secret = \"{CLIENT_SECRET}\"\nredirect_uri = \"https://x/cb\"\n"
+            ),
+        )
+        .unwrap();
+        let loaded = Config::load(Some(&file));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (config, tenants) = loaded.unwrap();
+        // The values are there to be used...
+        assert_eq!(config.admin_token.expose_secret(), ADMIN_TOKEN);
+        assert_eq!(tenants[0].mango_api_salt.expose_secret(), MANGO_SALT);
+        // ...and never shown.
+        let shown = format!("{config:?}\n{tenants:?}\n{config:#?}");
+        for secret in [
+            ADMIN_TOKEN,
+            DB_PASSWORD,
+            SECRET_KEY,
+            PREVIOUS_KEY,
+            MANGO_KEY,
+            MANGO_SALT,
+            CLIENT_SECRET,
+        ] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        // What is not secret still is.
+        assert!(shown.contains("acme.amocrm.ru"), "{shown}");
     }
 }

@@ -3,7 +3,7 @@
 //! the mapping table so an administrator sees who is mapped and who is not.
 
 use crate::state::{now_ms, AppState};
-use callbridge_mango::api::{VpbxClient, VpbxGroup, VpbxUser};
+use callbridge_mango::api::{ApiError, VpbxClient, VpbxGroup, VpbxUser};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,17 +55,14 @@ pub async fn refresh_all(state: &AppState, clients: &mut HashMap<String, VpbxCli
                     c
                 }
                 Err(e) => {
-                    record(state, &tenant.row.id, Err(e.to_string())).await;
+                    record(state, &tenant.row.id, Err(e)).await;
                     continue;
                 }
             },
         };
         let loaded = match client.users().await {
-            Ok(users) => match client.groups().await {
-                Ok(groups) => Ok((users, groups)),
-                Err(e) => Err(e.to_string()),
-            },
-            Err(e) => Err(e.to_string()),
+            Ok(users) => client.groups().await.map(|groups| (users, groups)),
+            Err(e) => Err(e),
         };
         record(state, &tenant.row.id, loaded).await;
     }
@@ -74,7 +71,7 @@ pub async fn refresh_all(state: &AppState, clients: &mut HashMap<String, VpbxCli
 async fn record(
     state: &AppState,
     tenant: &str,
-    loaded: Result<(Vec<VpbxUser>, Vec<VpbxGroup>), String>,
+    loaded: Result<(Vec<VpbxUser>, Vec<VpbxGroup>), ApiError>,
 ) {
     let mut all = state.directories.write().await;
     let d = all.entry(tenant.to_string()).or_default();
@@ -93,7 +90,7 @@ async fn record(
             metrics::counter!("callbridge_directory_refreshes_total", "result" => "error")
                 .increment(1);
             tracing::warn!(tenant, error = %e, "employee directory refresh failed");
-            d.error = Some(e);
+            d.error = Some(e.to_string());
         }
     }
 }

@@ -8,10 +8,12 @@ pub mod card_tokens;
 pub mod config;
 pub mod crm;
 pub mod directory;
+pub mod error;
 pub mod oauth;
 pub mod problem;
 pub mod processor;
 pub mod recordings;
+pub mod request_span;
 pub mod secret_key;
 pub mod state;
 pub mod webhooks;
@@ -24,31 +26,14 @@ use axum::routing::{get, post};
 use axum::Router;
 use callbridge_store::{Appender, Store, TenantRow};
 use config::{Config, LoadedTenant};
+use error::StartError;
+use secrecy::ExposeSecret;
 use state::{now_ms, AppState};
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch, Notify, RwLock};
 
 /// Builds the router over a ready state.
 pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
-    let api = Router::new()
-        .route("/tenants", get(admin::list_tenants))
-        .route(
-            "/tenants/{id}",
-            get(admin::get_tenant)
-                .put(admin::put_tenant)
-                .delete(admin::delete_tenant),
-        )
-        .route("/tenants/{id}/directory", get(admin::get_directory))
-        .route("/tenants/{id}/outbox", get(admin::list_outbox))
-        .route("/tenants/{id}/outbox/retry", post(admin::retry_outbox))
-        .route("/tenants/{id}/amocrm/authorize", get(oauth::authorize))
-        .route("/entries", get(admin::list_entries))
-        .route("/entries/{entry_id}", get(admin::get_entry))
-        .route("/tenants/{id}/cards/tokens", post(admin::mint_card_token))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            admin::require_token,
-        ));
     let mango = Router::new()
         .route("/mango/{tenant}", post(webhooks::ping))
         .route("/mango/{tenant}/", post(webhooks::ping))
@@ -59,11 +44,7 @@ pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
             webhooks::within_limit,
         ))
         .layer(DefaultBodyLimit::disable());
-    Router::new()
-        .nest("/api/v1", api)
-        // Outside the admin middleware: a scoped card token (or the admin token) is checked
-        // by the handler.
-        .route("/api/v1/cards/stream", get(admin::card_stream))
+    admin::router(state.clone())
         .merge(mango)
         .route("/amocrm/oauth/callback", get(oauth::callback))
         .route("/recordings/{tenant}/{recording_id}", get(recordings::play))
@@ -71,6 +52,8 @@ pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(state)
+        // Last, so that it wraps every route: each request's log lines carry its span.
+        .layer(request_span::layer())
 }
 
 /// Ready while the store both answers and can write: after a failed write (a full disk) it
@@ -173,17 +156,14 @@ impl Running {
 
 /// Opens the store, loads the tenants declared in the config, and starts the HTTP server and
 /// the processor.
-pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running, String> {
+pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running, StartError> {
     // One process per SQLite data folder; PostgreSQL takes several.
     let data_dir_lock = match config.database_url {
-        None => Some(
-            callbridge_store::DataDirLock::acquire(&config.data_dir).map_err(|e| e.to_string())?,
-        ),
+        None => Some(callbridge_store::DataDirLock::acquire(&config.data_dir)?),
         Some(_) => None,
     };
-    let store = Store::open(config.database_url.as_deref(), &config.data_dir)
-        .await
-        .map_err(|e| e.to_string())?;
+    let database_url = config.database_url.as_ref().map(|u| u.expose_secret());
+    let store = Store::open(database_url, &config.data_dir).await?;
     let secret_key = secret_key::unlock(&store, &config).await?;
     // A tenant the file managed and no longer names is removed: otherwise it would keep
     // accepting webhooks after the operator took it out. Tenants created through the admin API
@@ -192,45 +172,52 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     let managed = store
         .config_tenant_ids()
         .await
-        .map_err(|e| format!("tenants: {e}"))?;
+        .map_err(StartError::ConfigTenants)?;
     for gone in managed.iter().filter(|id| !in_file.contains(id)) {
         tracing::warn!(tenant = %gone, "tenant removed from the config file: deleting it");
         store
             .delete_tenant(gone)
             .await
-            .map_err(|e| format!("tenant {gone}: cannot delete: {e}"))?;
+            .map_err(|source| StartError::DeleteTenant {
+                tenant: gone.clone(),
+                source,
+            })?;
     }
     for t in tenants {
         let row = TenantRow {
             id: t.id,
-            mango_api_key: t.mango_api_key,
-            mango_api_salt: t.mango_api_salt,
+            mango_api_key: t.mango_api_key.expose_secret().to_string(),
+            mango_api_salt: t.mango_api_salt.expose_secret().to_string(),
             settings_toml: t.settings_toml,
             crm: t.amocrm,
             updated_at_ms: now_ms(),
+        };
+        let in_tenant = |source| StartError::Tenant {
+            tenant: row.id.clone(),
+            source,
         };
         // A config file that moved the tenant to another CRM address drops its tokens.
         let old_crm = store
             .tenant(&row.id)
             .await
-            .map_err(|e| format!("tenant {}: {e}", row.id))?
+            .map_err(in_tenant)?
             .map(|t| t.crm);
         crm::forget_tokens_if_moved(&store, &row.id, old_crm.as_ref(), &row.crm)
             .await
-            .map_err(|e| format!("tenant {}: {e}", row.id))?;
-        store
-            .upsert_tenant(&row)
-            .await
-            .map_err(|e| format!("tenant {}: {e}", row.id))?;
+            .map_err(in_tenant)?;
+        store.upsert_tenant(&row).await.map_err(in_tenant)?;
     }
     store
         .mark_config_tenants(&in_file)
         .await
-        .map_err(|e| format!("tenants: {e}"))?;
+        .map_err(StartError::ConfigTenants)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
-        .map_err(|e| format!("listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| StartError::Listen {
+            address: config.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(StartError::LocalAddress)?;
     let (cards, _) = broadcast::channel(4096);
     // Up to 256 committed batches wait for the processor; beyond that it reads the log.
     let (live_tx, live_rx) = callbridge_store::sink(256);

@@ -12,7 +12,7 @@
 //! handed only to a holder of the admin token, works once and expires. An unknown, used, expired
 //! or mismatched state gets the same 403, whatever the tenant, and nothing is stored.
 
-use crate::problem::Problem;
+use crate::error::OAuthError;
 use crate::state::{now_ms, AppState};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -41,17 +41,6 @@ fn random_token() -> Result<String, getrandom::Error> {
 /// How a state or nonce is kept at rest.
 fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-/// The one answer to every callback whose state cannot be used, so it tells nothing about
-/// tenants or about which check failed.
-fn refused() -> Response {
-    Problem::new(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        "unknown, used or expired state: start again from /api/v1/tenants/{id}/amocrm/authorize",
-    )
-    .into_response()
 }
 
 /// The nonce cookie's value, if the request carries it.
@@ -83,63 +72,31 @@ fn consent_url(base_url: &str) -> String {
 
 /// `GET /api/v1/tenants/{id}/amocrm/authorize` (admin only): starts a consent and redirects to
 /// amoCRM's consent page.
-pub async fn authorize(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+pub async fn authorize(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, OAuthError> {
     let Some(tenant) = state.tenant(&id).await else {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "Not Found",
-            format!("no tenant {id:?}"),
-        )
-        .into_response();
+        return Err(OAuthError::NoTenant(id));
     };
-    let conn = match crate::crm::checked_connection(&tenant.row.crm, state.allow_insecure_crm_hosts)
-    {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return Problem::new(
-                StatusCode::CONFLICT,
-                "No CRM connection",
-                "the tenant has no amocrm section",
-            )
-            .into_response()
-        }
-        Err(e) => {
-            return Problem::new(StatusCode::CONFLICT, "Invalid CRM connection", e).into_response()
-        }
-    };
+    let conn = crate::crm::checked_connection(&tenant.row.crm, state.allow_insecure_crm_hosts)
+        .map_err(OAuthError::InvalidCrmConnection)?
+        .ok_or(OAuthError::NoCrmSection)?;
     let AuthConfig::OAuth { client_id, .. } = &conn.account.auth else {
-        return Problem::new(
-            StatusCode::CONFLICT,
-            "Not an OAuth connection",
-            "the tenant uses a long-lived token; OAuth needs client_id, client_secret and redirect_uri",
-        )
-        .into_response();
+        return Err(OAuthError::NotOAuth);
     };
-    let (state_value, nonce) = match (random_token(), random_token()) {
-        (Ok(s), Ok(n)) => (s, n),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!("no randomness for an OAuth state: {e}");
-            return Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "No randomness",
-                "the operating system gave no random bytes for the OAuth state",
-            )
-            .into_response();
-        }
-    };
+    let state_value = random_token().map_err(OAuthError::NoRandomness)?;
+    let nonce = random_token().map_err(OAuthError::NoRandomness)?;
     let now = now_ms();
     let pending = OAuthState {
         tenant_id: id.clone(),
         nonce_hash: digest(&nonce),
     };
-    if let Err(e) = state
+    state
         .store
         .create_oauth_state(&digest(&state_value), &pending, now + STATE_TTL_MS, now)
         .await
-    {
-        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Store", e.to_string())
-            .into_response();
-    }
+        .map_err(OAuthError::StoreUnavailable)?;
     let query: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("client_id", client_id)
         .append_pair("state", &state_value)
@@ -155,7 +112,7 @@ pub async fn authorize(State(state): State<Arc<AppState>>, Path(id): Path<String
         "{NONCE_COOKIE}={nonce}; Path={CALLBACK_PATH}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
         STATE_TTL_MS / 1000
     );
-    (
+    Ok((
         StatusCode::FOUND,
         [
             (header::LOCATION, url),
@@ -163,7 +120,7 @@ pub async fn authorize(State(state): State<Arc<AppState>>, Path(id): Path<String
             (header::CACHE_CONTROL, "no-store".to_string()),
         ],
     )
-        .into_response()
+        .into_response())
 }
 
 /// `GET /amocrm/oauth/callback?code=...&state=...`: exchanges the code and stores the tokens.
@@ -171,68 +128,42 @@ pub async fn callback(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
+) -> Result<Response, OAuthError> {
     let (Some(code), Some(state_value)) = (q.get("code"), q.get("state")) else {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            "code and state are required (amoCRM sends both)",
-        )
-        .into_response();
+        return Err(OAuthError::CodeOrStateMissing);
     };
     // Taken (and so spent) before anything else: a state works once, even if what follows fails.
-    let pending = match state
+    let pending = state
         .store
         .take_oauth_state(&digest(state_value), now_ms())
         .await
-    {
-        Ok(Some(p)) => p,
-        Ok(None) => return refused(),
-        Err(e) => {
-            return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Store", e.to_string())
-                .into_response()
-        }
-    };
+        .map_err(OAuthError::StoreUnavailable)?
+        .ok_or(OAuthError::StateRefused)?;
     if let Some(nonce) = nonce_cookie(&headers) {
         let given = digest(&nonce);
         if !bool::from(given.as_bytes().ct_eq(pending.nonce_hash.as_bytes())) {
-            return refused();
+            return Err(OAuthError::StateRefused);
         }
     }
     let tenant_id = pending.tenant_id.as_str();
     let Some(tenant) = state.tenant(tenant_id).await else {
-        return refused();
+        return Err(OAuthError::StateRefused);
     };
-    let client = match crate::crm::client(&state.store, &tenant.row, state.allow_insecure_crm_hosts)
-    {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return Problem::new(
-                StatusCode::CONFLICT,
-                "No CRM connection",
-                "no amocrm section",
-            )
-            .into_response()
-        }
-        Err(e) => {
-            return Problem::new(StatusCode::CONFLICT, "Invalid CRM connection", e).into_response()
-        }
-    };
-    if let Err(e) = client.exchange_code(code).await {
-        return Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "amoCRM refused the code",
-            e.to_string(),
-        )
-        .into_response();
-    }
+    let client = crate::crm::client(&state.store, &tenant.row, state.allow_insecure_crm_hosts)
+        .map_err(OAuthError::InvalidCrmConnection)?
+        .ok_or(OAuthError::CrmSectionGone)?;
+    client
+        .exchange_code(code)
+        .await
+        .map_err(OAuthError::CodeRefused)?;
     // Touch the tenant so the worker restarts its delivery with the new tokens.
     let mut row = tenant.row.clone();
     row.updated_at_ms = now_ms();
-    if let Err(e) = state.store.upsert_tenant(&row).await {
-        return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Store", e.to_string())
-            .into_response();
-    }
+    state
+        .store
+        .upsert_tenant(&row)
+        .await
+        .map_err(OAuthError::StoreWrite)?;
     let _ = state.reload_tenants().await;
     let _ = state
         .store
@@ -240,11 +171,11 @@ pub async fn callback(
         .await;
     let forget =
         format!("{NONCE_COOKIE}=; Path={CALLBACK_PATH}; Max-Age=0; HttpOnly; SameSite=Lax");
-    (
+    Ok((
         [(header::SET_COOKIE, forget)],
         axum::Json(serde_json::json!({"tenant": tenant_id, "amocrm": "connected"})),
     )
-        .into_response()
+        .into_response())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! whether the tenant exists or not, so the route does not tell which tenant ids exist. Links of
 //! the first format (no `e`) are refused like any unsigned link.
 
-use crate::problem::Problem;
+use crate::error::RecordingError;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -93,55 +93,28 @@ pub fn check(
     }
 }
 
-fn refused() -> Response {
-    Problem::new(
-        StatusCode::FORBIDDEN,
-        "bad recording link",
-        "the link's signature does not match",
-    )
-    .into_response()
-}
-
 /// `GET /recordings/{tenant}/{recording_id}?e=...&s=...`: a redirect to Mango's current link.
 pub async fn play(
     State(state): State<Arc<AppState>>,
     Path((tenant_id, recording_id)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
+) -> Result<Response, RecordingError> {
     let tenant = state.tenant(&tenant_id).await;
     let salt = tenant.as_ref().map(|t| t.row.mango_api_salt.as_str());
     let now_s = crate::state::now_ms() / 1000;
-    match check(&tenant_id, &recording_id, salt, &query, now_s) {
-        Ok(()) => {}
-        Err(LinkError::BadSignature) => return refused(),
-        Err(LinkError::Expired) => {
-            return Problem::new(
-                StatusCode::GONE,
-                "recording link expired",
-                "this recording link has expired; open the call in callbridge's admin API for a new one",
-            )
-            .into_response()
-        }
-    }
-    let Some(tenant) = tenant else {
-        return refused();
-    };
-    let client = match VpbxClient::with_base_url(
+    check(&tenant_id, &recording_id, salt, &query, now_s)?;
+    let tenant = tenant.ok_or(RecordingError::BadLink)?;
+    let client = VpbxClient::with_base_url(
         &state.mango_api_url,
         tenant.row.mango_api_key.clone(),
         tenant.row.mango_api_salt.clone(),
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            return Problem::new(StatusCode::BAD_GATEWAY, "Mango API", e.to_string())
-                .into_response()
-        }
-    };
+    )
+    .map_err(RecordingError::MangoApi)?;
     match client.recording_link(&recording_id).await {
-        Ok(url) => (StatusCode::FOUND, [(header::LOCATION, url)]).into_response(),
+        Ok(url) => Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response()),
         Err(e) => {
             tracing::warn!(tenant = %tenant_id, "recording link: {e}");
-            Problem::new(StatusCode::BAD_GATEWAY, "Mango API", e.to_string()).into_response()
+            Err(RecordingError::MangoApi(e))
         }
     }
 }

@@ -15,26 +15,54 @@
 //! key derived from the secret key, so a rotation revokes them.
 
 use crate::config::Config;
-use callbridge_store::{Keyring, SecretKey, Store};
-use serde::Deserialize;
-use std::fmt;
+use callbridge_store::{KeyError, Keyring, SecretKey, Store, StoreError};
+use secrecy::ExposeSecret;
 use std::path::{Path, PathBuf};
 
-/// Text that is a secret: deserialised like a string, never shown by `Debug`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct SecretText(String);
-
-impl fmt::Debug for SecretText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-impl SecretText {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+/// Why the secret key could not be found, made or used. Each names the setting or file to fix,
+/// never a key.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretKeyError {
+    #[error("secret_key_file {}: cannot read: {source}", path.display())]
+    UnreadableFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("secret_key_file {}: the key {source}", path.display())]
+    BadFile { path: PathBuf, source: KeyError },
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot generate a secret key: {0}")]
+    Generate(#[source] KeyError),
+    #[error("CALLBRIDGE_SECRET_KEY (secret_key): the key {0}")]
+    BadConfigured(#[source] KeyError),
+    #[error(
+        "CALLBRIDGE_PREVIOUS_SECRET_KEYS (previous_secret_keys), key {position}: the key {source}"
+    )]
+    BadPrevious { position: usize, source: KeyError },
+    #[error(
+        "the database's secrets are encrypted (key id {key_id}) but no secret key is \
+         configured: set CALLBRIDGE_SECRET_KEY or secret_key_file to that key \
+         ({} does not exist)",
+        path.display()
+    )]
+    NotConfigured { key_id: String, path: PathBuf },
+    #[error(
+        "{source} (the key came from {from}; previous keys go in CALLBRIDGE_PREVIOUS_SECRET_KEYS)"
+    )]
+    WrongKey { source: StoreError, from: String },
+    #[error("secrets at rest: {0}")]
+    Unlock(#[source] StoreError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 /// The key file made at first start when no key is configured.
@@ -43,21 +71,29 @@ pub const DEFAULT_KEY_FILE: &str = "secret.key";
 /// The label of the card-stream token key derived from the secret key.
 pub const CARD_TOKEN_KEY_LABEL: &str = "callbridge card-stream tokens v1";
 
-fn read_key_file(path: &Path) -> Result<SecretKey, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("secret_key_file {}: cannot read: {e}", path.display()))?;
-    SecretKey::parse(&text).map_err(|e| format!("secret_key_file {}: the key {e}", path.display()))
+fn read_key_file(path: &Path) -> Result<SecretKey, SecretKeyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SecretKeyError::UnreadableFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    SecretKey::parse(&text).map_err(|source| SecretKeyError::BadFile {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes a new key file readable by the owner only; when another process made it first, that
 /// one is read.
-fn create_key_file(path: &Path) -> Result<(SecretKey, bool), String> {
+fn create_key_file(path: &Path) -> Result<(SecretKey, bool), SecretKeyError> {
     use std::io::Write;
+    let cannot_create = |at: &Path| {
+        let path = at.to_path_buf();
+        move |source| SecretKeyError::Create { path, source }
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(cannot_create(dir))?;
     }
-    let key = SecretKey::generate().map_err(|e| format!("cannot generate a secret key: {e}"))?;
+    let key = SecretKey::generate().map_err(SecretKeyError::Generate)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -69,13 +105,16 @@ fn create_key_file(path: &Path) -> Result<(SecretKey, bool), String> {
         Ok(mut file) => {
             file.write_all(format!("{}\n", key.to_hex()).as_bytes())
                 .and_then(|_| file.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                .map_err(|source| SecretKeyError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             Ok((key, true))
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             read_key_file(path).map(|k| (k, false))
         }
-        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+        Err(e) => Err(cannot_create(path)(e)),
     }
 }
 
@@ -83,10 +122,9 @@ fn create_key_file(path: &Path) -> Result<(SecretKey, bool), String> {
 type Sourced = (SecretKey, String);
 
 /// The configured keys: the current one and where it came from, and the previous ones.
-fn configured(config: &Config) -> Result<(Option<Sourced>, Vec<SecretKey>), String> {
+fn configured(config: &Config) -> Result<(Option<Sourced>, Vec<SecretKey>), SecretKeyError> {
     let current = if let Some(text) = &config.secret_key {
-        let key = SecretKey::parse(text.expose())
-            .map_err(|e| format!("CALLBRIDGE_SECRET_KEY (secret_key): the key {e}"))?;
+        let key = SecretKey::parse(text.expose_secret()).map_err(SecretKeyError::BadConfigured)?;
         Some((key, "CALLBRIDGE_SECRET_KEY".to_string()))
     } else if let Some(path) = &config.secret_key_file {
         Some((
@@ -107,16 +145,16 @@ fn configured(config: &Config) -> Result<(Option<Sourced>, Vec<SecretKey>), Stri
     let mut previous = Vec::new();
     if let Some(list) = &config.previous_secret_keys {
         for (i, text) in list
-            .expose()
+            .expose_secret()
             .split(',')
             .filter(|t| !t.trim().is_empty())
             .enumerate()
         {
-            previous.push(SecretKey::parse(text).map_err(|e| {
-                format!(
-                    "CALLBRIDGE_PREVIOUS_SECRET_KEYS (previous_secret_keys), key {}: the key {e}",
-                    i + 1
-                )
+            previous.push(SecretKey::parse(text).map_err(|source| {
+                SecretKeyError::BadPrevious {
+                    position: i + 1,
+                    source,
+                }
             })?);
         }
     }
@@ -130,20 +168,15 @@ pub fn default_key_file(config: &Config) -> PathBuf {
 /// Finds (or at first start makes) the secret key and unlocks the store's secrets with it:
 /// plain secrets of an older database are encrypted, those under a previous key re-encrypted.
 /// The error names the setting to fix, never a key.
-pub async fn unlock(store: &Store, config: &Config) -> Result<SecretKey, String> {
+pub async fn unlock(store: &Store, config: &Config) -> Result<SecretKey, SecretKeyError> {
     let (current, previous) = configured(config)?;
-    let stored_id = store.secret_key_id().await.map_err(|e| e.to_string())?;
+    let stored_id = store.secret_key_id().await?;
     let (key, source) = match current {
         Some(found) => found,
         None => {
             let path = default_key_file(config);
-            if let Some(id) = stored_id {
-                return Err(format!(
-                    "the database's secrets are encrypted (key id {id}) but no secret key is \
-                     configured: set CALLBRIDGE_SECRET_KEY or secret_key_file to that key \
-                     ({} does not exist)",
-                    path.display()
-                ));
+            if let Some(key_id) = stored_id {
+                return Err(SecretKeyError::NotConfigured { key_id, path });
             }
             let (key, made) = create_key_file(&path)?;
             if made {
@@ -162,10 +195,11 @@ pub async fn unlock(store: &Store, config: &Config) -> Result<SecretKey, String>
         .unlock_secrets(Keyring::new(key.clone(), previous))
         .await
         .map_err(|e| match e {
-            callbridge_store::StoreError::WrongSecretKey { .. } => format!(
-                "{e} (the key came from {source}; previous keys go in CALLBRIDGE_PREVIOUS_SECRET_KEYS)"
-            ),
-            other => format!("secrets at rest: {other}"),
+            StoreError::WrongSecretKey { .. } => SecretKeyError::WrongKey {
+                source: e,
+                from: source.clone(),
+            },
+            other => SecretKeyError::Unlock(other),
         })?;
     if let Some(old) = &done.rotated_from {
         tracing::warn!(

@@ -1,9 +1,11 @@
 //! Shared state of the service: the store, the event-log appender, tenants, the card channel.
 
 use crate::config::Processing;
+use crate::error::ReloadError;
 use callbridge_core::cards::CardChange;
 use callbridge_core::ValidSettings;
 use callbridge_store::{Appender, Store, TenantRow};
+use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{broadcast, Notify, RwLock};
@@ -27,7 +29,7 @@ pub struct AppState {
     /// Carries each parsed event along, handed to the processor once committed.
     pub appender: Appender<callbridge_core::PbxEvent>,
     pub tenants: RwLock<HashMap<String, Arc<Tenant>>>,
-    pub admin_token: String,
+    pub admin_token: SecretString,
     pub public_url: String,
     pub processing: Processing,
     /// Wakes the processor when a webhook was stored.
@@ -56,12 +58,16 @@ pub struct AppState {
 
 impl AppState {
     /// Reloads every tenant from the store into the cache.
-    pub async fn reload_tenants(&self) -> Result<(), String> {
-        let rows = self.store.tenants().await.map_err(|e| e.to_string())?;
+    pub async fn reload_tenants(&self) -> Result<(), ReloadError> {
+        let rows = self.store.tenants().await?;
         let mut map = HashMap::new();
         for row in rows {
-            let settings = ValidSettings::parse_toml(&row.settings_toml)
-                .map_err(|e| format!("tenant {}: {e}", row.id))?;
+            let settings = ValidSettings::parse_toml(&row.settings_toml).map_err(|source| {
+                ReloadError::Settings {
+                    tenant: row.id.clone(),
+                    source,
+                }
+            })?;
             map.insert(
                 row.id.clone(),
                 Arc::new(Tenant {
@@ -116,6 +122,30 @@ pub fn mask(secret: &str) -> String {
         "***".into()
     } else {
         format!("***{}", chars[chars.len() - 2..].iter().collect::<String>())
+    }
+}
+
+/// CRM connection settings with tokens and secrets masked.
+pub fn redact_crm(crm: &serde_json::Value) -> serde_json::Value {
+    match crm {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let secret = ["token", "secret", "password"]
+                        .iter()
+                        .any(|s| k.contains(s));
+                    (
+                        k.clone(),
+                        if secret {
+                            serde_json::Value::String(mask(v.as_str().unwrap_or("")))
+                        } else {
+                            v.clone()
+                        },
+                    )
+                })
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Mango's webhooks: `POST /mango/{tenant}/{path}` with a form-encoded `vpbx_api_key`, `sign`
 //! and `json`. A valid event is in the event log, durably, before the 200 goes back.
 
-use crate::problem::Problem;
+use crate::error::WebhookError;
 use crate::state::{now_ms, AppState};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -26,11 +26,6 @@ fn acknowledged(stored: bool) -> Response {
         .into_response()
 }
 
-fn rejected(reason: &'static str) {
-    metrics::counter!("callbridge_webhooks_total", "result" => "rejected", "reason" => reason)
-        .increment(1);
-}
-
 /// An oversized body this much larger than the limit (and at least 1 MiB) is still read to its
 /// end, and thrown away, before the 413 goes back.
 const DRAIN_FACTOR: usize = 16;
@@ -45,7 +40,7 @@ pub struct BodyLimits {
 /// Holds webhook bodies to the limits: a larger one gets 413, one that does not arrive in time
 /// 408 (a client that stops sending would otherwise hold its connection and task for ever).
 ///
-/// An oversized body is read to its end first (up to [`DRAIN_FACTOR`] times the limit), as
+/// An oversized body is read to its end first (up to `DRAIN_FACTOR` times the limit), as
 /// nginx does: answering while the client is still sending and then closing the connection made
 /// the client's write fail, so it saw a broken pipe or a reset instead of the 413. Only a body
 /// past that bound is refused without being read.
@@ -56,37 +51,21 @@ pub async fn within_limit(
 ) -> Response {
     let limit = limits.max_bytes;
     let drain_up_to = limit.saturating_mul(DRAIN_FACTOR).max(1 << 20);
-    let too_large = || {
-        rejected("too_large");
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Payload Too Large",
-            format!("the body is larger than the {limit} bytes accepted"),
-        )
-        .into_response()
-    };
+    let too_large = || WebhookError::TooLarge { limit };
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > drain_up_to as u64) {
-        return too_large();
+        return too_large().into_response();
     }
     let (parts, body) = request.into_parts();
     let read = async {
         let mut chunks = body.into_data_stream();
         let (mut kept, mut seen) = (Vec::<Bytes>::new(), 0usize);
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| {
-                rejected("malformed");
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "Bad Request",
-                    format!("the request body could not be read: {e}"),
-                )
-                .into_response()
-            })?;
+            let chunk = chunk.map_err(WebhookError::Unreadable)?;
             seen = seen.saturating_add(chunk.len());
             if seen > drain_up_to {
                 return Err(too_large());
@@ -104,19 +83,8 @@ pub async fn within_limit(
     };
     let mut kept = match tokio::time::timeout(limits.read_timeout, read).await {
         Ok(Ok(kept)) => kept,
-        Ok(Err(refused)) => return refused,
-        Err(_) => {
-            rejected("timeout");
-            return Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "Request Timeout",
-                format!(
-                    "the body did not arrive within {} ms",
-                    limits.read_timeout.as_millis()
-                ),
-            )
-            .into_response();
-        }
+        Ok(Err(refused)) => return refused.into_response(),
+        Err(_) => return WebhookError::TooSlow(limits.read_timeout).into_response(),
     };
     // One chunk (the usual case) is passed on as it is, without a copy.
     let body = match kept.len() {
@@ -131,7 +99,7 @@ pub async fn ping(
     Path(tenant): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, WebhookError> {
     receive(state, tenant, String::new(), headers, body).await
 }
 
@@ -140,7 +108,7 @@ pub async fn webhook(
     Path((tenant, path)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, WebhookError> {
     receive(state, tenant, path, headers, body).await
 }
 
@@ -158,20 +126,12 @@ async fn receive(
     path: String,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let forbidden = || {
-        Problem::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "unknown tenant, API key or signature",
-        )
-        .into_response()
-    };
+) -> Result<Response, WebhookError> {
     // Mango's connection check may send an empty request: acknowledge it, store nothing. It is
     // acknowledged for any tenant id, known or not, so it tells nobody which ids exist.
     if body.iter().all(u8::is_ascii_whitespace) {
         metrics::counter!("callbridge_webhooks_total", "result" => "ping").increment(1);
-        return acknowledged(false);
+        return Ok(acknowledged(false));
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -181,13 +141,7 @@ async fn receive(
         .to_ascii_lowercase()
         .starts_with("application/x-www-form-urlencoded")
     {
-        rejected("content_type");
-        return Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported Media Type",
-            format!("expected application/x-www-form-urlencoded, got {content_type:?}"),
-        )
-        .into_response();
+        return Err(WebhookError::ContentType(content_type.to_string()));
     }
     let (mut key, mut sign, mut json) = (None, None, None);
     for (name, value) in form_urlencoded::parse(&body) {
@@ -199,20 +153,9 @@ async fn receive(
         }
     }
     let is_ping = path.trim_matches('/') == "ping" || path.is_empty();
-    let missing = |field: &str| {
-        rejected("malformed");
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            format!("form field \"{field}\" is missing"),
-        )
-        .into_response()
-    };
-    let Some(key) = key else {
-        return missing("vpbx_api_key");
-    };
+    let key = key.ok_or(WebhookError::MissingField("vpbx_api_key"))?;
     if json.is_none() && !is_ping {
-        return missing("json");
+        return Err(WebhookError::MissingField("json"));
     }
     // The tenant is looked up only now, and an unknown one is compared against a stand-in key,
     // so the answers above and the one below do not depend on whether it exists.
@@ -221,46 +164,35 @@ async fn receive(
         .as_ref()
         .map_or(ABSENT_TENANT_KEY, |t| t.row.mango_api_key.as_bytes());
     let key_matches = bool::from(key.as_bytes().ct_eq(expected_key));
-    // One reason for both: `/metrics` needs no token, so its labels must not tell a made-up
-    // tenant id from a wrong key either (the log, for the operator, says which).
     let tenant = match tenant {
         Some(tenant) if key_matches => tenant,
         found => {
             tracing::debug!(tenant = %tenant_id, exists = found.is_some(), "webhook refused: unknown tenant or key");
-            rejected("unknown_key");
-            return forbidden();
+            return Err(WebhookError::UnknownKey);
         }
     };
     let Some(json) = json else {
         // A ping with the right key (only a ping may come without `json`, checked above).
-        return acknowledged(false);
+        return Ok(acknowledged(false));
     };
-    let Some(sign) = sign else {
-        rejected("bad_signature");
-        return forbidden();
-    };
+    let sign = sign.ok_or(WebhookError::BadSignature)?;
     if !callbridge_mango::verify(&key, &json, &tenant.row.mango_api_salt, &sign) {
-        rejected("bad_signature");
-        return forbidden();
+        return Err(WebhookError::BadSignature);
     }
-    let event = match parse_event(&path, &json) {
-        Ok(Webhook::Event(event)) => event,
-        Ok(Webhook::Ignored { .. }) => {
+    let event = match parse_event(&path, &json).map_err(WebhookError::Malformed)? {
+        Webhook::Event(event) => event,
+        Webhook::Ignored { .. } => {
             metrics::counter!("callbridge_webhooks_total", "result" => "ignored").increment(1);
-            return acknowledged(false);
-        }
-        Err(e) => {
-            rejected("malformed");
-            return Problem::new(StatusCode::BAD_REQUEST, "Bad Request", e.to_string())
-                .into_response();
+            return Ok(acknowledged(false));
         }
     };
+    tracing::Span::current().record(
+        crate::request_span::ENTRY,
+        tracing::field::display(event.entry_id()),
+    );
     // Well-formed but implausible (a time before 2000 or days ahead, a 60,000-character id,
     // a NUL byte): refused before it reaches the log and, from there, the CRM.
-    if let Err(e) = check_plausible(&event, Some(now_ms().div_euclid(1000))) {
-        rejected("implausible");
-        return Problem::new(StatusCode::BAD_REQUEST, "Bad Request", e.to_string()).into_response();
-    }
+    check_plausible(&event, Some(now_ms().div_euclid(1000))).map_err(WebhookError::Implausible)?;
     let new = NewEvent {
         tenant_id: tenant.row.id.clone(),
         entry_id: event.entry_id().to_string(),
@@ -270,8 +202,13 @@ async fn receive(
         received_at_ms: now_ms(),
     };
     // Once committed, the parsed event goes on to the processor with its id.
-    match state.appender.append_with(new, event).await {
-        Ok(Appended::Stored(id)) => {
+    let appended = state
+        .appender
+        .append_with(new, event)
+        .await
+        .map_err(WebhookError::Storage)?;
+    Ok(match appended {
+        Appended::Stored(id) => {
             metrics::counter!("callbridge_webhooks_total", "result" => "accepted").increment(1);
             state.new_events.notify_one();
             (
@@ -280,7 +217,7 @@ async fn receive(
             )
                 .into_response()
         }
-        Ok(Appended::Duplicate) => {
+        Appended::Duplicate => {
             metrics::counter!("callbridge_webhooks_total", "result" => "duplicate").increment(1);
             (
                 StatusCode::OK,
@@ -288,16 +225,5 @@ async fn receive(
             )
                 .into_response()
         }
-        Err(e) => {
-            tracing::error!(error = %e, "event log unavailable");
-            rejected("storage");
-            // Not acknowledged: the PBX delivers it again.
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service Unavailable",
-                "the event log is unavailable; retry",
-            )
-            .into_response()
-        }
-    }
+    })
 }
