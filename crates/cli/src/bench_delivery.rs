@@ -13,8 +13,7 @@
 
 use anyhow::{anyhow, ensure, Result};
 use callbridge_amocrm_sandbox::{SandboxConfig, Seed};
-use callbridge_core::tracker::{Tracker, TrackerConfig};
-use callbridge_core::{policy, ValidSettings};
+use callbridge_core::ValidSettings;
 use callbridge_traffic::{CallKind, Config as TrafficConfig, Generator, Mix};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -81,18 +80,7 @@ pub fn run(args: &Args) -> Result<()> {
         .collect();
     users.insert(9000);
 
-    let mut tracker = Tracker::new(TrackerConfig {
-        settle_s: 0,
-        ..TrackerConfig::default()
-    });
-    for event in generator {
-        tracker.push(event);
-    }
-    let (done, _) = tracker.finish();
-    let plans: Vec<_> = done
-        .iter()
-        .map(|c| policy::plan(&settings, &c.events.assemble()))
-        .collect();
+    let plans = crate::pipeline::plan_all(&settings, generator);
     let records: usize = plans.iter().map(|p| p.records.len()).sum();
     let phones: BTreeSet<String> = plans
         .iter()

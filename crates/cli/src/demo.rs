@@ -9,11 +9,11 @@
 //!
 //! Wiring only: every rule lives in the core, the service, and the sandboxes.
 
+use crate::pipeline::plan_all;
 use crate::shutdown_signal;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use callbridge_amocrm_sandbox::{Sandbox, SandboxConfig, Seed};
-use callbridge_core::tracker::{Tracker, TrackerConfig};
-use callbridge_core::{policy, ValidSettings};
+use callbridge_core::ValidSettings;
 use callbridge_mango_sandbox::{
     play, start_vpbx_api, PlayConfig, PlayProgress, PlayReport, Vpbx, VpbxConfig,
 };
@@ -271,18 +271,10 @@ fn known_clients(
     users: &[(u64, String)],
 ) -> Vec<Value> {
     let start = play.start_unix.unwrap_or(0);
-    let mut tracker = Tracker::new(TrackerConfig {
-        settle_s: 0,
-        ..TrackerConfig::default()
-    });
-    for event in Generator::new(play.traffic_config(start)) {
-        tracker.push(event);
-    }
-    let (done, _) = tracker.finish();
     let mut seen = HashSet::new();
-    let phones: Vec<String> = done
-        .iter()
-        .filter_map(|c| policy::plan(settings, &c.events.assemble()).client_phone)
+    let phones: Vec<String> = plan_all(settings, Generator::new(play.traffic_config(start)))
+        .into_iter()
+        .filter_map(|plan| plan.client_phone)
         .filter(|p| seen.insert(p.clone()))
         .collect();
     phones

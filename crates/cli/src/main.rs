@@ -4,6 +4,7 @@ mod bench_delivery;
 mod bench_ingest;
 mod demo;
 mod generate;
+mod pipeline;
 mod sandbox_amocrm;
 mod sandbox_mango;
 mod serve;
