@@ -1190,27 +1190,6 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// What each rule id means, for the console (docs/rules.md has the full text).
-fn rule_label(id: &str) -> &'static str {
-    match id {
-        "P1" => "mapped employee's call on their user",
-        "P2" => "unmapped employee: \"Save all calls\" fallback user",
-        "P4" => "this record creates the contact/lead",
-        "P5" => "transfer unmapped -> mapped",
-        "P6" => "transfer mapped -> unmapped",
-        "P7" => "received by transfer: inbound for them",
-        "M1" => "group miss: its responsible user",
-        "M2" => "group miss: on the employee it ended on",
-        "M3" => "missed in the voice menu",
-        "M4" => "personal miss: on the employee offered first",
-        "M5" => "missed-call task",
-        "C2" => "transcript to be saved (speech analytics)",
-        "C3" => "recording attached",
-        "A6" => "missed call",
-        _ => "",
-    }
-}
-
 fn print_report(r: &Report<'_>, problems: &[String]) {
     let p = r.played;
     let o = r.outbox;
@@ -1231,7 +1210,8 @@ fn print_report(r: &Report<'_>, problems: &[String]) {
     );
     println!("Records written, by rule:");
     for (rule, n) in &o.records_by_rule {
-        println!("  {rule:<3} {n:>5}  {}", rule_label(rule));
+        let label = callbridge_core::Rule::from_id(rule).map_or("", |r| r.label());
+        println!("  {rule:<3} {n:>5}  {label}");
     }
     let users = c
         .notes_by_user()
