@@ -724,6 +724,24 @@ impl AmoClient {
         Ok(out)
     }
 
+    /// Every contact of the account (`GET /api/v4/contacts`, all pages), without their leads.
+    pub async fn contacts(&self) -> Result<Vec<Contact>, Error> {
+        self.list::<Contact, wire::ContactIn>("/api/v4/contacts", &[], "contacts")
+            .await
+    }
+
+    /// Every lead of the account (`GET /api/v4/leads`, all pages).
+    pub async fn leads(&self) -> Result<Vec<Lead>, Error> {
+        self.list::<Lead, wire::LeadIn>("/api/v4/leads", &[], "leads")
+            .await
+    }
+
+    /// Every unsorted request of the account (`GET /api/v4/leads/unsorted`, all pages).
+    pub async fn unsorted(&self) -> Result<Vec<Unsorted>, Error> {
+        self.list::<Unsorted, wire::UnsortedIn>("/api/v4/leads/unsorted", &[], "unsorted")
+            .await
+    }
+
     /// The leads with these ids (missing ones are left out), e.g. to see which are still open.
     pub async fn leads_by_ids(&self, ids: &[u64]) -> Result<Vec<Lead>, Error> {
         let mut out = Vec::new();

@@ -11,7 +11,9 @@
 //! moment: the report adds the recovery time, the requests (and note look-ups) per call after
 //! the outage, and checks that each call's note exists exactly once.
 
+use crate::crm_reader::CrmReader;
 use anyhow::{anyhow, ensure, Result};
+use callbridge_amocrm::EntityType;
 use callbridge_amocrm_sandbox::{SandboxConfig, Seed};
 use callbridge_core::ValidSettings;
 use callbridge_traffic::{CallKind, Config as TrafficConfig, Generator, Mix};
@@ -234,44 +236,18 @@ pub fn run(args: &Args) -> Result<()> {
 /// Every call note's `uniq` in the sandbox, read through its API after the run: how many notes
 /// there are, and how many `uniq`s appear more than once.
 async fn call_note_uniqs(base: &str) -> Result<(usize, usize)> {
-    let http = reqwest::Client::new();
+    // Inside the account's 7 requests a second; the delivery's last requests may still fill
+    // its window, which the reader waits out.
+    let reader = CrmReader::new(base, "bench-token", 5)?;
     let mut seen = std::collections::HashMap::<String, usize>::new();
     let mut notes = 0;
-    for entity in ["contacts", "leads"] {
-        for page in 1.. {
-            // Inside the account's 7 requests a second.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let url = format!(
-                "{base}/api/v4/{entity}/notes?filter[note_type][]=call_in&filter[note_type][]=call_out&limit=250&page={page}"
-            );
-            // The delivery's last requests may still fill the account's window: a 429 here is
-            // the sandbox keeping the limit, so wait and read the page again (a few times).
-            let mut r = http.get(&url).bearer_auth("bench-token").send().await?;
-            for _ in 0..5 {
-                if r.status().as_u16() != 429 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1100)).await;
-                r = http.get(&url).bearer_auth("bench-token").send().await?;
-            }
-            if r.status().as_u16() == 204 {
-                break;
-            }
-            ensure!(r.status().is_success(), "{url}: {}", r.status());
-            let v: serde_json::Value = serde_json::from_str(&r.text().await?)?;
-            let items = v["_embedded"]["notes"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for n in &items {
-                let uniq = n["params"]["uniq"].as_str().unwrap_or_default().to_string();
-                *seen.entry(uniq).or_default() += 1;
-            }
-            notes += items.len();
-            if items.len() < 250 {
-                break;
-            }
+    for entity in [EntityType::Contacts, EntityType::Leads] {
+        let found = reader.call_notes(entity).await?;
+        for n in &found {
+            let uniq = n.params["uniq"].as_str().unwrap_or_default().to_string();
+            *seen.entry(uniq).or_default() += 1;
         }
+        notes += found.len();
     }
     Ok((notes, seen.values().filter(|n| **n > 1).count()))
 }

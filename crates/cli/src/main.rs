@@ -2,6 +2,7 @@
 
 mod bench_delivery;
 mod bench_ingest;
+mod crm_reader;
 mod demo;
 mod generate;
 mod pipeline;
