@@ -43,7 +43,44 @@ fn no_tokens() -> Error {
     )
 }
 
+/// The integration's OAuth identity, as every token request sends it.
+struct OAuthClient<'a> {
+    client_id: &'a str,
+    client_secret: &'a str,
+    redirect_uri: &'a str,
+}
+
+impl OAuthClient<'_> {
+    /// The body of a token request: this grant (`grant_type`, and its `key` with `value`).
+    fn grant(&self, grant_type: &str, key: &str, value: &str) -> Value {
+        let mut body = json!({
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "grant_type": grant_type,
+            "redirect_uri": self.redirect_uri,
+        });
+        body[key] = Value::from(value);
+        body
+    }
+}
+
 impl AmoClient {
+    /// The OAuth identity, or `refusal` for a long-lived-token account.
+    fn oauth(&self, refusal: &str) -> Result<OAuthClient<'_>, Error> {
+        match &self.inner.auth {
+            AuthConfig::OAuth {
+                client_id,
+                client_secret,
+                redirect_uri,
+            } => Ok(OAuthClient {
+                client_id,
+                client_secret,
+                redirect_uri,
+            }),
+            AuthConfig::LongLived { .. } => Err(Error::Config(refusal.into())),
+        }
+    }
+
     fn cache(&self) -> MutexGuard<'_, Option<OAuthTokens>> {
         // The cache holds a whole value or none; a panic elsewhere cannot leave it torn.
         self.inner.cache.lock().unwrap_or_else(|p| p.into_inner())
@@ -110,16 +147,7 @@ impl AmoClient {
     /// it (and so make the old refresh token the only copy) before the new refresh token is
     /// safe.
     async fn refresh(&self, stale: &str) -> Result<String, Error> {
-        let AuthConfig::OAuth {
-            client_id,
-            client_secret,
-            redirect_uri,
-        } = &self.inner.auth
-        else {
-            return Err(Error::Config(
-                "a long-lived token cannot be refreshed".into(),
-            ));
-        };
+        let oauth = self.oauth("a long-lived token cannot be refreshed")?;
         let mut state = self.inner.refresh.lock().await;
         // The store is the truth: it also sees refreshes by other processes sharing it.
         let current = self.inner.store.load().await?.ok_or_else(no_tokens)?;
@@ -132,13 +160,7 @@ impl AmoClient {
                 return Err(Error::Unauthorized(why.clone()));
             }
         }
-        let body = json!({
-            "client_id": client_id,
-            "client_secret": client_secret,
-            "grant_type": "refresh_token",
-            "refresh_token": current.refresh_token,
-            "redirect_uri": redirect_uri,
-        });
+        let body = oauth.grant("refresh_token", "refresh_token", &current.refresh_token);
         match self.token_request(&body).await {
             Ok(tokens) => {
                 self.inner.store.save(&tokens).await.map_err(|e| {
@@ -212,25 +234,11 @@ impl AmoClient {
     /// Exchange an authorization code (from the OAuth redirect) for tokens, and save them in
     /// the store. Only for [`AuthConfig::OAuth`].
     pub async fn exchange_code(&self, code: &str) -> Result<OAuthTokens, Error> {
-        let AuthConfig::OAuth {
-            client_id,
-            client_secret,
-            redirect_uri,
-        } = &self.inner.auth
-        else {
-            return Err(Error::Config(
-                "exchange_code needs OAuth; this account uses a long-lived token".into(),
-            ));
-        };
+        let oauth =
+            self.oauth("exchange_code needs OAuth; this account uses a long-lived token")?;
         non_empty("exchange_code", "the authorization code", code)?;
         let mut state = self.inner.refresh.lock().await;
-        let body = json!({
-            "client_id": client_id,
-            "client_secret": client_secret,
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-        });
+        let body = oauth.grant("authorization_code", "code", code);
         let tokens = self.token_request(&body).await.map_err(|e| match e {
             Error::Unauthorized(why) => {
                 Error::Unauthorized(format!("the authorization code was refused: {why}"))

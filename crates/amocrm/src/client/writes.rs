@@ -3,6 +3,8 @@
 //! amoCRM's "Entity not found" into an outcome (a new client), not an error.
 
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::transport::expect_success;
@@ -21,16 +23,36 @@ fn check_batch(what: &str, len: usize) -> Result<(), Error> {
 }
 
 impl AmoClient {
-    /// `POST /api/v4/contacts`.
-    pub async fn create_contacts(&self, items: &[NewContact]) -> Result<Vec<Created>, Error> {
-        check_batch("create_contacts", items.len())?;
+    /// A batch write answered by `_embedded.{key}[]`: at most [`MAX_BATCH`] items, each sent in
+    /// its wire shape; an empty batch sends nothing.
+    async fn write_batch<'i, I, O, T, W>(
+        &self,
+        what: &str,
+        path: &str,
+        items: &'i [I],
+        wire_shape: impl Fn(&'i I) -> O,
+        key: &str,
+    ) -> Result<Vec<T>, Error>
+    where
+        O: Serialize,
+        W: DeserializeOwned + Into<T>,
+    {
+        check_batch(what, items.len())?;
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let body: Vec<_> = items.iter().map(wire::ContactOut::new).collect();
-        self.post_batch::<Created, wire::CreatedIn>(
+        let body: Vec<O> = items.iter().map(wire_shape).collect();
+        self.post_batch::<T, W>(path, to_json(what, &body)?, key)
+            .await
+    }
+
+    /// `POST /api/v4/contacts`.
+    pub async fn create_contacts(&self, items: &[NewContact]) -> Result<Vec<Created>, Error> {
+        self.write_batch::<_, _, Created, wire::CreatedIn>(
+            "create_contacts",
             "/api/v4/contacts",
-            to_json("create_contacts", &body)?,
+            items,
+            wire::ContactOut::new,
             "contacts",
         )
         .await
@@ -38,14 +60,11 @@ impl AmoClient {
 
     /// `POST /api/v4/leads`.
     pub async fn create_leads(&self, items: &[NewLead]) -> Result<Vec<Created>, Error> {
-        check_batch("create_leads", items.len())?;
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let body: Vec<_> = items.iter().map(wire::LeadOut::new).collect();
-        self.post_batch::<Created, wire::CreatedIn>(
+        self.write_batch::<_, _, Created, wire::CreatedIn>(
+            "create_leads",
             "/api/v4/leads",
-            to_json("create_leads", &body)?,
+            items,
+            wire::LeadOut::new,
             "leads",
         )
         .await
@@ -80,14 +99,11 @@ impl AmoClient {
         &self,
         items: &[NewUnsortedSip],
     ) -> Result<Vec<UnsortedCreated>, Error> {
-        check_batch("add_unsorted_sip", items.len())?;
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let body: Vec<_> = items.iter().map(wire::UnsortedSipOut::new).collect();
-        self.post_batch::<UnsortedCreated, wire::UnsortedIn>(
+        self.write_batch::<_, _, UnsortedCreated, wire::UnsortedIn>(
+            "add_unsorted_sip",
             "/api/v4/leads/unsorted/sip",
-            to_json("add_unsorted_sip", &body)?,
+            items,
+            wire::UnsortedSipOut::new,
             "unsorted",
         )
         .await
@@ -99,14 +115,11 @@ impl AmoClient {
         entity: EntityType,
         items: &[NewNote],
     ) -> Result<Vec<Created>, Error> {
-        check_batch("add_notes", items.len())?;
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let body: Vec<_> = items.iter().map(wire::NoteOut::new).collect();
-        self.post_batch::<Created, wire::CreatedIn>(
+        self.write_batch::<_, _, Created, wire::CreatedIn>(
+            "add_notes",
             &format!("/api/v4/{entity}/notes"),
-            to_json("add_notes", &body)?,
+            items,
+            wire::NoteOut::new,
             "notes",
         )
         .await
@@ -114,14 +127,11 @@ impl AmoClient {
 
     /// `POST /api/v4/tasks`.
     pub async fn create_tasks(&self, items: &[NewTask]) -> Result<Vec<Created>, Error> {
-        check_batch("create_tasks", items.len())?;
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let body: Vec<_> = items.iter().map(wire::TaskOut::new).collect();
-        self.post_batch::<Created, wire::CreatedIn>(
+        self.write_batch::<_, _, Created, wire::CreatedIn>(
+            "create_tasks",
             "/api/v4/tasks",
-            to_json("create_tasks", &body)?,
+            items,
+            wire::TaskOut::new,
             "tasks",
         )
         .await
