@@ -1,15 +1,24 @@
 //! The `callbridge` binary: wires the crates together behind subcommands. No rules live here.
 
-mod bench_delivery;
-mod bench_ingest;
-mod crm_reader;
-mod demo;
 mod generate;
 mod pipeline;
-mod sandbox_amocrm;
-mod sandbox_mango;
 mod serve;
 mod simulate;
+
+// The stand-ins and the tools built on them; left out of production builds
+// (`--no-default-features`).
+#[cfg(feature = "sandboxes")]
+mod bench_delivery;
+#[cfg(feature = "sandboxes")]
+mod bench_ingest;
+#[cfg(feature = "sandboxes")]
+mod crm_reader;
+#[cfg(feature = "sandboxes")]
+mod demo;
+#[cfg(feature = "sandboxes")]
+mod sandbox_amocrm;
+#[cfg(feature = "sandboxes")]
+mod sandbox_mango;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -38,18 +47,23 @@ enum Command {
     Serve(serve::Args),
     /// Load benchmark of the webhook ingest path: signed webhooks over loopback into the service,
     /// reporting accepted events per second and acknowledgement latency.
+    #[cfg(feature = "sandboxes")]
     BenchIngest(bench_ingest::Args),
     /// Delivery benchmark: completed calls of known clients written to an amoCRM sandbox at its
     /// rate limit; reports calls logged per second and CRM requests per call.
+    #[cfg(feature = "sandboxes")]
     BenchDelivery(bench_delivery::Args),
     /// See the whole product work on this machine: the service, an amoCRM sandbox and a Mango
     /// emulator playing realistic calls, then a report of what landed in the CRM and why.
+    #[cfg(feature = "sandboxes")]
     Demo(demo::Args),
     /// Stand-ins for the outside world, for tests, benchmarks and the demo.
+    #[cfg(feature = "sandboxes")]
     #[command(subcommand)]
     Sandbox(Sandbox),
 }
 
+#[cfg(feature = "sandboxes")]
 #[derive(Subcommand)]
 enum Sandbox {
     /// A stand-in amoCRM API v4 server.
@@ -88,10 +102,15 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Serve(args) => serve::run(&args),
+        #[cfg(feature = "sandboxes")]
         Command::BenchIngest(args) => bench_ingest::run(&args),
+        #[cfg(feature = "sandboxes")]
         Command::BenchDelivery(args) => bench_delivery::run(&args),
+        #[cfg(feature = "sandboxes")]
         Command::Demo(args) => demo::run(&args),
+        #[cfg(feature = "sandboxes")]
         Command::Sandbox(Sandbox::Amocrm(args)) => sandbox_amocrm::run(&args),
+        #[cfg(feature = "sandboxes")]
         Command::Sandbox(Sandbox::Mango(args)) => sandbox_mango::run(&args),
     };
     match result {

@@ -55,6 +55,7 @@ impl<'s> Pipeline<'s> {
 
     /// Folds one event in without moving the clock: entries complete only at
     /// [`Pipeline::finish`].
+    #[cfg(any(feature = "sandboxes", test))]
     pub fn fold(&mut self, event: PbxEvent) {
         self.tracker.push(event);
     }
@@ -77,6 +78,7 @@ impl<'s> Pipeline<'s> {
 /// Plans a whole recorded or generated stream at once, as if its input ended after the last
 /// event: the plans, in the order the entries completed. Entries with a leg still up are left
 /// out.
+#[cfg(any(feature = "sandboxes", test))]
 pub fn plan_all(
     settings: &ValidSettings,
     events: impl IntoIterator<Item = PbxEvent>,
