@@ -94,9 +94,7 @@ pub fn run(args: &Args) -> Result<()> {
         "users": users.iter().map(|id| json!({"id": id, "name": format!("User {id}")})).collect::<Vec<_>>(),
         "contacts": phones.iter().map(|p| json!({"name": format!("Client {p}"), "phone": p, "responsible_user_id": users.iter().next()})).collect::<Vec<_>>(),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     let report = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let sandbox = callbridge_amocrm_sandbox::start(

@@ -72,6 +72,34 @@ enum Sandbox {
     Mango(sandbox_mango::Args),
 }
 
+/// Logs to stderr at `default_level`, unless `CALLBRIDGE_LOG` (a tracing filter) says otherwise.
+pub(crate) fn init_logging(default_level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CALLBRIDGE_LOG")
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The multi-threaded runtime a subcommand's async work runs on.
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// A listener on `127.0.0.1:port` (0: a port the system picks), for the stand-ins, which
+/// never listen beyond this machine. The error names the `--port` flag.
+#[cfg(feature = "sandboxes")]
+pub(crate) async fn listen_on_loopback(port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("--port {port}: cannot listen on 127.0.0.1"))
+}
+
 /// Ctrl-C, or SIGTERM on Unix: how every long-running subcommand is asked to stop.
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

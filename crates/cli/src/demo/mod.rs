@@ -119,17 +119,9 @@ fn check(args: &Args) -> Result<Options> {
 pub fn run(args: &Args) -> Result<()> {
     let options = check(args)?;
     // Quiet by default: the console is for the demo's own lines. CALLBRIDGE_LOG=info shows all.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CALLBRIDGE_LOG")
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::init_logging("error");
     let dir = DataDir::prepare(args.data_dir.as_deref(), args.keep_running)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     let result = runtime.block_on(async {
         let (up, problems) = tokio::select! {
             result = demo(args, &options, &dir.path) => result?,
