@@ -80,3 +80,53 @@ impl CrmReader {
         bail!("reading the CRM's {what}: still rate limited after {ATTEMPTS} attempts")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A CRM that answers the first request 429 (an HTML page, as amoCRM does) and then one
+    /// page of contacts.
+    async fn crm_with_one_429() -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().route(
+            "/api/v4/contacts",
+            axum::routing::get(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    use axum::response::IntoResponse;
+                    if n == 0 {
+                        (
+                            axum::http::StatusCode::TOO_MANY_REQUESTS,
+                            "<html>Too Many Requests</html>",
+                        )
+                            .into_response()
+                    } else {
+                        axum::Json(serde_json::json!({
+                            "_embedded": {"contacts": [{"id": 7, "name": "Known client"}]}
+                        }))
+                        .into_response()
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, hits)
+    }
+
+    #[tokio::test]
+    async fn a_429_is_read_again_after_the_clients_pause() {
+        let (base, hits) = crm_with_one_429().await;
+        let reader = CrmReader::new(&base, "token", 5).expect("reader");
+        let contacts = reader.contacts().await.expect("read after the 429");
+        assert_eq!(contacts.len(), 1);
+        assert_eq!(contacts[0].id, 7);
+        assert_eq!(hits.load(Ordering::SeqCst), 2, "one 429, one read");
+    }
+}
