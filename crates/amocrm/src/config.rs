@@ -79,6 +79,39 @@ impl fmt::Debug for AuthConfig {
 /// `.kommo.com`.
 pub const ACCOUNT_HOST_SUFFIXES: &[&str] = &[".amocrm.ru", ".amocrm.com", ".kommo.com"];
 
+/// The rule an account's base URL must follow, as every [`OriginError`] states it.
+const ORIGIN_RULE: &str = "must be the https origin of an amoCRM or Kommo account, \
+                           e.g. https://acme.amocrm.ru (hosts *.amocrm.ru, *.amocrm.com, *.kommo.com)";
+/// How to admit a sandbox's address instead.
+const INSECURE_HINT: &str = "allow_insecure_crm_hosts = true admits other hosts, for sandboxes";
+
+/// Why a base URL is not an account origin ([`account_origin`]). Each message states the rule
+/// and quotes no more of the URL than the caller gave (never a user name or password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OriginError {
+    #[error("{text:?} is not a URL ({reason}); {ORIGIN_RULE}")]
+    NotAUrl { text: String, reason: String },
+    #[error("must not carry a user name or password; {ORIGIN_RULE}")]
+    Credentials,
+    #[error("{text:?} must not have a query or fragment; {ORIGIN_RULE}")]
+    QueryOrFragment { text: String },
+    #[error("{text:?} must not have a path; {ORIGIN_RULE}")]
+    Path { text: String },
+    #[error("{text:?} has no host; {ORIGIN_RULE}")]
+    NoHost { text: String },
+    /// With `allow_any_host`: still only http(s).
+    #[error("{text:?} must be an http(s) URL")]
+    NotHttp { text: String },
+    #[error("{text:?} is not https; {ORIGIN_RULE} ({INSECURE_HINT})")]
+    NotHttps { text: String },
+    #[error(
+        "host {host:?} is not an amoCRM or Kommo account host; {ORIGIN_RULE} ({INSECURE_HINT})"
+    )]
+    NotAccountHost { host: String },
+    #[error("{text:?} must not name a port; {ORIGIN_RULE}")]
+    Port { text: String },
+}
+
 /// Checks an account's base URL and returns its origin (`https://acme.amocrm.ru`), the form
 /// tokens are bound to.
 ///
@@ -87,36 +120,33 @@ pub const ACCOUNT_HOST_SUFFIXES: &[&str] = &[".amocrm.ru", ".amocrm.com", ".komm
 /// before the suffix, no port, no user or password, no path beyond `/`, no query or fragment.
 /// `allow_any_host` (for sandboxes and tests) admits `http` and any host, still as a bare
 /// origin. The error says which rule failed, never more of the URL than the caller gave.
-pub fn account_origin(base_url: &str, allow_any_host: bool) -> Result<String, String> {
-    const RULE: &str = "must be the https origin of an amoCRM or Kommo account, \
-                        e.g. https://acme.amocrm.ru (hosts *.amocrm.ru, *.amocrm.com, *.kommo.com)";
+pub fn account_origin(base_url: &str, allow_any_host: bool) -> Result<String, OriginError> {
     let text = base_url.trim();
-    let url =
-        reqwest::Url::parse(text).map_err(|e| format!("{text:?} is not a URL ({e}); {RULE}"))?;
+    let quoted = || text.to_string();
+    let url = reqwest::Url::parse(text).map_err(|e| OriginError::NotAUrl {
+        text: quoted(),
+        reason: e.to_string(),
+    })?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("must not carry a user name or password; {RULE}"));
+        return Err(OriginError::Credentials);
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "{text:?} must not have a query or fragment; {RULE}"
-        ));
+        return Err(OriginError::QueryOrFragment { text: quoted() });
     }
     if !matches!(url.path(), "" | "/") {
-        return Err(format!("{text:?} must not have a path; {RULE}"));
+        return Err(OriginError::Path { text: quoted() });
     }
     let Some(host) = url.host_str().map(str::to_ascii_lowercase) else {
-        return Err(format!("{text:?} has no host; {RULE}"));
+        return Err(OriginError::NoHost { text: quoted() });
     };
     let scheme = url.scheme();
     if allow_any_host {
         if !matches!(scheme, "http" | "https") {
-            return Err(format!("{text:?} must be an http(s) URL"));
+            return Err(OriginError::NotHttp { text: quoted() });
         }
     } else {
         if scheme != "https" {
-            return Err(format!(
-                "{text:?} is not https; {RULE} (allow_insecure_crm_hosts = true admits other hosts, for sandboxes)"
-            ));
+            return Err(OriginError::NotHttps { text: quoted() });
         }
         let account = ACCOUNT_HOST_SUFFIXES
             .iter()
@@ -128,13 +158,10 @@ pub fn account_origin(base_url: &str, allow_any_host: bool) -> Result<String, St
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         });
         if !one_label {
-            return Err(format!(
-                "host {host:?} is not an amoCRM or Kommo account host; {RULE} \
-                 (allow_insecure_crm_hosts = true admits other hosts, for sandboxes)"
-            ));
+            return Err(OriginError::NotAccountHost { host });
         }
         if url.port().is_some() {
-            return Err(format!("{text:?} must not name a port; {RULE}"));
+            return Err(OriginError::Port { text: quoted() });
         }
     }
     Ok(match url.port() {
@@ -174,10 +201,69 @@ mod tests {
             "ftp://acme.amocrm.ru",
             "acme.amocrm.ru",
         ] {
-            let e = account_origin(url, false).expect_err(url);
+            let e = account_origin(url, false).expect_err(url).to_string();
             assert!(e.contains("amoCRM"), "{url}: {e}");
             assert!(!e.contains("pw@"), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn each_refusal_names_the_rule_it_breaks() {
+        use super::OriginError as E;
+        let text = |t: &str| t.to_string();
+        for (url, expected) in [
+            ("acme.amocrm.ru", None),
+            ("https://user:pw@acme.amocrm.ru", Some(E::Credentials)),
+            (
+                "https://acme.amocrm.ru/?x=1",
+                Some(E::QueryOrFragment {
+                    text: text("https://acme.amocrm.ru/?x=1"),
+                }),
+            ),
+            (
+                "https://acme.amocrm.ru/api",
+                Some(E::Path {
+                    text: text("https://acme.amocrm.ru/api"),
+                }),
+            ),
+            (
+                "http://acme.amocrm.ru",
+                Some(E::NotHttps {
+                    text: text("http://acme.amocrm.ru"),
+                }),
+            ),
+            (
+                "https://evil.example.com",
+                Some(E::NotAccountHost {
+                    host: text("evil.example.com"),
+                }),
+            ),
+            (
+                "https://acme.amocrm.ru:8443",
+                Some(E::Port {
+                    text: text("https://acme.amocrm.ru:8443"),
+                }),
+            ),
+        ] {
+            let e = account_origin(url, false).expect_err(url);
+            match expected {
+                Some(expected) => assert_eq!(e, expected, "{url}"),
+                None => assert!(matches!(e, E::NotAUrl { .. }), "{url}: {e:?}"),
+            }
+        }
+        // The message is the one the config check has always shown.
+        assert_eq!(
+            account_origin("http://acme.amocrm.ru", false)
+                .expect_err("http")
+                .to_string(),
+            "\"http://acme.amocrm.ru\" is not https; must be the https origin of an amoCRM or \
+             Kommo account, e.g. https://acme.amocrm.ru (hosts *.amocrm.ru, *.amocrm.com, \
+             *.kommo.com) (allow_insecure_crm_hosts = true admits other hosts, for sandboxes)"
+        );
+        assert!(matches!(
+            account_origin("ftp://127.0.0.1", true),
+            Err(E::NotHttp { .. })
+        ));
     }
 
     #[test]

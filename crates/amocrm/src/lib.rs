@@ -69,8 +69,8 @@ mod wire;
 
 pub use client::{AmoClient, MAX_BATCH, MAX_PAGES, PAGE_LIMIT, REFRESH_BEFORE_EXPIRY_SECS};
 pub use config::{
-    account_origin, AccountConfig, AuthConfig, ACCOUNT_HOST_SUFFIXES, DEFAULT_REQUESTS_PER_SECOND,
-    DEFAULT_TIMEOUT,
+    account_origin, AccountConfig, AuthConfig, OriginError, ACCOUNT_HOST_SUFFIXES,
+    DEFAULT_REQUESTS_PER_SECOND, DEFAULT_TIMEOUT,
 };
 pub use error::{Error, ItemError};
 pub use limiter::{COOLDOWN_INITIAL, COOLDOWN_MAX, RATE_WINDOW, RATE_WINDOW_MARGIN};

@@ -187,6 +187,14 @@ pub struct UnsortedCreated {
     pub request_id: Option<String>,
 }
 
+/// An unsorted request as the CRM lists it (`GET /api/v4/leads/unsorted`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unsorted {
+    pub uid: String,
+    pub lead_id: Option<u64>,
+    pub contact_id: Option<u64>,
+}
+
 /// A note to add to an entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewNote {

@@ -566,13 +566,25 @@ pub(crate) struct UnsortedIn {
 
 impl From<UnsortedIn> for UnsortedCreated {
     fn from(u: UnsortedIn) -> Self {
+        let request_id = u.request_id.clone();
+        let listed = Unsorted::from(u);
+        UnsortedCreated {
+            uid: listed.uid,
+            lead_id: listed.lead_id,
+            contact_id: listed.contact_id,
+            request_id,
+        }
+    }
+}
+
+impl From<UnsortedIn> for Unsorted {
+    fn from(u: UnsortedIn) -> Self {
         let embedded = u.embedded.unwrap_or_default();
         let first = |list: Option<Vec<IdOnly>>| list.and_then(|l| l.first().map(|x| x.id));
-        UnsortedCreated {
+        Unsorted {
             uid: u.uid,
             lead_id: first(embedded.leads),
             contact_id: first(embedded.contacts),
-            request_id: u.request_id,
         }
     }
 }

@@ -1078,3 +1078,68 @@ async fn malformed_answers_are_decode_errors_naming_the_fault() {
     assert!(why.contains("POST /api/v4/contacts"), "{why}");
     assert_eq!(hits.load(Ordering::SeqCst), 7);
 }
+
+#[tokio::test]
+async fn whole_account_lists_read_every_page_of_contacts_leads_and_unsorted() {
+    let mock = mock(|seen| {
+        let page: u32 = seen
+            .query_one("page")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if page > 2 {
+            return no_content();
+        }
+        let next = json!({"next": {"href": "more"}});
+        match seen.path.as_str() {
+            "/api/v4/contacts" => json(
+                200,
+                json!({"_embedded": {"contacts": [{"id": page, "name": format!("C{page}"),
+                        "custom_fields_values": null}]}, "_links": next}),
+            ),
+            "/api/v4/leads" => json(
+                200,
+                json!({"_embedded": {"leads": [{"id": 10 + page, "status_id": 142}]}, "_links": next}),
+            ),
+            "/api/v4/leads/unsorted" => json(
+                200,
+                json!({"_embedded": {"unsorted": [{"uid": format!("u{page}"), "category": "sip",
+                        "_embedded": {"leads": [{"id": 20 + page}], "contacts": [{"id": 30 + page}]}}]},
+                       "_links": next}),
+            ),
+            other => panic!("unexpected {other}"),
+        }
+    })
+    .await;
+    let client = client(&mock.base);
+    let contacts = client.contacts().await.expect("contacts");
+    assert_eq!(
+        contacts.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(contacts[1].name, "C2");
+    let leads = client.leads().await.expect("leads");
+    assert_eq!(leads.iter().map(|l| l.id).collect::<Vec<_>>(), vec![11, 12]);
+    assert!(!leads[0].is_open());
+    let unsorted = client.unsorted().await.expect("unsorted");
+    assert_eq!(
+        unsorted,
+        vec![
+            Unsorted {
+                uid: "u1".into(),
+                lead_id: Some(21),
+                contact_id: Some(31)
+            },
+            Unsorted {
+                uid: "u2".into(),
+                lead_id: Some(22),
+                contact_id: Some(32)
+            },
+        ]
+    );
+    // Three pages each (the third answers 204), at amoCRM's page size.
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 9);
+    assert!(seen
+        .iter()
+        .all(|s| s.query_one("limit").as_deref() == Some("250")));
+}

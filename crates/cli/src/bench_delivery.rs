@@ -11,10 +11,11 @@
 //! moment: the report adds the recovery time, the requests (and note look-ups) per call after
 //! the outage, and checks that each call's note exists exactly once.
 
+use crate::crm_reader::CrmReader;
 use anyhow::{anyhow, ensure, Result};
+use callbridge_amocrm::EntityType;
 use callbridge_amocrm_sandbox::{SandboxConfig, Seed};
-use callbridge_core::tracker::{Tracker, TrackerConfig};
-use callbridge_core::{policy, ValidSettings};
+use callbridge_core::ValidSettings;
 use callbridge_traffic::{CallKind, Config as TrafficConfig, Generator, Mix};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -81,18 +82,7 @@ pub fn run(args: &Args) -> Result<()> {
         .collect();
     users.insert(9000);
 
-    let mut tracker = Tracker::new(TrackerConfig {
-        settle_s: 0,
-        ..TrackerConfig::default()
-    });
-    for event in generator {
-        tracker.push(event);
-    }
-    let (done, _) = tracker.finish();
-    let plans: Vec<_> = done
-        .iter()
-        .map(|c| policy::plan(&settings, &c.events.assemble()))
-        .collect();
+    let plans = crate::pipeline::plan_all(&settings, generator);
     let records: usize = plans.iter().map(|p| p.records.len()).sum();
     let phones: BTreeSet<String> = plans
         .iter()
@@ -104,9 +94,7 @@ pub fn run(args: &Args) -> Result<()> {
         "users": users.iter().map(|id| json!({"id": id, "name": format!("User {id}")})).collect::<Vec<_>>(),
         "contacts": phones.iter().map(|p| json!({"name": format!("Client {p}"), "phone": p, "responsible_user_id": users.iter().next()})).collect::<Vec<_>>(),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     let report = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let sandbox = callbridge_amocrm_sandbox::start(
@@ -246,44 +234,18 @@ pub fn run(args: &Args) -> Result<()> {
 /// Every call note's `uniq` in the sandbox, read through its API after the run: how many notes
 /// there are, and how many `uniq`s appear more than once.
 async fn call_note_uniqs(base: &str) -> Result<(usize, usize)> {
-    let http = reqwest::Client::new();
+    // Inside the account's 7 requests a second; the delivery's last requests may still fill
+    // its window, which the reader waits out.
+    let reader = CrmReader::new(base, "bench-token", 5)?;
     let mut seen = std::collections::HashMap::<String, usize>::new();
     let mut notes = 0;
-    for entity in ["contacts", "leads"] {
-        for page in 1.. {
-            // Inside the account's 7 requests a second.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let url = format!(
-                "{base}/api/v4/{entity}/notes?filter[note_type][]=call_in&filter[note_type][]=call_out&limit=250&page={page}"
-            );
-            // The delivery's last requests may still fill the account's window: a 429 here is
-            // the sandbox keeping the limit, so wait and read the page again (a few times).
-            let mut r = http.get(&url).bearer_auth("bench-token").send().await?;
-            for _ in 0..5 {
-                if r.status().as_u16() != 429 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1100)).await;
-                r = http.get(&url).bearer_auth("bench-token").send().await?;
-            }
-            if r.status().as_u16() == 204 {
-                break;
-            }
-            ensure!(r.status().is_success(), "{url}: {}", r.status());
-            let v: serde_json::Value = serde_json::from_str(&r.text().await?)?;
-            let items = v["_embedded"]["notes"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for n in &items {
-                let uniq = n["params"]["uniq"].as_str().unwrap_or_default().to_string();
-                *seen.entry(uniq).or_default() += 1;
-            }
-            notes += items.len();
-            if items.len() < 250 {
-                break;
-            }
+    for entity in [EntityType::Contacts, EntityType::Leads] {
+        let found = reader.call_notes(entity).await?;
+        for n in &found {
+            let uniq = n.params["uniq"].as_str().unwrap_or_default().to_string();
+            *seen.entry(uniq).or_default() += 1;
         }
+        notes += found.len();
     }
     Ok((notes, seen.values().filter(|n| **n > 1).count()))
 }

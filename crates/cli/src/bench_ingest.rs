@@ -71,9 +71,7 @@ pub fn run(args: &Args) -> Result<()> {
     std::fs::write(&config_path, config)?;
     let (config, tenants) =
         callbridge_server::config::Config::load(Some(&config_path)).map_err(|e| anyhow!("{e}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     let report = runtime.block_on(async move {
         let running = callbridge_server::start(config, tenants)
             .await

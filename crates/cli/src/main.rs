@@ -1,13 +1,24 @@
 //! The `callbridge` binary: wires the crates together behind subcommands. No rules live here.
 
-mod bench_delivery;
-mod bench_ingest;
-mod demo;
 mod generate;
-mod sandbox_amocrm;
-mod sandbox_mango;
+mod pipeline;
 mod serve;
 mod simulate;
+
+// The stand-ins and the tools built on them; left out of production builds
+// (`--no-default-features`).
+#[cfg(feature = "sandboxes")]
+mod bench_delivery;
+#[cfg(feature = "sandboxes")]
+mod bench_ingest;
+#[cfg(feature = "sandboxes")]
+mod crm_reader;
+#[cfg(feature = "sandboxes")]
+mod demo;
+#[cfg(feature = "sandboxes")]
+mod sandbox_amocrm;
+#[cfg(feature = "sandboxes")]
+mod sandbox_mango;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -36,24 +47,57 @@ enum Command {
     Serve(serve::Args),
     /// Load benchmark of the webhook ingest path: signed webhooks over loopback into the service,
     /// reporting accepted events per second and acknowledgement latency.
+    #[cfg(feature = "sandboxes")]
     BenchIngest(bench_ingest::Args),
     /// Delivery benchmark: completed calls of known clients written to an amoCRM sandbox at its
     /// rate limit; reports calls logged per second and CRM requests per call.
+    #[cfg(feature = "sandboxes")]
     BenchDelivery(bench_delivery::Args),
     /// See the whole product work on this machine: the service, an amoCRM sandbox and a Mango
     /// emulator playing realistic calls, then a report of what landed in the CRM and why.
+    #[cfg(feature = "sandboxes")]
     Demo(demo::Args),
     /// Stand-ins for the outside world, for tests, benchmarks and the demo.
+    #[cfg(feature = "sandboxes")]
     #[command(subcommand)]
     Sandbox(Sandbox),
 }
 
+#[cfg(feature = "sandboxes")]
 #[derive(Subcommand)]
 enum Sandbox {
     /// A stand-in amoCRM API v4 server.
     Amocrm(sandbox_amocrm::Args),
     /// A Mango Office emulator: the VPBX API and signed webhook traffic.
     Mango(sandbox_mango::Args),
+}
+
+/// Logs to stderr at `default_level`, unless `CALLBRIDGE_LOG` (a tracing filter) says otherwise.
+pub(crate) fn init_logging(default_level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CALLBRIDGE_LOG")
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The multi-threaded runtime a subcommand's async work runs on.
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// A listener on `127.0.0.1:port` (0: a port the system picks), for the stand-ins, which
+/// never listen beyond this machine. The error names the `--port` flag.
+#[cfg(feature = "sandboxes")]
+pub(crate) async fn listen_on_loopback(port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("--port {port}: cannot listen on 127.0.0.1"))
 }
 
 /// Ctrl-C, or SIGTERM on Unix: how every long-running subcommand is asked to stop.
@@ -86,10 +130,15 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Serve(args) => serve::run(&args),
+        #[cfg(feature = "sandboxes")]
         Command::BenchIngest(args) => bench_ingest::run(&args),
+        #[cfg(feature = "sandboxes")]
         Command::BenchDelivery(args) => bench_delivery::run(&args),
+        #[cfg(feature = "sandboxes")]
         Command::Demo(args) => demo::run(&args),
+        #[cfg(feature = "sandboxes")]
         Command::Sandbox(Sandbox::Amocrm(args)) => sandbox_amocrm::run(&args),
+        #[cfg(feature = "sandboxes")]
         Command::Sandbox(Sandbox::Mango(args)) => sandbox_mango::run(&args),
     };
     match result {

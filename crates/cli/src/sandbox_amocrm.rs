@@ -41,13 +41,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     let default_level = if args.quiet { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CALLBRIDGE_LOG")
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::init_logging(default_level);
     if !(0.0..=1.0).contains(&args.error_rate) {
         bail!("--error-rate: {} is not between 0 and 1", args.error_rate);
     }
@@ -71,13 +65,9 @@ pub fn run(args: &Args) -> Result<()> {
             ..Faults::default()
         },
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
-            .await
-            .with_context(|| format!("--port {}: cannot listen on 127.0.0.1", args.port))?;
+        let listener = crate::listen_on_loopback(args.port).await?;
         let sandbox = callbridge_amocrm_sandbox::start(listener, config)
             .await
             .map_err(|e| anyhow!("{e}"))?;

@@ -175,13 +175,7 @@ fn print_progress(p: &PlayProgress) {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CALLBRIDGE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::init_logging("warn");
     ensure!(!args.api_key.is_empty(), "--api-key: must not be empty");
     ensure!(!args.api_salt.is_empty(), "--api-salt: must not be empty");
     let staff = staff_config(args)?;
@@ -191,13 +185,9 @@ pub fn run(args: &Args) -> Result<()> {
         std::fs::write(path, vpbx.staff().settings_toml())
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
-            .await
-            .with_context(|| format!("--port {}: cannot listen on 127.0.0.1", args.port))?;
+        let listener = crate::listen_on_loopback(args.port).await?;
         let mut config = VpbxConfig::new(&args.api_key, &args.api_salt, vpbx.clone());
         if args.no_rate_limits {
             config.limits = RateLimits::none();

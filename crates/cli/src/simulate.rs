@@ -1,8 +1,9 @@
 //! `callbridge simulate`: the what-if contract of `docs/simulate.md`.
 
+use crate::pipeline::{Pipeline, Planned};
 use anyhow::{bail, Context, Result};
 use callbridge_core::plan::{CompletedBy, EntryPlan};
-use callbridge_core::tracker::{Completed, Tracker, TrackerConfig};
+use callbridge_core::tracker::TrackerConfig;
 use callbridge_core::ValidSettings;
 use callbridge_mango::check_plausible;
 use callbridge_mango::webhook::{parse_event, Webhook};
@@ -101,19 +102,15 @@ fn simulate(
     config: TrackerConfig,
     out: &mut Output<impl Write>,
 ) -> Result<Stats> {
-    let mut tracker = Tracker::new(config);
+    let mut pipeline = Pipeline::new(settings, config);
     let mut stats = Stats::default();
-    let emit = |done: Vec<Completed>, stats: &mut Stats, out: &mut Output<_>| -> Result<()> {
-        for c in done {
-            stats.duplicates += c.events.duplicates;
-            stats.entries += 1;
-            let plan = c.plan(settings);
-            out.entry(&OutputEntry {
-                plan: &plan,
-                completed_by: c.completed_by,
-            })?;
-        }
-        Ok(())
+    let emit = |planned: Planned, stats: &mut Stats, out: &mut Output<_>| -> Result<()> {
+        stats.duplicates += planned.duplicates;
+        stats.entries += 1;
+        out.entry(&OutputEntry {
+            plan: &planned.plan,
+            completed_by: planned.completed_by,
+        })
     };
     let mut input = input;
     // One buffer for every line: a million-line file makes no million allocations.
@@ -155,19 +152,19 @@ fn simulate(
                     bail!("{}:{number}: {e}", name.display());
                 }
                 stats.events += 1;
-                // Fold first, then move the clock: the event that moves the clock must count
-                // as activity of its own entry before any grace period is judged.
-                let now = event.timestamp();
-                tracker.push(event);
-                emit(tracker.advance(now), &mut stats, out)?;
+                for planned in pipeline.push(event) {
+                    emit(planned, &mut stats, out)?;
+                }
             }
             Ok(_) => stats.ignored_paths += 1,
             Err(e) => bail!("{}:{number}: {e}", name.display()),
         }
     }
-    stats.late_events = tracker.late_events();
-    let (done, unfinished) = tracker.finish();
-    emit(done, &mut stats, out)?;
+    stats.late_events = pipeline.late_events();
+    let (done, unfinished) = pipeline.finish();
+    for planned in done {
+        emit(planned, &mut stats, out)?;
+    }
     stats.unfinished = unfinished;
     Ok(stats)
 }

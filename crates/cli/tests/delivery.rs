@@ -616,6 +616,10 @@ fn two_instances_on_one_postgres_deliver_each_call_once_within_the_limit() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "sandboxes"),
+    ignore = "runs a command of the sandboxes feature"
+)]
 fn the_delivery_benchmark_runs_at_the_crms_limit() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
         .args(["bench-delivery", "--calls", "400"])
@@ -641,6 +645,10 @@ fn the_delivery_benchmark_runs_at_the_crms_limit() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "sandboxes"),
+    ignore = "runs a command of the sandboxes feature"
+)]
 fn the_sandbox_subcommand_serves_the_api_from_a_seed() {
     let dir = temp_dir("sandbox-cli");
     let seed = dir.join("seed.json");

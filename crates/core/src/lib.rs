@@ -14,6 +14,7 @@ pub mod event;
 pub mod phone;
 pub mod plan;
 pub mod policy;
+mod rule_labels;
 pub mod settings;
 pub mod tracker;
 

@@ -53,7 +53,7 @@ pub fn checked_connection(
     };
     conn.account.base_url =
         callbridge_amocrm::account_origin(&conn.account.base_url, allow_insecure_hosts)
-            .map_err(|e| BaseUrlError(e).to_string())?;
+            .map_err(|e| BaseUrlError(e.to_string()).to_string())?;
     Ok(Some(conn))
 }
 
@@ -66,7 +66,7 @@ pub fn check_base_url(
     match crm.get("base_url").and_then(serde_json::Value::as_str) {
         Some(base) => callbridge_amocrm::account_origin(base, allow_insecure_hosts)
             .map(drop)
-            .map_err(BaseUrlError),
+            .map_err(|e| BaseUrlError(e.to_string())),
         None => Ok(()),
     }
 }

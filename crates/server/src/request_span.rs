@@ -34,6 +34,8 @@ pub type RequestTraceLayer<B> = TraceLayer<
 /// The layer that opens the span. Failures are not logged again here: each handler logs its own
 /// cause (a store error, an unreachable Mango API) inside the span, and a refused webhook during
 /// a full disk would otherwise write two error lines.
+// The cast turns the generic function into the layer's named function-pointer type.
+#[allow(trivial_casts)]
 pub fn layer<B>() -> RequestTraceLayer<B> {
     TraceLayer::new_for_http()
         .make_span_with(span_for as MakeRequestSpan<B>)

@@ -144,7 +144,7 @@ struct ObjectOrVisitor<T>(PhantomData<T>);
 macro_rules! forward_to_lit {
     ($($name:ident($($ty:ty)?)),*) => {
         $(fn $name<E: de::Error>(self $(, v: $ty)?) -> Result<Self::Value, E> {
-            LitVisitor.$name($(v as $ty)?).map(ObjectOr::Other)
+            LitVisitor.$name($({ let v: $ty = v; v })?).map(ObjectOr::Other)
         })*
     };
 }

@@ -192,7 +192,7 @@ impl Harness {
             appender: callbridge_store::Appender::spawn_with_sink(store.clone(), 16, None),
             store,
             tenants: RwLock::new(Default::default()),
-            admin_token: String::new(),
+            admin_token: String::new().into(),
             public_url: "http://callbridge.test".into(),
             processing: Default::default(),
             new_events: Notify::new(),
