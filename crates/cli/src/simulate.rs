@@ -129,7 +129,7 @@ fn simulate(
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: Line = serde_json::from_str(&line).map_err(|e| {
+        let parsed: Line<'_> = serde_json::from_str(&line).map_err(|e| {
             anyhow::anyhow!(
                 "{}:{number}: not a webhook line ({{\"path\": ..., \"json\": ...}}): {e}",
                 name.display()
@@ -137,7 +137,7 @@ fn simulate(
         })?;
         // `json` may be the decoded object or, as posted, a string holding it.
         let raw = parsed.json.get();
-        let text: std::borrow::Cow<str> = if raw.starts_with('"') {
+        let text: std::borrow::Cow<'_, str> = if raw.starts_with('"') {
             serde_json::from_str::<String>(raw)
                 .map_err(|e| anyhow::anyhow!("{}:{number}: {e}", name.display()))?
                 .into()
@@ -177,7 +177,7 @@ struct Output<W: Write> {
 }
 
 impl<W: Write> Output<W> {
-    fn entry(&mut self, entry: &OutputEntry) -> Result<()> {
+    fn entry(&mut self, entry: &OutputEntry<'_>) -> Result<()> {
         let w = &mut self.writer;
         if self.first {
             w.write_all(if self.pretty {

@@ -400,7 +400,7 @@ fn assemble(ev: &EntryEvents) -> Assembly {
     let summary = ev.summary.as_ref();
     let mut numbers = Numbers::default();
     let mut participants: BTreeSet<&str> = BTreeSet::new();
-    let mut intervals: Vec<Interval> = Vec::new();
+    let mut intervals: Vec<Interval<'_>> = Vec::new();
     // (first time offered, call_id, extension) of employees offered the call, for A6.
     let mut offers: Vec<(i64, &str, &str)> = Vec::new();
     let mut group: Option<&str> = None;
@@ -731,7 +731,7 @@ fn conversation_from_summary(
 type RecordingSpan<'a> = (i64, &'a str, Option<&'a str>, Option<&'a str>);
 
 fn recording_spans(ev: &EntryEvents) -> Vec<RecordingSpan<'_>> {
-    let mut spans: Vec<RecordingSpan> = ev
+    let mut spans: Vec<RecordingSpan<'_>> = ev
         .recordings
         .iter()
         // A recording the PBX reported as not saved (too short, account limits) has no file.
@@ -748,7 +748,7 @@ fn recording_spans(ev: &EntryEvents) -> Vec<RecordingSpan<'_>> {
 
 /// C3: each recording goes to the conversation it was made in: same employee, the recording's
 /// start within the conversation, preferring the same leg.
-fn attach_recordings(conversations: &mut [Conversation], recordings: &[RecordingSpan]) {
+fn attach_recordings(conversations: &mut [Conversation], recordings: &[RecordingSpan<'_>]) {
     for (t, id, call_id, ext) in recordings {
         // A recording that names neither leg nor employee can only be placed without guessing
         // when the entry had a single conversation.
