@@ -19,12 +19,14 @@ mod schema;
 mod secrets;
 mod settings_versions;
 mod ui_auth;
+mod webhook_status;
 
 pub use appender::{sink, Appender, Committed, Sink, SinkReceiver};
 pub use outbox::{AddedItem, CrmStatus, Lane, OAuthState, OutboxCounts, OutboxItem};
 pub use secrets::{KeyError, Keyring, SecretKey, Unlocked, CRM_SECRET_FIELDS};
 pub use settings_versions::SettingsVersion;
 pub use ui_auth::{SignInFailures, UiSession};
+pub use webhook_status::{LastReceived, WebhookRefusal};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
