@@ -54,6 +54,9 @@ pub struct AppState {
     pub tenants_changed: Notify,
     /// `allow_insecure_crm_hosts`: CRM base URLs may name any host (sandboxes, tests).
     pub allow_insecure_crm_hosts: bool,
+    /// What the Connections page keeps while running: refused webhooks waiting to be written,
+    /// the amoCRM account names read, the Mango tests' turns.
+    pub connections: crate::ui::connections::Live,
 }
 
 impl AppState {
