@@ -288,11 +288,12 @@ pub async fn save(
             &state,
             ctx,
             &tenant,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            Some(given),
-            None,
-            notice,
+            super::Answer {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                crm_form: Some(given),
+                notice,
+                ..Default::default()
+            },
         )
         .await;
     }
@@ -345,11 +346,11 @@ pub async fn connect(
                 &state,
                 ctx,
                 &tenant,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                None,
-                None,
-                notice,
+                super::Answer {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    notice,
+                    ..Default::default()
+                },
             )
             .await
         }
