@@ -224,7 +224,7 @@ impl TenantDelivery {
             for (r, marker) in &chunk {
                 let task = &r.work.task;
                 let phone = r.work.client_phone.as_ref().map_or("", Phone::as_str);
-                let mut responsible = Some(task.responsible_crm_user_id);
+                let mut responsible = Some(task.responsible_crm_user_id.get());
                 if task.prefer_contact_owner {
                     let owner = owners.get(&(r.entity_type.as_str(), r.entity_id)).copied();
                     responsible = owner.or(responsible);
@@ -412,8 +412,8 @@ impl TenantDelivery {
                         note_type: NoteType::Common {
                             text: format!("Call transcript (callbridge, C2):\n{text}"),
                         },
-                        responsible_user_id: Some(r.work.crm_user_id),
-                        created_by: Some(r.work.crm_user_id),
+                        responsible_user_id: Some(r.work.crm_user_id.get()),
+                        created_by: Some(r.work.crm_user_id.get()),
                         request_id: Some(r.item.item_key.clone()),
                     })
                     .collect();
