@@ -7,10 +7,11 @@
 //! unless a variant names its own.
 
 use crate::card_tokens::{self, TokenError};
-use crate::config::{InvalidSalt, InvalidTenantId};
+use crate::config::InvalidSalt;
 use crate::problem::Problem;
 use crate::recordings::LinkError;
 use crate::secret_key::SecretKeyError;
+use crate::tenant_id::InvalidTenantId;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -16,6 +16,7 @@ pub mod recordings;
 pub mod request_span;
 pub mod secret_key;
 pub mod state;
+pub mod tenant_id;
 pub mod webhooks;
 pub mod worker;
 
@@ -168,7 +169,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     // A tenant the file managed and no longer names is removed: otherwise it would keep
     // accepting webhooks after the operator took it out. Tenants created through the admin API
     // were never the file's and stay.
-    let in_file: Vec<String> = tenants.iter().map(|t| t.id.clone()).collect();
+    let in_file: Vec<String> = tenants.iter().map(|t| t.id.to_string()).collect();
     let managed = store
         .config_tenant_ids()
         .await
@@ -185,7 +186,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     }
     for t in tenants {
         let row = TenantRow {
-            id: t.id,
+            id: t.id.into_string(),
             mango_api_key: t.mango_api_key.expose_secret().to_string(),
             mango_api_salt: t.mango_api_salt.expose_secret().to_string(),
             settings_toml: t.settings_toml,
