@@ -320,8 +320,9 @@ impl Config {
                     }
                 }
             }
-            crate::crm::connection(&amocrm)
-                .map_err(|m| invalid(&shown, format!("{key}.{}", without_values(&m))))?;
+            crate::crm::connection(&amocrm).map_err(|e| {
+                invalid(&shown, format!("{key}.{}", without_values(&e.to_string())))
+            })?;
             if let Some(amocrm) = &t.amocrm {
                 crate::crm::check_base_url(amocrm, config.allow_insecure_crm_hosts)
                     .map_err(|e| invalid(&shown, format!("{key}.{e}")))?;

@@ -117,7 +117,7 @@ pub enum AdminError {
     InvalidSettings(#[source] callbridge_core::SettingsError),
     /// The CRM section's own words (they name the key).
     #[error("{0}")]
-    InvalidCrmConnection(String),
+    InvalidCrmConnection(#[source] crate::crm::CrmConnectionError),
     #[error("mango_api_key is used by another tenant")]
     KeyInUse,
     /// The store failed: logged with its cause, answered without it.
@@ -196,7 +196,7 @@ pub enum OAuthError {
     #[error("no amocrm section")]
     CrmSectionGone,
     #[error("{0}")]
-    InvalidCrmConnection(String),
+    InvalidCrmConnection(#[source] crate::crm::CrmConnectionError),
     #[error(
         "the tenant uses a long-lived token; OAuth needs client_id, client_secret and redirect_uri"
     )]
@@ -476,10 +476,11 @@ mod tests {
                 "the store is unavailable",
             ),
             (
-                AdminError::InvalidCrmConnection("amocrm: x".into()).into_response(),
+                AdminError::InvalidCrmConnection(crate::crm::CrmConnectionError::ZeroTimeout)
+                    .into_response(),
                 422,
                 "Invalid CRM connection",
-                "amocrm: x",
+                "amocrm.timeout_seconds: must be above 0",
             ),
             (
                 OAuthError::StateRefused.into_response(),
