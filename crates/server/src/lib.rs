@@ -35,6 +35,14 @@ use tokio::sync::{broadcast, watch, Notify, RwLock};
 
 /// Builds the router over a ready state.
 pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
+    // Last, so that it wraps every route: each request's log lines carry its span.
+    routes(state, body).layer(request_span::layer())
+}
+
+/// The routes without the request span: [`router`] is this plus the span; apart only so that a
+/// benchmark can measure what the span costs (`benches/request_span.rs`).
+#[doc(hidden)]
+pub fn routes(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
     let mango = Router::new()
         .route("/mango/{tenant}", post(webhooks::ping))
         .route("/mango/{tenant}/", post(webhooks::ping))
@@ -53,8 +61,6 @@ pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(state)
-        // Last, so that it wraps every route: each request's log lines carry its span.
-        .layer(request_span::layer())
 }
 
 /// Ready while the store both answers and can write: after a failed write (a full disk) it

@@ -2,23 +2,20 @@
 //! problem naming the field, never minted into a token for "no user".
 
 use callbridge_server::config::Config;
+use callbridge_test_support::{one_tenant_config, TestTenant};
 
 #[tokio::test]
 async fn a_card_token_for_crm_user_zero_is_refused_naming_the_field() {
     let dir = std::env::temp_dir().join(format!("callbridge-card-tokens-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("callbridge.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "admin_token = \"cards-admin-token\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
-             directory_refresh_seconds = 0\n\
-             [[tenants]]\nid = \"acme\"\nmango_api_key = \"k\"\nmango_api_salt = \"cards-salt-000000000000000000000\"\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
+    let file = one_tenant_config(
+        &dir,
+        "cards-admin-token",
+        &TestTenant {
+            id: "acme",
+            mango_api_key: "k",
+            mango_api_salt: "cards-salt-000000000000000000000",
+        },
+    );
     let (config, tenants) = Config::load(Some(&file)).unwrap();
     let running = callbridge_server::start(config, tenants).await.unwrap();
     let url = format!("http://{}/api/v1/tenants/acme/cards/tokens", running.addr);
