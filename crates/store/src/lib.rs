@@ -21,7 +21,9 @@ mod events;
 mod outbox;
 mod schema;
 mod secrets;
+mod settings_versions;
 mod tenants;
+mod ui_auth;
 mod writer;
 
 pub use appender::{sink, Appender, Committed, Sink, SinkReceiver};
@@ -31,7 +33,9 @@ pub use entries::{NewOutboxItem, NewPlan, StoredEntry};
 pub use events::{Appended, NewEvent, StoredEvent};
 pub use outbox::{AddedItem, CrmStatus, Lane, OAuthState, OutboxCounts, OutboxItem};
 pub use secrets::{KeyError, Keyring, SecretKey, Unlocked, CRM_SECRET_FIELDS};
+pub use settings_versions::SettingsVersion;
 pub use tenants::TenantRow;
+pub use ui_auth::{SignInFailures, UiSession};
 pub use writer::{WriteHealth, PROBE_BYTES};
 
 pub(crate) use db::with_db;
