@@ -56,3 +56,16 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   });
 });
+
+// ---- Settings window (ui/settings) ----
+// A switch's visible state ("On"/"Off") follows the switch; the words come from the page.
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll(".switch input[type=checkbox]").forEach(function (input) {
+    var label = input.closest(".switch");
+    var state = label && label.querySelector(".state[data-on][data-off]");
+    if (!state) return;
+    input.addEventListener("change", function () {
+      state.textContent = input.checked ? state.getAttribute("data-on") : state.getAttribute("data-off");
+    });
+  });
+});
