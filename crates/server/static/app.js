@@ -69,3 +69,10 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   });
 });
+
+// A block a switch hides stays open while it holds an error to correct.
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("[hidden]").forEach(function (block) {
+    if (block.querySelector(".field-error")) block.hidden = false;
+  });
+});

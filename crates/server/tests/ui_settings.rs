@@ -450,10 +450,18 @@ async fn invalid_values_are_refused_next_to_their_field_and_nothing_is_saved() {
     let (status, _, html) = ui
         .post(
             "/t/acme/settings/calls",
-            &with(calls_form(), &[("save_all_calls", "on")]),
+            &with(
+                calls_form(),
+                &[("save_all_calls", "on"), ("tasks_evening", "25")],
+            ),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Both at once: the form's own fault and the core's rule on the rest.
+    assert_eq!(
+        field_error(&html, "tasks_evening"),
+        "Enter a whole number between 0 and 24."
+    );
     assert_eq!(
         field_error(&html, "save_all_calls_user"),
         "Choose the CRM user that calls of unmapped employees are attached to."

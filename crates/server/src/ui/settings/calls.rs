@@ -14,7 +14,7 @@ use axum::response::Response;
 use callbridge_core::settings::{
     MissedGroupOwner, NewClientAction, Plan, RepeatClientAction, Settings,
 };
-use callbridge_core::SettingsError;
+use callbridge_core::{SettingsError, ValidSettings};
 use std::collections::BTreeSet;
 
 /// The form as typed (or as stored, before any typing): values kept as text so a refused form
@@ -122,7 +122,9 @@ impl CallsForm {
     }
 
     /// The stored settings with this form's values; every value that cannot be read is named.
-    pub fn apply(&self, t: &Catalogue, base: &Settings) -> Result<Settings, FieldErrors> {
+    /// Values that cannot be read keep their stored value in the settings returned, so the
+    /// core's rules can still be checked on the rest.
+    pub fn apply(&self, t: &Catalogue, base: &Settings) -> (Settings, FieldErrors) {
         let mut s = base.clone();
         let mut errors = FieldErrors::default();
         let unknown = |value: &str| t.fmt("settings.error.unknown-choice", &[("value", value)]);
@@ -223,11 +225,7 @@ impl CallsForm {
             Ok(n) => s.utc_offset_minutes = n as i32,
             Err(reason) => errors.add("utc_offset", reason),
         }
-        if errors.is_empty() {
-            Ok(s)
-        } else {
-            Err(errors)
-        }
+        (s, errors)
     }
 }
 
@@ -247,6 +245,13 @@ fn field_of(key: &str) -> Option<&'static str> {
         "utc_offset_minutes" => "utc_offset",
         _ => return None,
     })
+}
+
+fn rule_field(e: &SettingsError) -> Option<&'static str> {
+    match e {
+        SettingsError::Rule { key, .. } => field_of(key),
+        SettingsError::Syntax { .. } => None,
+    }
 }
 
 #[derive(Template)]
@@ -434,20 +439,22 @@ pub async fn save_form(
 ) -> Response {
     let form = CallsForm::from_posted(&Posted(fields));
     let stored = tenant.settings.settings();
-    let settings = match form.apply(ctx.t, stored) {
-        Ok(s) => s,
-        Err(errors) => return refused(state, ctx, tenant, form, errors, None).await,
-    };
+    let (settings, mut errors) = form.apply(ctx.t, stored);
+    if !errors.is_empty() {
+        // The core's rules on what could be read, so every fault shows at once.
+        if let Err(e) = ValidSettings::new(settings) {
+            if let Some(field) = rule_field(&e) {
+                errors.add(field, refusal_reason(ctx.t, &e));
+            }
+        }
+        return refused(state, ctx, tenant, form, errors, None).await;
+    }
     match save(state, &tenant.row.id, stored, settings, None).await {
         Ok(version) => after_save(&tenant.row.id, "calls", version),
         Err(SaveError::Refused(e)) => {
             let mut errors = FieldErrors::default();
             let reason = refusal_reason(ctx.t, &e);
-            let field = match &e {
-                SettingsError::Rule { key, .. } => field_of(key),
-                SettingsError::Syntax { .. } => None,
-            };
-            match field {
+            match rule_field(&e) {
                 Some(field) => {
                     errors.add(field, reason);
                     refused(state, ctx, tenant, form, errors, None).await
