@@ -65,7 +65,7 @@ fn extension_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// The table's rows: the directory's employees that have an extension, and the settings'
 /// employees the directory lacks; each with its stored CRM user.
-async fn rows(state: &AppState, tenant: &Tenant) -> (Vec<Row>, Option<String>) {
+pub(super) async fn rows(state: &AppState, tenant: &Tenant) -> (Vec<Row>, Option<String>) {
     let settings = tenant.settings.settings();
     let stored: BTreeMap<String, &Employee> = settings
         .employees
