@@ -208,7 +208,8 @@ async fn page(
     EmployeesPage {
         crm_notice: crm_notice(ctx.t, &users, &tenant.row.id),
         directory_notice: directory_notice(ctx.t, directory, &tenant.row.id),
-        can_auto_match: matches!(users, CrmUsers::Loaded(ref u) if !u.is_empty()),
+        can_auto_match: !rows.is_empty()
+            && matches!(users, CrmUsers::Loaded(ref u) if !u.is_empty()),
         head: Head::new(tenant, "employees", notice),
         ctx,
         rows,
