@@ -54,6 +54,17 @@ pub struct AppState {
     pub tenants_changed: Notify,
     /// `allow_insecure_crm_hosts`: CRM base URLs may name any host (sandboxes, tests).
     pub allow_insecure_crm_hosts: bool,
+    /// The tenants the configuration file defines, and that file (set at start).
+    pub file_tenants: FileTenants,
+}
+
+/// The configuration file's tenants: the file seeds them, the database keeps later changes
+/// until the file's entry changes (see `start`).
+#[derive(Debug, Clone, Default)]
+pub struct FileTenants {
+    /// The file as given to `serve` (`None`: the tenants came from the environment).
+    pub file: Option<String>,
+    pub ids: std::collections::BTreeSet<String>,
 }
 
 impl AppState {
