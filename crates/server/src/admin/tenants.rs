@@ -112,7 +112,7 @@ pub async fn put_tenant(
     crate::crm::forget_tokens_if_moved(&state.store, &id, existing.as_ref().map(|t| &t.crm), &crm)
         .await?;
     let row = TenantRow {
-        id: id.into_string(),
+        id: id.to_string(),
         mango_api_key: key,
         mango_api_salt: salt,
         settings_toml,
