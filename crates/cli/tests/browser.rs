@@ -7,7 +7,15 @@
 
 #[path = "browser/chromedriver.rs"]
 mod chromedriver;
+#[path = "browser/flows.rs"]
+mod flows;
 #[path = "browser/harness.rs"]
 mod harness;
+#[path = "browser/product.rs"]
+mod product;
 #[path = "browser/selftest.rs"]
 mod selftest;
+#[path = "support/mod.rs"]
+mod support;
+#[path = "browser/ui.rs"]
+mod ui;

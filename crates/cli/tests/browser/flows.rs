@@ -1,0 +1,282 @@
+//! The issue's browser tests: an owner signs in, connects amoCRM, maps employees, turns on "Save
+//! all calls" by the seed's steps (in English and in Russian) and sees a call land on the chosen
+//! user; the basic plan refuses the switch; settings survive a restart; the settings window works
+//! at a phone's width and with the keyboard alone. Every screen: screenshot, console, axe.
+
+use super::harness::{Browser, Viewport};
+use super::product::{crm_user_name, Crm, Plan, Product, CRM_ACCOUNT, PASSWORD, TENANT};
+use super::ui::*;
+use std::time::Duration;
+
+#[test]
+fn sign_in_refuses_a_wrong_password_and_signs_out() {
+    let product = Product::start("sign-in", Plan::Extended, Crm::Connected);
+    // Without a session a protected page sends the browser to the sign-in page.
+    let (status, location) = product.get_without_session(&settings_path("calls"));
+    assert!(
+        matches!(status, 302 | 303 | 307),
+        "a protected page without a session: {status}"
+    );
+    assert!(
+        location.as_deref().is_some_and(|l| l.contains("/login")),
+        "redirected to {location:?}"
+    );
+
+    let browser = Browser::start("sign-in");
+    browser.goto(&format!("{}{}", product.base, settings_path("calls")));
+    browser.wait_until("the sign-in page", Duration::from_secs(10), |b| {
+        b.path().starts_with("/login")
+    });
+    browser.screen("sign-in");
+    browser.field(EN.password).fill("not-the-password-at-all");
+    browser.button(EN.sign_in).click();
+    browser.wait_until("the refusal", Duration::from_secs(10), |b| {
+        !messages(b).is_empty()
+    });
+    assert!(browser.path().starts_with("/login"), "{}", browser.path());
+    browser.screen("wrong-password");
+
+    browser.field(EN.password).fill(PASSWORD);
+    browser.button(EN.sign_in).click();
+    browser.wait_until("being let in", Duration::from_secs(10), |b| {
+        b.path().starts_with(&format!("/t/{TENANT}/"))
+    });
+    browser.text(EN.settings_heading);
+    browser.screen("signed-in");
+
+    browser.button(EN.sign_out).click();
+    browser.wait_until("the sign-in page", Duration::from_secs(10), |b| {
+        b.path().starts_with("/login")
+    });
+    browser.screen("signed-out");
+    // The session is over: the product is closed again.
+    browser.goto(&format!("{}{}", product.base, settings_path("employees")));
+    browser.wait_until("the sign-in page", Duration::from_secs(10), |b| {
+        b.path().starts_with("/login")
+    });
+    browser.finish();
+}
+
+#[test]
+fn connect_amocrm_through_oauth() {
+    let product = Product::start("oauth", Plan::Extended, Crm::OAuth);
+    let browser = Browser::start("connect-amocrm");
+    sign_in(&browser, &product);
+    browser.goto(&format!("{}{}", product.base, connections_path()));
+    browser.text("Mango Office");
+    browser.screen("connections");
+    assert!(
+        browser.page_text().contains(&product.webhook_base()),
+        "the webhook URL to paste into Mango is shown"
+    );
+    action(&browser, EN.connect_amocrm).click();
+    // amoCRM's consent (the sandbox approves at once), then back to the product.
+    browser.wait_until("coming back from amoCRM", Duration::from_secs(15), |b| {
+        b.path() == connections_path()
+    });
+    browser.wait_until("the account's name", Duration::from_secs(10), |b| {
+        b.page_text().contains(CRM_ACCOUNT)
+    });
+    browser.screen("connected");
+    // Connected: the action now reconnects.
+    action(&browser, EN.reconnect);
+    browser.finish();
+}
+
+#[test]
+fn employees_mapped_by_hand_and_by_auto_match() {
+    let product = Product::start("employees", Plan::Extended, Crm::Connected);
+    let browser = Browser::start("employees");
+    sign_in(&browser, &product);
+    browser.goto(&format!("{}{}", product.base, settings_path("calls")));
+    browser.tab(EN.employees).click();
+    browser.wait_for_path(&settings_path("employees"));
+    let olga = format!("{} Olga Smirnova", EN.crm_user_for);
+    // The directory is loaded from the PBX in the background: wait for its rows.
+    browser.wait_until("the PBX's employees", Duration::from_secs(15), |b| {
+        b.goto(&b.url());
+        b.shows("field", &olga)
+    });
+    browser.screen("employees");
+
+    browser.field(&olga).choose("Olga Smirnova");
+    browser.button(EN.save).click();
+    browser.wait_until("the mapping saved", Duration::from_secs(10), |b| {
+        b.try_find("field", &olga)
+            .is_ok_and(|f| f.chosen() == "Olga Smirnova")
+            && b.eval("return document.readyState", vec![]) == serde_json::json!("complete")
+    });
+    browser.screen("mapped-by-hand");
+    browser.goto(&browser.url());
+    assert_eq!(browser.field(&olga).chosen(), "Olga Smirnova");
+
+    browser.button(EN.auto_match).click();
+    browser.button(EN.apply);
+    browser.screen("auto-match-review");
+    let review = browser.page_text();
+    for name in ["Ivan Petrov", "Maria Ivanova"] {
+        assert!(
+            review.contains(name),
+            "the review proposes {name}: {review}"
+        );
+    }
+    browser.button(EN.apply).click();
+    browser.wait_until("the match applied", Duration::from_secs(10), |b| {
+        b.try_find("field", &format!("{} Ivan Petrov", EN.crm_user_for))
+            .is_ok_and(|f| f.chosen() == "Ivan Petrov")
+    });
+    browser.screen("auto-matched");
+    browser.goto(&browser.url());
+    for name in ["Olga Smirnova", "Ivan Petrov", "Maria Ivanova"] {
+        assert_eq!(
+            browser
+                .field(&format!("{} {name}", EN.crm_user_for))
+                .chosen(),
+            name
+        );
+    }
+    // Anna has no CRM user of her name: she stays unmapped.
+    let anna = browser
+        .field(&format!("{} Anna Sokolova", EN.crm_user_for))
+        .chosen();
+    assert!(
+        !super::product::CRM_USERS.iter().any(|u| u.1 == anna),
+        "Anna Sokolova stays unmapped, not {anna:?}"
+    );
+    browser.finish();
+}
+
+/// The seed's steps in one language, then a call of the unmapped employee lands on the user.
+fn save_all_calls_by_the_seed(test: &str, words: &Words, switch_to_russian: bool, user: u64) {
+    let product = Product::start(test, Plan::Extended, Crm::Connected);
+    let browser = Browser::start(test);
+    sign_in(&browser, &product);
+    browser.goto(&format!("{}/", product.base));
+    browser.wait_for_path(&settings_path("employees"));
+    if switch_to_russian {
+        browser.link("Русский").click();
+        browser.text(RU.settings_heading);
+        browser.screen("russian");
+    }
+    turn_on_save_all_calls(&browser, words, crm_user_name(user));
+    assert_eq!(
+        save_all_calls_state(&browser, words),
+        (true, Some(crm_user_name(user).to_string()))
+    );
+    product.post_call_of_unmapped_employee(&format!("{test}-1"), "79161234567");
+    let note = product.wait_for_call_note(user, Duration::from_secs(30));
+    assert_eq!(note["note_type"], "call_in", "{note}");
+    browser.finish();
+}
+
+#[test]
+fn save_all_calls_by_the_seeds_steps_in_english() {
+    save_all_calls_by_the_seed("save-all-calls-en", &EN, false, 9000);
+}
+
+#[test]
+fn save_all_calls_by_the_seeds_steps_in_russian() {
+    save_all_calls_by_the_seed("save-all-calls-ru", &RU, true, 1003);
+}
+
+#[test]
+fn the_basic_plan_refuses_save_all_calls_with_the_reason() {
+    let product = Product::start("basic-plan", Plan::Basic, Crm::Connected);
+    let browser = Browser::start("basic-plan");
+    sign_in(&browser, &product);
+    browser.goto(&format!("{}{}", product.base, settings_path("calls")));
+    let switch = browser.switch(EN.save_all_calls);
+    browser.screen("basic-plan");
+    if switch.is_enabled() {
+        // Offered, then refused on Save, next to the switch.
+        switch.click();
+        if let Ok(user) = browser.try_find("field", EN.crm_user) {
+            user.choose(crm_user_name(9000));
+        }
+        browser.button(EN.save).click();
+        browser.wait_until("the refusal", Duration::from_secs(10), |b| {
+            b.try_find("switch", EN.save_all_calls)
+                .is_ok_and(|s| !s.description_text().is_empty())
+        });
+        browser.screen("refused");
+    }
+    let reason = browser.switch(EN.save_all_calls).description_text();
+    assert!(
+        reason.to_lowercase().contains("extended"),
+        "the reason next to the switch names the extended package: {reason:?}"
+    );
+    // Nothing was stored.
+    assert!(
+        !save_all_calls_state(&browser, &EN).0,
+        "a refused switch is not stored"
+    );
+    browser.finish();
+}
+
+#[test]
+fn settings_survive_a_restart() {
+    let mut product = Product::start("restart", Plan::Extended, Crm::Connected);
+    let browser = Browser::start("restart");
+    sign_in(&browser, &product);
+    browser.goto(&format!("{}{}", product.base, settings_path("employees")));
+    turn_on_save_all_calls(&browser, &EN, crm_user_name(1002));
+    product.restart();
+    browser.goto(&format!("{}{}", product.base, settings_path("calls")));
+    browser.wait_until("a page after the restart", Duration::from_secs(10), |b| {
+        b.eval("return document.readyState", vec![]) == serde_json::json!("complete")
+    });
+    if browser.path().starts_with("/login") {
+        sign_in(&browser, &product);
+        browser.goto(&format!("{}{}", product.base, settings_path("calls")));
+    }
+    browser.screen("after-restart");
+    assert_eq!(
+        save_all_calls_state(&browser, &EN),
+        (true, Some(crm_user_name(1002).to_string()))
+    );
+    browser.finish();
+}
+
+#[test]
+fn settings_at_a_phones_width_and_by_keyboard_alone() {
+    let product = Product::start("phone", Plan::Extended, Crm::Connected);
+    let browser = Browser::start_with("phone-keyboard", Viewport::Phone);
+    sign_in(&browser, &product);
+    assert!(
+        scroll_width(&browser) <= 375,
+        "the page after sign-in scrolls sideways"
+    );
+    for tab in ["employees", "calls", "speech", "card"] {
+        browser.goto(&format!("{}{}", product.base, settings_path(tab)));
+        browser.screen(&format!("phone-{tab}"));
+        let width = scroll_width(&browser);
+        assert!(
+            width <= 375,
+            "{tab}: the page is {width} px wide on a 375 px phone"
+        );
+    }
+    browser.goto(&format!("{}{}", product.base, connections_path()));
+    browser.screen("phone-connections");
+    assert!(scroll_width(&browser) <= 375, "connections scroll sideways");
+
+    // Keyboard only, on the Call processing tab: the switch, the user, Save with Enter.
+    browser.goto(&format!("{}{}", product.base, settings_path("calls")));
+    browser.tab_to(EN.save_all_calls, 80);
+    browser.press_space();
+    assert!(browser.switch(EN.save_all_calls).is_checked());
+    browser.tab_to(EN.crm_user, 5);
+    // A focused select takes typed letters as a person types them.
+    browser.focused().type_keys("Reception");
+    assert_eq!(browser.field(EN.crm_user).chosen(), crm_user_name(9000));
+    browser.tab_to(EN.save, 80);
+    browser.press_enter();
+    browser.wait_until("the settings saved", Duration::from_secs(10), |b| {
+        b.eval("return document.readyState", vec![]) == serde_json::json!("complete")
+    });
+    browser.screen("phone-saved-by-keyboard");
+    assert_eq!(
+        save_all_calls_state(&browser, &EN),
+        (true, Some(crm_user_name(9000).to_string()))
+    );
+    browser.finish();
+}
