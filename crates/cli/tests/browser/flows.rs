@@ -29,10 +29,11 @@ fn sign_in_refuses_a_wrong_password_and_signs_out() {
     });
     browser.screen("sign-in");
     browser.field(EN.password).fill("not-the-password-at-all");
-    browser.button(EN.sign_in).click();
-    browser.wait_until("the refusal", Duration::from_secs(10), |b| {
-        !messages(b).is_empty()
-    });
+    submit(&browser, &browser.button(EN.sign_in));
+    assert!(
+        !messages(&browser).is_empty(),
+        "a wrong password is refused with a message"
+    );
     assert!(browser.path().starts_with("/login"), "{}", browser.path());
     browser.screen("wrong-password");
 
@@ -100,12 +101,7 @@ fn employees_mapped_by_hand_and_by_auto_match() {
     browser.screen("employees");
 
     browser.field(&olga).choose("Olga Smirnova");
-    browser.button(EN.save).click();
-    browser.wait_until("the mapping saved", Duration::from_secs(10), |b| {
-        b.try_find("field", &olga)
-            .is_ok_and(|f| f.chosen() == "Olga Smirnova")
-            && b.eval("return document.readyState", vec![]) == serde_json::json!("complete")
-    });
+    submit(&browser, &browser.button(EN.save));
     browser.screen("mapped-by-hand");
     browser.goto(&browser.url());
     assert_eq!(browser.field(&olga).chosen(), "Olga Smirnova");
@@ -120,11 +116,7 @@ fn employees_mapped_by_hand_and_by_auto_match() {
             "the review proposes {name}: {review}"
         );
     }
-    browser.button(EN.apply).click();
-    browser.wait_until("the match applied", Duration::from_secs(10), |b| {
-        b.try_find("field", &format!("{} Ivan Petrov", EN.crm_user_for))
-            .is_ok_and(|f| f.chosen() == "Ivan Petrov")
-    });
+    submit(&browser, &browser.button(EN.apply));
     browser.screen("auto-matched");
     browser.goto(&browser.url());
     for name in ["Olga Smirnova", "Ivan Petrov", "Maria Ivanova"] {
@@ -193,11 +185,7 @@ fn the_basic_plan_refuses_save_all_calls_with_the_reason() {
         if let Ok(user) = browser.try_find("field", EN.crm_user) {
             user.choose(crm_user_name(9000));
         }
-        browser.button(EN.save).click();
-        browser.wait_until("the refusal", Duration::from_secs(10), |b| {
-            b.try_find("switch", EN.save_all_calls)
-                .is_ok_and(|s| !s.description_text().is_empty())
-        });
+        submit(&browser, &browser.button(EN.save));
         browser.screen("refused");
     }
     let reason = browser.switch(EN.save_all_calls).description_text();
@@ -269,9 +257,11 @@ fn settings_at_a_phones_width_and_by_keyboard_alone() {
     browser.focused().type_keys("Reception");
     assert_eq!(browser.field(EN.crm_user).chosen(), crm_user_name(9000));
     browser.tab_to(EN.save, 80);
+    browser.eval("window.__callbridgeBeforeSubmit = true", vec![]);
     browser.press_enter();
-    browser.wait_until("the settings saved", Duration::from_secs(10), |b| {
-        b.eval("return document.readyState", vec![]) == serde_json::json!("complete")
+    browser.wait_until("the form's answer", Duration::from_secs(10), |b| {
+        b.eval("return window.__callbridgeBeforeSubmit === true", vec![]) != serde_json::json!(true)
+            || !messages(b).is_empty()
     });
     browser.screen("phone-saved-by-keyboard");
     assert_eq!(

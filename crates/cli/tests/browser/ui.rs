@@ -98,6 +98,19 @@ pub fn action<'b>(browser: &'b Browser, text: &str) -> Control<'b> {
     }
 }
 
+/// Clicks a control that submits (Save, Apply, Sign in) and waits for the answer: a new page, or
+/// a message shown in this one (a form answered in place).
+pub fn submit(browser: &Browser, control: &Control<'_>) {
+    browser.eval("window.__callbridgeBeforeSubmit = true", vec![]);
+    control.click();
+    browser.wait_until("the form's answer", Duration::from_secs(10), |b| {
+        let same_page = b.eval("return window.__callbridgeBeforeSubmit === true", vec![]);
+        (same_page != serde_json::json!(true)
+            && b.eval("return document.readyState", vec![]) == serde_json::json!("complete"))
+            || !messages(b).is_empty()
+    });
+}
+
 /// The messages the page shows for the person to read: alerts, status lines, inline errors.
 pub fn messages(browser: &Browser) -> Vec<String> {
     let answer = browser.eval(
@@ -159,12 +172,7 @@ pub fn turn_on_save_all_calls(browser: &Browser, words: &Words, user: &str) {
     let field = browser.field(words.crm_user);
     field.choose(user);
     browser.screen("save-all-calls-on");
-    browser.button(words.save).click();
-    browser.wait_until("the settings saved", Duration::from_secs(10), |b| {
-        b.eval("return document.readyState", vec![]) == serde_json::json!("complete")
-            && b.try_find("switch", words.save_all_calls)
-                .is_ok_and(|s| s.is_checked())
-    });
+    submit(browser, &browser.button(words.save));
     browser.screen("saved");
 }
 
