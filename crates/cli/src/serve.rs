@@ -30,6 +30,18 @@ pub fn run(args: &Args) -> Result<()> {
                 tenant.row.id
             );
         }
+        println!(
+            "callbridge: web UI at {}/",
+            running.state.public_url.trim_end_matches('/')
+        );
+        if let Some(password) = &running.first_admin_password {
+            // Printed here once, never logged: the database keeps only its hash.
+            println!(
+                "callbridge: no admin password was set; this one was made for you: {}",
+                secrecy::ExposeSecret::expose_secret(password)
+            );
+            println!("callbridge: sign in with it, or set your own: callbridge admin set-password");
+        }
         let stop = running.shutdown_handle();
         tokio::spawn(async move {
             shutdown_signal().await;

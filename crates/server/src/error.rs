@@ -423,6 +423,8 @@ pub enum StartError {
     LocalAddress(#[source] std::io::Error),
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    #[error(transparent)]
+    FirstPassword(#[from] crate::ui::session::FirstPasswordError),
 }
 
 #[cfg(test)]

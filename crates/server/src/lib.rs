@@ -16,6 +16,7 @@ pub mod recordings;
 pub mod request_span;
 pub mod secret_key;
 pub mod state;
+pub mod ui;
 pub mod webhooks;
 pub mod worker;
 
@@ -45,6 +46,7 @@ pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
         ))
         .layer(DefaultBodyLimit::disable());
     admin::router(state.clone())
+        .merge(ui::router(state.clone()))
         .merge(mango)
         .route("/amocrm/oauth/callback", get(oauth::callback))
         .route("/recordings/{tenant}/{recording_id}", get(recordings::play))
@@ -129,6 +131,9 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     processor: tokio::task::JoinHandle<()>,
     worker: tokio::task::JoinHandle<()>,
+    /// The administrator's password when this start set the first one (none was set): shown
+    /// once, by whoever started the service, and never stored in clear.
+    pub first_admin_password: Option<secrecy::SecretString>,
     /// SQLite: the data folder's lock, released when the service is dropped.
     _data_dir_lock: Option<callbridge_store::DataDirLock>,
 }
@@ -165,6 +170,9 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     let database_url = config.database_url.as_ref().map(|u| u.expose_secret());
     let store = Store::open(database_url, &config.data_dir).await?;
     let secret_key = secret_key::unlock(&store, &config).await?;
+    let first_admin_password = ui::session::ensure_admin_password(&store)
+        .await?
+        .map(secrecy::SecretString::from);
     // A tenant the file managed and no longer names is removed: otherwise it would keep
     // accepting webhooks after the operator took it out. Tenants created through the admin API
     // were never the file's and stay.
@@ -289,6 +297,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         server,
         processor,
         worker,
+        first_admin_password,
         _data_dir_lock: data_dir_lock,
     })
 }

@@ -17,10 +17,12 @@ mod appender;
 mod outbox;
 mod schema;
 mod secrets;
+mod ui_auth;
 
 pub use appender::{sink, Appender, Committed, Sink, SinkReceiver};
 pub use outbox::{AddedItem, CrmStatus, Lane, OAuthState, OutboxCounts, OutboxItem};
 pub use secrets::{KeyError, Keyring, SecretKey, Unlocked, CRM_SECRET_FIELDS};
+pub use ui_auth::{SignInFailures, UiSession};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -944,7 +946,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
             let last_event = max.unwrap_or(0);
-            for table in ["events", "entries", "outbox", "crm_tokens", "crm_status", "delivery_leases"] {
+            for table in ["events", "entries", "outbox", "crm_tokens", "crm_status", "delivery_leases", "settings_versions", "webhook_refusals"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                     .bind(id)
                     .execute(&mut *tx)

@@ -145,6 +145,52 @@ Migration {
         id INTEGER PRIMARY KEY,
         filler TEXT NOT NULL)",
     ],
+},
+Migration {
+    version: 9,
+    name: "web UI: admin password, sessions, sign-in failures, settings versions, tenant language and file seed, webhook refusals",
+    steps: &[
+        // One administrator: the row with id 1. The hash is argon2id in PHC form.
+        "CREATE TABLE IF NOT EXISTS ui_admin (
+        id INTEGER PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        set_at_ms BIGINT NOT NULL)",
+        // Only the SHA-256 of a session token is kept: a copy of the database opens no session.
+        "CREATE TABLE IF NOT EXISTS ui_sessions (
+        token_hash TEXT PRIMARY KEY,
+        csrf_token TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL)",
+        // Wrong passwords in a row (shared by every instance on one database): the delay grows.
+        "CREATE TABLE IF NOT EXISTS ui_sign_in_failures (
+        id INTEGER PRIMARY KEY,
+        failures BIGINT NOT NULL,
+        last_failure_ms BIGINT NOT NULL,
+        locked_until_ms BIGINT NOT NULL)",
+        // Every saved settings document of a tenant, newest highest; the tenant row holds the
+        // current one.
+        "CREATE TABLE IF NOT EXISTS settings_versions (
+        tenant_id TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        settings_toml TEXT NOT NULL,
+        author TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (tenant_id, version))",
+        // The tenant's language (texts written to the CRM, reasons in words).
+        "ALTER TABLE tenants ADD COLUMN language TEXT NOT NULL DEFAULT 'ru'",
+        // SHA-256 of the config file's entry for the tenant when it was last applied: the file
+        // seeds the tenant, and is applied again only when that entry changes.
+        "ALTER TABLE tenants ADD COLUMN file_seed_hash TEXT",
+        // The latest refused webhook of a tenant (bad signature, unknown key, malformed), for
+        // the Connections page.
+        "CREATE TABLE IF NOT EXISTS webhook_refusals (
+        tenant_id TEXT PRIMARY KEY,
+        refused_at_ms BIGINT NOT NULL,
+        reason TEXT NOT NULL,
+        count_since_accepted BIGINT NOT NULL)",
+    ],
 }];
 
 pub(crate) async fn migrate(db: &Db) -> Result<()> {
