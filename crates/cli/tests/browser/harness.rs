@@ -12,7 +12,7 @@ use fantoccini::elements::{Element, ElementRef};
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{json, Value};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,9 @@ pub struct Browser {
     _driver: Chromedriver,
     screens: PathBuf,
     shots: Cell<u32>,
+    /// Refusals a test provoked on purpose (a wrong password answered 401): the page's own
+    /// status, which Chromium reports as a console error, is not one for these.
+    expected_statuses: RefCell<Vec<u16>>,
     pub viewport: Viewport,
 }
 
@@ -169,6 +172,7 @@ impl Browser {
             _driver: driver,
             screens,
             shots: Cell::new(0),
+            expected_statuses: RefCell::new(Vec::new()),
             viewport,
         }
     }
@@ -327,12 +331,38 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// Says that the next page answers with `status` on purpose (a refused form): its one
+    /// console line about the page's own status is then not an error. Anything else still is,
+    /// the same status of any other URL (a script, an image, a fetch) included.
+    pub fn expect_page_status(&self, status: u16) {
+        self.expected_statuses.borrow_mut().push(status);
+    }
+
     /// The SEVERE console entries since the last look: `console.error`, uncaught exceptions,
     /// failed loads (a missing script, a 404 image, a refused request).
     pub fn console_errors(&self) -> Vec<LogEntry> {
-        self.console()
+        let entries = self.console();
+        let page = self.url();
+        let page = page.split('#').next().unwrap_or_default();
+        let mut expected = self.expected_statuses.borrow_mut();
+        entries
             .into_iter()
             .filter(|e| e.level == "SEVERE")
+            .filter(|e| {
+                let provoked = expected.iter().position(|status| {
+                    e.message == format!(
+                        "{page} - Failed to load resource: the server responded with a status of {status} ({})",
+                        reason_phrase(*status)
+                    )
+                });
+                match provoked {
+                    Some(i) => {
+                        expected.remove(i);
+                        false
+                    }
+                    None => true,
+                }
+            })
             .collect()
     }
 
@@ -653,6 +683,14 @@ impl Control<'_> {
     pub fn json(&self) -> Value {
         serde_json::to_value(&self.element).expect("an element reference is JSON")
     }
+}
+
+/// How Chromium names a status in its console line.
+fn reason_phrase(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
 }
 
 /// chromedriver's browser log (`POST /session/{id}/se/log`, type `browser`): each entry once.

@@ -71,7 +71,11 @@ pub struct Product {
     pub mango: VpbxApi,
     plan: Plan,
     crm_auth: Crm,
+    /// The admin's password: [`PASSWORD`], or the one the server made on its first start.
+    pub password: String,
     server: Option<Child>,
+    /// What the last start printed as the first-start password, if it did.
+    printed_password: Option<String>,
     // The sandboxes run on this runtime; dropped last.
     _rt: tokio::runtime::Runtime,
 }
@@ -112,12 +116,22 @@ impl Product {
             mango,
             plan,
             crm_auth,
+            password: String::new(),
             server: None,
+            printed_password: None,
             _rt: rt,
         };
         product.write_config();
-        product.set_password(PASSWORD);
-        product.start_server();
+        let set = product.set_password(PASSWORD);
+        product.start_server(!set);
+        product.password = if set {
+            PASSWORD.to_string()
+        } else {
+            product
+                .printed_password
+                .clone()
+                .expect("`callbridge admin set-password` is missing and serve printed no first-start password")
+        };
         product
     }
 
@@ -166,8 +180,9 @@ impl Product {
         std::fs::write(self.config_path(), config).expect("write the config");
     }
 
-    /// `callbridge admin set-password --data-dir DIR`, the password on standard input.
-    pub fn set_password(&self, password: &str) {
+    /// `callbridge admin set-password --data-dir DIR`, the password on standard input. False
+    /// when the binary has no such command yet (the first-start password is used instead).
+    pub fn set_password(&self, password: &str) -> bool {
         let mut child = Command::new(bin())
             .args(["admin", "set-password", "--data-dir"])
             .arg(self.data_dir())
@@ -183,15 +198,21 @@ impl Product {
             .write_all(format!("{password}\n").as_bytes())
             .expect("write the password");
         let out = child.wait_with_output().expect("set-password finished");
+        if String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand") {
+            return false;
+        }
         assert!(
             out.status.success(),
             "callbridge admin set-password failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        true
     }
 
-    pub fn start_server(&mut self) {
+    /// Starts `callbridge serve`; `expect_printed_password`: the first start when no password
+    /// could be set, which prints the one it makes.
+    pub fn start_server(&mut self, expect_printed_password: bool) {
         assert!(self.server.is_none(), "the server is already running");
         let mut child = Command::new(bin())
             .args(["serve", "--config"])
@@ -202,12 +223,18 @@ impl Product {
             .spawn()
             .expect("start callbridge serve");
         let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        // The address, the tenants' webhook URLs, the UI's address, then (on a first start
+        // without a password) the password made for the admin.
         loop {
             let line = lines
                 .next()
                 .expect("serve printed its address before exiting")
                 .expect("serve's output");
-            if line.starts_with("callbridge: listening on ") {
+            if let Some((_, password)) = line.split_once("this one was made for you: ") {
+                self.printed_password = Some(password.trim().to_string());
+                break;
+            }
+            if line.starts_with("callbridge: listening on ") && !expect_printed_password {
                 break;
             }
         }
@@ -222,7 +249,7 @@ impl Product {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.start_server();
+        self.start_server(false);
     }
 
     /// The webhook base a Mango account posts to for the tenant.

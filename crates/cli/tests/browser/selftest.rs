@@ -68,6 +68,24 @@ fn serve_pages() -> Pages {
             get(|| async { page("Received", "<main><h1>Received</h1></main>") }),
         )
         .route(
+            "/refused",
+            get(|| async {
+                (
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    page("Refused", "<main><h1>Refused on purpose</h1></main>"),
+                )
+            }),
+        )
+        .route(
+            "/refused-image",
+            get(|| async {
+                page(
+                    "Refused image",
+                    "<main><h1>An image refused</h1><img src=\"/refused\" alt=\"refused\"></main>",
+                )
+            }),
+        )
+        .route(
             "/console-error",
             get(|| async {
                 page(
@@ -250,6 +268,30 @@ fn a_console_error_fails_the_screen() {
             .iter()
             .any(|m| m.contains("/missing.png") && m.contains("404")),
         "{errors:?}"
+    );
+
+    // A page refused on purpose passes only when the test said it expects that status.
+    browser.goto(&format!("{}/refused", pages.base));
+    let message = panic_message(|| browser.screen("refused-unexpected"));
+    assert!(
+        message.contains("status of 422 (Unprocessable Entity)"),
+        "{message}"
+    );
+    browser.expect_page_status(422);
+    browser.goto(&format!("{}/refused", pages.base));
+    browser.screen("refused-expected");
+    // The expectation is for the page itself, once: the same status of an image still fails.
+    browser.expect_page_status(422);
+    browser.goto(&format!("{}/refused-image", pages.base));
+    browser.wait_until(
+        "the image failing",
+        std::time::Duration::from_secs(5),
+        |b| b.eval("return document.images[0].complete", vec![]) == serde_json::json!(true),
+    );
+    let message = panic_message(|| browser.screen("refused-image"));
+    assert!(
+        message.contains("/refused - Failed to load resource"),
+        "{message}"
     );
 
     // Each entry is reported once: a clean page after them passes.

@@ -2,7 +2,7 @@
 //! and the steps several tests share.
 
 use super::harness::{Browser, Control};
-use super::product::{Product, PASSWORD, TENANT};
+use super::product::{Product, TENANT};
 use std::time::Duration;
 
 /// The visible labels the tests find controls by, in one language.
@@ -74,7 +74,7 @@ pub fn connections_path() -> String {
 pub fn sign_in(browser: &Browser, product: &Product) {
     browser.goto(&format!("{}/login", product.base));
     browser.screen("sign-in");
-    browser.field(EN.password).fill(PASSWORD);
+    browser.field(EN.password).fill(&product.password);
     browser.button(EN.sign_in).click();
     browser.wait_until("being let in", Duration::from_secs(10), |b| {
         !b.path().starts_with("/login")
