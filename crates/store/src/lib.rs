@@ -17,11 +17,13 @@ mod appender;
 mod outbox;
 mod schema;
 mod secrets;
+mod settings_versions;
 mod ui_auth;
 
 pub use appender::{sink, Appender, Committed, Sink, SinkReceiver};
 pub use outbox::{AddedItem, CrmStatus, Lane, OAuthState, OutboxCounts, OutboxItem};
 pub use secrets::{KeyError, Keyring, SecretKey, Unlocked, CRM_SECRET_FIELDS};
+pub use settings_versions::SettingsVersion;
 pub use ui_auth::{SignInFailures, UiSession};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

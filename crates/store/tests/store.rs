@@ -667,3 +667,67 @@ async fn oauth_states_are_single_use_and_expire_and_tokens_can_be_forgotten() {
         assert_eq!(store.load_crm_tokens("acme").await.unwrap(), None);
     }
 }
+
+/// A settings save is the tenant's current settings and a numbered version, together; a save for
+/// a tenant that does not exist writes nothing.
+#[tokio::test]
+async fn settings_saves_are_numbered_versions_of_the_tenants_settings() {
+    for store in stores("settings_versions").await {
+        let row = callbridge_store::TenantRow {
+            id: "acme".into(),
+            mango_api_key: "k".into(),
+            mango_api_salt: "s".into(),
+            settings_toml: "plan = \"basic\"\n".into(),
+            crm: serde_json::Value::Null,
+            updated_at_ms: 1,
+        };
+        store.upsert_tenant(&row).await.unwrap();
+        let v1 = store
+            .save_tenant_settings(
+                "acme",
+                "plan = \"extended\"\n",
+                "admin (web UI)",
+                "plan",
+                10,
+            )
+            .await
+            .unwrap();
+        let v2 = store
+            .save_tenant_settings("acme", "plan = \"basic\"\n", "config file", "plan", 20)
+            .await
+            .unwrap();
+        assert_eq!((v1, v2), (Some(1), Some(2)));
+        assert_eq!(
+            store.tenant("acme").await.unwrap().unwrap().settings_toml,
+            "plan = \"basic\"\n"
+        );
+        let versions = store.settings_versions("acme", 10).await.unwrap();
+        assert_eq!(
+            versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+        assert_eq!(versions[1].author, "admin (web UI)");
+        let first = store.settings_version("acme", 1).await.unwrap().unwrap();
+        assert_eq!(first.settings_toml, "plan = \"extended\"\n");
+        assert_eq!(first.created_at_ms, 10);
+        assert_eq!(
+            store
+                .save_tenant_settings("nobody", "", "x", "y", 30)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(store
+            .settings_versions("nobody", 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // Deleting the tenant deletes its history.
+        store.delete_tenant("acme").await.unwrap();
+        assert!(store
+            .settings_versions("acme", 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
