@@ -12,11 +12,20 @@ const shown = (el) =>
   el.isConnected && el.checkVisibility({ visibilityProperty: true, contentVisibilityAuto: true });
 const CONTROLS = "input:not([type=hidden]), select, textarea";
 
-// The words of a label without the words of any control nested in it (a select's options).
+// The words of a label without the words of any control nested in it (a select's options) or
+// hidden from assistive technology.
 function labelText(label) {
   const copy = label.cloneNode(true);
-  copy.querySelectorAll("select, textarea, datalist").forEach((c) => c.remove());
+  copy.querySelectorAll("select, textarea, datalist, [aria-hidden=true]").forEach((c) => c.remove());
   return bare(copy.textContent);
+}
+
+// A label may show more than its caption on lines of its own (a switch's "On"/"Off" below its
+// words): its first rendered line is what a person reads as its name.
+function labelReads(label, text) {
+  if (labelText(label) === bare(text)) return true;
+  const lines = (label.innerText || "").split("\n").map(bare).filter((l) => l);
+  return lines.length > 1 && lines[0] === bare(text);
 }
 
 function labelledControl(label) {
@@ -26,7 +35,7 @@ function labelledControl(label) {
 
 function byLabel(accept) {
   const labels = [...document.querySelectorAll("label")].filter(shown);
-  const hits = labels.filter((l) => labelText(l) === bare(wanted));
+  const hits = labels.filter((l) => labelReads(l, wanted));
   for (const label of hits) {
     const control = labelledControl(label);
     if (control && accept(control)) return { found: control };

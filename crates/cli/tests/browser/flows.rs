@@ -194,7 +194,7 @@ fn the_basic_plan_refuses_save_all_calls_with_the_reason() {
         submit(&browser, &browser.button(EN.save));
         browser.screen("refused");
     }
-    let reason = browser.switch(EN.save_all_calls).description_text();
+    let reason = reason_next_to(&browser, &browser.switch(EN.save_all_calls));
     assert!(
         reason.to_lowercase().contains("extended"),
         "the reason next to the switch names the extended package: {reason:?}"

@@ -529,13 +529,14 @@ impl Browser {
     }
 
     /// Tabs forward (at most `limit` times) until the focused element's accessible name is
-    /// `name`; answers how many presses it took.
+    /// `name` (or starts with it and a space: a switch's name may end with its state, "Off");
+    /// answers how many presses it took.
     pub fn tab_to(&self, name: &str, limit: usize) -> usize {
         let mut seen = Vec::new();
         for presses in 1..=limit {
             self.press_tab(1);
             let focused = self.focused().accessible_name();
-            if focused == name {
+            if focused == name || focused.starts_with(&format!("{name} ")) {
                 return presses;
             }
             seen.push(focused);

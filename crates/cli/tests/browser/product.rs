@@ -156,7 +156,7 @@ impl Product {
              data_dir = \"{data}\"\n\
              admin_token = \"browser-test-admin-token\"\n\
              mango_api_url = \"{mango}\"\n\
-             directory_refresh_seconds = 2\n\
+             directory_refresh_seconds = 60\n\
              allow_insecure_crm_hosts = true\n\
              [processing]\ngrace_seconds = 3\nsettle_seconds = 1\ntick_ms = 50\n\
              [[tenants]]\nid = \"{TENANT}\"\nmango_api_key = \"{MANGO_KEY}\"\n\

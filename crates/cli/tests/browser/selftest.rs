@@ -17,7 +17,7 @@ fn page(title: &str, body: &str) -> Html<String> {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <link rel=\"icon\" href=\"data:,\"><title>{title}</title>\
          <style>.visually-hidden {{ position: absolute; width: 1px; height: 1px; overflow: hidden; \
-         clip: rect(0 0 0 0); white-space: nowrap; }} body {{ margin: 0; font: 16px sans-serif; }}</style>\
+         clip: rect(0 0 0 0); white-space: nowrap; }} .switch-text {{ display: flex; flex-direction: column; }} body {{ margin: 0; font: 16px sans-serif; }}</style>\
          </head><body>{body}</body></html>"
     ))
 }
@@ -31,7 +31,8 @@ const FORM: &str = r#"<header><nav aria-label="Language"><a href="/form?lang=en"
 </div>
 <form method="post" action="/form">
   <p><label for="password">Password</label> <input id="password" name="password" type="password"></p>
-  <p><label><input type="checkbox" role="switch" name="save_all"> Save all calls</label></p>
+  <p><label class="switch"><input type="checkbox" role="switch" name="save_all">
+    <span class="switch-text">Save all calls<span class="state">Off</span></span></label></p>
   <p><label for="user">CRM user *</label>
     <select id="user" name="user"><option value="">Nobody</option><option value="7">Anna Petrova</option></select></p>
   <p><label for="pair-ivan" class="visually-hidden">CRM user for Ivan</label>
@@ -204,7 +205,8 @@ fn a_labelled_form_passes_and_is_driven_by_labels_and_keyboard() {
     browser.goto(&format!("{}/form", pages.base));
     assert_eq!(browser.tab_to("Password", 10), 5);
     browser.press_tab(1);
-    assert_eq!(browser.focused().accessible_name(), "Save all calls");
+    // The switch's visible state is part of its label, on a line of its own.
+    assert_eq!(browser.focused().accessible_name(), "Save all calls Off");
     browser.press_space();
     assert!(browser.switch("Save all calls").is_checked());
     assert_eq!(browser.tab_to("Sign in", 5), 3);

@@ -138,6 +138,27 @@ pub fn block_heading(browser: &Browser, control: &Control<'_>) -> String {
         .to_string()
 }
 
+/// The words shown next to a control to explain it (a reason it is unavailable, an error): what
+/// its `aria-describedby` names, else the text of the field it sits in besides its label.
+pub fn reason_next_to(browser: &Browser, control: &Control<'_>) -> String {
+    let described = control.description_text();
+    if !described.is_empty() {
+        return described;
+    }
+    browser
+        .eval(
+            "const c = arguments[0];
+             const field = c.closest('.field, .switch-row, fieldset > div, li') || c.parentElement;
+             const copy = field.cloneNode(true);
+             copy.querySelectorAll('label, input, select, textarea').forEach((e) => e.remove());
+             return copy.innerText.replace(/\\s+/g, ' ').trim()",
+            vec![control.json()],
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Whether the page scrolls sideways (wider than the window).
 pub fn scroll_width(browser: &Browser) -> u64 {
     browser
