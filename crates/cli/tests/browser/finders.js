@@ -83,8 +83,10 @@ switch (kind) {
   case "link":
     return byText([...document.querySelectorAll("a[href]")], (el) => el.innerText);
   case "tab":
+    // ARIA tabs, or the links of a tab list drawn as a navigation inside the main content
+    // (the current one marked with aria-current).
     return byText(
-      [...document.querySelectorAll("[role=tab], [role=tablist] a[href]")],
+      [...document.querySelectorAll("[role=tab], [role=tablist] a[href], main nav a[href]")],
       (el) => el.innerText,
     );
   case "text":
