@@ -581,8 +581,18 @@ impl Control<'_> {
             .unwrap_or_else(|e| panic!("browser: {what} {}: {e}", self.description))
     }
 
+    /// Clicks it as a person does: scrolled to the middle of the window first, so a sticky bar
+    /// (the settings' Save bar) does not lie over it.
     pub fn click(&self) {
+        self.scroll_into_view();
         self.block("click", self.element.click());
+    }
+
+    pub fn scroll_into_view(&self) {
+        self.browser.eval(
+            "arguments[0].scrollIntoView({ block: 'center', inline: 'nearest' })",
+            vec![self.json()],
+        );
     }
 
     /// Replaces what the field holds with `text`, typed.
