@@ -606,15 +606,23 @@ impl Control<'_> {
         self.block("type into", self.element.send_keys(text));
     }
 
-    /// Chooses the option of a `<select>` whose visible text is `option`.
+    /// Chooses the option of a `<select>` whose visible text is `option`, or, when none is,
+    /// the one option that is `option` followed by a detail in parentheses ("Olga (olga@…)").
     pub fn choose(&self, option: &str) {
         let options = self.options();
-        assert!(
-            options.iter().any(|o| o == option),
-            "browser: {} has no option {option:?}; it offers {options:?}",
-            self.description
-        );
-        self.block("choose in", self.element.select_by_label(option));
+        let text = if options.iter().any(|o| o == option) {
+            option.to_string()
+        } else {
+            let detailed: Vec<&String> = options.iter().filter(|o| names(o, option)).collect();
+            match detailed.as_slice() {
+                [one] => one.to_string(),
+                _ => panic!(
+                    "browser: {} has no option {option:?} (or one such with a detail); it offers {options:?}",
+                    self.description
+                ),
+            }
+        };
+        self.block("choose in", self.element.select_by_label(&text));
     }
 
     /// The visible texts of a `<select>`'s options.
@@ -694,6 +702,14 @@ impl Control<'_> {
     pub fn json(&self) -> Value {
         serde_json::to_value(&self.element).expect("an element reference is JSON")
     }
+}
+
+/// Whether an option's text is `name`, alone or followed by a detail in parentheses.
+pub fn names(text: &str, name: &str) -> bool {
+    text == name
+        || text
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with(" ("))
 }
 
 /// How Chromium names a status in its console line.

@@ -1,7 +1,7 @@
 //! The UI's words in each language (the product's contract: what a person reads on the screen)
 //! and the steps several tests share.
 
-use super::harness::{Browser, Control};
+use super::harness::{names, Browser, Control};
 use super::product::{Product, TENANT};
 use std::time::Duration;
 
@@ -197,13 +197,15 @@ pub fn turn_on_save_all_calls(browser: &Browser, words: &Words, user: &str) {
     browser.screen("saved");
 }
 
-/// Reads the "Other" block back from a fresh load of the page: the switch and the chosen user.
-pub fn save_all_calls_state(browser: &Browser, words: &Words) -> (bool, Option<String>) {
+/// Reads the "Other" block back from a fresh load of the page: whether the switch is on, and
+/// whether `user` is the chosen CRM user.
+pub fn save_all_calls_state(browser: &Browser, words: &Words, user: &str) -> (bool, bool) {
     browser.goto(&browser.url());
     let on = browser.switch(words.save_all_calls).is_checked();
-    let user = browser
+    let chosen = browser
         .try_find("field", words.crm_user)
         .ok()
-        .map(|f| f.chosen());
-    (on, user)
+        .map(|f| f.chosen())
+        .unwrap_or_default();
+    (on, names(&chosen, user))
 }
