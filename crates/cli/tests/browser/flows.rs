@@ -183,6 +183,7 @@ fn the_basic_plan_refuses_save_all_calls_with_the_reason() {
     sign_in(&browser, &product);
     browser.goto(&format!("{}{}", product.base, settings_path("calls")));
     let switch = browser.switch(EN.save_all_calls);
+    switch.scroll_into_view();
     browser.screen("basic-plan");
     if switch.is_enabled() {
         // Offered, then refused on Save, next to the switch.

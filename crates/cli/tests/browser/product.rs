@@ -155,6 +155,7 @@ impl Product {
              public_url = \"{base}\"\n\
              data_dir = \"{data}\"\n\
              admin_token = \"browser-test-admin-token\"\n\
+             secret_key = \"{secret_key}\"\n\
              mango_api_url = \"{mango}\"\n\
              directory_refresh_seconds = 60\n\
              allow_insecure_crm_hosts = true\n\
@@ -164,6 +165,8 @@ impl Product {
              [tenants.amocrm]\nbase_url = \"{crm}\"\ntimeout_seconds = 5\n{auth}",
             port = self.port,
             base = self.base,
+            // A test's own key for the secrets at rest (the server would make one and warn).
+            secret_key = "5eed".repeat(16),
             data = self.data_dir().display(),
             mango = self.mango.base_url(),
             settings = settings.display(),
