@@ -131,13 +131,26 @@ fn employees_mapped_by_hand_and_by_auto_match() {
             .chosen();
         assert!(names(&chosen, name), "{name} is mapped to {chosen:?}");
     }
-    // Anna has no CRM user of her name: she stays unmapped.
-    let anna = browser
-        .field(&format!("{} Anna Sokolova", EN.crm_user_for))
-        .chosen();
+    // Anna has no CRM user of her name: she stays unmapped, and her row says so.
+    let anna = browser.field(&format!("{} Anna Sokolova", EN.crm_user_for));
+    let chosen = anna.chosen();
     assert!(
-        !super::product::CRM_USERS.iter().any(|u| names(&anna, u.1)),
-        "Anna Sokolova stays unmapped, not {anna:?}"
+        !super::product::CRM_USERS
+            .iter()
+            .any(|u| names(&chosen, u.1)),
+        "Anna Sokolova stays unmapped, not {chosen:?}"
+    );
+    let row = browser
+        .eval(
+            "return arguments[0].closest('tr').innerText",
+            vec![anna.json()],
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        row.contains("not mapped"),
+        "Anna's row is marked unmapped: {row:?}"
     );
     browser.finish();
 }
