@@ -4,7 +4,7 @@
 //! at a phone's width and with the keyboard alone. Every screen: screenshot, console, axe.
 
 use super::harness::{names, Browser, Viewport};
-use super::product::{crm_user_name, Crm, Plan, Product, CRM_ACCOUNT};
+use super::product::{crm_user_name, Crm, Plan, Product, CRM_ACCOUNT, MANGO_KEY, TENANT};
 use super::ui::*;
 use std::time::Duration;
 
@@ -87,6 +87,53 @@ fn connect_amocrm_through_oauth() {
     browser.screen("connected");
     // Connected: the action now reconnects.
     action(&browser, EN.reconnect);
+    browser.finish();
+}
+
+#[test]
+fn add_a_tenant_and_see_its_webhook_url_at_once() {
+    let product = Product::start("tenants", Plan::Extended, Crm::Connected);
+    let browser = Browser::start("add-tenant");
+    sign_in(&browser, &product);
+    browser.goto(&format!("{}/tenants", product.base));
+    browser.screen("tenants");
+    let salt = "globex-salt-0123456789abcdef0123456789";
+    // A Mango key another tenant uses is refused next to its field; nothing is created.
+    browser.field("Tenant id").fill("globex");
+    browser.field("Mango API key").fill(MANGO_KEY);
+    browser.field("Mango API salt").fill(salt);
+    browser.expect_page_status(422);
+    submit(&browser, &browser.button("Add tenant"));
+    let refusal = browser.field("Mango API key").description_text();
+    assert!(
+        refusal.contains("already used") && refusal.contains(TENANT),
+        "the refusal next to the key names the tenant using it: {refusal:?}"
+    );
+    browser.field("Mango API key").scroll_into_view();
+    browser.screen("tenant-refused");
+    assert!(
+        !browser.page_text().contains("/mango/globex/"),
+        "nothing half-created"
+    );
+
+    browser.field("Mango API key").fill("globex-vpbx-key");
+    browser.field("Mango API salt").fill(salt);
+    submit(&browser, &browser.button("Add tenant"));
+    browser.wait_for_path("/t/globex/connections");
+    let webhook = format!("{}/mango/globex/", product.base);
+    assert!(
+        browser.page_text().contains(&webhook),
+        "the new tenant's webhook URL is shown at once"
+    );
+    browser.screen("tenant-added");
+    browser.goto(&format!("{}/tenants", product.base));
+    assert!(browser.page_text().contains(&webhook));
+    // The header's switcher knows it.
+    assert!(browser
+        .field("Tenant")
+        .options()
+        .contains(&"globex".to_string()));
+    browser.screen("tenants-after");
     browser.finish();
 }
 
