@@ -65,21 +65,42 @@ fn sign_in_refuses_a_wrong_password_and_signs_out() {
 }
 
 #[test]
-fn connect_amocrm_through_oauth() {
+fn connections_test_mango_and_connect_amocrm_through_oauth() {
     let product = Product::start("oauth", Plan::Extended, Crm::OAuth);
-    let browser = Browser::start("connect-amocrm");
+    let browser = Browser::start("connections");
     sign_in(&browser, &product);
     browser.goto(&format!("{}{}", product.base, connections_path()));
     browser.text("Mango Office");
     browser.screen("connections");
     assert!(
-        browser.page_text().contains(&product.webhook_base()),
+        browser
+            .page_text()
+            .contains(&format!("{}/", product.webhook_base())),
         "the webhook URL to paste into Mango is shown"
     );
+    assert!(browser.button("Copy").is_displayed());
+
+    // "Test connection" loads the employees through the VPBX API (the emulator allows one such
+    // request per 2 s, and the server loaded its directory at start: it may ask to wait).
+    let mut tested = String::new();
+    for _ in 0..5 {
+        submit(&browser, &action(&browser, "Test connection"));
+        tested = messages(&browser).join(" | ");
+        if tested.contains("Mango lists 4 employee") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    assert!(
+        tested.contains("Mango lists 4 employee"),
+        "the test loads the office's 4 employees: {tested}"
+    );
+    browser.screen("mango-tested");
+
     action(&browser, EN.connect_amocrm).click();
     // amoCRM's consent (the sandbox approves at once), then back to the product.
     browser.wait_until("coming back from amoCRM", Duration::from_secs(15), |b| {
-        b.path() == connections_path()
+        b.path().starts_with(&connections_path())
     });
     browser.wait_until("the account's name", Duration::from_secs(10), |b| {
         b.page_text().contains(CRM_ACCOUNT)
