@@ -54,6 +54,31 @@ pub fn request_id(item: &Value, index: usize) -> String {
     }
 }
 
+/// Reads every item of a batch add with `read`, given the item's [`Reader`]: an item is refused
+/// when `read` gives `None` or leaves errors on the reader. Like amoCRM, nothing of the batch is
+/// added when any item is refused: the answer is then each refused item's field errors, under its
+/// `request_id`. Otherwise each draft with its `request_id`, in order.
+pub fn read_batch<T>(
+    items: &[Value],
+    mut read: impl FnMut(&mut Reader<'_>) -> Option<T>,
+) -> Result<Vec<(String, T)>, ApiError> {
+    let mut drafts = Vec::new();
+    let mut refused = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let rid = request_id(item, i);
+        let mut r = Reader::new(item, "");
+        match read(&mut r) {
+            Some(draft) if r.ok() => drafts.push((rid, draft)),
+            _ => refused.push((rid, r.errors)),
+        }
+    }
+    if refused.is_empty() {
+        Ok(drafts)
+    } else {
+        Err(ApiError::Validation(refused))
+    }
+}
+
 /// Reads the fields of one JSON object, collecting amoCRM-style field errors.
 pub struct Reader<'a> {
     obj: Option<&'a Map<String, Value>>,

@@ -190,7 +190,7 @@ mod tests {
             cards.on_call_event(&s, &ev("l1", CallState::Appeared, client(), emp("101"), 1));
         assert_eq!(shown.len(), 1);
         assert_eq!(
-            (shown[0].action, shown[0].crm_user_id),
+            (shown[0].action, shown[0].crm_user_id.get()),
             (CardAction::Show, 1001)
         );
         assert_eq!(shown[0].client_phone.as_deref(), Some("79161234567"));

@@ -5,9 +5,72 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::num::NonZeroU64;
+use std::str::FromStr;
 
-/// A CRM user id (amoCRM `users[].id`).
-pub type CrmUserId = u64;
+/// A CRM user id (amoCRM `users[].id`): a positive integer.
+///
+/// amoCRM numbers its users from 1; a 0 in the settings is a slip (an unfilled form field) that
+/// would otherwise reach the CRM as "no responsible user", so it is refused where it is read.
+/// Serialized as the bare number, so stored plans and settings files read as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct CrmUserId(NonZeroU64);
+
+/// Why a value is not a [`CrmUserId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CrmUserIdError {
+    #[error("a CRM user id must be a positive integer, not 0")]
+    Zero,
+    #[error("a CRM user id must be a positive integer, not {0:?}")]
+    NotANumber(String),
+}
+
+impl CrmUserId {
+    /// Accepts any positive id.
+    pub fn new(id: u64) -> Result<Self, CrmUserIdError> {
+        NonZeroU64::new(id)
+            .map(CrmUserId)
+            .ok_or(CrmUserIdError::Zero)
+    }
+
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl TryFrom<u64> for CrmUserId {
+    type Error = CrmUserIdError;
+
+    fn try_from(id: u64) -> Result<Self, Self::Error> {
+        CrmUserId::new(id)
+    }
+}
+
+impl From<CrmUserId> for u64 {
+    fn from(id: CrmUserId) -> u64 {
+        id.get()
+    }
+}
+
+impl fmt::Display for CrmUserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for CrmUserId {
+    type Err = CrmUserIdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let id: u64 = text
+            .trim()
+            .parse()
+            .map_err(|_| CrmUserIdError::NotANumber(text.to_string()))?;
+        CrmUserId::new(id)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -183,7 +246,10 @@ pub struct ValidSettings {
 impl ValidSettings {
     /// Parses a TOML settings document and validates it.
     pub fn parse_toml(text: &str) -> Result<Self, SettingsError> {
-        let settings: Settings = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
+        // The path tracker names the key of a value refused by its type (a CRM user id of 0),
+        // which toml's own message does not.
+        let settings: Settings = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| syntax_error(text, e.path(), e.inner()))?;
         Self::new(settings)
     }
 
@@ -225,7 +291,7 @@ impl Default for ValidSettings {
     }
 }
 
-fn syntax_error(text: &str, e: &toml::de::Error) -> SettingsError {
+fn syntax_error(text: &str, key: &serde_path_to_error::Path, e: &toml::de::Error) -> SettingsError {
     let (line, column) = match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -236,7 +302,10 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> SettingsError {
         None => (0, 0),
     };
     // toml's message may span lines; the contract is one line.
-    let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    if key.iter().next().is_some() {
+        message = format!("{key}: {message}");
+    }
     SettingsError::Syntax {
         line,
         column,
@@ -441,6 +510,56 @@ mod tests {
             err.starts_with("employees[1].crm_user_id") && err.contains("\"101\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn crm_user_id_of_zero_is_refused_naming_its_key() {
+        let err = ValidSettings::parse_toml(
+            "[[employees]]\nextension = \"101\"\ncrm_user_id = 1\n[[employees]]\nextension = \"102\"\ncrm_user_id = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("line 6, column 15: employees[1].crm_user_id: ")
+                && err.ends_with("a CRM user id must be a positive integer, not 0"),
+            "{err}"
+        );
+        let err =
+            ValidSettings::parse_toml("[calls.save_all_calls]\nenabled = true\ncrm_user_id = 0\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("calls.save_all_calls.crm_user_id: a CRM user id must be a positive"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn crm_user_id_reads_and_writes_as_the_bare_number() {
+        let id: CrmUserId = serde_json::from_str("1001").unwrap();
+        assert_eq!(id.get(), 1001);
+        assert_eq!(serde_json::to_string(&id).unwrap(), "1001");
+        assert_eq!(id.to_string(), "1001");
+        assert!(serde_json::from_str::<CrmUserId>("0")
+            .unwrap_err()
+            .to_string()
+            .contains("positive integer"));
+        assert!(serde_json::from_str::<CrmUserId>("-5").is_err());
+    }
+
+    #[test]
+    fn crm_user_id_from_text() {
+        assert_eq!(" 42 ".parse::<CrmUserId>().map(CrmUserId::get), Ok(42));
+        assert_eq!("0".parse::<CrmUserId>(), Err(CrmUserIdError::Zero));
+        assert_eq!(
+            "x1".parse::<CrmUserId>(),
+            Err(CrmUserIdError::NotANumber("x1".to_string()))
+        );
+        assert_eq!(
+            "".parse::<CrmUserId>().unwrap_err().to_string(),
+            "a CRM user id must be a positive integer, not \"\""
+        );
+        assert_eq!(CrmUserId::new(0), Err(CrmUserIdError::Zero));
     }
 
     #[test]

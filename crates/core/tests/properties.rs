@@ -192,18 +192,18 @@ proptest! {
                 Some(user) => vec![*user, 2001, 2002],
                 None => vec![FALLBACK, 2001, 2002],
             };
-            prop_assert!(allowed.contains(&r.crm_user_id), "{:?} given to {}", r.employee_extension, r.crm_user_id);
+            prop_assert!(allowed.contains(&r.crm_user_id.get()), "{:?} given to {}", r.employee_extension, r.crm_user_id);
             if r.reasons.contains(&Rule::P2) {
-                prop_assert_eq!(r.crm_user_id, FALLBACK);
+                prop_assert_eq!(r.crm_user_id.get(), FALLBACK);
                 prop_assert!(r.employee_extension.as_deref().is_none_or(|e| !map.contains_key(e)));
             }
             if r.reasons.contains(&Rule::P1) {
-                prop_assert_eq!(Some(&r.crm_user_id), r.employee_extension.as_deref().and_then(|e| map.get(e)));
+                prop_assert_eq!(Some(&r.crm_user_id.get()), r.employee_extension.as_deref().and_then(|e| map.get(e)));
             }
         }
         // Cards only ever go to mapped users (C1 = R6).
         for user in &p.cards {
-            prop_assert!(map.values().any(|u| u == user), "card for {user}");
+            prop_assert!(map.values().any(|u| *u == user.get()), "card for {user}");
         }
         // P4: at most one record creates entities.
         prop_assert!(p.records.iter().filter(|r| r.creates_entities).count() <= 1);

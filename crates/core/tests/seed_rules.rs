@@ -6,10 +6,15 @@ mod support;
 
 use callbridge_core::event::TransferKind::{Blind, Consultative};
 use callbridge_core::plan::{EntryPlan, Outcome, Rule};
+use callbridge_core::settings::CrmUserId;
 use callbridge_core::{policy, Direction, EntryEvents, MissedKind, ValidSettings};
 use support::Entry;
 
 const T: i64 = 1_764_100_000;
+
+fn user(id: u64) -> CrmUserId {
+    CrmUserId::new(id).expect("a positive test user id")
+}
 const CLIENT: &str = "79161234567";
 
 fn settings(extra: &str) -> ValidSettings {
@@ -63,12 +68,12 @@ fn r1_inbound_and_outbound_calls_of_unmapped_go_to_the_fallback_user() {
         let r = &plan.records[0];
         assert_eq!(
             (r.crm_user_id, r.direction, r.duration_s),
-            (9000, direction, 30)
+            (user(9000), direction, 30)
         );
         assert!(r.reasons.contains(&Rule::P2));
         // P4: no mapped conversation, so the fallback record creates the entities, as responsible.
         assert!(r.creates_entities);
-        assert_eq!(r.entities.unwrap().responsible_crm_user_id, 9000);
+        assert_eq!(r.entities.unwrap().responsible_crm_user_id, user(9000));
     }
 }
 
@@ -88,19 +93,19 @@ fn r2_missed_group_call_ending_on_unmapped_goes_to_the_fallback_user() {
             r.employee_extension.as_deref(),
             r.conversation
         ),
-        (9000, Some("105"), None)
+        (user(9000), Some("105"), None)
     );
     assert!(r.reasons.contains(&Rule::M2) && r.reasons.contains(&Rule::P2));
     assert_eq!(
         plan.cards,
-        vec![1001],
+        vec![user(1001)],
         "the mapped member saw the card while it rang"
     );
 
     // With "Responsible for missed calls to a group" on, that setting decides (M1).
     let m1 = settings(&format!("{SAVE_ALL}[calls.missed_group]\nresponsible_enabled = true\nresponsible_crm_user_id = 2001\n"));
     let plan = plan_of(group(), &m1);
-    assert_eq!(plan.records[0].crm_user_id, 2001);
+    assert_eq!(plan.records[0].crm_user_id, user(2001));
     assert_eq!(plan.records[0].reasons, vec![Rule::P4, Rule::M1]);
 
     // Save all calls off: the call ended on an unmapped employee and is ignored.
@@ -118,7 +123,7 @@ fn r2_missed_group_call_ending_on_unmapped_goes_to_the_fallback_user() {
             plan.records[0].crm_user_id,
             plan.records[0].employee_extension.as_deref()
         ),
-        (1001, Some("101"))
+        (user(1001), Some("101"))
     );
 }
 
@@ -131,12 +136,15 @@ fn r3_transfer_from_unmapped_to_mapped_splits_into_two_records() {
     );
     assert_eq!(plan.records.len(), 2, "{plan:?}");
     let (first, second) = (&plan.records[0], &plan.records[1]);
-    assert_eq!((first.conversation, first.crm_user_id), (Some(0), 9000));
+    assert_eq!(
+        (first.conversation, first.crm_user_id),
+        (Some(0), user(9000))
+    );
     assert!(first.reasons.contains(&Rule::P2) && first.reasons.contains(&Rule::P5));
     assert!(!first.creates_entities);
     assert_eq!(
         (second.conversation, second.crm_user_id, second.direction),
-        (Some(1), 1001, Direction::Inbound)
+        (Some(1), user(1001), Direction::Inbound)
     );
     assert!(
         second.reasons.contains(&Rule::P1)
@@ -160,11 +168,17 @@ fn r4_transfer_from_mapped_to_unmapped_splits_into_two_records() {
     );
     assert_eq!(plan.records.len(), 2, "{plan:?}");
     let (first, second) = (&plan.records[0], &plan.records[1]);
-    assert_eq!((first.crm_user_id, first.creates_entities), (1001, true));
+    assert_eq!(
+        (first.crm_user_id, first.creates_entities),
+        (user(1001), true)
+    );
     assert!(first.reasons.contains(&Rule::P1) && first.reasons.contains(&Rule::P6));
-    assert_eq!((second.crm_user_id, second.creates_entities), (9000, false));
+    assert_eq!(
+        (second.crm_user_id, second.creates_entities),
+        (user(9000), false)
+    );
     assert!(second.reasons.contains(&Rule::P2) && second.reasons.contains(&Rule::P6));
-    assert_eq!(plan.cards, vec![1001], "no card for the courier");
+    assert_eq!(plan.cards, vec![user(1001)], "no card for the courier");
 }
 
 #[test]
@@ -191,7 +205,7 @@ fn r5_transcripts_of_unmapped_conversations_are_saved_when_speech_analytics_is_o
     let r = &plan.records[0];
     assert_eq!(
         (r.recording_id.as_deref(), r.transcript, r.crm_user_id),
-        (Some("rec-1"), true, 9000)
+        (Some("rec-1"), true, user(9000))
     );
     assert!(r.reasons.contains(&Rule::C2));
 
@@ -223,7 +237,7 @@ fn r6_no_call_card_for_unmapped_employees_even_with_save_all_calls() {
     let plan = plan_of(Entry::inbound("r6a", CLIENT, "105", T, Some(30)), &s);
     assert!(plan.cards.is_empty());
     let plan = plan_of(Entry::inbound("r6b", CLIENT, "101", T, Some(30)), &s);
-    assert_eq!(plan.cards, vec![1001]);
+    assert_eq!(plan.cards, vec![user(1001)]);
     // A ring-all group: every mapped member that rang saw the card, the unmapped one did not.
     let plan = plan_of(
         Entry::group(
@@ -237,9 +251,9 @@ fn r6_no_call_card_for_unmapped_employees_even_with_save_all_calls() {
         ),
         &s,
     );
-    assert_eq!(plan.cards, vec![1001, 1002]);
+    assert_eq!(plan.cards, vec![user(1001), user(1002)]);
     assert_eq!(plan.records.len(), 1);
-    assert_eq!(plan.records[0].crm_user_id, 1002);
+    assert_eq!(plan.records[0].crm_user_id, user(1002));
 }
 
 #[test]
@@ -270,7 +284,7 @@ fn m3_missed_in_ivr_is_recorded_only_when_switched_on() {
     assert_eq!(plan.ignored[0].reasons, vec![Rule::M3]);
     let on = settings("[calls.missed_ivr]\nrecord = true\nresponsible_crm_user_id = 2002\n");
     let plan = plan_of(ivr_only(), &on);
-    assert_eq!(plan.records[0].crm_user_id, 2002);
+    assert_eq!(plan.records[0].crm_user_id, user(2002));
 }
 
 #[test]
@@ -286,7 +300,7 @@ fn m4_missed_outbound_call_is_busy_on_the_dialling_employee() {
     let r = &plan.records[0];
     assert_eq!(
         (r.crm_user_id, r.call_status, r.direction),
-        (1002, 7, Direction::Outbound)
+        (user(1002), 7, Direction::Outbound)
     );
     assert!(r.reasons.contains(&Rule::M4) && r.reasons.contains(&Rule::P1));
 }
@@ -324,8 +338,8 @@ fn transfer_chain_of_three_names_both_edges() {
         ),
         &s,
     );
-    let users: Vec<u64> = plan.records.iter().map(|r| r.crm_user_id).collect();
-    assert_eq!(users, vec![1001, 9000, 1002]);
+    let users: Vec<CrmUserId> = plan.records.iter().map(|r| r.crm_user_id).collect();
+    assert_eq!(users, vec![user(1001), user(9000), user(1002)]);
     let middle = &plan.records[1].reasons;
     assert!(
         middle.contains(&Rule::P5) && middle.contains(&Rule::P6) && middle.contains(&Rule::P7),

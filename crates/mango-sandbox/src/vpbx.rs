@@ -157,6 +157,43 @@ struct Ledger {
     events: u64,
 }
 
+impl Ledger {
+    /// The call of `entry_id`, begun (numbered in arrival order) by its first event.
+    fn call(&mut self, entry_id: &str) -> &mut CallRecord {
+        let order = self.calls.len();
+        self.calls
+            .entry(entry_id.to_owned())
+            .or_insert_with(|| CallRecord {
+                order,
+                ..CallRecord::default()
+            })
+    }
+
+    /// The recording `recording_id`, begun by its first event: at `started`, of `extension`
+    /// when the event names it, kept (`saved`) when the event says so.
+    fn recording(
+        &mut self,
+        recording_id: &str,
+        entry_id: &str,
+        extension: Option<String>,
+        started: i64,
+        saved: bool,
+    ) -> &mut RecordingInfo {
+        self.recordings
+            .entry(recording_id.to_owned())
+            .or_insert_with(|| RecordingInfo {
+                recording_id: recording_id.to_owned(),
+                entry_id: entry_id.to_owned(),
+                extension,
+                started,
+                completed: None,
+                saved,
+                added: false,
+                tagged: false,
+            })
+    }
+}
+
 struct Shared {
     staff: Staff,
     groups: Vec<GroupInfo>,
@@ -241,14 +278,10 @@ impl Vpbx {
     pub fn observe(&self, event: &PbxEvent) {
         let mut ledger = self.ledger();
         ledger.events += 1;
-        let next_order = ledger.calls.len();
         let entry_id = event.entry_id().to_owned();
         match event {
             PbxEvent::Call(e) => {
-                let call = ledger.calls.entry(entry_id).or_insert_with(|| CallRecord {
-                    order: next_order,
-                    ..CallRecord::default()
-                });
+                let call = ledger.call(&entry_id);
                 call.first_ts = Some(call.first_ts.map_or(e.timestamp, |t| t.min(e.timestamp)));
                 call.last_ts = call.last_ts.max(e.timestamp);
                 if call.first_from.is_none() {
@@ -281,27 +314,18 @@ impl Vpbx {
                 };
             }
             PbxEvent::Summary(s) => {
-                let call = ledger.calls.entry(entry_id).or_insert_with(|| CallRecord {
-                    order: next_order,
-                    ..CallRecord::default()
-                });
+                let call = ledger.call(&entry_id);
                 call.last_ts = call.last_ts.max(s.end_time);
                 call.summary = Some(s.clone());
             }
             PbxEvent::Recording(r) => {
-                let info = ledger
-                    .recordings
-                    .entry(r.recording_id.clone())
-                    .or_insert_with(|| RecordingInfo {
-                        recording_id: r.recording_id.clone(),
-                        entry_id: entry_id.clone(),
-                        extension: r.extension.clone(),
-                        started: r.timestamp,
-                        completed: None,
-                        saved: false,
-                        added: false,
-                        tagged: false,
-                    });
+                let info = ledger.recording(
+                    &r.recording_id,
+                    &entry_id,
+                    r.extension.clone(),
+                    r.timestamp,
+                    false,
+                );
                 if r.recording_state == RecordingState::Started {
                     info.started = info.started.min(r.timestamp);
                 }
@@ -309,10 +333,7 @@ impl Vpbx {
                     info.completed = Some(r.timestamp);
                     info.saved = r.completion_code == Some(1000);
                     if info.saved {
-                        let call = ledger.calls.entry(entry_id).or_insert_with(|| CallRecord {
-                            order: next_order,
-                            ..CallRecord::default()
-                        });
+                        let call = ledger.call(&entry_id);
                         if !call.recordings.contains(&r.recording_id) {
                             call.recordings.push(r.recording_id.clone());
                         }
@@ -321,20 +342,8 @@ impl Vpbx {
             }
             PbxEvent::RecordAdded(r) | PbxEvent::RecordTagged(r) => {
                 let tagged = matches!(event, PbxEvent::RecordTagged(_));
-                let info = ledger
-                    .recordings
-                    .entry(r.recording_id.clone())
-                    .or_insert_with(|| RecordingInfo {
-                        recording_id: r.recording_id.clone(),
-                        entry_id: entry_id.clone(),
-                        extension: None,
-                        started: r.timestamp,
-                        completed: None,
-                        // The PBX only announces recordings it kept.
-                        saved: true,
-                        added: false,
-                        tagged: false,
-                    });
+                // The PBX only announces recordings it kept.
+                let info = ledger.recording(&r.recording_id, &entry_id, None, r.timestamp, true);
                 info.added = true;
                 info.tagged |= tagged;
             }

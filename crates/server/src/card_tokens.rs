@@ -7,6 +7,7 @@
 //! the secret key can make one, and rotating the secret key revokes them all. Tenant ids hold no
 //! `.`, so the fields cannot be shifted.
 
+use callbridge_core::settings::CrmUserId;
 use ring::hmac;
 
 /// Lifetime of a token when the request names none: a working day.
@@ -18,7 +19,7 @@ pub const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     pub tenant_id: String,
-    pub crm_user_id: u64,
+    pub crm_user_id: CrmUserId,
     pub expires_at: i64,
 }
 
@@ -84,7 +85,7 @@ mod tests {
     fn scope() -> Scope {
         Scope {
             tenant_id: "acme".into(),
-            crm_user_id: 1001,
+            crm_user_id: CrmUserId::new(1001).unwrap(),
             expires_at: 2_000,
         }
     }

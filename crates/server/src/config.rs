@@ -3,6 +3,7 @@
 //! Relative paths in the file are relative to the file.
 
 use crate::state::redact_crm;
+use crate::tenant_id::TenantId;
 use callbridge_core::ValidSettings;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -134,7 +135,7 @@ pub struct TenantConfig {
 /// A tenant from the file, with its settings read and validated.
 #[derive(Clone)]
 pub struct LoadedTenant {
-    pub id: String,
+    pub id: TenantId,
     pub mango_api_key: SecretString,
     pub mango_api_salt: SecretString,
     pub settings_toml: String,
@@ -262,7 +263,8 @@ impl Config {
         let mut tenants = Vec::new();
         for (i, t) in config.tenants.iter().enumerate() {
             let key = format!("tenants[{i}]");
-            validate_tenant_id(&t.id).map_err(|m| invalid(&shown, format!("{key}.id: {m}")))?;
+            let id =
+                TenantId::parse(&t.id).map_err(|m| invalid(&shown, format!("{key}.id: {m}")))?;
             let (api_key, salt) = (
                 t.mango_api_key.expose_secret(),
                 t.mango_api_salt.expose_secret(),
@@ -277,7 +279,7 @@ impl Config {
                 .map_err(|m| invalid(&shown, format!("{key}.mango_api_salt: {m}")))?;
             if tenants
                 .iter()
-                .any(|o: &LoadedTenant| o.id == t.id || o.mango_api_key.expose_secret() == api_key)
+                .any(|o: &LoadedTenant| o.id == id || o.mango_api_key.expose_secret() == api_key)
             {
                 return Err(invalid(
                     &shown,
@@ -318,14 +320,15 @@ impl Config {
                     }
                 }
             }
-            crate::crm::connection(&amocrm)
-                .map_err(|m| invalid(&shown, format!("{key}.{}", without_values(&m))))?;
+            crate::crm::connection(&amocrm).map_err(|e| {
+                invalid(&shown, format!("{key}.{}", without_values(&e.to_string())))
+            })?;
             if let Some(amocrm) = &t.amocrm {
                 crate::crm::check_base_url(amocrm, config.allow_insecure_crm_hosts)
                     .map_err(|e| invalid(&shown, format!("{key}.{e}")))?;
             }
             tenants.push(LoadedTenant {
-                id: t.id.clone(),
+                id,
                 mango_api_key: t.mango_api_key.clone(),
                 mango_api_salt: t.mango_api_salt.clone(),
                 settings_toml,
@@ -380,24 +383,6 @@ impl Config {
 }
 
 /// A tenant id that cannot appear in URLs.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} must be 1-64 characters of a-z, 0-9, '-' and '_'")]
-pub struct InvalidTenantId(pub String);
-
-/// Tenant ids appear in URLs: lower-case letters, digits, `-` and `_`, 1 to 64 characters.
-pub fn validate_tenant_id(id: &str) -> Result<(), InvalidTenantId> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(InvalidTenantId(id.to_string()))
-    }
-}
-
 /// Mango issues 32-character salts ("Ключ для создания подписи" on the API connection page).
 pub const MANGO_SALT_MIN_CHARS: usize = 32;
 

@@ -36,6 +36,30 @@ struct AmoSection {
     timeout_seconds: Option<u64>,
 }
 
+/// Why a tenant's `amocrm` section cannot be used. Each message starts with the key at fault
+/// (`amocrm.base_url: ...`), which the config file's errors prefix with the tenant's key.
+#[derive(Debug, thiserror::Error)]
+pub enum CrmConnectionError {
+    /// Not the section's shape: an unknown key, a wrong type (serde's words).
+    #[error("amocrm: {0}")]
+    Shape(#[source] serde_json::Error),
+    #[error("amocrm.base_url: expected http(s)://..., got {0:?}")]
+    NotHttp(String),
+    #[error(transparent)]
+    BaseUrl(#[from] BaseUrlError),
+    #[error(
+        "amocrm: give either long_lived_token, or client_id + client_secret + redirect_uri (OAuth)"
+    )]
+    NoAuth,
+    #[error("amocrm.requests_per_second: {0} is outside 1..=7 (amoCRM allows 7 per second)")]
+    RequestsPerSecond(u32),
+    #[error("amocrm.timeout_seconds: must be above 0")]
+    ZeroTimeout,
+    /// The client refused the account's configuration.
+    #[error("amocrm: {0}")]
+    Client(#[source] callbridge_amocrm::Error),
+}
+
 /// The parsed CRM connection of a tenant.
 #[derive(Debug, Clone)]
 pub struct CrmConnection {
@@ -47,13 +71,13 @@ pub struct CrmConnection {
 pub fn checked_connection(
     crm: &serde_json::Value,
     allow_insecure_hosts: bool,
-) -> Result<Option<CrmConnection>, String> {
+) -> Result<Option<CrmConnection>, CrmConnectionError> {
     let Some(mut conn) = connection(crm)? else {
         return Ok(None);
     };
     conn.account.base_url =
         callbridge_amocrm::account_origin(&conn.account.base_url, allow_insecure_hosts)
-            .map_err(|e| BaseUrlError(e.to_string()).to_string())?;
+            .map_err(BaseUrlError)?;
     Ok(Some(conn))
 }
 
@@ -66,7 +90,7 @@ pub fn check_base_url(
     match crm.get("base_url").and_then(serde_json::Value::as_str) {
         Some(base) => callbridge_amocrm::account_origin(base, allow_insecure_hosts)
             .map(drop)
-            .map_err(|e| BaseUrlError(e.to_string())),
+            .map_err(BaseUrlError),
         None => Ok(()),
     }
 }
@@ -74,7 +98,7 @@ pub fn check_base_url(
 /// A tenant's `amocrm.base_url` breaks the host rule (see the module docs); says why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("amocrm.base_url: {0}")]
-pub struct BaseUrlError(String);
+pub struct BaseUrlError(#[source] pub callbridge_amocrm::OriginError);
 
 /// The origin a tenant's `amocrm` section names, lower-cased, when it names one.
 fn named_origin(crm: &serde_json::Value) -> Option<String> {
@@ -115,18 +139,15 @@ pub async fn forget_tokens_if_moved(
 
 /// Reads a tenant's `amocrm` section without the host rule (the structure only); see
 /// [`checked_connection`]. `Ok(None)`: no CRM configured, nothing is delivered.
-pub fn connection(crm: &serde_json::Value) -> Result<Option<CrmConnection>, String> {
+pub fn connection(crm: &serde_json::Value) -> Result<Option<CrmConnection>, CrmConnectionError> {
     if crm.is_null() || crm.as_object().is_some_and(|o| o.is_empty()) {
         return Ok(None);
     }
     let section: AmoSection =
-        serde_json::from_value(crm.clone()).map_err(|e| format!("amocrm: {e}"))?;
+        serde_json::from_value(crm.clone()).map_err(CrmConnectionError::Shape)?;
     let base = section.base_url.trim();
     if !(base.starts_with("https://") || base.starts_with("http://")) {
-        return Err(format!(
-            "amocrm.base_url: expected http(s)://..., got {:?}",
-            section.base_url
-        ));
+        return Err(CrmConnectionError::NotHttp(section.base_url));
     }
     let auth = match (
         section.long_lived_token,
@@ -142,22 +163,18 @@ pub fn connection(crm: &serde_json::Value) -> Result<Option<CrmConnection>, Stri
             client_secret,
             redirect_uri,
         },
-        _ => {
-            return Err("amocrm: give either long_lived_token, or client_id + client_secret + redirect_uri (OAuth)".into())
-        }
+        _ => return Err(CrmConnectionError::NoAuth),
     };
     let mut account = AccountConfig::new(base.to_string(), auth);
     if let Some(rps) = section.requests_per_second {
         if rps == 0 || rps > 7 {
-            return Err(format!(
-                "amocrm.requests_per_second: {rps} is outside 1..=7 (amoCRM allows 7 per second)"
-            ));
+            return Err(CrmConnectionError::RequestsPerSecond(rps));
         }
         account.requests_per_second = rps;
     }
     if let Some(t) = section.timeout_seconds {
         if t == 0 {
-            return Err("amocrm.timeout_seconds: must be above 0".into());
+            return Err(CrmConnectionError::ZeroTimeout);
         }
         account.timeout = Duration::from_secs(t);
     }
@@ -232,7 +249,7 @@ pub fn client(
     store: &Store,
     row: &TenantRow,
     allow_insecure_hosts: bool,
-) -> Result<Option<AmoClient>, String> {
+) -> Result<Option<AmoClient>, CrmConnectionError> {
     let Some(conn) = checked_connection(&row.crm, allow_insecure_hosts)? else {
         return Ok(None);
     };
@@ -243,12 +260,13 @@ pub fn client(
     });
     AmoClient::new(conn.account, tokens)
         .map(Some)
-        .map_err(|e| format!("amocrm: {e}"))
+        .map_err(CrmConnectionError::Client)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callbridge_amocrm::OriginError;
     use serde_json::json;
 
     #[test]
@@ -313,7 +331,14 @@ mod tests {
     fn the_host_rule_is_checked_unless_insecure_hosts_are_allowed() {
         let section = json!({"base_url": "http://127.0.0.1:9", "long_lived_token": "t"});
         let e = checked_connection(&section, false).unwrap_err();
-        assert!(e.starts_with("amocrm.base_url:"), "{e}");
+        assert!(
+            matches!(
+                e,
+                CrmConnectionError::BaseUrl(BaseUrlError(OriginError::NotHttps { .. }))
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().starts_with("amocrm.base_url: "), "{e}");
         assert!(check_base_url(&section, false).is_err());
         assert!(checked_connection(&section, true).unwrap().is_some());
         let c = checked_connection(
@@ -327,16 +352,23 @@ mod tests {
 
     #[test]
     fn bad_sections_name_the_fault() {
-        let e = connection(&json!({"base_url": "ftp://x", "long_lived_token": "t"})).unwrap_err();
+        let e = connection(&json!({"base_url": "ftp://x", "long_lived_token": "t"}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("base_url"), "{e}");
         let e = connection(
             &json!({"base_url": "http://x", "long_lived_token": "t", "requests_per_second": 50}),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("requests_per_second"), "{e}");
-        let e = connection(&json!({"base_url": "http://x"})).unwrap_err();
+        let e = connection(&json!({"base_url": "http://x"}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("long_lived_token"), "{e}");
-        let e = connection(&json!({"base_url": "http://x", "token": "t"})).unwrap_err();
+        let e = connection(&json!({"base_url": "http://x", "token": "t"}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("token"), "{e}");
     }
 }

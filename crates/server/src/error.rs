@@ -7,10 +7,11 @@
 //! unless a variant names its own.
 
 use crate::card_tokens::{self, TokenError};
-use crate::config::{InvalidSalt, InvalidTenantId};
+use crate::config::InvalidSalt;
 use crate::problem::Problem;
 use crate::recordings::LinkError;
 use crate::secret_key::SecretKeyError;
+use crate::tenant_id::InvalidTenantId;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -116,7 +117,7 @@ pub enum AdminError {
     InvalidSettings(#[source] callbridge_core::SettingsError),
     /// The CRM section's own words (they name the key).
     #[error("{0}")]
-    InvalidCrmConnection(String),
+    InvalidCrmConnection(#[source] crate::crm::CrmConnectionError),
     #[error("mango_api_key is used by another tenant")]
     KeyInUse,
     /// The store failed: logged with its cause, answered without it.
@@ -195,7 +196,7 @@ pub enum OAuthError {
     #[error("no amocrm section")]
     CrmSectionGone,
     #[error("{0}")]
-    InvalidCrmConnection(String),
+    InvalidCrmConnection(#[source] crate::crm::CrmConnectionError),
     #[error(
         "the tenant uses a long-lived token; OAuth needs client_id, client_secret and redirect_uri"
     )]
@@ -477,10 +478,11 @@ mod tests {
                 "the store is unavailable",
             ),
             (
-                AdminError::InvalidCrmConnection("amocrm: x".into()).into_response(),
+                AdminError::InvalidCrmConnection(crate::crm::CrmConnectionError::ZeroTimeout)
+                    .into_response(),
                 422,
                 "Invalid CRM connection",
-                "amocrm: x",
+                "amocrm.timeout_seconds: must be above 0",
             ),
             (
                 OAuthError::StateRefused.into_response(),

@@ -16,6 +16,7 @@ pub mod recordings;
 pub mod request_span;
 pub mod secret_key;
 pub mod state;
+pub mod tenant_id;
 pub mod ui;
 pub mod webhooks;
 pub mod worker;
@@ -35,6 +36,14 @@ use tokio::sync::{broadcast, watch, Notify, RwLock};
 
 /// Builds the router over a ready state.
 pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
+    // Last, so that it wraps every route: each request's log lines carry its span.
+    routes(state, body).layer(request_span::layer())
+}
+
+/// The routes without the request span: [`router`] is this plus the span; apart only so that a
+/// benchmark can measure what the span costs (`benches/request_span.rs`).
+#[doc(hidden)]
+pub fn routes(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
     let mango = Router::new()
         .route("/mango/{tenant}", post(webhooks::ping))
         .route("/mango/{tenant}/", post(webhooks::ping))
@@ -54,8 +63,6 @@ pub fn router(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(state)
-        // Last, so that it wraps every route: each request's log lines carry its span.
-        .layer(request_span::layer())
 }
 
 /// Ready while the store both answers and can write: after a failed write (a full disk) it
@@ -176,7 +183,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     // A tenant the file managed and no longer names is removed: otherwise it would keep
     // accepting webhooks after the operator took it out. Tenants created through the admin API
     // were never the file's and stay.
-    let in_file: Vec<String> = tenants.iter().map(|t| t.id.clone()).collect();
+    let in_file: Vec<String> = tenants.iter().map(|t| t.id.to_string()).collect();
     let managed = store
         .config_tenant_ids()
         .await
@@ -193,7 +200,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     }
     for t in tenants {
         let row = TenantRow {
-            id: t.id,
+            id: t.id.into_string(),
             mango_api_key: t.mango_api_key.expose_secret().to_string(),
             mango_api_salt: t.mango_api_salt.expose_secret().to_string(),
             settings_toml: t.settings_toml,
@@ -250,6 +257,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         purged_tenants: Default::default(),
         tenants_changed: Notify::new(),
         allow_insecure_crm_hosts: config.allow_insecure_crm_hosts,
+        crm_users: Default::default(),
     });
     state.reload_tenants().await?;
     let (shutdown, rx) = watch::channel(false);

@@ -54,6 +54,8 @@ pub struct AppState {
     pub tenants_changed: Notify,
     /// `allow_insecure_crm_hosts`: CRM base URLs may name any host (sandboxes, tests).
     pub allow_insecure_crm_hosts: bool,
+    /// The CRM's users of each tenant as the settings window last read them (a minute's cache).
+    pub crm_users: crate::ui::settings::CrmUsersCache,
 }
 
 impl AppState {

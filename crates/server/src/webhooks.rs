@@ -3,6 +3,7 @@
 
 use crate::error::WebhookError;
 use crate::state::{now_ms, AppState};
+use crate::tenant_id::TenantId;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -158,8 +159,12 @@ async fn receive(
         return Err(WebhookError::MissingField("json"));
     }
     // The tenant is looked up only now, and an unknown one is compared against a stand-in key,
-    // so the answers above and the one below do not depend on whether it exists.
-    let tenant = state.tenant(&tenant_id).await;
+    // so the answers above and the one below do not depend on whether it exists. An id no tenant
+    // can have is unknown without a look-up.
+    let tenant = match TenantId::parse(&tenant_id) {
+        Ok(id) => state.tenant(&id).await,
+        Err(_) => None,
+    };
     let expected_key = tenant
         .as_ref()
         .map_or(ABSENT_TENANT_KEY, |t| t.row.mango_api_key.as_bytes());

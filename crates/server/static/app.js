@@ -56,3 +56,23 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   });
 });
+
+// ---- Settings window (ui/settings) ----
+// A switch's visible state ("On"/"Off") follows the switch; the words come from the page.
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll(".switch input[type=checkbox]").forEach(function (input) {
+    var label = input.closest(".switch");
+    var state = label && label.querySelector(".state[data-on][data-off]");
+    if (!state) return;
+    input.addEventListener("change", function () {
+      state.textContent = input.checked ? state.getAttribute("data-on") : state.getAttribute("data-off");
+    });
+  });
+});
+
+// A block a switch hides stays open while it holds an error to correct.
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("[hidden]").forEach(function (block) {
+    if (block.querySelector(".field-error")) block.hidden = false;
+  });
+});

@@ -2,6 +2,7 @@
 //! webhook its tenant and entry; no token or signature from a URL reaches the log.
 
 use callbridge_server::config::Config;
+use callbridge_test_support::{one_tenant_config, TestTenant};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -41,19 +42,15 @@ async fn a_webhooks_log_lines_carry_its_tenant_and_entry_and_no_url_secret() {
         .init();
 
     let dir = std::env::temp_dir().join(format!("callbridge-spans-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("callbridge.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "admin_token = \"spans-admin-token\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
-             directory_refresh_seconds = 0\n\
-             [[tenants]]\nid = \"acme\"\nmango_api_key = \"{KEY}\"\nmango_api_salt = \"{SALT}\"\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
+    let file = one_tenant_config(
+        &dir,
+        "spans-admin-token",
+        &TestTenant {
+            id: "acme",
+            mango_api_key: KEY,
+            mango_api_salt: SALT,
+        },
+    );
     let (config, tenants) = Config::load(Some(&file)).unwrap();
     let running = callbridge_server::start(config, tenants).await.unwrap();
     let base = format!("http://{}", running.addr);

@@ -1,9 +1,11 @@
 //! What callbridge's tests write once and share (a dev-dependency only, never linked into the
 //! service): a seeded generator, a fresh PostgreSQL database per test, a small tmpfs for
-//! full-disk tests, and waiting for a condition instead of sleeping a fixed time.
+//! full-disk tests, waiting for a condition instead of sleeping a fixed time, and the
+//! configuration file of a service started in process.
 
 mod postgres;
 mod rng;
+mod service_config;
 mod tmpfs;
 mod wait;
 
@@ -11,5 +13,6 @@ pub use postgres::{
     drop_postgres_database, fresh_postgres_database, postgres_admin_url, POSTGRES_URL_VAR,
 };
 pub use rng::SeededRng;
+pub use service_config::{one_tenant_config, TestTenant};
 pub use tmpfs::Tmpfs;
 pub use wait::{wait_until, wait_until_async};

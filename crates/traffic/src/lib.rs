@@ -337,8 +337,14 @@ mod tests {
             .count();
         assert!(unmapped >= 1 && unmapped < staff.employees.len());
         for e in &staff.employees {
-            assert_eq!(settings.crm_user_of(&e.extension), e.crm_user_id);
+            assert_eq!(
+                settings.crm_user_of(&e.extension).map(|u| u.get()),
+                e.crm_user_id
+            );
         }
-        assert_eq!(settings.fallback_user(), Some(staff.fallback_crm_user_id));
+        assert_eq!(
+            settings.fallback_user().map(|u| u.get()),
+            Some(staff.fallback_crm_user_id)
+        );
     }
 }

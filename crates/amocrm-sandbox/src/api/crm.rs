@@ -1,12 +1,12 @@
 //! Account, users, pipelines, contacts and leads (plain and complex).
 
-use super::{paged, path_id, Listing};
-use crate::input::{json_array, request_id, Query, Reader};
+use super::{path_id, Listing};
+use crate::input::{json_array, read_batch, Query, Reader};
 use crate::model::{
     last10, now_secs, phone_field, Contact, Lead, State, View, EMAIL_FIELD_ID, PHONE_FIELD_ID,
     PIPELINE_ID, STATUSES, STATUS_LOST, STATUS_UNSORTED, STATUS_WON,
 };
-use crate::respond::{added_batch, no_content, ok, ApiError, ApiResult, FieldError};
+use crate::respond::{added_batch, no_content, ok, ApiResult};
 use crate::server::{Caller, Shared};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State as AxState};
@@ -78,22 +78,15 @@ pub async fn account(
 
 pub async fn users(AxState(shared): AxState<Arc<Shared>>, RawQuery(raw): RawQuery) -> ApiResult {
     let query = Query::parse(raw.as_deref());
-    let paging = query.paging()?;
+    let at = Listing::new(&shared.base_url, "/api/v4/users", &query)?;
     let st = shared.state();
     let v = view(&shared, &st);
     let total = st.users.len() as u64;
-    let all: Vec<Value> = st.users.iter().map(|u| v.user(u)).collect();
-    let (items, has_next) = paging.slice(all);
     let mut extra = Map::new();
     extra.insert("_total_items".into(), json!(total));
-    extra.insert("_page_count".into(), json!(total.div_ceil(paging.limit)));
-    let at = Listing {
-        base: &shared.base_url,
-        path: "/api/v4/users",
-        query: &query,
-        paging,
-    };
-    Ok(paged(&at, "users", items, has_next, Some(extra)))
+    extra.insert("_page_count".into(), json!(total.div_ceil(at.paging.limit)));
+    let all = st.users.iter().collect();
+    Ok(at.page_with("users", all, |u| v.user(u), Some(extra)))
 }
 
 pub async fn user(AxState(shared): AxState<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
@@ -158,7 +151,7 @@ pub async fn list_contacts(
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
     let query = Query::parse(raw.as_deref());
-    let paging = query.paging()?;
+    let at = Listing::new(&shared.base_url, "/api/v4/contacts", &query)?;
     let ids = query.ids("filter[id]")?;
     let with_leads = query.with().iter().any(|w| w == "leads");
     let search = query.get("query").map(str::to_owned);
@@ -171,21 +164,10 @@ pub async fn list_contacts(
         .filter(|c| ids.is_empty() || ids.contains(&c.id))
         .filter(|c| search.as_deref().is_none_or(|q| contact_matches(c, q)))
         .collect();
-    let (page, has_next) = paging.slice(found);
-    let items = page
-        .into_iter()
-        .map(|c| {
-            let leads = with_leads.then(|| st.leads_of(c.id).iter().map(|l| l.id).collect());
-            v.contact(c, leads)
-        })
-        .collect();
-    let at = Listing {
-        base: &shared.base_url,
-        path: "/api/v4/contacts",
-        query: &query,
-        paging,
-    };
-    Ok(paged(&at, "contacts", items, has_next, None))
+    Ok(at.page("contacts", found, |c| {
+        let leads = with_leads.then(|| st.leads_of(c.id).iter().map(|l| l.id).collect());
+        v.contact(c, leads)
+    }))
 }
 
 pub async fn get_contact(
@@ -373,19 +355,7 @@ pub async fn add_contacts(
     let items = json_array(&body, MAX_BATCH)?;
     let response = {
         let mut st = shared.state();
-        let mut drafts = Vec::new();
-        let mut errors = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let rid = request_id(item, i);
-            let mut r = Reader::new(item, "");
-            match read_contact(&mut r, &st, caller) {
-                Some(c) => drafts.push((rid, c)),
-                None => errors.push((rid, r.errors)),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
-        }
+        let drafts = read_batch(&items, |r| read_contact(r, &st, caller))?;
         let answer = added_batch(&shared.base_url, "contacts", drafts, |contact| {
             st.insert_contact(contact)
         });
@@ -413,7 +383,7 @@ pub async fn list_leads(
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
     let query = Query::parse(raw.as_deref());
-    let paging = query.paging()?;
+    let at = Listing::new(&shared.base_url, "/api/v4/leads", &query)?;
     let ids = query.ids("filter[id]")?;
     let statuses = query.ids("filter[status_id]")?;
     let with_contacts = query.with().iter().any(|w| w == "contacts");
@@ -428,15 +398,7 @@ pub async fn list_leads(
         .filter(|l| statuses.is_empty() || statuses.contains(&l.status_id))
         .filter(|l| search.as_deref().is_none_or(|q| lead_matches(&st, l, q)))
         .collect();
-    let (page, has_next) = paging.slice(found);
-    let items = page.into_iter().map(|l| v.lead(l, with_contacts)).collect();
-    let at = Listing {
-        base: &shared.base_url,
-        path: "/api/v4/leads",
-        query: &query,
-        paging,
-    };
-    Ok(paged(&at, "leads", items, has_next, None))
+    Ok(at.page("leads", found, |l| v.lead(l, with_contacts)))
 }
 
 pub async fn get_lead(
@@ -515,6 +477,17 @@ pub fn read_lead(r: &mut Reader<'_>, st: &State, caller: Caller) -> Option<Lead>
 }
 
 /// amoCRM names an unnamed lead after its id.
+/// Embedded companies are refused: the sandbox does not model them.
+pub fn refuse_companies(embedded: &mut Reader<'_>) {
+    if embedded.array("companies").is_some_and(|c| !c.is_empty()) {
+        embedded.fail(
+            "NotSupportedChoice",
+            "companies",
+            "The sandbox does not model companies.",
+        );
+    }
+}
+
 fn name_lead(lead: &mut Lead) {
     if lead.name.trim().is_empty() {
         lead.name = format!("Сделка #{}", lead.id);
@@ -529,12 +502,8 @@ pub async fn add_leads(
     let items = json_array(&body, MAX_BATCH)?;
     let response = {
         let mut st = shared.state();
-        let mut drafts = Vec::new();
-        let mut errors = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let rid = request_id(item, i);
-            let mut r = Reader::new(item, "");
-            let lead = read_lead(&mut r, &st, caller);
+        let drafts = read_batch(&items, |r| {
+            let lead = read_lead(r, &st, caller);
             let mut contact_ids = Vec::new();
             if let Some(emb) = r.object("_embedded") {
                 let mut e = Reader::new(emb, "_embedded.");
@@ -551,26 +520,13 @@ pub async fn add_leads(
                         e.errors.append(&mut cr.errors);
                     }
                 }
-                if e.array("companies").is_some_and(|c| !c.is_empty()) {
-                    e.fail(
-                        "NotSupportedChoice",
-                        "companies",
-                        "The sandbox does not model companies.",
-                    );
-                }
+                refuse_companies(&mut e);
                 r.errors.append(&mut e.errors);
             }
-            match lead {
-                Some(mut lead) if r.ok() => {
-                    lead.contact_ids = contact_ids;
-                    drafts.push((rid, lead));
-                }
-                _ => errors.push((rid, r.errors)),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
-        }
+            let mut lead = lead?;
+            lead.contact_ids = contact_ids;
+            Some(lead)
+        })?;
         let answer = added_batch(&shared.base_url, "leads", drafts, |lead| {
             let id = st.insert_lead(lead);
             if let Some(l) = st.leads.get_mut(&id) {
@@ -599,12 +555,8 @@ pub async fn add_complex(
     }
     let response = {
         let mut st = shared.state();
-        let mut drafts = Vec::new();
-        let mut errors: Vec<(String, Vec<FieldError>)> = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let rid = request_id(item, i);
-            let mut r = Reader::new(item, "");
-            let lead = read_lead(&mut r, &st, caller);
+        let drafts = read_batch(&items, |r| {
+            let lead = read_lead(r, &st, caller);
             let mut plan = ContactPlan::None;
             if let Some(emb) = r.object("_embedded") {
                 let mut e = Reader::new(emb, "_embedded.");
@@ -635,13 +587,7 @@ pub async fn add_complex(
                         e.errors.append(&mut cr.errors);
                     }
                 }
-                if e.array("companies").is_some_and(|c| !c.is_empty()) {
-                    e.fail(
-                        "NotSupportedChoice",
-                        "companies",
-                        "The sandbox does not model companies.",
-                    );
-                }
+                refuse_companies(&mut e);
                 if e.has("metadata") {
                     e.fail(
                         "NotSupportedChoice",
@@ -651,16 +597,10 @@ pub async fn add_complex(
                 }
                 r.errors.append(&mut e.errors);
             }
-            match lead {
-                Some(lead) if r.ok() => drafts.push((rid, lead, plan)),
-                _ => errors.push((rid, r.errors)),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
-        }
+            Some((lead?, plan))
+        })?;
         let mut out = Vec::new();
-        for (rid, mut lead, plan) in drafts {
+        for (rid, (mut lead, plan)) in drafts {
             let contact_id = match plan {
                 ContactPlan::None => None,
                 ContactPlan::Existing(id) => Some(id),

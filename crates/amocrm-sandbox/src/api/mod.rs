@@ -9,54 +9,74 @@ pub mod tasks;
 pub mod unsorted;
 
 use crate::input::{Paging, Query};
-use crate::respond::{no_content, ok};
+use crate::respond::{no_content, ok, ApiError};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-/// Where a list was asked for, to build its `_links`.
+/// A list request: where it was asked for (to build its `_links`) and the page it asks for.
 pub struct Listing<'a> {
-    pub base: &'a str,
-    pub path: &'a str,
-    pub query: &'a Query,
+    base: &'a str,
+    path: &'a str,
+    query: &'a Query,
     pub paging: Paging,
 }
 
-/// A page of a list in amoCRM's shape, or 204 when the page is empty.
-pub fn paged(
-    at: &Listing<'_>,
-    key: &str,
-    items: Vec<Value>,
-    has_next: bool,
-    extra: Option<Map<String, Value>>,
-) -> Response {
-    let (base, path, query, paging) = (at.base, at.path, at.query, at.paging);
-    if items.is_empty() {
-        return no_content();
+impl<'a> Listing<'a> {
+    /// Reads the page asked for; a bad `page` or `limit` is refused before any filter is read.
+    pub fn new(base: &'a str, path: &'a str, query: &'a Query) -> Result<Self, ApiError> {
+        Ok(Listing {
+            base,
+            path,
+            query,
+            paging: query.paging()?,
+        })
     }
-    let rest = query.without_page();
-    let href = |page: u64| {
-        if rest.is_empty() {
-            format!("{base}{path}?page={page}")
-        } else {
-            format!("{base}{path}?{rest}&page={page}")
+
+    /// The asked page of `found`, each item rendered, in amoCRM's shape under
+    /// `_embedded.{key}`; 204 when the page is empty.
+    pub fn page<T>(&self, key: &str, found: Vec<T>, render: impl FnMut(T) -> Value) -> Response {
+        self.page_with(key, found, render, None)
+    }
+
+    /// [`Listing::page`] with `extra` top-level keys (the users list's totals).
+    pub fn page_with<T>(
+        &self,
+        key: &str,
+        found: Vec<T>,
+        render: impl FnMut(T) -> Value,
+        extra: Option<Map<String, Value>>,
+    ) -> Response {
+        let (base, path, paging) = (self.base, self.path, self.paging);
+        let (page, has_next) = paging.slice(found);
+        let items: Vec<Value> = page.into_iter().map(render).collect();
+        if items.is_empty() {
+            return no_content();
         }
-    };
-    let mut links = json!({"self": {"href": href(paging.page)}});
-    if has_next {
-        links["next"] = json!({"href": href(paging.page + 1)});
+        let rest = self.query.without_page();
+        let href = |page: u64| {
+            if rest.is_empty() {
+                format!("{base}{path}?page={page}")
+            } else {
+                format!("{base}{path}?{rest}&page={page}")
+            }
+        };
+        let mut links = json!({"self": {"href": href(paging.page)}});
+        if has_next {
+            links["next"] = json!({"href": href(paging.page + 1)});
+        }
+        if paging.page > 1 {
+            links["prev"] = json!({"href": href(paging.page - 1)});
+        }
+        let mut body = json!({
+            "_page": paging.page,
+            "_links": links,
+            "_embedded": {key: items},
+        });
+        if let (Some(extra), Some(obj)) = (extra, body.as_object_mut()) {
+            obj.extend(extra);
+        }
+        ok(&body)
     }
-    if paging.page > 1 {
-        links["prev"] = json!({"href": href(paging.page - 1)});
-    }
-    let mut body = json!({
-        "_page": paging.page,
-        "_links": links,
-        "_embedded": {key: items},
-    });
-    if let (Some(extra), Some(obj)) = (extra, body.as_object_mut()) {
-        obj.extend(extra);
-    }
-    ok(&body)
 }
 
 /// Parses an id from a path segment; anything else is "not found", as for an unknown id.

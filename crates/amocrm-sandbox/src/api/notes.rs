@@ -1,8 +1,8 @@
 //! Calls (`POST /api/v4/calls`) and notes on leads and contacts.
 
-use super::{paged, path_id, Listing};
+use super::{path_id, Listing};
 use crate::api::crm::view;
-use crate::input::{json_array, request_id, Query, Reader};
+use crate::input::{json_array, read_batch, request_id, Query, Reader};
 use crate::model::{now_secs, EntityKind, Note, State};
 use crate::respond::{hal, problem_json, ApiError, ApiResult, FieldError};
 use crate::server::{Caller, Shared};
@@ -307,11 +307,7 @@ async fn add_notes(
     let items = json_array(&body, MAX_NOTES)?;
     let response = {
         let mut st = shared.state();
-        let mut drafts = Vec::new();
-        let mut errors = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let rid = request_id(item, i);
-            let mut r = Reader::new(item, "");
+        let drafts = read_batch(&items, |r| {
             let entity_id = match path_entity {
                 Some(id) => Some(id),
                 None => r.req_id("entity_id"),
@@ -338,37 +334,27 @@ async fn add_notes(
             let params = note_type
                 .as_deref()
                 .filter(|t| matches!(*t, "call_in" | "call_out" | "common"))
-                .and_then(|t| read_params(t, &mut r));
+                .and_then(|t| read_params(t, r));
             let responsible = r.user("responsible_user_id", |id| st.is_user(id), false);
             let created_by = r.user("created_by", |id| st.is_user(id), true);
             let created_at = r.int("created_at");
             r.bool("is_need_to_trigger_digital_pipeline");
-            match (entity_id, note_type, params, r.ok()) {
-                (Some(entity_id), Some(note_type), Some(params), true) => {
-                    let created_by = created_by.unwrap_or(caller.user_id);
-                    let at = created_at.unwrap_or_else(now_secs);
-                    drafts.push((
-                        rid,
-                        Note {
-                            id: 0,
-                            entity_type: kind,
-                            entity_id,
-                            note_type,
-                            params,
-                            responsible_user_id: responsible.unwrap_or(caller.user_id),
-                            created_by,
-                            updated_by: created_by,
-                            created_at: at,
-                            updated_at: at,
-                        },
-                    ));
-                }
-                _ => errors.push((rid, r.errors)),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
-        }
+            let (entity_id, note_type, params) = (entity_id?, note_type?, params?);
+            let created_by = created_by.unwrap_or(caller.user_id);
+            let at = created_at.unwrap_or_else(now_secs);
+            Some(Note {
+                id: 0,
+                entity_type: kind,
+                entity_id,
+                note_type,
+                params,
+                responsible_user_id: responsible.unwrap_or(caller.user_id),
+                created_by,
+                updated_by: created_by,
+                created_at: at,
+                updated_at: at,
+            })
+        })?;
         let base = shared.base_url.clone();
         let mut created = Vec::new();
         for (rid, note) in drafts {
@@ -401,8 +387,12 @@ fn list_notes(
     path_entity: Option<u64>,
     raw: Option<String>,
 ) -> Result<Response, ApiError> {
+    let path = match path_entity {
+        Some(id) => format!("/api/v4/{}/{id}/notes", kind.plural()),
+        None => format!("/api/v4/{}/notes", kind.plural()),
+    };
     let query = Query::parse(raw.as_deref());
-    let paging = query.paging()?;
+    let at = Listing::new(&shared.base_url, &path, &query)?;
     let types = query.list("filter[note_type]");
     let ids = query.ids("filter[id]")?;
     let mut entity_ids = query.ids("filter[entity_id]")?;
@@ -426,19 +416,7 @@ fn list_notes(
         .filter(|n| from.is_none_or(|f| n.updated_at >= f))
         .filter(|n| to.is_none_or(|t| n.updated_at <= t))
         .collect();
-    let (page, has_next) = paging.slice(found);
-    let items = page.into_iter().map(|n| v.note(n)).collect();
-    let path = match path_entity {
-        Some(id) => format!("/api/v4/{}/{id}/notes", kind.plural()),
-        None => format!("/api/v4/{}/notes", kind.plural()),
-    };
-    let at = Listing {
-        base: &shared.base_url,
-        path: &path,
-        query: &query,
-        paging,
-    };
-    Ok(paged(&at, "notes", items, has_next, None))
+    Ok(at.page("notes", found, |n| v.note(n)))
 }
 
 pub async fn list_lead_notes(

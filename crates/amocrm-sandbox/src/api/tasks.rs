@@ -1,8 +1,8 @@
 //! Tasks: add, list with filters, complete.
 
-use super::{paged, path_id, Listing};
+use super::{path_id, Listing};
 use crate::api::crm::view;
-use crate::input::{json_array, json_body, kind_of, request_id, Query, Reader};
+use crate::input::{json_array, json_body, kind_of, read_batch, Query, Reader};
 use crate::model::{now_secs, EntityKind, Task};
 use crate::respond::{added_batch, ok, ApiError, ApiResult};
 use crate::server::{Caller, Shared};
@@ -23,11 +23,7 @@ pub async fn add(
     let items = json_array(&body, MAX_BATCH)?;
     let response = {
         let mut st = shared.state();
-        let mut drafts = Vec::new();
-        let mut errors = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let rid = request_id(item, i);
-            let mut r = Reader::new(item, "");
+        let drafts = read_batch(&items, |r| {
             let text = r.req_string("text");
             let complete_till = r.req_int("complete_till");
             let task_type_id = r.id("task_type_id").unwrap_or(1);
@@ -70,32 +66,23 @@ pub async fn add(
                 .and_then(|t| t.as_str())
                 .map(str::to_owned);
             let created_at = r.int("created_at").unwrap_or_else(now_secs);
-            match (text, complete_till, r.ok()) {
-                (Some(text), Some(complete_till), true) => drafts.push((
-                    rid,
-                    Task {
-                        id: 0,
-                        text,
-                        complete_till,
-                        task_type_id,
-                        entity_type,
-                        entity_id,
-                        responsible_user_id: responsible,
-                        created_by,
-                        updated_by: created_by,
-                        created_at,
-                        updated_at: created_at,
-                        duration,
-                        is_completed,
-                        result_text,
-                    },
-                )),
-                _ => errors.push((rid, r.errors)),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
-        }
+            Some(Task {
+                id: 0,
+                text: text?,
+                complete_till: complete_till?,
+                task_type_id,
+                entity_type,
+                entity_id,
+                responsible_user_id: responsible,
+                created_by,
+                updated_by: created_by,
+                created_at,
+                updated_at: created_at,
+                duration,
+                is_completed,
+                result_text,
+            })
+        })?;
         let answer = added_batch(&shared.base_url, "tasks", drafts, |task| {
             st.insert_task(task)
         });
@@ -118,7 +105,7 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, ApiError> {
 
 pub async fn list(AxState(shared): AxState<Arc<Shared>>, RawQuery(raw): RawQuery) -> ApiResult {
     let query = Query::parse(raw.as_deref());
-    let paging = query.paging()?;
+    let at = Listing::new(&shared.base_url, "/api/v4/tasks", &query)?;
     let completed = match query.get("filter[is_completed]") {
         Some(v) => Some(parse_bool("filter[is_completed]", v)?),
         None => None,
@@ -145,15 +132,7 @@ pub async fn list(AxState(shared): AxState<Arc<Shared>>, RawQuery(raw): RawQuery
         .filter(|t| types.is_empty() || types.contains(&t.task_type_id))
         .filter(|t| ids.is_empty() || ids.contains(&t.id))
         .collect();
-    let (page, has_next) = paging.slice(found);
-    let items = page.into_iter().map(|t| v.task(t)).collect();
-    let at = Listing {
-        base: &shared.base_url,
-        path: "/api/v4/tasks",
-        query: &query,
-        paging,
-    };
-    Ok(paged(&at, "tasks", items, has_next, None))
+    Ok(at.page("tasks", found, |t| v.task(t)))
 }
 
 /// `PATCH /api/v4/tasks/{id}`: `is_completed`, `text`, `complete_till`, `responsible_user_id`,

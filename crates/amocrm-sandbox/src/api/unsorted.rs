@@ -1,8 +1,8 @@
 //! Unsorted ("Incoming leads") items of the `sip` category: add, list, accept, decline.
 
-use super::{paged, Listing};
-use crate::api::crm::{contact_with_phone, read_contact, read_lead, view};
-use crate::input::{json_array, json_body, kind_of, request_id, Query, Reader};
+use super::Listing;
+use crate::api::crm::{contact_with_phone, read_contact, read_lead, refuse_companies, view};
+use crate::input::{json_array, json_body, kind_of, read_batch, Query, Reader};
 use crate::model::{
     now_secs, random_hex, Contact, EntityKind, Note, Unsorted, UnsortedStatus, PIPELINE_ID,
     STATUSES, STATUS_FIRST_CONTACT, STATUS_UNSORTED,
@@ -19,7 +19,6 @@ use std::sync::Arc;
 const MAX_BATCH: usize = 250;
 
 struct Draft {
-    request_id: String,
     source_uid: String,
     source_name: String,
     created_at: i64,
@@ -69,11 +68,7 @@ pub async fn add_sip(
     let response = {
         let mut st = shared.state();
         let mut seen: BTreeSet<String> = BTreeSet::new();
-        let mut drafts = Vec::new();
-        let mut errors: Vec<(String, Vec<FieldError>)> = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let rid = request_id(item, i);
-            let mut r = Reader::new(item, "");
+        let drafts = read_batch(&items, |r| {
             let source_uid = r.req_string("source_uid");
             let source_name = r.req_string("source_name");
             let pipeline_id = r.id("pipeline_id").unwrap_or(PIPELINE_ID);
@@ -87,7 +82,7 @@ pub async fn add_sip(
                 );
             }
             let created_at = r.int("created_at").unwrap_or_else(now_secs);
-            let metadata = read_metadata(&mut r);
+            let metadata = read_metadata(r);
             if let Some(uniq) = metadata
                 .as_ref()
                 .and_then(|m| m.get("uniq"))
@@ -146,20 +141,13 @@ pub async fn add_sip(
                         e.errors.append(&mut cr.errors);
                     }
                 }
-                if e.array("companies").is_some_and(|c| !c.is_empty()) {
-                    e.fail(
-                        "NotSupportedChoice",
-                        "companies",
-                        "The sandbox does not model companies.",
-                    );
-                }
+                refuse_companies(&mut e);
                 r.errors.append(&mut e.errors);
             }
             let (Some(source_uid), Some(source_name), Some(metadata), true) =
                 (source_uid, source_name, metadata, r.ok())
             else {
-                errors.push((rid, r.errors));
-                continue;
+                return None;
             };
             let from = metadata
                 .get("from")
@@ -168,10 +156,7 @@ pub async fn add_sip(
                 .map(str::to_owned);
             let mut lead = match lead {
                 Some(l) => l,
-                None if lead_given => {
-                    errors.push((rid, r.errors));
-                    continue;
-                }
+                None if lead_given => return None,
                 None => crate::model::Lead {
                     id: 0,
                     name: format!("Входящий звонок {}", from.as_deref().unwrap_or(""))
@@ -204,21 +189,17 @@ pub async fn add_sip(
             if let Some(c) = contact.as_mut() {
                 c.visible = false;
             }
-            drafts.push(Draft {
-                request_id: rid,
+            Some(Draft {
                 source_uid,
                 source_name,
                 created_at,
                 metadata,
                 lead,
                 contact,
-            });
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
-        }
+            })
+        })?;
         let mut out = Vec::new();
-        for d in drafts {
+        for (request_id, d) in drafts {
             let contact_id = d.contact.map(|c| st.insert_contact(c));
             let mut lead = d.lead;
             lead.contact_ids = contact_id.into_iter().collect();
@@ -241,7 +222,7 @@ pub async fn add_sip(
             let v = view(&shared, &st);
             out.push(json!({
                 "uid": uid,
-                "request_id": d.request_id,
+                "request_id": request_id,
                 "category": "sip",
                 "_embedded": v.unsorted_embedded(&item),
             }));
@@ -259,7 +240,7 @@ pub async fn add_sip(
 
 pub async fn list(AxState(shared): AxState<Arc<Shared>>, RawQuery(raw): RawQuery) -> ApiResult {
     let query = Query::parse(raw.as_deref());
-    let paging = query.paging()?;
+    let at = Listing::new(&shared.base_url, "/api/v4/leads/unsorted", &query)?;
     let uids = query.list("filter[uid]");
     let categories = query.list("filter[category]");
     let pipelines = query.ids("filter[pipeline_id]")?;
@@ -279,15 +260,7 @@ pub async fn list(AxState(shared): AxState<Arc<Shared>>, RawQuery(raw): RawQuery
     if query.get("order[created_at]") == Some("desc") {
         found.reverse();
     }
-    let (page, has_next) = paging.slice(found);
-    let items = page.into_iter().map(|u| v.unsorted(u)).collect();
-    let at = Listing {
-        base: &shared.base_url,
-        path: "/api/v4/leads/unsorted",
-        query: &query,
-        paging,
-    };
-    Ok(paged(&at, "unsorted", items, has_next, None))
+    Ok(at.page("unsorted", found, |u| v.unsorted(u)))
 }
 
 pub async fn get_one(AxState(shared): AxState<Arc<Shared>>, Path(uid): Path<String>) -> ApiResult {

@@ -6,6 +6,7 @@ use super::{Args, Options, GRACE_SECONDS, TENANT};
 use crate::pipeline::plan_all;
 use anyhow::{anyhow, ensure, Context, Result};
 use callbridge_amocrm_sandbox::Sandbox;
+use callbridge_core::settings::CrmUserId;
 use callbridge_core::ValidSettings;
 use callbridge_mango_sandbox::PlayConfig;
 use callbridge_traffic::{Generator, Staff};
@@ -264,25 +265,29 @@ pub(super) fn print_where(
         "    curl -H 'Authorization: Bearer {admin}' '{}/api/v1/entries?tenant={TENANT}&limit=5'",
         e.service
     );
-    // A scoped token (this user's cards of this tenant, for 12 hours) goes in the URL, which is
-    // all a browser's EventSource can send; the admin token never does.
-    let card_token = callbridge_server::card_tokens::mint(
-        &e.card_token_key,
-        &callbridge_server::card_tokens::Scope {
-            tenant_id: TENANT.into(),
-            crm_user_id: first_user,
-            expires_at: callbridge_server::state::now_ms() / 1000
-                + callbridge_server::card_tokens::DEFAULT_TTL_SECONDS as i64,
-        },
-    );
-    println!(
-        "  call card stream      {}/api/v1/cards/stream?token={card_token}",
-        e.service
-    );
-    println!(
-        "    (user {first_user}'s cards; another user's: curl -X POST -H 'Authorization: Bearer {admin}' -d '{{\"crm_user_id\": N}}' -H 'Content-Type: application/json' '{}/api/v1/tenants/{TENANT}/cards/tokens')",
-        e.service
-    );
+    // The generated office numbers its CRM users from 1001, which the settings parse already
+    // accepted; a zero would only leave the card line out.
+    if let Ok(first_user) = CrmUserId::new(first_user) {
+        // A scoped token (this user's cards of this tenant, for 12 hours) goes in the URL, which is
+        // all a browser's EventSource can send; the admin token never does.
+        let card_token = callbridge_server::card_tokens::mint(
+            &e.card_token_key,
+            &callbridge_server::card_tokens::Scope {
+                tenant_id: TENANT.into(),
+                crm_user_id: first_user,
+                expires_at: callbridge_server::state::now_ms() / 1000
+                    + callbridge_server::card_tokens::DEFAULT_TTL_SECONDS as i64,
+            },
+        );
+        println!(
+            "  call card stream      {}/api/v1/cards/stream?token={card_token}",
+            e.service
+        );
+        println!(
+            "    (user {first_user}'s cards; another user's: curl -X POST -H 'Authorization: Bearer {admin}' -d '{{\"crm_user_id\": N}}' -H 'Content-Type: application/json' '{}/api/v1/tenants/{TENANT}/cards/tokens')",
+            e.service
+        );
+    }
     println!("  Mango webhook URL     {}/mango/{TENANT}/", e.service);
     println!("  amoCRM sandbox        {}  (token {crm})", e.sandbox);
     println!("    curl -g -H 'Authorization: Bearer {crm}' '{}/api/v4/contacts/notes?filter[note_type][]=call_in&filter[note_type][]=call_out'", e.sandbox);
@@ -324,7 +329,9 @@ mod tests {
         );
         assert!(text.contains("[calls.save_all_calls]\nenabled = true"));
         assert_eq!(
-            settings.crm_user_of(&staff.employees[0].extension),
+            settings
+                .crm_user_of(&staff.employees[0].extension)
+                .map(CrmUserId::get),
             staff.employees[0].crm_user_id
         );
         let users = crm_users(&staff);

@@ -247,6 +247,8 @@ fn problem<E: de::Error>(text: String) -> E {
 
 /// A text field: a string, or an integer written as its decimal digits. `None` when `null` or
 /// empty.
+// The error is a String on purpose: it is only ever the text of serde's `de::Error::custom`
+// (through `problem`), where the path tracker puts the field's name in front of it.
 fn text_of(v: Lit<'_>) -> Result<Option<String>, String> {
     match v {
         Lit::Null => Ok(None),
@@ -296,6 +298,7 @@ impl IntField for i128 {
 
 /// An integer field: a JSON integer, a number with no fractional part (`2.0`), or a string
 /// holding an integer (`" 2 "`). `None` when `null` or a blank string.
+// A String error for the same reason as `text_of`'s: serde's custom message, nothing else.
 fn int_of<T: IntField>(v: Lit<'_>) -> Result<Option<T>, String> {
     let wide = match &v {
         Lit::Null => return Ok(None),

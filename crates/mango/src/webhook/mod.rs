@@ -34,6 +34,9 @@
 mod lenient;
 mod payload;
 
+#[doc(hidden)]
+pub use payload::FIELD_NAMES;
+
 use callbridge_core::PbxEvent;
 use serde::Deserializer;
 use serde_json::Value;
@@ -567,44 +570,20 @@ mod text_and_value_tests {
         "{\"line_number\":\"74950000000\",\"number\":[]}",
     ];
 
-    const KEYS: &[&str] = &[
-        "entry_id",
-        "call_id",
-        "timestamp",
-        "seq",
-        "call_state",
-        "location",
-        "from",
-        "to",
-        "disconnect_reason",
-        "transfer",
-        "command_id",
-        "callback_initiator",
-        "call_direction",
-        "line_number",
-        "create_time",
-        "forward_time",
-        "talk_time",
-        "end_time",
-        "entry_result",
-        "recording_id",
-        "recording_state",
-        "extension",
-        "completion_code",
-        "user_id",
-        "product_id",
-        "number",
-        "was_transferred",
-        "hold_initiator",
-        "unknown",
-    ];
+    /// The field names the parser reads (`FIELD_NAMES`), and at index `KEY_COUNT - 1` one it
+    /// does not.
+    const KEY_COUNT: usize = super::FIELD_NAMES.len() + 1;
+
+    fn key(i: usize) -> &'static str {
+        super::FIELD_NAMES.get(i).copied().unwrap_or("unknown")
+    }
 
     /// A payload that usually gets through: the required fields set, then random fields (which
     /// may repeat, and override the required ones).
     fn payload() -> impl Strategy<Value = (usize, String)> {
         (
             0..KINDS.len(),
-            proptest::collection::vec((0..KEYS.len(), 0..VALUES.len()), 0..8),
+            proptest::collection::vec((0..KEY_COUNT, 0..VALUES.len()), 0..8),
         )
             .prop_map(|(kind, extra)| {
                 let mut fields: Vec<(String, String)> = vec![
@@ -616,7 +595,7 @@ mod text_and_value_tests {
                     ("recording_state".into(), "\"Completed\"".into()),
                 ];
                 for (k, v) in extra {
-                    fields.push((KEYS[k].to_owned(), VALUES[v].to_owned()));
+                    fields.push((key(k).to_owned(), VALUES[v].to_owned()));
                 }
                 let body: Vec<String> =
                     fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
@@ -628,14 +607,14 @@ mod text_and_value_tests {
     fn with_party() -> impl Strategy<Value = (usize, String)> {
         (
             0..2usize,
-            proptest::collection::vec((0..KEYS.len(), 0..VALUES.len()), 0..6),
-            proptest::collection::vec((0..KEYS.len(), 0..VALUES.len()), 0..6),
+            proptest::collection::vec((0..KEY_COUNT, 0..VALUES.len()), 0..6),
+            proptest::collection::vec((0..KEY_COUNT, 0..VALUES.len()), 0..6),
         )
             .prop_map(|(kind, from, to)| {
                 let obj = |fields: Vec<(usize, usize)>| {
                     let body: Vec<String> = fields
                         .iter()
-                        .map(|(k, v)| format!("\"{}\":{}", KEYS[*k], VALUES[*v]))
+                        .map(|(k, v)| format!("\"{}\":{}", key(*k), VALUES[*v]))
                         .collect();
                     format!("{{{}}}", body.join(","))
                 };

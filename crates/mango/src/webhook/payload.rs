@@ -13,6 +13,44 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::MapAccess;
 use serde::Deserialize;
 
+/// Every field name the five payloads (and their parties) read, each once. The property tests
+/// build their generated payloads from it, so that generated objects reach the field code; a unit
+/// test below keeps it equal to the names the derives read.
+#[doc(hidden)]
+pub const FIELD_NAMES: &[&str] = &[
+    "entry_id",
+    "call_id",
+    "timestamp",
+    "seq",
+    "call_state",
+    "location",
+    "from",
+    "to",
+    "disconnect_reason",
+    "transfer",
+    "command_id",
+    "callback_initiator",
+    "call_direction",
+    "line_number",
+    "create_time",
+    "forward_time",
+    "talk_time",
+    "end_time",
+    "entry_result",
+    "recording_id",
+    "recording_state",
+    "extension",
+    "completion_code",
+    "user_id",
+    "product_id",
+    "number",
+    "taken_from_call_id",
+    "acd_group",
+    "was_transferred",
+    "was_transfered",
+    "hold_initiator",
+];
+
 #[derive(Deserialize)]
 #[serde(remote = "CallEvent")]
 struct CallFields {
@@ -180,5 +218,52 @@ impl FromFields for RecordingEvent {
 impl FromFields for RecordStoredEvent {
     fn from_fields<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
         RecordStoredFields::deserialize(MapAccessDeserializer::new(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::{self, Deserializer, Visitor};
+    use std::collections::BTreeSet;
+
+    /// A deserializer that only notes the field names a derived reader asks for.
+    struct Names<'a>(&'a mut BTreeSet<&'static str>);
+
+    impl<'de> Deserializer<'de> for Names<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("only the field names are read"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.extend(fields);
+            Err(de::Error::custom("only the field names are read"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    #[test]
+    fn field_names_are_the_names_the_payloads_read() {
+        let mut read = BTreeSet::new();
+        let _ = CallFields::deserialize(Names(&mut read));
+        let _ = SummaryFields::deserialize(Names(&mut read));
+        let _ = RecordingFields::deserialize(Names(&mut read));
+        let _ = RecordStoredFields::deserialize(Names(&mut read));
+        let _ = PartyFields::deserialize(Names(&mut read));
+        let listed: BTreeSet<&str> = FIELD_NAMES.iter().copied().collect();
+        assert_eq!(listed.len(), FIELD_NAMES.len(), "a name is listed twice");
+        assert_eq!(listed, read);
     }
 }

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use callbridge_core::settings::CrmUserId;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use tokio_stream::StreamExt;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CardTokenBody {
-    crm_user_id: u64,
+    crm_user_id: CrmUserId,
     ttl_seconds: Option<u64>,
 }
 
@@ -65,7 +66,7 @@ pub async fn mint_card_token(
 
 #[derive(Deserialize)]
 pub struct CardsQuery {
-    crm_user_id: Option<u64>,
+    crm_user_id: Option<CrmUserId>,
     tenant: Option<String>,
     token: Option<String>,
 }
@@ -103,7 +104,7 @@ async fn whose_cards(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     q: CardsQuery,
-) -> Result<(u64, Option<String>), AdminError> {
+) -> Result<(CrmUserId, Option<String>), AdminError> {
     if let Some(given) = bearer(headers) {
         if !is_admin_token(state, given) {
             return Err(AuthError::AdminTokenInvalid.into());

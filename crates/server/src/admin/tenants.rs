@@ -1,9 +1,10 @@
 //! `/api/v1/tenants` and `/api/v1/tenants/{id}`: a tenant's Mango keys, settings and CRM
 //! connection (secrets never shown back), with counts of what is kept for it.
 
-use crate::config::{validate_mango_salt, validate_tenant_id};
+use crate::config::validate_mango_salt;
 use crate::error::AdminError;
 use crate::state::{mask, now_ms, redact_crm, AppState};
+use crate::tenant_id::TenantId;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -80,7 +81,7 @@ pub async fn put_tenant(
     body: Result<Json<TenantBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), AdminError> {
     let Json(body) = body?;
-    validate_tenant_id(&id)?;
+    let id = TenantId::parse(&id)?;
     let existing = state.store.tenant(&id).await?;
     let key = given_or_kept(
         body.mango_api_key,
@@ -111,7 +112,7 @@ pub async fn put_tenant(
     crate::crm::forget_tokens_if_moved(&state.store, &id, existing.as_ref().map(|t| &t.crm), &crm)
         .await?;
     let row = TenantRow {
-        id: id.clone(),
+        id: id.into_string(),
         mango_api_key: key,
         mango_api_salt: salt,
         settings_toml,

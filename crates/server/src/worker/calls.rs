@@ -460,9 +460,9 @@ impl TenantDelivery {
             call_status: Some(record.call_status),
             // C5: the rule ids that decided the record travel with it.
             call_result: Some(format!("callbridge: {}", rule_list(&record.reasons))),
-            call_responsible: Some(record.crm_user_id),
-            responsible_user_id: Some(record.crm_user_id),
-            created_by: Some(record.crm_user_id),
+            call_responsible: Some(record.crm_user_id.get()),
+            responsible_user_id: Some(record.crm_user_id.get()),
+            created_by: Some(record.crm_user_id.get()),
             created_at: Some(record.started_at),
             request_id: item.item_key.clone(),
         }

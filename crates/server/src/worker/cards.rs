@@ -3,6 +3,7 @@
 use super::{TenantDelivery, CARD_MAX_AGE};
 use callbridge_amocrm::CallCardEvent;
 use callbridge_core::cards::CardAction;
+use callbridge_core::settings::CrmUserId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +36,7 @@ impl TenantDelivery {
             if !self.lease_ok() {
                 continue;
             }
-            let mut by_phone: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+            let mut by_phone: BTreeMap<String, Vec<CrmUserId>> = BTreeMap::new();
             let mut oldest: Option<tokio::time::Instant> = None;
             for (at, card) in pending {
                 if card.tenant_id != self.tenant.row.id
@@ -60,7 +61,7 @@ impl TenantDelivery {
                 .into_iter()
                 .map(|(phone_number, users)| CallCardEvent {
                     phone_number,
-                    users,
+                    users: users.into_iter().map(CrmUserId::get).collect(),
                 })
                 .collect();
             // A card is only useful while the phone rings: one that cannot go out in time (the

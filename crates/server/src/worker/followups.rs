@@ -7,7 +7,7 @@
 use super::answers::{answer_for, chunks_of, landed_entity};
 use super::calls::Call;
 use super::failures::backoff_ms;
-use super::work::{OutboxWork, TaskWork, TranscriptWork};
+use super::work::{LeadWork, OutboxWork, TaskWork, TranscriptWork};
 use super::{RoundError, TenantDelivery};
 use super::{TRANSCRIPT_ATTEMPTS, WAIT_FOR_CALL_MS};
 use crate::state::now_ms;
@@ -16,6 +16,43 @@ use callbridge_core::phone::Phone;
 use callbridge_store::OutboxItem;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The work of the follow-up lane: every kind of outbox work but a call.
+enum Followup {
+    Lead(LeadWork),
+    Transcript(TranscriptWork),
+    Task(TaskWork),
+}
+
+impl Followup {
+    /// The follow-up in `work`; `None` for a call, which is not one.
+    fn of(work: OutboxWork) -> Option<Followup> {
+        match work {
+            OutboxWork::Call(_) => None,
+            OutboxWork::Lead(lead) => Some(Followup::Lead(lead)),
+            OutboxWork::Transcript(t) => Some(Followup::Transcript(t)),
+            OutboxWork::Task(t) => Some(Followup::Task(t)),
+        }
+    }
+
+    /// The key of the call item whose landing place the follow-up goes to.
+    fn call_item(&self) -> &str {
+        match self {
+            Followup::Lead(l) => &l.call_item,
+            Followup::Transcript(t) => &t.call_item,
+            Followup::Task(t) => &t.call_item,
+        }
+    }
+
+    /// The rule ids recorded when the follow-up is skipped for want of a landing place.
+    fn reasons(&self) -> Value {
+        match self {
+            Followup::Lead(_) => json!(["C4"]),
+            Followup::Transcript(t) => json!(t.reasons),
+            Followup::Task(t) => json!(t.reasons),
+        }
+    }
+}
 
 /// A follow-up (`work`: a task's or a transcript's) whose call has landed on `entity_type`
 /// `entity_id`.
@@ -34,13 +71,13 @@ impl TenantDelivery {
         let mut transcripts = Vec::new();
         let mut leads = Vec::new();
         for item in items {
-            let work = match OutboxWork::read(&item.kind, &item.payload) {
-                Ok(OutboxWork::Call(_)) => {
+            let work = match OutboxWork::read(&item.kind, &item.payload).map(Followup::of) {
+                Ok(Some(work)) => work,
+                Ok(None) => {
                     let why = "a call item in the follow-up lane";
                     store.park_item(&item.item_key, why).await?;
                     continue;
                 }
-                Ok(work) => work,
                 Err(e) => {
                     store.park_item(&item.item_key, &e.to_string()).await?;
                     continue;
@@ -50,25 +87,24 @@ impl TenantDelivery {
                 continue;
             };
             match work {
-                OutboxWork::Lead(lead) => {
+                Followup::Lead(lead) => {
                     let mut call = Call::new(item, lead.record);
                     call.progress.landed =
                         Some(json!({"entity_type": entity_type.as_str(), "entity_id": entity_id}));
                     leads.push(call);
                 }
-                OutboxWork::Transcript(work) => transcripts.push(Ready {
+                Followup::Transcript(work) => transcripts.push(Ready {
                     item,
                     work,
                     entity_type,
                     entity_id,
                 }),
-                OutboxWork::Task(work) => tasks.push(Ready {
+                Followup::Task(work) => tasks.push(Ready {
                     item,
                     work,
                     entity_type,
                     entity_id,
                 }),
-                OutboxWork::Call(_) => unreachable!("parked above"),
             }
         }
         if !leads.is_empty() {
@@ -91,15 +127,10 @@ impl TenantDelivery {
     async fn followup_target(
         &self,
         item: &OutboxItem,
-        work: &OutboxWork,
+        work: &Followup,
     ) -> Result<Option<(EntityType, u64)>, RoundError> {
         let store = &self.state.store;
-        let (call_key, reasons) = match work {
-            OutboxWork::Transcript(t) => (t.call_item.as_str(), json!(t.reasons)),
-            OutboxWork::Task(t) => (t.call_item.as_str(), json!(t.reasons)),
-            OutboxWork::Lead(l) => (l.call_item.as_str(), json!(["C4"])),
-            OutboxWork::Call(_) => ("", Value::Null),
-        };
+        let call_key = work.call_item();
         let landed = match store.outbox_item(call_key).await? {
             Some(c) if c.state == "done" => c.crm_response.clone().unwrap_or(Value::Null),
             Some(c) if c.state == "parked" => {
@@ -140,7 +171,7 @@ impl TenantDelivery {
                     .complete_items(
                         &[(
                             item.item_key.clone(),
-                            json!({"skipped": "the call went to unsorted; nothing to attach to yet", "reasons": reasons}),
+                            json!({"skipped": "the call went to unsorted; nothing to attach to yet", "reasons": work.reasons()}),
                         )],
                         now_ms(),
                     )
@@ -224,7 +255,7 @@ impl TenantDelivery {
             for (r, marker) in &chunk {
                 let task = &r.work.task;
                 let phone = r.work.client_phone.as_ref().map_or("", Phone::as_str);
-                let mut responsible = Some(task.responsible_crm_user_id);
+                let mut responsible = Some(task.responsible_crm_user_id.get());
                 if task.prefer_contact_owner {
                     let owner = owners.get(&(r.entity_type.as_str(), r.entity_id)).copied();
                     responsible = owner.or(responsible);
@@ -412,8 +443,8 @@ impl TenantDelivery {
                         note_type: NoteType::Common {
                             text: format!("Call transcript (callbridge, C2):\n{text}"),
                         },
-                        responsible_user_id: Some(r.work.crm_user_id),
-                        created_by: Some(r.work.crm_user_id),
+                        responsible_user_id: Some(r.work.crm_user_id.get()),
+                        created_by: Some(r.work.crm_user_id.get()),
                         request_id: Some(r.item.item_key.clone()),
                     })
                     .collect();

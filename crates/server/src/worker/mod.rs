@@ -129,7 +129,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                         tracing::warn!(tenant = %tenant.row.id, "CRM connection not usable: {e}");
                         let _ = state
                             .store
-                            .set_crm_status(&tenant.row.id, "broken", &e, now_ms())
+                            .set_crm_status(&tenant.row.id, "broken", &e.to_string(), now_ms())
                             .await;
                         // Remember the version, so the error is not repeated every second.
                         let (stop, _) = watch::channel(false);

@@ -9,7 +9,7 @@ use crate::state::now_ms;
 use callbridge_amocrm::{Error as CrmError, NewComplexLead, NewContact, NewUnsortedSip};
 use callbridge_core::assembler::Direction;
 use callbridge_core::plan::CallRecord;
-use callbridge_core::settings::NewClientAction;
+use callbridge_core::settings::{CrmUserId, NewClientAction};
 use callbridge_store::OutboxItem;
 use serde_json::json;
 use std::collections::HashSet;
@@ -113,7 +113,7 @@ impl TenantDelivery {
                     NewContact {
                         name: format!("Client {phone}"),
                         phone,
-                        responsible_user_id: c.responsible(),
+                        responsible_user_id: c.responsible().map(CrmUserId::get),
                         request_id: Some(c.item.item_key.clone()),
                     }
                 })
@@ -146,7 +146,7 @@ impl TenantDelivery {
                 .iter()
                 .map(|c| {
                     let phone = c.phone().to_string();
-                    let responsible = c.responsible();
+                    let responsible = c.responsible().map(CrmUserId::get);
                     NewComplexLead {
                         name: lead_name(&c.record, &phone),
                         responsible_user_id: responsible,
@@ -190,7 +190,7 @@ impl TenantDelivery {
     }
 
     pub(super) async fn unsorted(&self, call: Call, phone: &str) -> Result<(), RoundError> {
-        let responsible = call.responsible();
+        let responsible = call.responsible().map(CrmUserId::get);
         let key = call.item.item_key.clone();
         self.state
             .store

@@ -20,6 +20,7 @@ use super::new_client::lead_name;
 use super::{RoundError, TenantDelivery};
 use crate::state::now_ms;
 use callbridge_amocrm::{EntityType, Error as CrmError, NewLead};
+use callbridge_core::settings::CrmUserId;
 use callbridge_core::settings::RepeatClientAction::{AlwaysLead, LeadIfNoOpen, Manual};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -161,7 +162,7 @@ impl TenantDelivery {
                     let phone = call.phone().to_string();
                     NewLead {
                         name: lead_name(&call.record, &phone),
-                        responsible_user_id: call.responsible(),
+                        responsible_user_id: call.responsible().map(CrmUserId::get),
                         pipeline_id: None,
                         contact_id: Some(*contact_id),
                         request_id: Some(call.item.item_key.clone()),
@@ -242,7 +243,7 @@ impl TenantDelivery {
                 .client
                 .create_leads(&[NewLead {
                     name: lead_name(&call.record, phone),
-                    responsible_user_id: Some(entities.responsible_crm_user_id),
+                    responsible_user_id: Some(entities.responsible_crm_user_id.get()),
                     pipeline_id: None,
                     contact_id: Some(contact.id),
                     request_id: Some(call.item.item_key.clone()),

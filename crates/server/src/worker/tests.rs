@@ -206,6 +206,7 @@ impl Harness {
             purged_tenants: Default::default(),
             tenants_changed: Notify::new(),
             allow_insecure_crm_hosts: true,
+            crm_users: Default::default(),
         });
         let settings = ValidSettings::parse_toml("plan = \"extended\"\n").unwrap();
         let tenant = Arc::new(Tenant {

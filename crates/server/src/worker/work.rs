@@ -162,7 +162,7 @@ mod tests {
         );
         let entities = call.record.entities.unwrap();
         assert_eq!(entities.rules.new_client, NewClientAction::ContactAndLead);
-        assert_eq!(entities.responsible_crm_user_id, 1001);
+        assert_eq!(entities.responsible_crm_user_id.get(), 1001);
         assert_eq!(
             call.record.task.unwrap().dedupe_key,
             "79161230021:2025-11-26"
@@ -183,7 +183,7 @@ mod tests {
             transcript.recording_id.as_deref(),
             Some("MToxMDAwNjA4NTo1MDA5NDExNzoxMDE=")
         );
-        assert_eq!(transcript.crm_user_id, 1001);
+        assert_eq!(transcript.crm_user_id.get(), 1001);
 
         let OutboxWork::Lead(lead) = OutboxWork::read("lead", &legacy_lead_payload()).unwrap()
         else {

@@ -1,0 +1,106 @@
+//! The CRM's users (`GET /api/v4/users`) as the settings window shows them: read at most once a
+//! minute per tenant, so opening tabs costs the account's request budget nothing worth counting.
+
+use crate::state::{AppState, Tenant};
+use callbridge_amocrm::User;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a read list is used before the CRM is asked again.
+const FRESH_FOR: Duration = Duration::from_secs(60);
+/// A failed read is retried sooner: the owner may just have fixed the connection.
+const FAILURE_FRESH_FOR: Duration = Duration::from_secs(10);
+/// A page never waits longer than this for the CRM.
+const READ_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// What the window knows of a tenant's CRM users.
+#[derive(Debug, Clone)]
+pub enum CrmUsers {
+    /// The tenant has no CRM connection.
+    NotConnected,
+    /// The CRM could not be read; the reason, in the client's words.
+    Failed(String),
+    Loaded(Vec<User>),
+}
+
+impl CrmUsers {
+    pub fn list(&self) -> &[User] {
+        match self {
+            CrmUsers::Loaded(users) => users,
+            _ => &[],
+        }
+    }
+}
+
+struct Entry {
+    /// The tenant's CRM section when the list was read: a changed connection is read again.
+    crm: String,
+    read_at: Instant,
+    users: CrmUsers,
+}
+
+/// Per tenant, the last list read. Each tenant has its own lock, so a slow CRM holds up only its
+/// own tenant's pages, and two tabs opened at once cause one request.
+#[derive(Default)]
+pub struct CrmUsersCache {
+    tenants: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Entry>>>>>,
+}
+
+impl CrmUsersCache {
+    fn slot(&self, tenant: &str) -> Arc<tokio::sync::Mutex<Option<Entry>>> {
+        let mut all = self
+            .tenants
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        all.entry(tenant.to_string()).or_default().clone()
+    }
+}
+
+/// The tenant's CRM users, from the cache when fresh.
+pub async fn crm_users(state: &AppState, tenant: &Tenant) -> CrmUsers {
+    let slot = state.crm_users.slot(&tenant.row.id);
+    let mut entry = slot.lock().await;
+    let crm = tenant.row.crm.to_string();
+    if let Some(e) = entry.as_ref() {
+        let fresh_for = match e.users {
+            CrmUsers::Failed(_) => FAILURE_FRESH_FOR,
+            _ => FRESH_FOR,
+        };
+        if e.crm == crm && e.read_at.elapsed() < fresh_for {
+            return e.users.clone();
+        }
+    }
+    let users = read(state, tenant).await;
+    *entry = Some(Entry {
+        crm,
+        read_at: Instant::now(),
+        users: users.clone(),
+    });
+    users
+}
+
+async fn read(state: &AppState, tenant: &Tenant) -> CrmUsers {
+    let client = match crate::crm::client(&state.store, &tenant.row, state.allow_insecure_crm_hosts)
+    {
+        Ok(Some(client)) => client,
+        Ok(None) => return CrmUsers::NotConnected,
+        Err(e) => return CrmUsers::Failed(e),
+    };
+    match tokio::time::timeout(READ_TIMEOUT, client.users()).await {
+        Ok(Ok(mut users)) => {
+            users.sort_by(|a, b| {
+                a.name
+                    .to_lowercase()
+                    .cmp(&b.name.to_lowercase())
+                    .then(a.id.cmp(&b.id))
+            });
+            CrmUsers::Loaded(users)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(tenant = %tenant.row.id, error = %e, "CRM users could not be read");
+            CrmUsers::Failed(e.to_string())
+        }
+        Err(_) => CrmUsers::Failed(format!("no answer within {} s", READ_TIMEOUT.as_secs())),
+    }
+}
