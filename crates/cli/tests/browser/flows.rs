@@ -244,6 +244,17 @@ fn save_all_calls_by_the_seed(test: &str, words: &Words, switch_to_russian: bool
     product.post_call_of_unmapped_employee(&format!("{test}-1"), "79161234567");
     let note = product.wait_for_call_note(user, Duration::from_secs(30));
     assert_eq!(note["note_type"], "call_in", "{note}");
+    // The Connections page says what arrived last.
+    browser.goto(&format!("{}{}", product.base, connections_path()));
+    browser.screen("connections-after-call");
+    assert!(
+        !browser.page_text().contains(if switch_to_russian {
+            "Пока ничего"
+        } else {
+            "Nothing yet"
+        }),
+        "the call's webhooks show as received"
+    );
     browser.finish();
 }
 
