@@ -258,6 +258,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         tenants_changed: Notify::new(),
         allow_insecure_crm_hosts: config.allow_insecure_crm_hosts,
         crm_users: Default::default(),
+        connections: Default::default(),
     });
     state.reload_tenants().await?;
     let (shutdown, rx) = watch::channel(false);

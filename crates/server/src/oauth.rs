@@ -70,14 +70,50 @@ fn consent_url(base_url: &str) -> String {
     }
 }
 
-/// `GET /api/v1/tenants/{id}/amocrm/authorize` (admin only): starts a consent and redirects to
-/// amoCRM's consent page.
-pub async fn authorize(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<Response, OAuthError> {
-    let Some(tenant) = state.tenant(&id).await else {
-        return Err(OAuthError::NoTenant(id));
+/// Who started a consent, and so where the callback sends the browser afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartedFrom {
+    /// The admin API: the callback answers with JSON.
+    AdminApi,
+    /// The web UI's Connections page: the callback goes back to it with a notice.
+    Ui,
+}
+
+/// A UI-started consent's nonce begins with this. The nonce is bound to the state (its hash is
+/// stored with it), so the callback can trust the mark once the cookie matched.
+const UI_NONCE_PREFIX: &str = "ui-";
+
+/// A consent ready to start: where to send the browser, and the cookie that binds the
+/// callback to it.
+pub struct Consent {
+    pub url: String,
+    pub cookie: String,
+}
+
+impl Consent {
+    /// The redirect to amoCRM's consent page, setting the nonce cookie.
+    pub fn redirect(self) -> Response {
+        (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, self.url),
+                (header::SET_COOKIE, self.cookie),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+        )
+            .into_response()
+    }
+}
+
+/// Starts a consent for tenant `id`: a fresh state stored for [`STATE_TTL_MS`], the consent
+/// URL and the nonce cookie. The admin API's authorize and the UI's "Connect amoCRM" share it.
+pub async fn start_consent(
+    state: &AppState,
+    id: &str,
+    from: StartedFrom,
+) -> Result<Consent, OAuthError> {
+    let Some(tenant) = state.tenant(id).await else {
+        return Err(OAuthError::NoTenant(id.to_string()));
     };
     let conn = crate::crm::checked_connection(&tenant.row.crm, state.allow_insecure_crm_hosts)
         .map_err(OAuthError::InvalidCrmConnection)?
@@ -86,10 +122,14 @@ pub async fn authorize(
         return Err(OAuthError::NotOAuth);
     };
     let state_value = random_token().map_err(OAuthError::NoRandomness)?;
-    let nonce = random_token().map_err(OAuthError::NoRandomness)?;
+    let random_nonce = random_token().map_err(OAuthError::NoRandomness)?;
+    let nonce = match from {
+        StartedFrom::AdminApi => random_nonce,
+        StartedFrom::Ui => format!("{UI_NONCE_PREFIX}{random_nonce}"),
+    };
     let now = now_ms();
     let pending = OAuthState {
-        tenant_id: id.clone(),
+        tenant_id: id.to_string(),
         nonce_hash: digest(&nonce),
     };
     state
@@ -112,15 +152,18 @@ pub async fn authorize(
         "{NONCE_COOKIE}={nonce}; Path={CALLBACK_PATH}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
         STATE_TTL_MS / 1000
     );
-    Ok((
-        StatusCode::FOUND,
-        [
-            (header::LOCATION, url),
-            (header::SET_COOKIE, cookie),
-            (header::CACHE_CONTROL, "no-store".to_string()),
-        ],
-    )
-        .into_response())
+    Ok(Consent { url, cookie })
+}
+
+/// `GET /api/v1/tenants/{id}/amocrm/authorize` (admin only): starts a consent and redirects to
+/// amoCRM's consent page.
+pub async fn authorize(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, OAuthError> {
+    Ok(start_consent(&state, &id, StartedFrom::AdminApi)
+        .await?
+        .redirect())
 }
 
 /// `GET /amocrm/oauth/callback?code=...&state=...`: exchanges the code and stores the tokens.
@@ -139,13 +182,51 @@ pub async fn callback(
         .await
         .map_err(OAuthError::StoreUnavailable)?
         .ok_or(OAuthError::StateRefused)?;
+    let mut from = StartedFrom::AdminApi;
     if let Some(nonce) = nonce_cookie(&headers) {
         let given = digest(&nonce);
         if !bool::from(given.as_bytes().ct_eq(pending.nonce_hash.as_bytes())) {
             return Err(OAuthError::StateRefused);
         }
+        if nonce.starts_with(UI_NONCE_PREFIX) {
+            from = StartedFrom::Ui;
+        }
     }
     let tenant_id = pending.tenant_id.as_str();
+    let forget =
+        format!("{NONCE_COOKIE}=; Path={CALLBACK_PATH}; Max-Age=0; HttpOnly; SameSite=Lax");
+    let connected = connect(&state, tenant_id, code).await;
+    if from == StartedFrom::Ui {
+        // Back to the page the consent was started from, which says how it went.
+        let outcome = match &connected {
+            Ok(()) => "connected",
+            Err(e) => {
+                state.connections.oauth_failed(tenant_id, e.to_string());
+                "failed"
+            }
+        };
+        let back = format!("/t/{tenant_id}/connections?oauth={outcome}");
+        return Ok((
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, back),
+                (header::SET_COOKIE, forget),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+        )
+            .into_response());
+    }
+    connected?;
+    Ok((
+        [(header::SET_COOKIE, forget)],
+        axum::Json(serde_json::json!({"tenant": tenant_id, "amocrm": "connected"})),
+    )
+        .into_response())
+}
+
+/// Exchanges the consent's code for the tenant's tokens, restarts its delivery with them, and
+/// reads the account's name for the Connections page.
+async fn connect(state: &AppState, tenant_id: &str, code: &str) -> Result<(), OAuthError> {
     let Some(tenant) = state.tenant(tenant_id).await else {
         return Err(OAuthError::StateRefused);
     };
@@ -169,13 +250,13 @@ pub async fn callback(
         .store
         .set_crm_status(tenant_id, "ok", "authorized", now_ms())
         .await;
-    let forget =
-        format!("{NONCE_COOKIE}=; Path={CALLBACK_PATH}; Max-Age=0; HttpOnly; SameSite=Lax");
-    Ok((
-        [(header::SET_COOKIE, forget)],
-        axum::Json(serde_json::json!({"tenant": tenant_id, "amocrm": "connected"})),
-    )
-        .into_response())
+    // The account's name, through the client that holds the account's limiter for this
+    // exchange; the page shows the connection without it if amoCRM does not answer.
+    state
+        .connections
+        .read_account(tenant_id, &client, now_ms())
+        .await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -56,6 +56,9 @@ pub struct AppState {
     pub allow_insecure_crm_hosts: bool,
     /// The CRM's users of each tenant as the settings window last read them (a minute's cache).
     pub crm_users: crate::ui::settings::CrmUsersCache,
+    /// What the Connections page keeps while running: refused webhooks waiting to be written,
+    /// the amoCRM account names read, the Mango tests' turns.
+    pub connections: crate::ui::connections::Live,
 }
 
 impl AppState {

@@ -101,7 +101,11 @@ pub async fn ping(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebhookError> {
-    receive(state, tenant, String::new(), headers, body).await
+    let answer = receive(state.clone(), tenant.clone(), String::new(), headers, body).await;
+    if let Err(refused) = &answer {
+        note_refusal(&state, &tenant, refusal_reason(refused)).await;
+    }
+    answer
 }
 
 pub async fn webhook(
@@ -110,7 +114,117 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebhookError> {
-    receive(state, tenant, path, headers, body).await
+    let answer = receive(state.clone(), tenant.clone(), path, headers, body).await;
+    if let Err(refused) = &answer {
+        note_refusal(&state, &tenant, refusal_reason(refused)).await;
+    }
+    answer
+}
+
+/// Keeps a refusal for the Connections page when it concerns a tenant that exists (requests to
+/// made-up tenant ids leave nothing, so they cannot fill memory or the table).
+async fn note_refusal(state: &Arc<AppState>, tenant_id: &str, reason: Option<String>) {
+    let Some(reason) = reason else {
+        return;
+    };
+    if state.tenants.read().await.contains_key(tenant_id) {
+        state.connections.refusals.note(state, tenant_id, reason);
+    }
+}
+
+/// How a refusal is kept: a short code the page turns into words, and for a body that could not
+/// be read as an event, what was wrong with it. `None`: not the sender's fault (the event log
+/// was unavailable), or refused before the tenant was looked at (size, time).
+fn refusal_reason(refused: &WebhookError) -> Option<String> {
+    /// Enough of a parse error to name the field, bounded whatever the body held.
+    const DETAIL_CHARS: usize = 200;
+    let with_detail = |code: &str| {
+        let detail: String = refused.to_string().chars().take(DETAIL_CHARS).collect();
+        format!("{code}: {detail}")
+    };
+    Some(match refused {
+        WebhookError::UnknownKey => "unknown_key".into(),
+        WebhookError::BadSignature => "bad_signature".into(),
+        WebhookError::Malformed(_)
+        | WebhookError::MissingField(_)
+        | WebhookError::Unreadable(_) => with_detail("malformed"),
+        WebhookError::ContentType(_) => with_detail("content_type"),
+        WebhookError::Implausible(_) => with_detail("implausible"),
+        WebhookError::TooLarge { .. } | WebhookError::TooSlow(_) | WebhookError::Storage(_) => {
+            return None
+        }
+    })
+}
+
+/// Refused webhooks per tenant, written to the store at most once a second per tenant: a
+/// sender refused a thousand times a second costs one write a second, and the webhook's answer
+/// never waits for the write (it runs in a task of its own).
+#[derive(Default)]
+pub struct RefusalRecorder {
+    pending: std::sync::Mutex<std::collections::HashMap<String, PendingRefusals>>,
+}
+
+/// Refusals of one tenant not written yet.
+#[derive(Default)]
+struct PendingRefusals {
+    /// When the last write was started (Unix ms).
+    written_at_ms: i64,
+    /// A write is scheduled and will take whatever is pending when it runs.
+    scheduled: bool,
+    count: i64,
+    reason: String,
+    at_ms: i64,
+}
+
+/// At most one write per tenant in this many milliseconds.
+const REFUSAL_WRITE_EVERY_MS: i64 = 1000;
+
+impl RefusalRecorder {
+    /// Counts one refusal of `tenant_id`'s webhooks and schedules its write.
+    pub fn note(&self, state: &Arc<AppState>, tenant_id: &str, reason: String) {
+        let now = now_ms();
+        let delay_ms = {
+            let Ok(mut pending) = self.pending.lock() else {
+                return;
+            };
+            let p = pending.entry(tenant_id.to_string()).or_default();
+            p.count += 1;
+            p.reason = reason;
+            p.at_ms = now;
+            if p.scheduled {
+                return;
+            }
+            p.scheduled = true;
+            (p.written_at_ms + REFUSAL_WRITE_EVERY_MS - now).max(0)
+        };
+        let state = state.clone();
+        let tenant = tenant_id.to_string();
+        tokio::spawn(async move {
+            if delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(delay_ms as u64)).await;
+            }
+            let taken = state.connections.refusals.take(&tenant);
+            if let Some((at_ms, reason, count)) = taken {
+                if let Err(e) = state
+                    .store
+                    .record_webhook_refusal(&tenant, at_ms, &reason, count)
+                    .await
+                {
+                    tracing::warn!(tenant = %tenant, error = %e, "could not record a refused webhook");
+                }
+            }
+        });
+    }
+
+    /// What is pending for the tenant, marked written now.
+    fn take(&self, tenant_id: &str) -> Option<(i64, String, i64)> {
+        let mut pending = self.pending.lock().ok()?;
+        let p = pending.get_mut(tenant_id)?;
+        p.scheduled = false;
+        p.written_at_ms = now_ms();
+        let count = std::mem::take(&mut p.count);
+        (count > 0).then(|| (p.at_ms, std::mem::take(&mut p.reason), count))
+    }
 }
 
 /// The key an unknown tenant's requests are compared against, so that they take the same path

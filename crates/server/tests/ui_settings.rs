@@ -330,11 +330,14 @@ async fn save_all_calls_by_the_seeds_steps() {
     assert_eq!(location, "/t/acme/settings/calls?saved=1");
     let s = ui.settings("acme").await;
     assert!(s.calls.save_all_calls.enabled);
-    assert_eq!(s.calls.save_all_calls.crm_user_id, Some(1003));
+    assert_eq!(
+        s.calls.save_all_calls.crm_user_id.map(|u| u.get()),
+        Some(1003)
+    );
     // Kept in the store (what a restart reads), with the rest unchanged.
     let stored = callbridge_core::ValidSettings::parse_toml(&ui.stored_toml("acme").await).unwrap();
-    assert_eq!(stored.fallback_user(), Some(1003));
-    assert_eq!(stored.crm_user_of("102"), Some(1002));
+    assert_eq!(stored.fallback_user().map(|u| u.get()), Some(1003));
+    assert_eq!(stored.crm_user_of("102").map(|u| u.get()), Some(1002));
     let versions = ui.versions("acme").await;
     assert_eq!(versions.len(), 1);
     assert_eq!(versions[0].author, "admin (web UI)");
@@ -375,7 +378,10 @@ async fn save_all_calls_by_the_seeds_steps() {
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     let s = ui.settings("acme").await;
     assert_eq!(s.calls.incoming.new_client, NewClientAction::ContactAndLead);
-    assert_eq!(s.calls.missed_ivr.responsible_crm_user_id, Some(1001));
+    assert_eq!(
+        s.calls.missed_ivr.responsible_crm_user_id.map(|u| u.get()),
+        Some(1001)
+    );
     assert!(s.calls.missed_tasks.enabled);
     assert_eq!(s.calls.missed_tasks.due_minutes, 90);
     ui.stop().await;
@@ -613,7 +619,13 @@ async fn employees_are_mapped_by_hand_one_to_one() {
     let mapped: Vec<(String, String, Option<u64>)> = s
         .employees
         .iter()
-        .map(|e| (e.extension.clone(), e.name.clone(), e.crm_user_id))
+        .map(|e| {
+            (
+                e.extension.clone(),
+                e.name.clone(),
+                e.crm_user_id.map(|u| u.get()),
+            )
+        })
         .collect();
     assert_eq!(
         mapped,
@@ -662,6 +674,7 @@ async fn auto_match_shows_a_review_and_applies_the_ticked_pairs() {
             .iter()
             .find(|e| e.extension == ext)
             .and_then(|e| e.crm_user_id)
+            .map(|u| u.get())
     };
     assert_eq!(
         (of("101"), of("102"), of("103")),

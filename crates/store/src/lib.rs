@@ -24,6 +24,7 @@ mod secrets;
 mod settings_versions;
 mod tenants;
 mod ui_auth;
+mod webhook_status;
 mod writer;
 
 pub use appender::{sink, Appender, Committed, Sink, SinkReceiver};
@@ -36,6 +37,7 @@ pub use secrets::{KeyError, Keyring, SecretKey, Unlocked, CRM_SECRET_FIELDS};
 pub use settings_versions::SettingsVersion;
 pub use tenants::TenantRow;
 pub use ui_auth::{SignInFailures, UiSession};
+pub use webhook_status::{LastReceived, WebhookRefusal};
 pub use writer::{WriteHealth, PROBE_BYTES};
 
 pub(crate) use db::with_db;

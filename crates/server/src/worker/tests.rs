@@ -207,6 +207,7 @@ impl Harness {
             tenants_changed: Notify::new(),
             allow_insecure_crm_hosts: true,
             crm_users: Default::default(),
+            connections: Default::default(),
         });
         let settings = ValidSettings::parse_toml("plan = \"extended\"\n").unwrap();
         let tenant = Arc::new(Tenant {

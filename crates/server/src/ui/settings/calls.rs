@@ -40,7 +40,7 @@ pub struct CallsForm {
     pub save_all_user: String,
 }
 
-fn id_text(id: Option<u64>) -> String {
+fn id_text(id: Option<callbridge_core::settings::CrmUserId>) -> String {
     id.map(|i| i.to_string()).unwrap_or_default()
 }
 

@@ -85,7 +85,7 @@ async fn read(state: &AppState, tenant: &Tenant) -> CrmUsers {
     {
         Ok(Some(client)) => client,
         Ok(None) => return CrmUsers::NotConnected,
-        Err(e) => return CrmUsers::Failed(e),
+        Err(e) => return CrmUsers::Failed(e.to_string()),
     };
     match tokio::time::timeout(READ_TIMEOUT, client.users()).await {
         Ok(Ok(mut users)) => {

@@ -15,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Form;
-use callbridge_core::settings::{Employee, Settings};
+use callbridge_core::settings::{CrmUserId, Employee, Settings};
 use callbridge_core::SettingsError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -236,10 +236,10 @@ pub async fn show(state: &AppState, ctx: Ctx, tenant: &Tenant, notice: Option<No
 
 /// Each row's posted CRM user read and checked: a non-number, and a CRM user already chosen on
 /// an earlier row (S4: named on the second row, with the other employee).
-fn check_rows(t: &Catalogue, rows: &[Row]) -> (FieldErrors, Vec<Option<u64>>) {
+fn check_rows(t: &Catalogue, rows: &[Row]) -> (FieldErrors, Vec<Option<CrmUserId>>) {
     let mut errors = FieldErrors::default();
     let mut ids = Vec::with_capacity(rows.len());
-    let mut taken: BTreeMap<u64, String> = BTreeMap::new();
+    let mut taken: BTreeMap<CrmUserId, String> = BTreeMap::new();
     for row in rows {
         match form::user_id(t, &row.selected) {
             Ok(Some(id)) => {
@@ -265,7 +265,7 @@ fn check_rows(t: &Catalogue, rows: &[Row]) -> (FieldErrors, Vec<Option<u64>>) {
 
 /// The stored settings with the given rows' CRM users (rows the settings lack are added when
 /// mapped; a name missing from the settings is taken from the directory).
-fn with_mapping(stored: &Settings, rows: &[Row], ids: &[Option<u64>]) -> Settings {
+fn with_mapping(stored: &Settings, rows: &[Row], ids: &[Option<CrmUserId>]) -> Settings {
     let mut s = stored.clone();
     for (row, id) in rows.iter().zip(ids) {
         match s

@@ -3,7 +3,7 @@
 
 use super::super::i18n::Catalogue;
 use super::crm_users::CrmUsers;
-use callbridge_core::settings::Settings;
+use callbridge_core::settings::{CrmUserId, Settings};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Errors of one form, by the field's id.
@@ -88,12 +88,12 @@ impl Posted<'_> {
 }
 
 /// A CRM user id as a select posts it: empty means none; otherwise a positive integer (S5).
-pub fn user_id(t: &Catalogue, value: &str) -> Result<Option<u64>, String> {
+pub fn user_id(t: &Catalogue, value: &str) -> Result<Option<CrmUserId>, String> {
     if value.is_empty() {
         return Ok(None);
     }
-    match value.parse::<u64>() {
-        Ok(id) if id > 0 => Ok(Some(id)),
+    match value.parse::<u64>().map(CrmUserId::new) {
+        Ok(Ok(id)) => Ok(Some(id)),
         _ => Err(t.fmt("settings.error.user-id", &[("value", value)])),
     }
 }
@@ -189,6 +189,7 @@ pub fn ids_in(settings: &Settings) -> BTreeSet<u64> {
         .chain(c.save_all_calls.crm_user_id)
         .chain(c.missed_group.responsible_crm_user_id)
         .chain(c.missed_ivr.responsible_crm_user_id)
+        .map(CrmUserId::get)
         .collect()
 }
 
@@ -226,7 +227,7 @@ pub fn changes(old: &Settings, new: &Settings) -> Vec<String> {
     };
     let (old_emp, new_emp) = (by_ext(old), by_ext(new));
     let exts: BTreeSet<&String> = old_emp.keys().chain(new_emp.keys()).collect();
-    let user = |id: Option<u64>| id.map(|i| i.to_string()).unwrap_or_else(|| "—".into());
+    let user = |id: Option<CrmUserId>| id.map(|i| i.to_string()).unwrap_or_else(|| "—".into());
     for ext in exts {
         match (old_emp.get(ext), new_emp.get(ext)) {
             (Some(a), Some(b)) if a.crm_user_id != b.crm_user_id => lines.push(format!(
@@ -307,11 +308,11 @@ mod tests {
         let old = Settings::default();
         let mut new = old.clone();
         new.calls.save_all_calls.enabled = true;
-        new.calls.save_all_calls.crm_user_id = Some(7);
+        new.calls.save_all_calls.crm_user_id = CrmUserId::new(7).ok();
         new.employees.push(Employee {
             extension: "101".into(),
             name: "Anna".into(),
-            crm_user_id: Some(3),
+            crm_user_id: CrmUserId::new(3).ok(),
         });
         assert_eq!(
             changes(&old, &new),
