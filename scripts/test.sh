@@ -6,6 +6,10 @@
 # (trust auth); else a private throw-away server started from the installed PostgreSQL binaries
 # (stopped on exit). With none of these the run fails and says why: the scale-out tests are never
 # skipped silently.
+#
+# Browser tests (crates/cli/tests/browser.rs): Debian's Chromium and chromedriver, at /usr/bin or
+# where CALLBRIDGE_CHROMIUM and CALLBRIDGE_CHROMEDRIVER say; when missing they are installed (as
+# root, with apt-get) or the run fails and says why. Their screenshots: target/browser-screens/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,5 +82,43 @@ ensure_postgres() {
   answers "$CALLBRIDGE_TEST_POSTGRES_URL" || { echo "test.sh: FAILED: the private PostgreSQL does not answer" >&2; exit 1; }
 }
 
+version_of() { "$1" --version 2>/dev/null | grep -Eo '[0-9]+(\.[0-9]+)+' | head -1; }
+
+ensure_browser() {
+  local chromium="${CALLBRIDGE_CHROMIUM:-/usr/bin/chromium}"
+  local driver="${CALLBRIDGE_CHROMEDRIVER:-/usr/bin/chromedriver}"
+  if [ ! -x "$chromium" ] || [ ! -x "$driver" ]; then
+    if [ -n "${CALLBRIDGE_CHROMIUM:-}${CALLBRIDGE_CHROMEDRIVER:-}" ]; then
+      echo "test.sh: FAILED: the browser tests need Chromium at $chromium and chromedriver at $driver (CALLBRIDGE_CHROMIUM / CALLBRIDGE_CHROMEDRIVER); one of them is not an executable file" >&2
+      exit 1
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "== Browser: Chromium or chromedriver missing; installing Debian's chromium and chromium-driver"
+      if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+        echo "test.sh: FAILED: apt-get could not install chromium and chromium-driver, which the browser tests need" >&2
+        exit 1
+      fi
+    else
+      echo "test.sh: FAILED: the browser tests need Chromium ($chromium) and chromedriver ($driver), and they are not installed" >&2
+      echo "test.sh: install them (Debian, as root: apt-get install chromium chromium-driver), run this as root to have it done, or set CALLBRIDGE_CHROMIUM and CALLBRIDGE_CHROMEDRIVER" >&2
+      exit 1
+    fi
+  fi
+  local browser_version driver_version
+  browser_version="$(version_of "$chromium")"
+  driver_version="$(version_of "$driver")"
+  if [ -z "$browser_version" ] || [ -z "$driver_version" ]; then
+    echo "test.sh: FAILED: $chromium or $driver does not run (--version printed no version)" >&2
+    exit 1
+  fi
+  # chromedriver drives only the Chromium of its own major version.
+  if [ "${browser_version%%.*}" != "${driver_version%%.*}" ]; then
+    echo "test.sh: FAILED: chromedriver $driver_version cannot drive Chromium $browser_version (major versions differ)" >&2
+    exit 1
+  fi
+  echo "== Browser: chromium $browser_version (chromedriver $driver_version)"
+}
+
 ensure_postgres
+ensure_browser
 cargo test --workspace --locked --no-fail-fast "$@"
