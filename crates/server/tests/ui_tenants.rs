@@ -422,6 +422,7 @@ fn ctx_for(tenant: Option<&str>, lang: Lang) -> Ctx {
         tenant: tenant.map(str::to_string),
         path: "/".into(),
         section: "",
+        file_banner: None,
     }
 }
 
@@ -508,7 +509,11 @@ async fn the_config_file_seeds_a_tenant_and_ui_changes_survive_restarts_until_it
     let ui = start(&file).await;
     assert_eq!(settings_of(&ui).await, edited);
     let store = ui.running.state.store.clone();
-    assert_eq!(store.settings_versions("acme", 10).await.unwrap().len(), 2);
+    assert_eq!(
+        store.settings_versions("acme", 10).await.unwrap().len(),
+        3,
+        "seed, admin API, UI"
+    );
     assert_eq!(
         store.tenant_language("acme").await.unwrap().as_deref(),
         Some("en")
@@ -538,7 +543,7 @@ async fn the_config_file_seeds_a_tenant_and_ui_changes_survive_restarts_until_it
         .settings_versions("acme", 10)
         .await
         .unwrap();
-    assert_eq!(versions.len(), 3);
+    assert_eq!(versions.len(), 4);
     assert_eq!(versions[0].author, "config file");
     assert!(
         versions[0].summary.starts_with("its entry in ")

@@ -59,6 +59,8 @@ pub struct Ctx {
     pub path: String,
     /// Which section of the header is current: "settings", "connections", "tenants" or "".
     pub section: &'static str,
+    /// Shown above a tenant's pages when the configuration file defines the tenant.
+    pub file_banner: Option<String>,
 }
 
 impl Ctx {
@@ -115,7 +117,7 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
                 id,
             })
             .collect();
-        Ok(Ctx {
+        let mut ctx = Ctx {
             t: lang.catalogue(),
             lang,
             signed_in: signed_in.is_some(),
@@ -124,7 +126,10 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
             tenant,
             path,
             section,
-        })
+            file_banner: None,
+        };
+        ctx.file_banner = super::tenants::file_banner(state, &ctx);
+        Ok(ctx)
     }
 }
 
