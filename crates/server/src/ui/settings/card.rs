@@ -38,7 +38,7 @@ pub async fn show(state: &AppState, ctx: Ctx, tenant: &Tenant) -> Response {
                 Some(id) => users
                     .list()
                     .iter()
-                    .find(|u| u.id == id.get())
+                    .find(|u| u.id == id)
                     .map(|u| u.name.clone())
                     .unwrap_or_else(|| {
                         ctx.t.fmt("settings.user-by-id", &[("id", &id.to_string())])
