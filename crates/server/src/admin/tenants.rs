@@ -129,7 +129,7 @@ pub async fn put_tenant(
     })?;
     record_settings_version(
         &state,
-        &id,
+        &row.id,
         existing
             .as_ref()
             .map(|t| t.settings_toml.as_str())
