@@ -266,12 +266,49 @@ fn a_folder_without_a_database_is_named_and_left_alone() {
 }
 
 #[test]
-fn on_postgresql_while_serve_runs() {
+fn on_postgresql_while_serve_runs_and_a_tenant_is_added_in_the_ui() {
     let url = fresh_postgres_database("set_password");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), Some(&url));
     let server = serve(&config);
     weak_refused_good_one_replaces_the_old(&server, &["--database-url", &url]);
+    // Signed in with the new password, a tenant is added on PostgreSQL too; the same key again
+    // is refused by name.
+    let http = client();
+    let session = sign_in(&http, &server.base, GOOD).unwrap();
+    let page = http
+        .get(format!("{}/tenants", server.base))
+        .header(COOKIE, &session)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let at = page.find(marker).unwrap() + marker.len();
+    let csrf = page[at..at + page[at..].find('"').unwrap()].to_string();
+    let add = |id: &str| {
+        http.post(format!("{}/tenants", server.base))
+            .header(COOKIE, &session)
+            .header("accept-language", "en")
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("tenant_id", id),
+                ("mango_api_key", "pg-key"),
+                ("mango_api_salt", "pg-salt-abcdefghijklmnopqrstuvwxyz0123"),
+                ("language", "ru"),
+            ])
+            .send()
+            .unwrap()
+    };
+    let r = add("pg-shop");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/t/pg-shop/connections");
+    let r = add("pg-shop-2");
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r
+        .text()
+        .unwrap()
+        .contains("This Mango API key is already used by the tenant “pg-shop”."));
     drop(server);
     drop_postgres_database(&url);
 }

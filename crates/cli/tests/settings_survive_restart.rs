@@ -23,15 +23,20 @@ impl Drop for Serve {
     }
 }
 
-/// The config file with tenant `acme`, whose settings file holds `settings`.
-fn write_config(dir: &Path, settings: &str) -> PathBuf {
+/// The config file with tenant `acme`, whose settings file holds `settings`; on PostgreSQL
+/// when `database_url` is given.
+fn write_config(dir: &Path, settings: &str, database_url: Option<&str>) -> PathBuf {
     std::fs::write(dir.join("acme-settings.toml"), settings).unwrap();
     let file = dir.join("callbridge.toml");
+    // Top-level keys first: the tenant's table begins at `[[tenants]]`.
+    let database = database_url
+        .map(|url| format!("database_url = \"{url}\"\n"))
+        .unwrap_or_default();
     std::fs::write(
         &file,
         format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{TOKEN}\"\n\
-             directory_refresh_seconds = 0\n\
+             directory_refresh_seconds = 0\n{database}\
              [[tenants]]\nid = \"acme\"\nmango_api_key = \"acme-key\"\n\
              mango_api_salt = \"acme-salt-0000000000000000000000\"\nsettings = \"acme-settings.toml\"\n",
             dir.join("data").display()
@@ -74,13 +79,13 @@ fn stored_settings(http: &Client, server: &Serve) -> String {
 
 /// The tenant's settings versions, newest first, read from the data folder (no service
 /// running): `(author, summary, settings)`.
-fn versions(dir: &Path) -> Vec<(String, String, String)> {
+fn versions(dir: &Path, database_url: Option<&str>) -> Vec<(String, String, String)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let store = callbridge_store::Store::open(None, &dir.join("data"))
+        let store = callbridge_store::Store::open(database_url, &dir.join("data"))
             .await
             .unwrap();
         store
@@ -94,10 +99,21 @@ fn versions(dir: &Path) -> Vec<(String, String, String)> {
 }
 
 #[test]
-fn a_change_made_after_the_file_seeded_the_tenant_is_kept_until_the_file_changes() {
+fn on_sqlite_a_change_made_after_the_file_seeded_the_tenant_is_kept_until_the_file_changes() {
+    kept_until_the_file_changes(None);
+}
+
+#[test]
+fn on_postgresql_a_change_made_after_the_file_seeded_the_tenant_is_kept_until_the_file_changes() {
+    let url = callbridge_test_support::fresh_postgres_database("settings_restart");
+    kept_until_the_file_changes(Some(&url));
+    callbridge_test_support::drop_postgres_database(&url);
+}
+
+fn kept_until_the_file_changes(database_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let seeded = "[calls.save_all_calls]\nenabled = false\n";
-    let config = write_config(dir.path(), seeded);
+    let config = write_config(dir.path(), seeded, database_url);
     let http = Client::new();
 
     let server = serve(&config);
@@ -111,7 +127,7 @@ fn a_change_made_after_the_file_seeded_the_tenant_is_kept_until_the_file_changes
         .unwrap();
     assert!(put.status().is_success(), "{}", put.text().unwrap());
     drop(server);
-    let seen = versions(dir.path());
+    let seen = versions(dir.path(), database_url);
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].0, "config file");
     assert!(seen[0].1.starts_with("created from "), "{}", seen[0].1);
@@ -122,18 +138,18 @@ fn a_change_made_after_the_file_seeded_the_tenant_is_kept_until_the_file_changes
         assert_eq!(stored_settings(&http, &server), edited);
     }
     assert_eq!(
-        versions(dir.path()).len(),
+        versions(dir.path(), database_url).len(),
         1,
         "an unchanged file adds no version"
     );
 
     // The file's entry changes: it is applied, and a version says so.
     let from_file = "[calls.save_all_calls]\nenabled = false\n# reviewed by the operator\n";
-    let config = write_config(dir.path(), from_file);
+    let config = write_config(dir.path(), from_file, database_url);
     let server = serve(&config);
     assert_eq!(stored_settings(&http, &server), from_file);
     drop(server);
-    let seen = versions(dir.path());
+    let seen = versions(dir.path(), database_url);
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[0].0, "config file");
     assert_eq!(
