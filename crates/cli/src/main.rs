@@ -1,5 +1,6 @@
 //! The `callbridge` binary: wires the crates together behind subcommands. No rules live here.
 
+mod admin;
 mod generate;
 mod pipeline;
 mod serve;
@@ -45,6 +46,9 @@ enum Command {
     /// Run the service: Mango webhooks in, plans and their CRM work stored, admin API and card
     /// stream served.
     Serve(serve::Args),
+    /// The administrator's chores on a service's store: `admin set-password`.
+    #[command(subcommand)]
+    Admin(admin::Command),
     /// Load benchmark of the webhook ingest path: signed webhooks over loopback into the service,
     /// reporting accepted events per second and acknowledgement latency.
     #[cfg(feature = "sandboxes")]
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Admin(command) => admin::run(&command),
         #[cfg(feature = "sandboxes")]
         Command::BenchIngest(args) => bench_ingest::run(&args),
         #[cfg(feature = "sandboxes")]
@@ -143,6 +148,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<admin::Refused>() => {
+            // Input refused with its reason, as clap's usage errors: exit code 2.
+            eprintln!("callbridge: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             // The contract: one line on stderr naming the file, line or key at fault.
             let line = format!("{e:#}").replace('\n', " ");

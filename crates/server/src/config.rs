@@ -87,6 +87,10 @@ pub struct Config {
     /// Kommo account: for sandboxes and tests only (the account's tokens go to that host).
     #[serde(default)]
     pub allow_insecure_crm_hosts: bool,
+    /// The file this configuration was read from (not a key of it): named by the web UI on the
+    /// pages of the tenants the file defines.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -215,6 +219,7 @@ impl Config {
         let mut config: Config = figment
             .extract()
             .map_err(|e| invalid(&shown, describe_extract_error(e)))?;
+        config.file = file.map(Path::to_path_buf);
         let base = file
             .and_then(Path::parent)
             .map(Path::to_path_buf)

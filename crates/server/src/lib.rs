@@ -166,6 +166,42 @@ impl Running {
     }
 }
 
+/// The SHA-256 (hex) of a config file's entry for a tenant in a canonical form: its id, Mango
+/// key and salt, the settings text and the CRM section (object keys sorted, so a reordered
+/// section is the same entry). At start an entry whose hash is the one last applied leaves the
+/// stored tenant as it is, so changes made in the UI or the admin API survive restarts; any
+/// change to the entry applies it again.
+fn file_entry_hash(t: &LoadedTenant) -> String {
+    use sha2::{Digest, Sha256};
+    fn canonical(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                // An array of pairs keeps the sorted order whatever the map type does.
+                serde_json::Value::Array(
+                    keys.into_iter()
+                        .map(|k| serde_json::json!([k, canonical(&map[k])]))
+                        .collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(canonical).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    let entry = serde_json::json!([
+        "callbridge config entry v1",
+        t.id,
+        t.mango_api_key.expose_secret(),
+        t.mango_api_salt.expose_secret(),
+        t.settings_toml,
+        canonical(&t.amocrm),
+    ]);
+    hex::encode(Sha256::digest(entry.to_string().as_bytes()))
+}
+
 /// Opens the store, loads the tenants declared in the config, and starts the HTTP server and
 /// the processor.
 pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running, StartError> {
@@ -198,7 +234,29 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
                 source,
             })?;
     }
+    // The file seeds its tenants; the database keeps what the UI or the admin API changed
+    // until the file's entry for the tenant changes (see `file_entry_hash`).
+    let file_shown = config
+        .file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "the environment".to_string());
     for t in tenants {
+        let hash = file_entry_hash(&t);
+        let tenant_id = t.id.to_string();
+        let in_tenant = |source| StartError::Tenant {
+            tenant: tenant_id.clone(),
+            source,
+        };
+        let existing = store.tenant(&t.id).await.map_err(in_tenant)?;
+        let applied = store.file_seed_hash(&t.id).await.map_err(in_tenant)?;
+        if existing.is_some() && applied.as_deref() == Some(hash.as_str()) {
+            tracing::info!(
+                tenant = %t.id,
+                "config file entry unchanged since it was applied: the stored tenant is kept"
+            );
+            continue;
+        }
         let row = TenantRow {
             id: t.id.into_string(),
             mango_api_key: t.mango_api_key.expose_secret().to_string(),
@@ -207,20 +265,33 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
             crm: t.amocrm,
             updated_at_ms: now_ms(),
         };
-        let in_tenant = |source| StartError::Tenant {
-            tenant: row.id.clone(),
-            source,
-        };
         // A config file that moved the tenant to another CRM address drops its tokens.
-        let old_crm = store
-            .tenant(&row.id)
-            .await
-            .map_err(in_tenant)?
-            .map(|t| t.crm);
-        crm::forget_tokens_if_moved(&store, &row.id, old_crm.as_ref(), &row.crm)
+        let old_crm = existing.as_ref().map(|t| &t.crm);
+        crm::forget_tokens_if_moved(&store, &row.id, old_crm, &row.crm)
             .await
             .map_err(in_tenant)?;
         store.upsert_tenant(&row).await.map_err(in_tenant)?;
+        let summary = match (&existing, &applied) {
+            (None, _) => format!("created from {file_shown}"),
+            (Some(_), None) => format!("applied from {file_shown}"),
+            (Some(_), Some(_)) => format!("its entry in {file_shown} changed"),
+        };
+        store
+            .save_tenant_settings(
+                &row.id,
+                &row.settings_toml,
+                "config file",
+                &summary,
+                now_ms(),
+            )
+            .await
+            .map_err(in_tenant)?;
+        // Last: a start interrupted before this applies the file again, which is harmless.
+        store
+            .set_file_seed_hash(&row.id, &hash)
+            .await
+            .map_err(in_tenant)?;
+        tracing::info!(tenant = %row.id, "{summary}: the config file's entry applied");
     }
     store
         .mark_config_tenants(&in_file)
@@ -259,6 +330,10 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         allow_insecure_crm_hosts: config.allow_insecure_crm_hosts,
         crm_users: Default::default(),
         connections: Default::default(),
+        file_tenants: state::FileTenants {
+            file: config.file.as_ref().map(|f| f.display().to_string()),
+            ids: in_file.iter().cloned().collect(),
+        },
     });
     state.reload_tenants().await?;
     let (shutdown, rx) = watch::channel(false);

@@ -59,6 +59,17 @@ pub struct AppState {
     /// What the Connections page keeps while running: refused webhooks waiting to be written,
     /// the amoCRM account names read, the Mango tests' turns.
     pub connections: crate::ui::connections::Live,
+    /// The tenants the configuration file defines, and that file (set at start).
+    pub file_tenants: FileTenants,
+}
+
+/// The configuration file's tenants: the file seeds them, the database keeps later changes
+/// until the file's entry changes (see `start`).
+#[derive(Debug, Clone, Default)]
+pub struct FileTenants {
+    /// The file as given to `serve` (`None`: the tenants came from the environment).
+    pub file: Option<String>,
+    pub ids: std::collections::BTreeSet<String>,
 }
 
 impl AppState {

@@ -204,6 +204,10 @@ impl RefusalRecorder {
                 tokio::time::sleep(Duration::from_millis(delay_ms as u64)).await;
             }
             let taken = state.connections.refusals.take(&tenant);
+            // Deleted meanwhile: a row now would greet a new tenant of that id.
+            if state.tenant(&tenant).await.is_none() {
+                return;
+            }
             if let Some((at_ms, reason, count)) = taken {
                 if let Err(e) = state
                     .store

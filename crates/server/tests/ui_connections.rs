@@ -716,6 +716,26 @@ async fn amocrm_connects_through_the_page_and_comes_back_to_it_with_the_account_
         .await
         .unwrap();
     assert!(html.contains(">Переподключить</button>"), "{html}");
+
+    // A tenant connected with the account's long-lived token: connected at once, the account's
+    // name read by the page itself, and no consent to start.
+    let r = ui
+        .http
+        .put(format!("{}/api/v1/tenants/other", ui.base))
+        .bearer_auth("conn-admin-token")
+        .json(&serde_json::json!({"amocrm": {"base_url": sandbox.base_url(), "long_lived_token": "sandbox-token"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (_, html) = ui.page("/t/other/connections").await;
+    assert!(
+        html.contains("<strong class=\"account-name\">Acme Trading</strong>"),
+        "{html}"
+    );
+    assert!(html.contains("Connected with a long-lived token"), "{html}");
+    assert!(!html.contains("/connections/amocrm/connect"), "{html}");
+    assert!(!html.contains("sandbox-token"), "{html}");
     ui.running.shutdown().await;
     sandbox.shutdown().await;
 }

@@ -748,6 +748,29 @@ async fn versions_are_listed_and_one_is_restored_as_a_new_version() {
     assert_eq!(versions[0].summary, "restored version 1");
     let (_, html) = ui.get(&location).await;
     assert!(html.contains("Restored, saved as version 3."), "{html}");
+    // A change through the admin API is a version too, with its author.
+    let r = ui
+        .http
+        .put(format!("{}/api/v1/tenants/acme", ui.base))
+        .bearer_auth("ui-admin-token")
+        .json(&serde_json::json!({"settings_toml": "plan = \"basic\"\n"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    let versions = ui.versions("acme").await;
+    assert_eq!(
+        (versions[0].version, versions[0].author.as_str()),
+        (4, "admin API")
+    );
+    assert!(
+        versions[0]
+            .summary
+            .contains("plan: \"extended\" → \"basic\""),
+        "{}",
+        versions[0].summary
+    );
+    assert_eq!(ui.settings("acme").await.plan, Plan::Basic);
     // A version that does not exist.
     let (status, _) = ui.get("/t/acme/settings/versions/99").await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -97,8 +97,11 @@ pub async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuer
     }
 }
 
+/// A token request's fields by name.
+type TokenFields = BTreeMap<String, String>;
+
 /// The token request's fields, from a JSON object or a form.
-fn token_fields(headers: &HeaderMap, body: &[u8]) -> Result<BTreeMap<String, String>, ApiError> {
+fn token_fields(headers: &HeaderMap, body: &[u8]) -> Result<TokenFields, ApiError> {
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -129,8 +129,10 @@ pub fn run(args: &Args) -> Result<()> {
         };
         if args.keep_running {
             println!(
-                "Still running (data in {}). Press Ctrl-C to stop.",
-                dir.path.display()
+                "Still running (data in {}): explore it in the web UI at {}/ (the password is \
+                 printed above). Press Ctrl-C to stop.",
+                dir.path.display(),
+                up.running.state.public_url.trim_end_matches('/')
             );
             std::io::stdout().flush()?;
             shutdown_signal().await;
@@ -208,7 +210,16 @@ async fn demo(args: &Args, options: &Options, dir: &Path) -> Result<(Up, Vec<Str
         card_token_key: running.state.card_token_key,
     };
     play_config.webhook_base = format!("{}/mango/{TENANT}/", endpoints.service);
-    print_where(args, options, &staff, &secrets, &endpoints, dir);
+    let ui_password = ui_password(&running).await?;
+    print_where(
+        args,
+        options,
+        &staff,
+        &secrets,
+        &endpoints,
+        dir,
+        &ui_password,
+    );
 
     let display = Display::new(options.calls);
     let work = async {
@@ -278,6 +289,25 @@ async fn demo(args: &Args, options: &Options, dir: &Path) -> Result<(Up, Vec<Str
         },
         problems,
     ))
+}
+
+/// The web UI's password for this demo: the one the service made on its first start in the
+/// folder, or, in a folder used before (whose password nobody may remember), a new one set
+/// now. Printed once, with the UI's address.
+async fn ui_password(running: &callbridge_server::Running) -> Result<String> {
+    use secrecy::ExposeSecret;
+    if let Some(first) = &running.first_admin_password {
+        return Ok(first.expose_secret().to_string());
+    }
+    let password = callbridge_server::ui::password::generate().map_err(|e| anyhow!("{e}"))?;
+    let hash = callbridge_server::ui::password::hash(&password).map_err(|e| anyhow!("{e}"))?;
+    running
+        .state
+        .store
+        .set_admin_password_hash(&hash, callbridge_server::state::now_ms())
+        .await
+        .map_err(|e| anyhow!("setting the web UI's password: {e}"))?;
+    Ok(password)
 }
 
 /// Everything the demo started, to stop in order.

@@ -233,6 +233,7 @@ pub(super) fn print_where(
     secrets: &Secrets,
     e: &Endpoints,
     dir: &Path,
+    ui_password: &str,
 ) {
     let unmapped = staff
         .employees
@@ -257,6 +258,8 @@ pub(super) fn print_where(
         args.seed
     );
     println!();
+    println!("  web UI                {}/", e.service);
+    println!("    sign in with the password {ui_password}  (tenant \"{TENANT}\": its settings, connections, employees)");
     println!(
         "  callbridge admin API  {}/api/v1/tenants/{TENANT}",
         e.service

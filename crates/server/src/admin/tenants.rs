@@ -112,7 +112,7 @@ pub async fn put_tenant(
     crate::crm::forget_tokens_if_moved(&state.store, &id, existing.as_ref().map(|t| &t.crm), &crm)
         .await?;
     let row = TenantRow {
-        id: id.into_string(),
+        id: id.to_string(),
         mango_api_key: key,
         mango_api_salt: salt,
         settings_toml,
@@ -127,6 +127,16 @@ pub async fn put_tenant(
             e.into()
         }
     })?;
+    record_settings_version(
+        &state,
+        &id,
+        existing
+            .as_ref()
+            .map(|t| t.settings_toml.as_str())
+            .unwrap_or(""),
+        &row.settings_toml,
+    )
+    .await;
     state.reload_tenants().await?;
     let status = if existing.is_some() {
         StatusCode::OK
@@ -134,6 +144,29 @@ pub async fn put_tenant(
         StatusCode::CREATED
     };
     Ok((status, Json(tenant_json(&state, &row))))
+}
+
+/// Records a change of a tenant's settings made through this API as a settings version (author
+/// "admin API"), so the settings window's history shows every change, whoever made it. The row
+/// already holds the text; a failure to record is logged, the change itself stands.
+async fn record_settings_version(state: &AppState, id: &str, old: &str, new: &str) {
+    if old == new {
+        return;
+    }
+    let summary = match (
+        ValidSettings::parse_toml(old),
+        ValidSettings::parse_toml(new),
+    ) {
+        (Ok(a), Ok(b)) => crate::ui::settings::changes(a.settings(), b.settings()).join("; "),
+        _ => "settings replaced".to_string(),
+    };
+    if let Err(e) = state
+        .store
+        .save_tenant_settings(id, new, "admin API", &summary, now_ms())
+        .await
+    {
+        tracing::warn!(tenant = id, error = %e, "the settings version could not be recorded");
+    }
 }
 
 /// `DELETE /api/v1/tenants/{id}`: the tenant and everything kept for it (events, plans, outbox,

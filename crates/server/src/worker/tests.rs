@@ -208,6 +208,7 @@ impl Harness {
             allow_insecure_crm_hosts: true,
             crm_users: Default::default(),
             connections: Default::default(),
+            file_tenants: Default::default(),
         });
         let settings = ValidSettings::parse_toml("plan = \"extended\"\n").unwrap();
         let tenant = Arc::new(Tenant {

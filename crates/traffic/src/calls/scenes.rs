@@ -36,16 +36,7 @@ impl CallBuilder<'_> {
         to.line_number = Some(line.to_string());
         let mut from = Self::client_party(client);
         from.taken_from_call_id = taken_from;
-        let mut leg = self.leg(Location::Abonent, from, to);
-        self.emit(&mut leg, t, CallState::Appeared, None);
-        let at = t + self.ring();
-        self.emit(&mut leg, at, CallState::Connected, None);
-        Answered {
-            leg,
-            employee,
-            at,
-            client_on_from: true,
-        }
+        self.answered(from, to, t, employee, true)
     }
 
     /// Menu (sometimes), then the group's queue. Returns the queue leg and the time the client
@@ -162,15 +153,28 @@ impl CallBuilder<'_> {
         let mut to = Self::client_party(client);
         to.line_number = Some(line.to_string());
         let from = self.employee_party(employee);
+        self.answered(from, to, t0, employee, false)
+    }
+
+    /// A leg between the client and `employee` that appears at `t` and is answered after the
+    /// ring.
+    fn answered(
+        &mut self,
+        from: Party,
+        to: Party,
+        t: i64,
+        employee: usize,
+        client_on_from: bool,
+    ) -> Answered {
         let mut leg = self.leg(Location::Abonent, from, to);
-        self.emit(&mut leg, t0, CallState::Appeared, None);
-        let at = t0 + self.ring();
+        self.emit(&mut leg, t, CallState::Appeared, None);
+        let at = t + self.ring();
         self.emit(&mut leg, at, CallState::Connected, None);
         Answered {
             leg,
             employee,
             at,
-            client_on_from: false,
+            client_on_from,
         }
     }
 

@@ -14,6 +14,9 @@ use callbridge_store::TenantRow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// An access token expiring sooner than this would be refreshed by the request that uses it.
+const TOKEN_MARGIN_SECS: i64 = 300;
+
 /// The connection's state as the page shows it.
 pub struct CrmView {
     /// `none` (no amoCRM section), `invalid` (a section that cannot be used), `not-connected`
@@ -133,14 +136,20 @@ pub async fn view(state: &AppState, ctx: &Ctx, tenant: &Tenant) -> CrmView {
     let oauth = matches!(conn.account.auth, AuthConfig::OAuth { .. });
     view.long_lived = !oauth;
     let status = state.store.crm_status(id).await.ok().flatten();
-    let has_tokens = !oauth
-        || state
-            .store
-            .load_crm_tokens(id)
-            .await
-            .ok()
-            .flatten()
-            .is_some();
+    let tokens = if oauth {
+        state.store.load_crm_tokens(id).await.ok().flatten()
+    } else {
+        None
+    };
+    let has_tokens = !oauth || tokens.is_some();
+    // The page reads the account's name only with an access token that needs no refresh: a
+    // refresh here could race the delivery's own, and amoCRM's refresh tokens work once.
+    let may_read_account = !oauth
+        || tokens
+            .as_ref()
+            .and_then(|t| t.get("expires_at"))
+            .and_then(serde_json::Value::as_i64)
+            .is_some_and(|expires_at| expires_at > now_ms() / 1000 + TOKEN_MARGIN_SECS);
     match status {
         Some(s) if s.state == "broken" || s.state == "blocked" => {
             view.state = "broken";
@@ -170,6 +179,7 @@ pub async fn view(state: &AppState, ctx: &Ctx, tenant: &Tenant) -> CrmView {
             let origin = conn.account.base_url.clone();
             let seen = match state.connections.account(id, &origin, now) {
                 Some(seen) => Some(seen),
+                None if !may_read_account => None,
                 None => {
                     match crate::crm::client(
                         &state.store,
@@ -288,11 +298,12 @@ pub async fn save(
             &state,
             ctx,
             &tenant,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            Some(given),
-            None,
-            notice,
+            super::Answer {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                crm_form: Some(given),
+                notice,
+                ..Default::default()
+            },
         )
         .await;
     }
@@ -345,11 +356,11 @@ pub async fn connect(
                 &state,
                 ctx,
                 &tenant,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                None,
-                None,
-                notice,
+                super::Answer {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    notice,
+                    ..Default::default()
+                },
             )
             .await
         }

@@ -245,11 +245,12 @@ async fn refused(state: &Arc<AppState>, ctx: Ctx, tenant: &Tenant, form: MangoFo
         state,
         ctx,
         tenant,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Some(form),
-        None,
-        None,
-        notice,
+        super::Answer {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            mango_form: Some(form),
+            notice,
+            ..Default::default()
+        },
     )
     .await
 }
@@ -269,11 +270,11 @@ pub(super) async fn store_failed(
         state,
         ctx,
         tenant,
-        StatusCode::SERVICE_UNAVAILABLE,
-        None,
-        None,
-        None,
-        notice,
+        super::Answer {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            notice,
+            ..Default::default()
+        },
     )
     .await
 }
@@ -304,11 +305,11 @@ pub async fn test(
         &state,
         ctx,
         &tenant,
-        StatusCode::OK,
-        None,
-        None,
-        Some(outcome),
-        None,
+        super::Answer {
+            status: StatusCode::OK,
+            test: Some(outcome),
+            ..Default::default()
+        },
     )
     .await
 }

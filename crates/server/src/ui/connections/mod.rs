@@ -220,29 +220,52 @@ async fn page(
     render(page)
 }
 
+/// What a form's answer shows besides the stored state.
+pub(super) struct Answer {
+    pub status: StatusCode,
+    /// The Mango form as given, with its errors (else as stored).
+    pub mango_form: Option<MangoForm>,
+    /// The amoCRM form as given, with its errors (else as stored).
+    pub crm_form: Option<CrmForm>,
+    pub test: Option<TestOutcome>,
+    pub notice: Option<Notice>,
+}
+
+impl Default for Answer {
+    fn default() -> Answer {
+        Answer {
+            status: StatusCode::OK,
+            mango_form: None,
+            crm_form: None,
+            test: None,
+            notice: None,
+        }
+    }
+}
+
 /// Renders the page after a form was refused or a test ran: the forms as given, with their
 /// errors, and everything else as stored.
 async fn render_with(
     state: &Arc<AppState>,
     ctx: Ctx,
     tenant: &crate::state::Tenant,
-    status: StatusCode,
-    mango_form: Option<MangoForm>,
-    crm_form: Option<CrmForm>,
-    test: Option<TestOutcome>,
-    notice: Option<Notice>,
+    answer: Answer,
 ) -> Response {
     let page = ConnectionsPage {
         mango: mango::view(state, &ctx, tenant).await,
         crm: amocrm::view(state, &ctx, tenant).await,
-        mango_form: mango_form.unwrap_or_else(|| MangoForm::from_row(&tenant.row)),
-        crm_form: crm_form.unwrap_or_else(|| CrmForm::from_row(state, &tenant.row)),
-        test,
-        notice,
+        mango_form: answer
+            .mango_form
+            .unwrap_or_else(|| MangoForm::from_row(&tenant.row)),
+        crm_form: answer
+            .crm_form
+            .unwrap_or_else(|| CrmForm::from_row(state, &tenant.row)),
+        test: answer.test,
+        notice: answer.notice,
         ctx,
     };
     let mut response = render(page);
-    *response.status_mut() = status;
+    *response.status_mut() = answer.status;
     response
 }
 

@@ -1,6 +1,6 @@
 //! The tab "Call card": the core has no card setting (C1 decides who sees a card: the CRM users
 //! of mapped employees), so the tab shows how the card works, who sees it, and where the card
-//! stream is, read-only.
+//! stream is, read-only. The employees are the mapping tab's (directory and settings).
 
 use super::crm_users::crm_users;
 use super::Head;
@@ -29,33 +29,27 @@ pub struct CardPage {
 
 pub async fn show(state: &AppState, ctx: Ctx, tenant: &Tenant) -> Response {
     let users = crm_users(state, tenant).await;
-    let mut rows: Vec<CardRow> = tenant
-        .settings
-        .settings()
-        .employees
-        .iter()
+    let (employees, _) = super::employees::rows(state, tenant).await;
+    let mut rows: Vec<CardRow> = employees
+        .into_iter()
         .map(|e| CardRow {
-            extension: e.extension.clone(),
-            name: e.name.clone(),
-            crm_user: match e.crm_user_id {
+            crm_user: match e.selected.parse::<u64>().ok() {
                 None => String::new(),
                 Some(id) => users
                     .list()
                     .iter()
-                    .find(|u| u.id == id.get())
+                    .find(|u| u.id == id)
                     .map(|u| u.name.clone())
                     .unwrap_or_else(|| {
                         ctx.t.fmt("settings.user-by-id", &[("id", &id.to_string())])
                     }),
             },
+            extension: e.extension,
+            name: e.name,
         })
         .collect();
-    rows.sort_by(|a, b| {
-        a.crm_user
-            .is_empty()
-            .cmp(&b.crm_user.is_empty())
-            .then(a.extension.cmp(&b.extension))
-    });
+    // Those who see the card first; the table keeps the mapping table's order within each.
+    rows.sort_by_key(|r| r.crm_user.is_empty());
     let base = state.public_url.trim_end_matches('/');
     render(CardPage {
         head: Head::new(tenant, "card", None),

@@ -65,7 +65,7 @@ fn extension_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// The table's rows: the directory's employees that have an extension, and the settings'
 /// employees the directory lacks; each with its stored CRM user.
-async fn rows(state: &AppState, tenant: &Tenant) -> (Vec<Row>, Option<String>) {
+pub(super) async fn rows(state: &AppState, tenant: &Tenant) -> (Vec<Row>, Option<String>) {
     let settings = tenant.settings.settings();
     let stored: BTreeMap<String, &Employee> = settings
         .employees
@@ -208,7 +208,8 @@ async fn page(
     EmployeesPage {
         crm_notice: crm_notice(ctx.t, &users, &tenant.row.id),
         directory_notice: directory_notice(ctx.t, directory, &tenant.row.id),
-        can_auto_match: matches!(users, CrmUsers::Loaded(ref u) if !u.is_empty()),
+        can_auto_match: !rows.is_empty()
+            && matches!(users, CrmUsers::Loaded(ref u) if !u.is_empty()),
         head: Head::new(tenant, "employees", notice),
         ctx,
         rows,

@@ -15,6 +15,7 @@ mod speech;
 mod versions;
 
 pub use crm_users::CrmUsersCache;
+pub use form::changes;
 
 use super::i18n::Catalogue;
 use super::page::{self, Ctx};
