@@ -122,8 +122,10 @@ impl Product {
             _rt: rt,
         };
         product.write_config();
+        // The first start makes the database (and prints a password); then the admin sets
+        // their own with the command, as the sign-in page tells them to.
+        product.start_server(true);
         let set = product.set_password(PASSWORD);
-        product.start_server(!set);
         product.password = if set {
             PASSWORD.to_string()
         } else {
