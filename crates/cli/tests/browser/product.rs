@@ -122,8 +122,10 @@ impl Product {
             _rt: rt,
         };
         product.write_config();
+        // The first start makes the database (and prints a password); then the admin sets
+        // their own with the command, as the sign-in page tells them to.
+        product.start_server(true);
         let set = product.set_password(PASSWORD);
-        product.start_server(!set);
         product.password = if set {
             PASSWORD.to_string()
         } else {
@@ -194,12 +196,13 @@ impl Product {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run callbridge admin set-password");
-        child
+        // A binary without the command exits before reading: the pipe may be closed then, and
+        // its answer below says what happened.
+        let _ = child
             .stdin
             .take()
             .expect("piped stdin")
-            .write_all(format!("{password}\n").as_bytes())
-            .expect("write the password");
+            .write_all(format!("{password}\n").as_bytes());
         let out = child.wait_with_output().expect("set-password finished");
         if String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand") {
             return false;
