@@ -128,9 +128,11 @@ fn kept_until_the_file_changes(database_url: Option<&str>) {
     assert!(put.status().is_success(), "{}", put.text().unwrap());
     drop(server);
     let seen = versions(dir.path(), database_url);
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].0, "config file");
-    assert!(seen[0].1.starts_with("created from "), "{}", seen[0].1);
+    // The file's seed, then the admin API's change (newest first).
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].0, "admin API");
+    assert_eq!(seen[1].0, "config file");
+    assert!(seen[1].1.starts_with("created from "), "{}", seen[1].1);
 
     // Restarted twice with the same file: the change is there each time.
     for _ in 0..2 {
@@ -139,7 +141,7 @@ fn kept_until_the_file_changes(database_url: Option<&str>) {
     }
     assert_eq!(
         versions(dir.path(), database_url).len(),
-        1,
+        2,
         "an unchanged file adds no version"
     );
 
@@ -150,7 +152,7 @@ fn kept_until_the_file_changes(database_url: Option<&str>) {
     assert_eq!(stored_settings(&http, &server), from_file);
     drop(server);
     let seen = versions(dir.path(), database_url);
-    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen.len(), 3, "{seen:?}");
     assert_eq!(seen[0].0, "config file");
     assert_eq!(
         seen[0].1,
