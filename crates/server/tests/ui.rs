@@ -1,11 +1,13 @@
 //! The web UI over real HTTP: signing in and out, the guard in front of every page, CSRF on
 //! every form, the growing wait after wrong passwords, the language switch, the assets.
 
+mod support;
+
 use callbridge_server::config::Config;
-use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::redirect::Policy;
+use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
+use support::{hidden, set_cookie_with_attributes};
 
 struct Ui {
     running: callbridge_server::Running,
@@ -39,36 +41,10 @@ async fn start() -> Ui {
     Ui {
         base: format!("http://{}", running.addr),
         running,
-        http: reqwest::Client::builder()
-            .redirect(Policy::none())
-            .build()
-            .unwrap(),
+        http: support::client(),
         password,
         _dir: dir,
     }
-}
-
-/// The value a response sets for cookie `name`, with the cookie's attributes.
-fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, String)> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let (pair, attributes) = v.split_once(';').unwrap_or((v, ""));
-            let (k, value) = pair.split_once('=')?;
-            (k == name).then(|| (value.to_string(), attributes.to_string()))
-        })
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let at = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} field in {html}"))
-        + marker.len();
-    html[at..at + html[at..].find('"').unwrap()].to_string()
 }
 
 impl Ui {
@@ -80,27 +56,13 @@ impl Ui {
 
     /// Posts the sign-in form as a browser would: the form's token and its cookie.
     async fn sign_in(&self, password: &str) -> reqwest::Response {
-        let form = self.get("/login").send().await.unwrap();
-        let (cookie, _) = set_cookie(&form, "callbridge_sign_in").expect("sign-in cookie");
-        let html = form.text().await.unwrap();
-        self.http
-            .post(format!("{}/login", self.base))
-            .header(COOKIE, format!("callbridge_sign_in={cookie}"))
-            .header(ACCEPT_LANGUAGE, "en")
-            .form(&[
-                ("password", password),
-                ("csrf", &hidden(&html, "csrf")),
-                ("next", "/"),
-            ])
-            .send()
-            .await
-            .unwrap()
+        support::post_sign_in(&self.http, &self.base, password, "en").await
     }
 
     async fn session(&self) -> String {
         let r = self.sign_in(&self.password.clone()).await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
-        let (token, attributes) = set_cookie(&r, "callbridge_session").unwrap();
+        let (token, attributes) = set_cookie_with_attributes(&r, "callbridge_session").unwrap();
         assert!(attributes.contains("HttpOnly"), "{attributes}");
         assert!(attributes.contains("SameSite=Lax"), "{attributes}");
         assert!(!attributes.contains("Secure"), "plain http: {attributes}");
@@ -218,7 +180,7 @@ async fn wrong_passwords_make_the_next_attempt_wait() {
     // Even the right password waits its turn.
     let r = ui.sign_in(&ui.password.clone()).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(set_cookie(&r, "callbridge_session").is_none());
+    assert!(set_cookie_with_attributes(&r, "callbridge_session").is_none());
     ui.running.shutdown().await;
 }
 
@@ -234,7 +196,7 @@ async fn a_sign_in_without_the_forms_token_is_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert!(set_cookie(&r, "callbridge_session").is_none());
+    assert!(set_cookie_with_attributes(&r, "callbridge_session").is_none());
     assert!(r.text().await.unwrap().contains("The sign-in form expired"));
     ui.running.shutdown().await;
 }
@@ -257,7 +219,7 @@ async fn the_language_follows_the_browser_then_the_switch() {
     let r = ui.get("/login?lang=ru&next=%2Ft").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[LOCATION], "/login?next=%2Ft");
-    let (lang, _) = set_cookie(&r, "callbridge_lang").unwrap();
+    let (lang, _) = set_cookie_with_attributes(&r, "callbridge_lang").unwrap();
     assert_eq!(lang, "ru");
     let html = ui
         .get("/login")

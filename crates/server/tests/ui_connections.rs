@@ -3,15 +3,17 @@
 //! refused and accepted webhooks as the page reports them, and amoCRM's OAuth consent started
 //! from the page against the amoCRM sandbox, back on the page with the account's name.
 
+mod support;
+
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
 use callbridge_server::config::Config;
-use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::redirect::Policy;
+use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use std::time::Duration;
+use support::{hidden, set_cookie};
 
 const KEY: &str = "conn-key-acme";
 const SALT: &str = "conn-salt-acme-7Q2w9E4r6T8y0U1i3O";
@@ -92,38 +94,12 @@ async fn start() -> Ui {
     let mut ui = Ui {
         base: format!("http://{}", running.addr),
         running,
-        http: reqwest::Client::builder()
-            .redirect(Policy::none())
-            .build()
-            .unwrap(),
+        http: support::client(),
         session: String::new(),
         _dir: dir,
     };
-    ui.session = ui.sign_in(&password).await;
+    ui.session = support::sign_in(&ui.http, &ui.base, &password).await;
     ui
-}
-
-/// The value a response sets for cookie `name`.
-fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let pair = v.split(';').next()?;
-            let (k, value) = pair.split_once('=')?;
-            (k == name).then(|| value.to_string())
-        })
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let at = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} field in {html}"))
-        + marker.len();
-    html[at..at + html[at..].find('"').unwrap()].to_string()
 }
 
 /// A signed Mango webhook body.
@@ -142,34 +118,6 @@ fn call_event(entry: &str) -> String {
 }
 
 impl Ui {
-    async fn sign_in(&self, password: &str) -> String {
-        let form = self
-            .http
-            .get(format!("{}/login", self.base))
-            .send()
-            .await
-            .unwrap();
-        let cookie = set_cookie(&form, "callbridge_sign_in").expect("sign-in cookie");
-        let html = form.text().await.unwrap();
-        let r = self
-            .http
-            .post(format!("{}/login", self.base))
-            .header(COOKIE, format!("callbridge_sign_in={cookie}"))
-            .form(&[
-                ("password", password),
-                ("csrf", &hidden(&html, "csrf")),
-                ("next", "/"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::SEE_OTHER);
-        format!(
-            "callbridge_session={}",
-            set_cookie(&r, "callbridge_session").unwrap()
-        )
-    }
-
     /// The page in English: its status and HTML.
     async fn page(&self, path: &str) -> (StatusCode, String) {
         let r = self

@@ -3,15 +3,17 @@
 //! settings change; refusals show next to their field and store nothing; S2 and S4 hold; the
 //! versions list and a restore; auto-match's review, then apply.
 
+mod support;
+
 use callbridge_amocrm_sandbox::{Sandbox, SandboxConfig, Seed};
 use callbridge_core::settings::{NewClientAction, Plan, Settings};
 use callbridge_mango::api::VpbxUser;
 use callbridge_server::config::Config;
 use callbridge_server::directory::Directory;
-use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::redirect::Policy;
+use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
+use support::hidden;
 
 const SETTINGS: &str = "plan = \"extended\"\n\
 [[employees]]\nextension = \"101\"\nname = \"Petrova Anna\"\n\
@@ -93,12 +95,9 @@ async fn start() -> Ui {
         .write()
         .await
         .insert("acme".into(), directory);
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let http = support::client();
     let base = format!("http://{}", running.addr);
-    let session = sign_in(&http, &base, &password).await;
+    let session = support::sign_in(&http, &base, &password).await;
     Ui {
         running,
         sandbox,
@@ -119,50 +118,6 @@ fn vbpx_user(extension: &str, name: &str, email: Option<&str>) -> VpbxUser {
         groups: Vec::new(),
         numbers: Vec::new(),
     }
-}
-
-fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let pair = v.split(';').next()?;
-            let (k, value) = pair.split_once('=')?;
-            (k == name).then(|| value.to_string())
-        })
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let at = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} field in {html}"))
-        + marker.len();
-    html[at..at + html[at..].find('"').unwrap()].to_string()
-}
-
-async fn sign_in(http: &reqwest::Client, base: &str, password: &str) -> String {
-    let form = http.get(format!("{base}/login")).send().await.unwrap();
-    let cookie = set_cookie(&form, "callbridge_sign_in").expect("sign-in cookie");
-    let html = form.text().await.unwrap();
-    let r = http
-        .post(format!("{base}/login"))
-        .header(COOKIE, format!("callbridge_sign_in={cookie}"))
-        .form(&[
-            ("password", password),
-            ("csrf", &hidden(&html, "csrf")),
-            ("next", "/"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    format!(
-        "callbridge_session={}",
-        set_cookie(&r, "callbridge_session").unwrap()
-    )
 }
 
 /// The default call-processing form, as the page shows it for the default settings.

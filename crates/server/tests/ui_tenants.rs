@@ -2,14 +2,15 @@
 //! nothing half-created), its webhook URL at once and working, the tenant's language; and the
 //! rule that the config file seeds a tenant while the database keeps later changes.
 
+mod support;
+
 use callbridge_server::config::Config;
 use callbridge_server::ui::i18n::Lang;
 use callbridge_server::ui::page::Ctx;
-use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::redirect::Policy;
+use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION};
 use reqwest::StatusCode;
-use secrecy::ExposeSecret;
 use std::path::{Path, PathBuf};
+use support::hidden;
 
 const SALT: &str = "ui-salt-0000000000000000000000000";
 const NEW_SALT: &str = "new-salt-abcdefghijklmnopqrstuvwxyz0123";
@@ -40,42 +41,13 @@ fn write_config(dir: &Path, settings: Option<&str>) -> PathBuf {
 async fn start(file: &Path) -> Ui {
     let (config, tenants) = Config::load(Some(file)).unwrap();
     let running = callbridge_server::start(config, tenants).await.unwrap();
-    let password = running
-        .first_admin_password
-        .as_ref()
-        .map(|p| p.expose_secret().to_string())
-        .unwrap_or_default();
+    let password = support::first_password(&running);
     Ui {
         base: format!("http://{}", running.addr),
         running,
-        http: reqwest::Client::builder()
-            .redirect(Policy::none())
-            .build()
-            .unwrap(),
+        http: support::client(),
         password,
     }
-}
-
-fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let pair = v.split(';').next()?;
-            let (k, value) = pair.split_once('=')?;
-            (k == name).then(|| value.to_string())
-        })
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let at = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} field in {html}"))
-        + marker.len();
-    html[at..at + html[at..].find('"').unwrap()].to_string()
 }
 
 impl Ui {
@@ -87,26 +59,7 @@ impl Ui {
 
     /// Signs in and returns the session cookie and a CSRF token for its forms.
     async fn session(&self) -> (String, String) {
-        let form = self.get("/login", "en").send().await.unwrap();
-        let cookie = set_cookie(&form, "callbridge_sign_in").expect("sign-in cookie");
-        let html = form.text().await.unwrap();
-        let r = self
-            .http
-            .post(format!("{}/login", self.base))
-            .header(COOKIE, format!("callbridge_sign_in={cookie}"))
-            .form(&[
-                ("password", self.password.as_str()),
-                ("csrf", &hidden(&html, "csrf")),
-                ("next", "/"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::SEE_OTHER);
-        let session = format!(
-            "callbridge_session={}",
-            set_cookie(&r, "callbridge_session").unwrap()
-        );
+        let session = support::sign_in(&self.http, &self.base, &self.password).await;
         let page = self
             .get("/tenants", "en")
             .header(COOKIE, &session)
