@@ -11,9 +11,7 @@ use crate::ui::page::{render, Ctx};
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::Response;
-use callbridge_core::settings::{
-    MissedGroupOwner, NewClientAction, Plan, RepeatClientAction, Settings,
-};
+use callbridge_core::settings::Settings;
 use callbridge_core::{SettingsError, ValidSettings};
 use std::collections::BTreeSet;
 
@@ -44,49 +42,18 @@ fn id_text(id: Option<callbridge_core::settings::CrmUserId>) -> String {
     id.map(|i| i.to_string()).unwrap_or_default()
 }
 
-fn plan_value(p: Plan) -> &'static str {
-    match p {
-        Plan::Basic => "basic",
-        Plan::Extended => "extended",
-    }
-}
-
-fn new_value(a: NewClientAction) -> &'static str {
-    match a {
-        NewClientAction::Contact => "contact",
-        NewClientAction::ContactAndLead => "contact_and_lead",
-        NewClientAction::Unsorted => "unsorted",
-        NewClientAction::Manual => "manual",
-    }
-}
-
-fn repeat_value(a: RepeatClientAction) -> &'static str {
-    match a {
-        RepeatClientAction::Manual => "manual",
-        RepeatClientAction::AlwaysLead => "always_lead",
-        RepeatClientAction::LeadIfNoOpen => "lead_if_no_open",
-    }
-}
-
-fn owner_value(o: MissedGroupOwner) -> &'static str {
-    match o {
-        MissedGroupOwner::First => "first",
-        MissedGroupOwner::Last => "last",
-    }
-}
-
 impl CallsForm {
     pub fn from_settings(s: &Settings) -> CallsForm {
         let c = &s.calls;
         CallsForm {
-            plan: plan_value(s.plan).into(),
-            incoming_new: new_value(c.incoming.new_client).into(),
-            incoming_repeat: repeat_value(c.incoming.repeat_client).into(),
-            outgoing_new: new_value(c.outgoing.new_client).into(),
-            outgoing_repeat: repeat_value(c.outgoing.repeat_client).into(),
+            plan: form::choice_name(s.plan),
+            incoming_new: form::choice_name(c.incoming.new_client),
+            incoming_repeat: form::choice_name(c.incoming.repeat_client),
+            outgoing_new: form::choice_name(c.outgoing.new_client),
+            outgoing_repeat: form::choice_name(c.outgoing.repeat_client),
             group_responsible: c.missed_group.responsible_enabled,
             group_user: id_text(c.missed_group.responsible_crm_user_id),
-            group_owner: owner_value(c.missed_group.owner_when_unset).into(),
+            group_owner: form::choice_name(c.missed_group.owner_when_unset),
             ivr_record: c.missed_ivr.record,
             ivr_user: id_text(c.missed_ivr.responsible_crm_user_id),
             tasks_enabled: c.missed_tasks.enabled,
@@ -127,25 +94,7 @@ impl CallsForm {
     pub fn apply(&self, t: &Catalogue, base: &Settings) -> (Settings, FieldErrors) {
         let mut s = base.clone();
         let mut errors = FieldErrors::default();
-        let unknown = |value: &str| t.fmt("settings.error.unknown-choice", &[("value", value)]);
-        match self.plan.as_str() {
-            "basic" => s.plan = Plan::Basic,
-            "extended" => s.plan = Plan::Extended,
-            other => errors.add("plan", unknown(other)),
-        }
-        let new_action = |v: &str| match v {
-            "contact" => Some(NewClientAction::Contact),
-            "contact_and_lead" => Some(NewClientAction::ContactAndLead),
-            "unsorted" => Some(NewClientAction::Unsorted),
-            "manual" => Some(NewClientAction::Manual),
-            _ => None,
-        };
-        let repeat_action = |v: &str| match v {
-            "manual" => Some(RepeatClientAction::Manual),
-            "always_lead" => Some(RepeatClientAction::AlwaysLead),
-            "lead_if_no_open" => Some(RepeatClientAction::LeadIfNoOpen),
-            _ => None,
-        };
+        form::read_choice(t, &mut errors, "plan", &self.plan, &mut s.plan);
         let c = &mut s.calls;
         for (field, value, target) in [
             (
@@ -159,10 +108,7 @@ impl CallsForm {
                 &mut c.outgoing.new_client,
             ),
         ] {
-            match new_action(value) {
-                Some(a) => *target = a,
-                None => errors.add(field, unknown(value)),
-            }
+            form::read_choice(t, &mut errors, field, value, target);
         }
         for (field, value, target) in [
             (
@@ -176,17 +122,16 @@ impl CallsForm {
                 &mut c.outgoing.repeat_client,
             ),
         ] {
-            match repeat_action(value) {
-                Some(a) => *target = a,
-                None => errors.add(field, unknown(value)),
-            }
+            form::read_choice(t, &mut errors, field, value, target);
         }
         c.missed_group.responsible_enabled = self.group_responsible;
-        match self.group_owner.as_str() {
-            "first" => c.missed_group.owner_when_unset = MissedGroupOwner::First,
-            "last" => c.missed_group.owner_when_unset = MissedGroupOwner::Last,
-            other => errors.add("group_owner", unknown(other)),
-        }
+        form::read_choice(
+            t,
+            &mut errors,
+            "group_owner",
+            &self.group_owner,
+            &mut c.missed_group.owner_when_unset,
+        );
         c.missed_ivr.record = self.ivr_record;
         c.missed_tasks.enabled = self.tasks_enabled;
         c.missed_tasks.assign_to_contact_owner = self.tasks_owner;

@@ -87,6 +87,35 @@ impl Posted<'_> {
     }
 }
 
+/// The name a choice of the settings has in their TOML schema (the core's serde name, such as
+/// `contact_and_lead`): the value its option posts, so the form and a settings file agree.
+pub fn choice_name<T: serde::Serialize>(choice: T) -> String {
+    match serde_json::to_value(choice) {
+        Ok(serde_json::Value::String(name)) => name,
+        // The settings' choices are unit variants, which always serialize as their name; were
+        // one not to, no option would show as selected.
+        _ => String::new(),
+    }
+}
+
+/// Reads a posted choice by its TOML name into `target`; an unknown name is named in `errors`
+/// and the target keeps its value.
+pub fn read_choice<T: serde::de::DeserializeOwned>(
+    t: &Catalogue,
+    errors: &mut FieldErrors,
+    field: &str,
+    name: &str,
+    target: &mut T,
+) {
+    match serde_json::from_value(serde_json::Value::String(name.to_string())) {
+        Ok(choice) => *target = choice,
+        Err(_) => errors.add(
+            field,
+            t.fmt("settings.error.unknown-choice", &[("value", name)]),
+        ),
+    }
+}
+
 /// A CRM user id as a select posts it: empty means none; otherwise a positive integer (S5).
 pub fn user_id(t: &Catalogue, value: &str) -> Result<Option<CrmUserId>, String> {
     if value.is_empty() {
