@@ -297,8 +297,9 @@ fn missed_task(settings: &ValidSettings, a: &Assembly, user: CrmUserId) -> Task 
     }
 }
 
-/// `YYYY-MM-DD` of a day number since 1970-01-01 (Howard Hinnant's civil-from-days).
-fn civil_date(days: i64) -> String {
+/// `YYYY-MM-DD` of a day number since 1970-01-01 (Howard Hinnant's civil-from-days). Also the
+/// web UI's dates, so that one calendar serves both.
+pub fn civil_date(days: i64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

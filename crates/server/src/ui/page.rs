@@ -133,6 +133,20 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
     }
 }
 
+/// A Unix time in milliseconds as the pages show it, `YYYY-MM-DD HH:MM UTC`; with `seconds`,
+/// `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc_time(ms: i64, seconds: bool) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let date = callbridge_core::policy::civil_date(days);
+    let (hour, minute) = (rest / 3600, rest % 3600 / 60);
+    if seconds {
+        format!("{date} {hour:02}:{minute:02}:{:02} UTC", rest % 60)
+    } else {
+        format!("{date} {hour:02}:{minute:02} UTC")
+    }
+}
+
 /// Renders a page; a template failure is logged and answered 500 (never a half page).
 pub fn render(page: impl Template) -> Response {
     match page.render() {
@@ -241,4 +255,20 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_time;
+
+    #[test]
+    fn times_read_as_utc_calendar_dates() {
+        assert_eq!(utc_time(0, false), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_time(1_764_000_000_000, false), "2025-11-24 16:00 UTC");
+        assert_eq!(utc_time(951_782_400_000, false), "2000-02-29 00:00 UTC");
+        assert_eq!(utc_time(0, true), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(1_764_924_371_000, true), "2025-12-05 08:46:11 UTC");
+        assert_eq!(utc_time(951_782_400_000, true), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_time(4_102_444_799_999, true), "2099-12-31 23:59:59 UTC");
+    }
 }

@@ -1,9 +1,10 @@
 //! The Mango Office block: the API key and salt, the webhook URL, the connection test, and what
 //! was last received or refused.
 
-use super::{format_time, render_with, Notice};
+use super::{render_with, Notice};
 use crate::config::{validate_mango_salt, InvalidSalt, MANGO_SALT_MAX_CHARS, MANGO_SALT_MIN_CHARS};
 use crate::state::{mask, AppState, Tenant};
+use crate::ui::page::utc_time;
 use crate::ui::page::{no_tenant, Ctx};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -97,7 +98,7 @@ pub async fn view(state: &AppState, ctx: &Ctx, tenant: &Tenant) -> MangoView {
                 None => (r.reason.clone(), None),
             };
             RefusalView {
-                time: format_time(r.refused_at_ms),
+                time: utc_time(r.refused_at_ms, true),
                 reason: refusal_words(ctx, &code),
                 detail,
                 count: r.count_since_accepted.to_string(),
@@ -108,7 +109,7 @@ pub async fn view(state: &AppState, ctx: &Ctx, tenant: &Tenant) -> MangoView {
         salt_shown: mask(&tenant.row.mango_api_salt),
         webhook_url: format!("{base}/mango/{id}/"),
         last_received: received.map(|r| Received {
-            time: format_time(r.received_at_ms),
+            time: utc_time(r.received_at_ms, true),
             kind: kind_words(ctx, &r.path),
         }),
         refusal,

@@ -298,39 +298,10 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, S
     }
 }
 
-/// A Unix time in milliseconds as `YYYY-MM-DD HH:MM UTC`.
-pub fn utc_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use callbridge_core::settings::Employee;
-
-    #[test]
-    fn utc_time_reads_as_a_calendar_date() {
-        assert_eq!(utc_time(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc_time(1_764_000_000_000), "2025-11-24 16:00 UTC");
-        assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00 UTC");
-    }
 
     #[test]
     fn changes_name_each_key_and_employee() {

@@ -1,9 +1,9 @@
 //! The saved versions of a tenant's settings: who saved, when, what changed; one version as
 //! text; restoring one (saved as a new version, "restored version n", so nothing is lost).
 
-use super::form::utc_time;
 use super::{save, Head, Notice, SaveError};
 use crate::state::{AppState, Tenant};
+use crate::ui::page::utc_time;
 use crate::ui::page::{self, render, Ctx};
 use askama::Template;
 use axum::extract::{Path, State};
@@ -27,7 +27,7 @@ impl From<&SettingsVersion> for VersionLine {
     fn from(v: &SettingsVersion) -> Self {
         VersionLine {
             version: v.version,
-            when: utc_time(v.created_at_ms),
+            when: utc_time(v.created_at_ms, false),
             author: v.author.clone(),
             summary: v
                 .summary
