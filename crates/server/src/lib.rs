@@ -17,6 +17,7 @@ pub mod request_span;
 pub mod secret_key;
 pub mod state;
 pub mod tenant_id;
+pub mod tokens;
 pub mod ui;
 pub mod webhooks;
 pub mod worker;

@@ -14,12 +14,12 @@
 
 use crate::error::OAuthError;
 use crate::state::{now_ms, AppState};
+use crate::tokens::{cookie, digest, random_token};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use callbridge_amocrm::AuthConfig;
 use callbridge_store::OAuthState;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -30,30 +30,6 @@ pub const STATE_TTL_MS: i64 = 10 * 60 * 1000;
 const NONCE_COOKIE: &str = "callbridge_oauth_nonce";
 /// Where the cookie is sent back: the callback only.
 const CALLBACK_PATH: &str = "/amocrm/oauth/callback";
-
-/// 32 random bytes from the operating system, as hex.
-fn random_token() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)?;
-    Ok(hex::encode(bytes))
-}
-
-/// How a state or nonce is kept at rest.
-fn digest(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-/// The nonce cookie's value, if the request carries it.
-fn nonce_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == NONCE_COOKIE)
-        .map(|(_, value)| value.trim().to_string())
-}
 
 /// Where amoCRM asks for consent: the vendor's page for hosted accounts, else `{base_url}/oauth`
 /// (the sandbox, or a self-hosted stand-in).
@@ -183,8 +159,8 @@ pub async fn callback(
         .map_err(OAuthError::StoreUnavailable)?
         .ok_or(OAuthError::StateRefused)?;
     let mut from = StartedFrom::AdminApi;
-    if let Some(nonce) = nonce_cookie(&headers) {
-        let given = digest(&nonce);
+    if let Some(nonce) = cookie(&headers, NONCE_COOKIE) {
+        let given = digest(nonce);
         if !bool::from(given.as_bytes().ct_eq(pending.nonce_hash.as_bytes())) {
             return Err(OAuthError::StateRefused);
         }
@@ -262,27 +238,6 @@ async fn connect(state: &AppState, tenant_id: &str, code: &str) -> Result<(), OA
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn states_are_random_256_bit_and_kept_hashed() {
-        let a = random_token().unwrap();
-        let b = random_token().unwrap();
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, b);
-        assert_ne!(digest(&a), a);
-        assert_eq!(digest(&a), digest(&a));
-    }
-
-    #[test]
-    fn the_nonce_cookie_is_found_among_others() {
-        let mut headers = HeaderMap::new();
-        headers.append(
-            header::COOKIE,
-            "a=1; callbridge_oauth_nonce=abc ; b=2".parse().unwrap(),
-        );
-        assert_eq!(nonce_cookie(&headers).as_deref(), Some("abc"));
-        assert_eq!(nonce_cookie(&HeaderMap::new()), None);
-    }
 
     #[test]
     fn consent_page_per_host() {

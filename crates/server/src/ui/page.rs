@@ -2,8 +2,9 @@
 //! the tenants for the switcher, and the current tenant; plus the response helpers pages share.
 
 use super::i18n::{Catalogue, Lang};
-use super::session::{cookie, set_cookie, SignedIn};
+use super::session::{set_cookie, SignedIn};
 use crate::state::AppState;
+use crate::tokens::cookie;
 use askama::Template;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;

@@ -14,6 +14,7 @@ use super::i18n::Catalogue;
 use super::page::{render, Ctx};
 use super::password;
 use crate::state::{now_ms, AppState};
+use crate::tokens::{cookie, digest as token_hash};
 use askama::Template;
 use axum::body::{to_bytes, Body};
 use axum::extract::{Query, Request, State};
@@ -23,7 +24,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use callbridge_store::{SignInFailures, UiSession};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -47,26 +47,8 @@ pub struct SignedIn {
 }
 
 fn random_token() -> String {
-    let mut bytes = [0u8; 32];
     // The OS's generator failing is not something a request can recover from.
-    getrandom::fill(&mut bytes).expect("the operating system's random generator failed");
-    hex::encode(bytes)
-}
-
-fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// The value of cookie `name` in a request's headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+    crate::tokens::random_token().expect("the operating system's random generator failed")
 }
 
 /// A `Set-Cookie` value: path `/`, HttpOnly, SameSite=Lax, Secure when served over https.
@@ -413,16 +395,5 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(None), "/");
-    }
-
-    #[test]
-    fn cookies_are_read_by_exact_name() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; callbridge_session_x=2; callbridge_session=3"),
-        );
-        assert_eq!(cookie(&h, SESSION_COOKIE), Some("3"));
-        assert_eq!(cookie(&h, "b"), None);
     }
 }
