@@ -256,6 +256,8 @@ impl Harness {
             completed_by: "summary".into(),
             plan: json!({}),
             outbox,
+            first_event_id: None,
+            last_event_id: None,
         };
         self.store().save_plans(&[plan], now_ms()).await.unwrap();
     }
