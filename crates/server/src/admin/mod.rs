@@ -42,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         )
         .route("/entries", get(entries::list_entries))
         .route("/entries/{entry_id}", get(entries::get_entry))
+        .route("/entries/{entry_id}/events", get(entries::get_entry_events))
         .route("/tenants/{id}/cards/tokens", post(cards::mint_card_token))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token));
     Router::new()
