@@ -18,6 +18,8 @@ use std::sync::Arc;
 #[derive(Deserialize)]
 pub struct EntriesQuery {
     tenant: Option<String>,
+    /// The language of the reasons in words (`en`, `ru`); unset: the tenant's.
+    lang: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
     /// The client's number as a person types it (`8 (916) 123-45-67`), or a piece of it.
@@ -140,12 +142,16 @@ fn entry_json(e: &StoredEntry, why: &Explainer) -> serde_json::Value {
 }
 
 /// What words the tenant's entries are explained in.
-async fn explainer(state: &AppState, tenant: &str) -> Result<Explainer, AdminError> {
+async fn explainer(
+    state: &AppState,
+    tenant: &str,
+    lang: Option<&str>,
+) -> Result<Explainer, AdminError> {
     let loaded = state
         .tenant(tenant)
         .await
         .ok_or_else(|| AdminError::NoTenant(tenant.to_string()))?;
-    Ok(Explainer::new(state, loaded).await)
+    Ok(Explainer::new(state, loaded, lang).await)
 }
 
 /// The tenant a request is about: named, or the only one there is.
@@ -176,7 +182,7 @@ pub async fn list_entries(
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let offset = q.offset.unwrap_or(0).max(0);
     let page = state.store.journal(&tenant, &filter, limit, offset).await?;
-    let why = explainer(&state, &tenant).await?;
+    let why = explainer(&state, &tenant, q.lang.as_deref()).await?;
     Ok(Json(serde_json::json!({
         "tenant": tenant,
         "total": page.total,
@@ -194,7 +200,7 @@ pub async fn get_entry(
     let tenant = resolve_tenant(&state, q.tenant).await?;
     match state.store.entry(&tenant, &entry_id).await? {
         Some(e) => {
-            let why = explainer(&state, &tenant).await?;
+            let why = explainer(&state, &tenant, q.lang.as_deref()).await?;
             Ok(Json(entry_json(&e, &why)))
         }
         None => Err(AdminError::NoEntry(entry_id)),

@@ -1,10 +1,10 @@
 //! The reasons in words beside the rule ids of an entry as the API returns it: the same
 //! sentences the journal shows and the CRM note carries (`core::explain`), in the tenant's
-//! language, naming CRM users as the CRM names them when it can tell (the list the web UI reads
-//! at most once a minute), else by id.
+//! language (or the one `?lang=` asks for), naming CRM users as the CRM named them when the web
+//! UI last read its users (the API never asks the CRM itself), else by id.
 
 use crate::state::{AppState, Tenant};
-use crate::ui::settings::{crm_users, CrmUsers};
+use crate::ui::settings::crm_user_names;
 use callbridge_core::explain::{self, Lang, Names};
 use callbridge_core::plan::EntryPlan;
 use callbridge_core::settings::CrmUserId;
@@ -18,18 +18,20 @@ pub struct Explainer {
 }
 
 impl Explainer {
-    pub async fn new(state: &AppState, tenant: std::sync::Arc<Tenant>) -> Explainer {
-        let lang = match state.store.tenant_language(&tenant.row.id).await {
-            Ok(Some(code)) => Lang::from_code(&code),
-            _ => Lang::default(),
+    /// `lang`: the language asked for (`en`, `ru`); `None`: the tenant's.
+    pub async fn new(
+        state: &AppState,
+        tenant: std::sync::Arc<Tenant>,
+        lang: Option<&str>,
+    ) -> Explainer {
+        let lang = match lang {
+            Some(code) => Lang::from_code(code),
+            None => match state.store.tenant_language(&tenant.row.id).await {
+                Ok(Some(code)) => Lang::from_code(&code),
+                _ => Lang::default(),
+            },
         };
-        let users = match crm_users(state, &tenant).await {
-            CrmUsers::Loaded(users) => users
-                .into_iter()
-                .filter_map(|u| Some((CrmUserId::new(u.id).ok()?, u.name)))
-                .collect(),
-            _ => BTreeMap::new(),
-        };
+        let users = crm_user_names(state, &tenant, false).await;
         Explainer {
             tenant,
             lang,

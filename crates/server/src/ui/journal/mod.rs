@@ -16,8 +16,8 @@ pub use filter::JournalQuery;
 pub use view::{format_phone, local_time};
 
 use super::page::{self, render, Ctx};
-use super::settings::{crm_users, CrmUsers};
-use crate::state::{now_ms, AppState, Tenant};
+use super::settings::crm_user_names;
+use crate::state::{now_ms, AppState};
 use askama::Template;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -26,9 +26,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use callbridge_core::explain::{self, Lang as WordsLang, Names};
-use callbridge_core::settings::CrmUserId;
 use callbridge_mango::api::VpbxClient;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use view::{Conversation, NotWritten, Row};
 
@@ -51,18 +49,6 @@ pub fn routes() -> Router<Arc<AppState>> {
 /// The sentences' language for the page's language.
 fn words_lang(ctx: &Ctx) -> WordsLang {
     WordsLang::from_code(ctx.lang.code())
-}
-
-/// The CRM users' names, when the CRM can tell them (read at most once a minute, shared with
-/// the settings window); without them users are named by id.
-async fn user_names(state: &AppState, tenant: &Tenant) -> BTreeMap<CrmUserId, String> {
-    match crm_users(state, tenant).await {
-        CrmUsers::Loaded(users) => users
-            .into_iter()
-            .filter_map(|u| Some((CrmUserId::new(u.id).ok()?, u.name)))
-            .collect(),
-        _ => BTreeMap::new(),
-    }
 }
 
 #[derive(Template)]
@@ -118,7 +104,7 @@ async fn list(
         Ok(found) => found,
         Err(e) => return read_failed(ctx, &tenant_id, e),
     };
-    let users = user_names(&state, &tenant).await;
+    let users = crm_user_names(&state, &tenant, true).await;
     let names = Names::new(settings, words_lang(&ctx)).with_crm_users(&users);
     let rows = found
         .entries
@@ -234,7 +220,7 @@ async fn entry_page(
         .unwrap_or_default();
     let settings = tenant.settings.settings();
     let offset = settings.utc_offset_minutes;
-    let users = user_names(&state, &tenant).await;
+    let users = crm_user_names(&state, &tenant, true).await;
     let names = Names::new(settings, words_lang(&ctx)).with_crm_users(&users);
     let base_url = tenant.row.crm.get("base_url").and_then(|v| v.as_str());
     let deliveries: Vec<Delivery> = items

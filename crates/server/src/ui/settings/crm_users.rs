@@ -38,6 +38,9 @@ struct Entry {
     crm: String,
     read_at: Instant,
     users: CrmUsers,
+    /// The last list read successfully from this connection, kept through failed reads: what
+    /// names users where a stale name beats an id ([`known_crm_users`]).
+    last_loaded: Vec<User>,
 }
 
 /// Per tenant, the last list read. Each tenant has its own lock, so a slow CRM holds up only its
@@ -72,12 +75,30 @@ pub async fn crm_users(state: &AppState, tenant: &Tenant) -> CrmUsers {
         }
     }
     let users = read(state, tenant).await;
+    let last_loaded = match (&users, entry.take()) {
+        (CrmUsers::Loaded(list), _) => list.clone(),
+        (_, Some(old)) if old.crm == crm => old.last_loaded,
+        _ => Vec::new(),
+    };
     *entry = Some(Entry {
         crm,
         read_at: Instant::now(),
         users: users.clone(),
+        last_loaded,
     });
     users
+}
+
+/// The tenant's CRM users as last read, however long ago, without asking the CRM: for answers
+/// that must not spend the account's request budget or wait for it (the entries API). Empty
+/// when the list was never read for the tenant's current connection.
+pub async fn known_crm_users(state: &AppState, tenant: &Tenant) -> Vec<User> {
+    let slot = state.crm_users.slot(&tenant.row.id);
+    let entry = slot.lock().await;
+    match entry.as_ref() {
+        Some(e) if e.crm == tenant.row.crm.to_string() => e.last_loaded.clone(),
+        _ => Vec::new(),
+    }
 }
 
 async fn read(state: &AppState, tenant: &Tenant) -> CrmUsers {
@@ -103,4 +124,27 @@ async fn read(state: &AppState, tenant: &Tenant) -> CrmUsers {
         }
         Err(_) => CrmUsers::Failed(format!("no answer within {} s", READ_TIMEOUT.as_secs())),
     }
+}
+
+/// The CRM users' names by id, for the reasons in words. `ask_crm`: read the list first when it
+/// is not fresh (pages); otherwise only what was last read (the API). A failed read keeps the
+/// names last read.
+pub async fn crm_user_names(
+    state: &AppState,
+    tenant: &Tenant,
+    ask_crm: bool,
+) -> std::collections::BTreeMap<callbridge_core::settings::CrmUserId, String> {
+    if ask_crm {
+        crm_users(state, tenant).await;
+    }
+    known_crm_users(state, tenant)
+        .await
+        .into_iter()
+        .filter_map(|u| {
+            Some((
+                callbridge_core::settings::CrmUserId::new(u.id).ok()?,
+                u.name,
+            ))
+        })
+        .collect()
 }

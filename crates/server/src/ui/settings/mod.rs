@@ -15,7 +15,7 @@ mod preview;
 mod speech;
 mod versions;
 
-pub use crm_users::{crm_users, CrmUsers, CrmUsersCache};
+pub use crm_users::{crm_user_names, crm_users, CrmUsers, CrmUsersCache};
 pub use form::changes;
 pub use preview::DEFAULT_ENTRIES as PREVIEW_ENTRIES;
 

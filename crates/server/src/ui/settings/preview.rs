@@ -172,19 +172,7 @@ pub async fn view(
     tenant: &crate::state::Tenant,
     proposed: &ValidSettings,
 ) -> PreviewView {
-    let users: std::collections::BTreeMap<_, _> =
-        match super::crm_users::crm_users(state, tenant).await {
-            super::crm_users::CrmUsers::Loaded(users) => users
-                .into_iter()
-                .filter_map(|u| {
-                    Some((
-                        callbridge_core::settings::CrmUserId::new(u.id).ok()?,
-                        u.name,
-                    ))
-                })
-                .collect(),
-            _ => Default::default(),
-        };
+    let users = super::crm_users::crm_user_names(state, tenant, true).await;
     let saved = &tenant.settings;
     let before = Names::new(saved.settings(), lang).with_crm_users(&users);
     let after = Names::new(proposed.settings(), lang).with_crm_users(&users);
