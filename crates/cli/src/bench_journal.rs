@@ -8,11 +8,13 @@
 //! `--runs` times after one warm-up: the first page, a search by a whole number and by a piece
 //! of one, a combination of filters, and the delivery filters. Prints one JSON line.
 
+use crate::pipeline::Planned;
 use anyhow::{anyhow, ensure, Result};
 use callbridge_core::tracker::TrackerConfig;
 use callbridge_core::ValidSettings;
 use callbridge_store::{DeliveryFilter, JournalFilter, NewPlan, Store};
 use callbridge_traffic::{Config as TrafficConfig, Generator};
+use std::collections::HashMap;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -180,8 +182,75 @@ fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// Stores `n` planned entries of generated calls; returns what to search for, every outbox
-/// item's key, and how many entries were stored.
+/// Plans on their way into the store, and what the benchmark learns from them.
+#[derive(Default)]
+struct Filled {
+    /// Every outbox item's key.
+    items: Vec<String>,
+    phones: HashMap<String, usize>,
+    extensions: HashMap<String, usize>,
+    stored: usize,
+    newest_ms: i64,
+}
+
+impl Filled {
+    /// Stores `planned` (emptied) in one transaction, planned when the last of them ended.
+    async fn save(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        planned: &mut Vec<Planned>,
+    ) -> Result<()> {
+        let ended = planned.iter().map(|p| p.plan.ended_at).max().unwrap_or(0);
+        self.newest_ms = self.newest_ms.max(ended * 1000);
+        let mut batch = Vec::with_capacity(planned.len());
+        for p in planned.drain(..) {
+            batch.push(self.new_plan(tenant, p)?);
+        }
+        let saved = store.save_plans(&batch, self.newest_ms).await?;
+        self.stored += saved.into_iter().filter(|s| *s).count();
+        Ok(())
+    }
+
+    fn new_plan(&mut self, tenant: &str, planned: Planned) -> Result<NewPlan> {
+        let plan = planned.plan;
+        let outbox = callbridge_server::processor::outbox_items(tenant, &plan);
+        self.items.extend(outbox.iter().map(|i| i.item_key.clone()));
+        if let Some(phone) = &plan.client_phone {
+            *self.phones.entry(phone.clone()).or_default() += 1;
+        }
+        for ext in plan
+            .records
+            .iter()
+            .filter_map(|r| r.employee_extension.as_ref())
+        {
+            *self.extensions.entry(ext.clone()).or_default() += 1;
+        }
+        let mut value = serde_json::to_value(&plan)?;
+        value["completed_by"] = serde_json::to_value(planned.completed_by)?;
+        Ok(NewPlan {
+            tenant_id: tenant.to_string(),
+            entry_id: plan.entry_id.clone(),
+            completed_by: "summary".into(),
+            plan: value,
+            outbox,
+            first_event_id: None,
+            last_event_id: None,
+        })
+    }
+}
+
+/// The most frequent key (the smallest of equals).
+fn commonest(counts: HashMap<String, usize>) -> String {
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map(|(k, _)| k)
+        .unwrap_or_default()
+}
+
+/// Stores `n` planned entries of generated calls, `BATCH` a transaction; returns what to
+/// search for, every outbox item's key, and how many entries were stored.
 async fn fill(store: &Store, tenant: &str, n: usize) -> Result<(Probe, Vec<String>, usize)> {
     let generator = Generator::new(TrafficConfig {
         calls: n,
@@ -191,96 +260,25 @@ async fn fill(store: &Store, tenant: &str, n: usize) -> Result<(Probe, Vec<Strin
     let settings = ValidSettings::parse_toml(&generator.staff().settings_toml())
         .map_err(|e| anyhow!("{e}"))?;
     let mut pipeline = crate::pipeline::Pipeline::new(&settings, TrackerConfig::default());
-    let mut batch: Vec<NewPlan> = Vec::with_capacity(BATCH);
-    let mut items = Vec::new();
-    let mut phones: std::collections::HashMap<String, usize> = Default::default();
-    let mut extensions: std::collections::HashMap<String, usize> = Default::default();
-    let (mut stored, mut newest_ms) = (0, 0);
+    let mut filled = Filled::default();
     let mut planned = Vec::new();
     for event in generator {
         planned.extend(pipeline.push(event));
         if planned.len() >= BATCH {
-            let ended = planned.iter().map(|p| p.plan.ended_at).max().unwrap_or(0);
-            newest_ms = ended * 1000;
-            for p in planned.drain(..) {
-                batch.push(new_plan(
-                    tenant,
-                    p,
-                    &mut items,
-                    &mut phones,
-                    &mut extensions,
-                )?);
-            }
-            stored += save(store, &mut batch, newest_ms).await?;
+            filled.save(store, tenant, &mut planned).await?;
         }
     }
     planned.extend(pipeline.finish().0);
     if !planned.is_empty() {
-        newest_ms = planned.iter().map(|p| p.plan.ended_at).max().unwrap_or(0) * 1000;
-        for p in planned.drain(..) {
-            batch.push(new_plan(
-                tenant,
-                p,
-                &mut items,
-                &mut phones,
-                &mut extensions,
-            )?);
-        }
-        stored += save(store, &mut batch, newest_ms).await?;
+        filled.save(store, tenant, &mut planned).await?;
     }
-    let commonest = |counts: std::collections::HashMap<String, usize>| {
-        counts
-            .into_iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-            .map(|(k, _)| k)
-            .unwrap_or_default()
-    };
     let probe = Probe {
-        phone: commonest(phones),
-        extension: commonest(extensions),
-        newest_ms,
+        phone: commonest(filled.phones),
+        extension: commonest(filled.extensions),
+        newest_ms: filled.newest_ms,
     };
     ensure!(!probe.phone.is_empty(), "the generated calls had no client");
-    Ok((probe, items, stored))
-}
-
-fn new_plan(
-    tenant: &str,
-    planned: crate::pipeline::Planned,
-    items: &mut Vec<String>,
-    phones: &mut std::collections::HashMap<String, usize>,
-    extensions: &mut std::collections::HashMap<String, usize>,
-) -> Result<NewPlan> {
-    let plan = planned.plan;
-    let outbox = callbridge_server::processor::outbox_items(tenant, &plan);
-    items.extend(outbox.iter().map(|i| i.item_key.clone()));
-    if let Some(phone) = &plan.client_phone {
-        *phones.entry(phone.clone()).or_default() += 1;
-    }
-    for ext in plan
-        .records
-        .iter()
-        .filter_map(|r| r.employee_extension.as_ref())
-    {
-        *extensions.entry(ext.clone()).or_default() += 1;
-    }
-    let mut value = serde_json::to_value(&plan)?;
-    value["completed_by"] = serde_json::to_value(planned.completed_by)?;
-    Ok(NewPlan {
-        tenant_id: tenant.to_string(),
-        entry_id: plan.entry_id.clone(),
-        completed_by: "summary".into(),
-        plan: value,
-        outbox,
-        first_event_id: None,
-        last_event_id: None,
-    })
-}
-
-async fn save(store: &Store, batch: &mut Vec<NewPlan>, now_ms: i64) -> Result<usize> {
-    let saved = store.save_plans(batch, now_ms).await?;
-    batch.clear();
-    Ok(saved.into_iter().filter(|s| *s).count())
+    Ok((probe, filled.items, filled.stored))
 }
 
 /// Marks the items delivered but for the newest 1% (left pending) and one in 200 (parked).
