@@ -44,6 +44,23 @@ pub struct StoredEntry {
     pub last_event_id: Option<i64>,
 }
 
+impl StoredEntry {
+    /// The entry's delivery as a whole, from its items' states: `parked` when any is parked
+    /// (a person must act), else `pending` while any is not done, `delivered` when all are, and
+    /// `nothing_to_deliver` for a plan with no CRM work.
+    pub fn delivery_state(&self) -> &'static str {
+        if self.outbox.is_empty() {
+            "nothing_to_deliver"
+        } else if self.outbox.iter().any(|(_, s)| s == "parked") {
+            "parked"
+        } else if self.outbox.iter().any(|(_, s)| s != "done") {
+            "pending"
+        } else {
+            "delivered"
+        }
+    }
+}
+
 impl Store {
     /// Stores an entry's plan and its outbox items in one transaction. Returns false, writing
     /// nothing, when the entry was already planned (by this or another instance).

@@ -1,6 +1,7 @@
 //! `/api/v1/entries`: planned entries in the `simulate` shape with their delivery state,
 //! filtered as the call journal filters them; an entry's raw events as `simulate` reads them.
 
+use super::why::Explainer;
 use crate::error::AdminError;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -125,16 +126,26 @@ fn bad_instant(value: &str) -> String {
     format!("expected a date (YYYY-MM-DD, UTC) or Unix milliseconds, got {value:?}")
 }
 
-fn entry_json(e: &StoredEntry) -> serde_json::Value {
+/// An entry as the API returns it: its plan with the reasons in words beside the rule ids, its
+/// delivery state and items.
+fn entry_json(e: &StoredEntry, why: &Explainer) -> serde_json::Value {
     let mut v = e.plan.clone();
-    let pending = e.outbox.iter().filter(|(_, s)| s == "pending").count();
-    let parked = e.outbox.iter().filter(|(_, s)| s == "parked").count();
+    why.annotate(&mut v);
     v["delivery"] = serde_json::json!({
-        "state": if e.outbox.is_empty() { "nothing_to_deliver" } else if parked > 0 { "parked" } else if pending > 0 { "pending" } else { "delivered" },
+        "state": e.delivery_state(),
         "items": e.outbox.iter().map(|(k, s)| serde_json::json!({"key": k, "state": s})).collect::<Vec<_>>(),
     });
     v["planned_at_ms"] = e.planned_at_ms.into();
     v
+}
+
+/// What words the tenant's entries are explained in.
+async fn explainer(state: &AppState, tenant: &str) -> Result<Explainer, AdminError> {
+    let loaded = state
+        .tenant(tenant)
+        .await
+        .ok_or_else(|| AdminError::NoTenant(tenant.to_string()))?;
+    Ok(Explainer::new(state, loaded).await)
 }
 
 /// The tenant a request is about: named, or the only one there is.
@@ -165,13 +176,14 @@ pub async fn list_entries(
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let offset = q.offset.unwrap_or(0).max(0);
     let page = state.store.journal(&tenant, &filter, limit, offset).await?;
+    let why = explainer(&state, &tenant).await?;
     Ok(Json(serde_json::json!({
         "tenant": tenant,
         "total": page.total,
         "total_capped": page.total_capped,
         "limit": limit,
         "offset": offset,
-        "entries": page.entries.iter().map(entry_json).collect::<Vec<_>>(),
+        "entries": page.entries.iter().map(|e| entry_json(e, &why)).collect::<Vec<_>>(),
     })))
 }
 
@@ -182,7 +194,10 @@ pub async fn get_entry(
 ) -> Result<Json<serde_json::Value>, AdminError> {
     let tenant = resolve_tenant(&state, q.tenant).await?;
     match state.store.entry(&tenant, &entry_id).await? {
-        Some(e) => Ok(Json(entry_json(&e))),
+        Some(e) => {
+            let why = explainer(&state, &tenant).await?;
+            Ok(Json(entry_json(&e, &why)))
+        }
         None => Err(AdminError::NoEntry(entry_id)),
     }
 }
@@ -233,6 +248,12 @@ pub async fn get_entry_events(
         return Err(AdminError::NoEntry(entry_id));
     }
     let events = state.store.entry_events(&tenant, &entry_id).await?;
+    Ok(events_download(&entry_id, &events))
+}
+
+/// The events of an entry as a file to download (the API's and the journal's): JSON Lines
+/// named after the entry.
+pub fn events_download(entry_id: &str, events: &[StoredEvent]) -> Response {
     // Entry ids are Mango's (base64: `+`, `/`, `=`): a file name keeps the safe characters.
     let file: String = entry_id
         .chars()
@@ -244,7 +265,7 @@ pub async fn get_entry_events(
             }
         })
         .collect();
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
             (
@@ -252,9 +273,9 @@ pub async fn get_entry_events(
                 format!("attachment; filename=\"{file}.jsonl\""),
             ),
         ],
-        event_lines(&events),
+        event_lines(events),
     )
-        .into_response())
+        .into_response()
 }
 
 #[cfg(test)]

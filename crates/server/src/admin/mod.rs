@@ -9,6 +9,9 @@ mod directory;
 mod entries;
 mod outbox;
 mod tenants;
+mod why;
+
+pub use entries::events_download;
 
 use crate::error::AuthError;
 use crate::state::AppState;
