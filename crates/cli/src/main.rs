@@ -13,6 +13,8 @@ mod bench_delivery;
 #[cfg(feature = "sandboxes")]
 mod bench_ingest;
 #[cfg(feature = "sandboxes")]
+mod bench_journal;
+#[cfg(feature = "sandboxes")]
 mod crm_reader;
 #[cfg(feature = "sandboxes")]
 mod demo;
@@ -57,6 +59,10 @@ enum Command {
     /// rate limit; reports calls logged per second and CRM requests per call.
     #[cfg(feature = "sandboxes")]
     BenchDelivery(bench_delivery::Args),
+    /// Call journal benchmark: many generated entries stored, then the journal's first page,
+    /// number searches and filters timed.
+    #[cfg(feature = "sandboxes")]
+    BenchJournal(bench_journal::Args),
     /// See the whole product work on this machine: the service, an amoCRM sandbox and a Mango
     /// emulator playing realistic calls, then a report of what landed in the CRM and why.
     #[cfg(feature = "sandboxes")]
@@ -139,6 +145,8 @@ fn main() -> ExitCode {
         Command::BenchIngest(args) => bench_ingest::run(&args),
         #[cfg(feature = "sandboxes")]
         Command::BenchDelivery(args) => bench_delivery::run(&args),
+        #[cfg(feature = "sandboxes")]
+        Command::BenchJournal(args) => bench_journal::run(&args),
         #[cfg(feature = "sandboxes")]
         Command::Demo(args) => demo::run(&args),
         #[cfg(feature = "sandboxes")]

@@ -34,7 +34,7 @@ pub use data_dir::DataDirLock;
 pub use db::{redact, Db};
 pub use entries::{NewOutboxItem, NewPlan, StoredEntry};
 pub use events::{Appended, NewEvent, StoredEvent};
-pub use journal::{DeliveryFilter, EntryWithEvents, JournalFilter, JournalPage};
+pub use journal::{DeliveryFilter, EntryWithEvents, JournalFilter, JournalPage, JOURNAL_COUNT_CAP};
 pub use outbox::{AddedItem, CrmStatus, Lane, OAuthState, OutboxCounts, OutboxItem};
 pub use secrets::{KeyError, Keyring, SecretKey, Unlocked, CRM_SECRET_FIELDS};
 pub use settings_versions::SettingsVersion;

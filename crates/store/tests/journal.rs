@@ -526,3 +526,45 @@ async fn migration_10_fills_the_journal_columns_of_entries_planned_before_it() {
         assert_eq!(store.entry_outbox("t", "new").await.unwrap().len(), 1);
     }
 }
+
+#[tokio::test]
+async fn a_delivery_count_stops_at_the_cap_and_says_so() {
+    for store in stores("journal_cap").await {
+        let b = store.backend();
+        let n = callbridge_store::JOURNAL_COUNT_CAP as usize + 1;
+        let plans: Vec<NewPlan> = (0..n)
+            .map(|i| {
+                new_plan(
+                    "t",
+                    plan(&format!("e{i:05}"), "internal", "answered", None, &[], &[]),
+                    vec![],
+                )
+            })
+            .collect();
+        for chunk in plans.chunks(2500) {
+            store.save_plans(chunk, 1).await.unwrap();
+        }
+        let nothing = JournalFilter {
+            delivery: Some(DeliveryFilter::NothingToDeliver),
+            ..JournalFilter::default()
+        };
+        let page = store.journal("t", &nothing, 10, 0).await.unwrap();
+        assert_eq!(
+            (page.total, page.total_capped, page.entries.len()),
+            (callbridge_store::JOURNAL_COUNT_CAP, true, 10),
+            "{b}"
+        );
+        // Counts without a per-entry look at the outbox stay exact.
+        let all = store
+            .journal("t", &JournalFilter::default(), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!((all.total, all.total_capped), (n as i64, false), "{b}");
+        let internal = JournalFilter {
+            direction: Some("internal".into()),
+            ..JournalFilter::default()
+        };
+        let page = store.journal("t", &internal, 1, 0).await.unwrap();
+        assert_eq!((page.total, page.total_capped), (n as i64, false), "{b}");
+    }
+}

@@ -229,8 +229,17 @@ pub fn plans_by_entry(entries: &[Value]) -> Vec<(String, Value)> {
         .iter()
         .map(|e| {
             let mut e = e.clone();
-            for k in ["completed_by", "planned_at_ms", "delivery"] {
+            // The API's additions: `why` (reasons in words, beside each rule id list) is not
+            // part of `simulate`'s output.
+            for k in ["completed_by", "planned_at_ms", "delivery", "why"] {
                 e.as_object_mut().unwrap().remove(k);
+            }
+            for list in ["records", "ignored"] {
+                for item in e[list].as_array_mut().into_iter().flatten() {
+                    if let Some(item) = item.as_object_mut() {
+                        item.remove("why");
+                    }
+                }
             }
             (e["entry_id"].as_str().unwrap().to_string(), e)
         })

@@ -186,6 +186,7 @@ pub async fn list_entries(
     Ok(Json(serde_json::json!({
         "tenant": tenant,
         "total": page.total,
+        "total_capped": page.total_capped,
         "limit": limit,
         "offset": offset,
         "entries": page.entries.iter().map(|e| entry_json(e, &why)).collect::<Vec<_>>(),
