@@ -376,6 +376,7 @@ fn ctx_for(tenant: Option<&str>, lang: Lang) -> Ctx {
         path: "/".into(),
         section: "",
         file_banner: None,
+        banners: Vec::new(),
     }
 }
 

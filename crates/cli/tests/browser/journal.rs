@@ -204,7 +204,7 @@ fn a_transferred_call_is_found_explained_played_replayed_retried_and_previewed()
     product.post_events(&transferred_call(entry, t0));
     // Another client's call, which the search by number must leave out.
     product.post_call_of_unmapped_employee("journal-other-1", "79035550123");
-    let stored = wait_for_entry(&product, entry, "delivered");
+    wait_for_entry(&product, entry, "delivered");
     wait_for_entry(&product, "journal-other-1", "delivered");
 
     let browser = Browser::start("journal");

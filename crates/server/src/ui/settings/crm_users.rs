@@ -95,8 +95,9 @@ pub async fn crm_users(state: &AppState, tenant: &Tenant) -> CrmUsers {
 pub async fn known_crm_users(state: &AppState, tenant: &Tenant) -> Vec<User> {
     let slot = state.crm_users.slot(&tenant.row.id);
     let entry = slot.lock().await;
+    let crm = tenant.row.crm.to_string();
     match entry.as_ref() {
-        Some(e) if e.crm == tenant.row.crm.to_string() => e.last_loaded.clone(),
+        Some(e) if e.crm == crm => e.last_loaded.clone(),
         _ => Vec::new(),
     }
 }
