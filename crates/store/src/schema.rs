@@ -191,6 +191,22 @@ Migration {
         reason TEXT NOT NULL,
         count_since_accepted BIGINT NOT NULL)",
     ],
+},
+Migration {
+    version: 11,
+    name: "personal card links",
+    steps: &[
+        // Only the SHA-256 of a link's token is kept; its first characters tell links apart.
+        "CREATE TABLE IF NOT EXISTS card_links (
+        id {identity},
+        tenant_id TEXT NOT NULL,
+        crm_user_id BIGINT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        token_prefix TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        last_used_ms BIGINT)",
+        "CREATE INDEX IF NOT EXISTS card_links_by_tenant ON card_links (tenant_id)",
+    ],
 }];
 
 pub(crate) async fn migrate(db: &Db) -> Result<()> {
