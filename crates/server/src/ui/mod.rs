@@ -11,6 +11,7 @@
 //! sign-out, the guard), `page` (what every page is rendered with), `i18n`, `password`, `assets`.
 
 pub mod assets;
+pub mod card_page;
 pub mod connections;
 pub mod i18n;
 pub mod page;
@@ -36,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .merge(tenants::routes())
         .merge(connections::routes())
         .merge(settings::routes())
+        .merge(settings::card::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             session::require_session,
@@ -44,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .merge(pages)
         .route("/login", get(session::login_page).post(session::login))
         .route("/static/{file}", get(assets::serve))
+        .merge(card_page::routes())
         .layer(axum::middleware::from_fn_with_state(
             state,
             page::language_switch,
