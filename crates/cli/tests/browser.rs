@@ -13,6 +13,8 @@ mod chromedriver;
 mod flows;
 #[path = "browser/harness.rs"]
 mod harness;
+#[path = "browser/journal.rs"]
+mod journal;
 #[path = "browser/product.rs"]
 mod product;
 #[path = "browser/selftest.rs"]

@@ -11,6 +11,7 @@
 pub mod assembler;
 pub mod cards;
 pub mod event;
+pub mod explain;
 pub mod phone;
 pub mod plan;
 pub mod policy;

@@ -83,6 +83,53 @@ pub fn normalize(raw: &str) -> Option<String> {
     Some(digits)
 }
 
+/// Why what a person typed into a number search is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneSearchError {
+    #[error("{typed:?} has no digits")]
+    NoDigits { typed: String },
+    #[error("{typed:?}: {found:?} is not part of a phone number (digits, spaces, + ( ) - . only)")]
+    NotANumber { typed: String, found: char },
+}
+
+/// The digits to search the client numbers by, from what a person typed: `+7 (916) 123-45-67`,
+/// `8 916 123 45 67` and `9161234567` all give `9161234567` (ten or more digits: the last ten,
+/// which the CRM matches a client on). Fewer digits are a piece of a number to find anywhere
+/// in it (`1234`); a leading `+7`, or an `8` or `7` standing apart (`8 (916`, `7-916`), is the
+/// Russian country prefix and is dropped, while `8916` stays as typed (it may be a piece from
+/// the middle).
+pub fn search_digits(typed: &str) -> Result<String, PhoneSearchError> {
+    let text = typed.trim();
+    if let Some(found) = text
+        .chars()
+        .find(|c| !(c.is_ascii_digit() || c.is_whitespace() || "+()-.".contains(*c)))
+    {
+        return Err(PhoneSearchError::NotANumber {
+            typed: typed.to_string(),
+            found,
+        });
+    }
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    if digits.is_empty() {
+        return Err(PhoneSearchError::NoDigits {
+            typed: typed.to_string(),
+        });
+    }
+    if digits.len() >= 10 {
+        return Ok(digits[digits.len() - 10..].to_string());
+    }
+    let after_prefix = text.strip_prefix("+7").or_else(|| {
+        text.strip_prefix(['8', '7'])
+            .filter(|rest| rest.starts_with(|c: char| !c.is_ascii_digit()))
+    });
+    Ok(match after_prefix {
+        Some(rest) if rest.chars().any(|c| c.is_ascii_digit()) => {
+            rest.chars().filter(char::is_ascii_digit).collect()
+        }
+        _ => digits,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +186,48 @@ mod tests {
         assert_eq!(read, a);
         assert!(serde_json::from_value::<Phone>("101".into()).is_err());
         assert_eq!(Phone::parse("sip:101@pbx"), None);
+    }
+
+    #[test]
+    fn what_a_person_types_becomes_the_digits_to_search_by() {
+        for typed in [
+            "+7 (916) 123-45-67",
+            "8 (916) 123-45-67",
+            "8 916 123 45 67",
+            "79161234567",
+            "89161234567",
+            "9161234567",
+            " 916.123.45.67 ",
+        ] {
+            assert_eq!(search_digits(typed).as_deref(), Ok("9161234567"), "{typed}");
+        }
+        assert_eq!(search_digits("1234").as_deref(), Ok("1234"));
+        assert_eq!(search_digits("+7 916").as_deref(), Ok("916"));
+        assert_eq!(search_digits("8 (916) 12").as_deref(), Ok("91612"));
+        assert_eq!(search_digits("7-916").as_deref(), Ok("916"));
+        // Without a separator an 8 may be a piece from the middle of a number.
+        assert_eq!(search_digits("8916").as_deref(), Ok("8916"));
+        // A foreign number: its last ten digits, as the CRM matches it.
+        assert_eq!(
+            search_digits("+44 20 7946 0958").as_deref(),
+            Ok("2079460958")
+        );
+        // A prefix alone is still what was typed.
+        assert_eq!(search_digits("+7").as_deref(), Ok("7"));
+        assert_eq!(
+            search_digits(" - "),
+            Err(PhoneSearchError::NoDigits {
+                typed: " - ".into()
+            })
+        );
+        let err = search_digits("916 abc").unwrap_err();
+        assert_eq!(
+            err,
+            PhoneSearchError::NotANumber {
+                typed: "916 abc".into(),
+                found: 'a'
+            }
+        );
+        assert!(err.to_string().contains("\"916 abc\""), "{err}");
     }
 }

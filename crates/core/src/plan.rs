@@ -117,15 +117,16 @@ pub struct CallRecord {
 }
 
 /// A conversation (or a missed entry) deliberately not written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ignored {
     pub conversation: Option<usize>,
     pub employee_extension: Option<String>,
     pub reasons: Vec<Rule>,
 }
 
-/// The plan for one completed entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The plan for one completed entry. Read back from the store by the journal (hence
+/// `Deserialize`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryPlan {
     pub entry_id: String,
     pub direction: Direction,

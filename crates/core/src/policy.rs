@@ -312,6 +312,36 @@ pub fn civil_date(days: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The day number since 1970-01-01 of a `YYYY-MM-DD` date (an RFC 3339 full-date); `None` for
+/// anything else, such as `2025-02-30`. The inverse of [`civil_date`] (Hinnant's
+/// days-from-civil), checked by going back through it.
+pub fn parse_civil_date(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    let well_formed = bytes.len() == 10
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit());
+    if !well_formed {
+        return None;
+    }
+    let (y, m, d): (i64, i64, i64) = (
+        text[..4].parse().ok()?,
+        text[5..7].parse().ok()?,
+        text[8..].parse().ok()?,
+    );
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (civil_date(days) == text).then_some(days)
+}
+
 fn sorted(mut reasons: Vec<Rule>) -> Vec<Rule> {
     reasons.sort();
     reasons.dedup();
@@ -327,6 +357,19 @@ mod tests {
         assert_eq!(civil_date(0), "1970-01-01");
         assert_eq!(civil_date(20_416), "2025-11-24");
         assert_eq!(civil_date(-1), "1969-12-31");
+        for days in [-1, 0, 59, 20_416, 20_513, 30_000] {
+            assert_eq!(parse_civil_date(&civil_date(days)), Some(days));
+        }
+        for bad in [
+            "2025-02-30",
+            "2025-13-01",
+            "2025-1-01",
+            "20251124",
+            "2025-11-24T00:00",
+            "",
+        ] {
+            assert_eq!(parse_civil_date(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct Config {
     /// How long a recording link in a CRM call note plays, in days (1 to 3650).
     #[serde(default = "default_recording_link_days")]
     pub recording_link_days: u64,
+    /// How many of the newest calls the settings window's preview replays under the settings
+    /// being edited (rule S3), 1 to 5000.
+    #[serde(default = "default_preview_entries")]
+    pub preview_entries: i64,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
     /// Lets `amocrm.base_url` name any http(s) host, not only the https origin of an amoCRM or
@@ -186,6 +190,9 @@ fn default_directory_refresh() -> u64 {
 fn default_recording_link_days() -> u64 {
     crate::recordings::DEFAULT_LINK_DAYS
 }
+fn default_preview_entries() -> i64 {
+    crate::ui::settings::PREVIEW_ENTRIES
+}
 fn default_max_body() -> usize {
     64 * 1024
 }
@@ -251,6 +258,7 @@ impl Config {
             config.recording_link_days,
             1..=3650,
         )?;
+        within(&shown, "preview_entries", config.preview_entries, 1..=5000)?;
         if config.processing.abandon_after_hours < 1 {
             return Err(invalid(
                 &shown,

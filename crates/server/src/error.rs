@@ -107,6 +107,9 @@ pub enum AdminError {
     UnknownOutboxState(String),
     #[error("give either item_key or all_parked: true")]
     RetryTargetNotNamed,
+    /// A query parameter of the entries API that does not say what it must (its name first).
+    #[error("{name}: {problem}")]
+    InvalidFilter { name: &'static str, problem: String },
     #[error("no tenant {0:?}")]
     NoTenant(String),
     #[error("no planned entry {0:?}")]
@@ -155,7 +158,8 @@ impl Refusal for AdminError {
             | AdminError::TtlOutOfRange(_)
             | AdminError::CrmUserNotNamed
             | AdminError::UnknownOutboxState(_)
-            | AdminError::RetryTargetNotNamed => StatusCode::BAD_REQUEST,
+            | AdminError::RetryTargetNotNamed
+            | AdminError::InvalidFilter { .. } => StatusCode::BAD_REQUEST,
             AdminError::NoTenant(_) | AdminError::NoEntry(_) | AdminError::NoParkedItem { .. } => {
                 StatusCode::NOT_FOUND
             }

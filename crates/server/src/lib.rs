@@ -326,6 +326,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         directories: RwLock::new(Default::default()),
         mango_api_url: config.mango_api_url.clone(),
         recording_link_days: config.recording_link_days,
+        preview_entries: config.preview_entries,
         card_token_key: secret_key.derive(secret_key::CARD_TOKEN_KEY_LABEL),
         purged_tenants: Default::default(),
         tenants_changed: Notify::new(),

@@ -318,6 +318,17 @@ impl Processor {
         }
     }
 
+    /// The highest event id folded: the cursor, or above it an id already read while a lower
+    /// one is still awaited (PostgreSQL commits ids out of order).
+    fn read_through(&self) -> i64 {
+        self.cursor
+            .seen
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(self.cursor.through)
+    }
+
     /// An entry is planned (or dropped): recovery no longer needs its events.
     fn forget_first_id(&mut self, tenant_id: &str, entry_id: &str) {
         if let Some(entries) = self.first_ids.get_mut(tenant_id) {
@@ -467,11 +478,16 @@ impl Processor {
                 }
             }
         }
-        let new_entry = !self
+        let known_first = self
             .first_ids
             .get(tenant_id)
-            .is_some_and(|entries| entries.contains_key(event.entry_id()));
-        let entry_id = new_entry.then(|| event.entry_id().to_string());
+            .and_then(|entries| entries.get(event.entry_id()))
+            .copied();
+        // The smallest id, not the first folded: on PostgreSQL an event with a lower id can be
+        // read after a higher one, and the entry's id range must hold it.
+        let entry_id = known_first
+            .is_none_or(|first| id < first)
+            .then(|| event.entry_id().to_string());
         // A late event of an entry already released changes nothing and is never planned: it
         // must not hold the recovery mark back.
         if work.tracker.push_at(event, arrived) != Accepted::Late {
@@ -495,6 +511,15 @@ impl Processor {
             return Ok(None);
         };
         let plan = completed.plan(&tenant.settings);
+        // The entry's events in the log are ids from its first one to what has been read so
+        // far: the journal reads them back by that range ("download events", the settings
+        // preview).
+        let first_event_id = self
+            .first_ids
+            .get(tenant_id)
+            .and_then(|entries| entries.get(&plan.entry_id))
+            .copied();
+        let last_event_id = Some(self.read_through());
         let outbox = outbox_items(tenant_id, &plan);
         let unserialisable = |source| ProcessorError::Plan {
             entry_id: plan.entry_id.clone(),
@@ -515,6 +540,8 @@ impl Processor {
             completed_by: completed_by.to_string(),
             plan: value,
             outbox,
+            first_event_id,
+            last_event_id,
         }))
     }
 }

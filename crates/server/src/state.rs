@@ -44,6 +44,8 @@ pub struct AppState {
     pub mango_api_url: String,
     /// How long recording links in call notes play (`recording_link_days`).
     pub recording_link_days: u64,
+    /// How many of the newest calls the settings preview replays (`preview_entries`).
+    pub preview_entries: i64,
     /// Signs card-stream tokens; derived from the secret key, so every instance sharing the
     /// database accepts the others' tokens and a key rotation revokes them.
     pub card_token_key: [u8; 32],

@@ -86,16 +86,25 @@ pub(crate) fn prepare_data_dir(data_dir: &Path) -> Result<()> {
 /// The database file exists and is private (0600) before SQLite opens it: SQLite creates the
 /// `-wal` and `-shm` files with the database file's permissions. Files left by an older version
 /// are made private as well.
+///
+/// An existing database file is never opened here, only changed by path (chmod): closing any
+/// descriptor of the file drops every POSIX lock this process holds on it, SQLite's included.
+/// Without its shared lock a WAL connection looks absent to other processes, so the last
+/// connection of another process on the database (`callbridge admin set-password` beside a
+/// running `serve`) checkpointed and removed the WAL under the running service, whose reads then
+/// failed with "disk I/O error" (SQLITE_IOERR_SHORT_READ).
 pub(crate) fn prepare_database_files(db_path: &Path) -> Result<()> {
     let problem = |path: &Path, e: std::io::Error| StoreError::DataDir {
         path: path.display().to_string(),
         problem: e.to_string(),
     };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(db_path).map_err(|e| problem(db_path, e))?;
+    if !db_path.exists() {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(db_path).map_err(|e| problem(db_path, e))?;
+    }
     for suffix in ["", "-wal", "-shm"] {
         let mut name = db_path.as_os_str().to_owned();
         name.push(suffix);

@@ -1,6 +1,7 @@
 //! Planned entries: the plan and its outbox items stored in one transaction, the entry row being
 //! the exactly-once gate; and the entries read back for the admin API.
 
+use crate::journal::JournalColumns;
 use crate::{with_db, with_writer, Result, Store, StoreError};
 
 /// A completed entry's plan to store (see [`Store::save_plans`]).
@@ -11,6 +12,11 @@ pub struct NewPlan {
     pub completed_by: String,
     pub plan: serde_json::Value,
     pub outbox: Vec<NewOutboxItem>,
+    /// The event log id of the entry's first event, when the planner knows it.
+    pub first_event_id: Option<i64>,
+    /// The log position the planner had read through when it planned the entry: every event
+    /// the plan was made of has an id in `first_event_id..=last_event_id`.
+    pub last_event_id: Option<i64>,
 }
 
 /// One CRM work item of a plan.
@@ -32,6 +38,27 @@ pub struct StoredEntry {
     pub plan: serde_json::Value,
     /// Outbox items of the entry by state (`pending`, `done`, `parked`).
     pub outbox: Vec<(String, String)>,
+    /// The entry's event id range (see [`NewPlan`]); `None` for entries planned before it was
+    /// kept.
+    pub first_event_id: Option<i64>,
+    pub last_event_id: Option<i64>,
+}
+
+impl StoredEntry {
+    /// The entry's delivery as a whole, from its items' states: `parked` when any is parked
+    /// (a person must act), else `pending` while any is not done, `delivered` when all are, and
+    /// `nothing_to_deliver` for a plan with no CRM work.
+    pub fn delivery_state(&self) -> &'static str {
+        if self.outbox.is_empty() {
+            "nothing_to_deliver"
+        } else if self.outbox.iter().any(|(_, s)| s == "parked") {
+            "parked"
+        } else if self.outbox.iter().any(|(_, s)| s != "done") {
+            "pending"
+        } else {
+            "delivered"
+        }
+    }
 }
 
 impl Store {
@@ -52,6 +79,8 @@ impl Store {
             completed_by: completed_by.to_string(),
             plan: plan.clone(),
             outbox: outbox.to_vec(),
+            first_event_id: None,
+            last_event_id: None,
         };
         Ok(self.save_plans(std::slice::from_ref(&plan), now_ms).await?[0])
     }
@@ -76,8 +105,11 @@ impl Store {
             let mut tx = sqlx::Connection::begin(conn).await?;
             for &i in &order {
                 let p = &plans[i];
+                let journal = JournalColumns::of_plan(&p.plan);
                 let inserted = sqlx::query(
-                    "INSERT INTO entries (tenant_id, entry_id, completed_by, plan, planned_at_ms) VALUES ($1, $2, $3, $4, $5) \
+                    "INSERT INTO entries (tenant_id, entry_id, completed_by, plan, planned_at_ms, \
+                     client_phone10, direction, outcome, started_at, extensions, first_event_id, last_event_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                      ON CONFLICT (tenant_id, entry_id) DO NOTHING",
                 )
                 .bind(&p.tenant_id)
@@ -85,6 +117,13 @@ impl Store {
                 .bind(&p.completed_by)
                 .bind(p.plan.to_string())
                 .bind(now_ms)
+                .bind(journal.client_phone10)
+                .bind(journal.direction)
+                .bind(journal.outcome)
+                .bind(journal.started_at)
+                .bind(journal.extensions)
+                .bind(p.first_event_id)
+                .bind(p.last_event_id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -120,30 +159,18 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<StoredEntry>> {
-        let rows: Vec<EntryRow> = with_db!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT tenant_id, entry_id, completed_by, plan, planned_at_ms FROM entries WHERE tenant_id = $1 \
-                 ORDER BY planned_at_ms DESC, entry_id DESC LIMIT $2 OFFSET $3",
-            )
-            .bind(tenant_id)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(pool)
+        Ok(self
+            .journal(tenant_id, &crate::JournalFilter::default(), limit, offset)
             .await?
-        });
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let outbox = self.outbox_states(&row.tenant_id, &row.entry_id).await?;
-            out.push(row.into_entry(outbox)?);
-        }
-        Ok(out)
+            .entries)
     }
 
     pub async fn entry(&self, tenant_id: &str, entry_id: &str) -> Result<Option<StoredEntry>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.tenant_id = $1 AND e.entry_id = $2"
+        );
         let row: Option<EntryRow> = with_db!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT tenant_id, entry_id, completed_by, plan, planned_at_ms FROM entries WHERE tenant_id = $1 AND entry_id = $2",
-            )
+            sqlx::query_as(&sql)
             .bind(tenant_id)
             .bind(entry_id)
             .fetch_optional(pool)
@@ -151,10 +178,7 @@ impl Store {
         });
         match row {
             None => Ok(None),
-            Some(row) => {
-                let outbox = self.outbox_states(&row.tenant_id, &row.entry_id).await?;
-                Ok(Some(row.into_entry(outbox)?))
-            }
+            Some(row) => Ok(Some(self.with_outbox_states(row).await?)),
         }
     }
 
@@ -164,31 +188,46 @@ impl Store {
         }))
     }
 
-    async fn outbox_states(
-        &self,
-        tenant_id: &str,
-        entry_id: &str,
-    ) -> Result<Vec<(String, String)>> {
-        Ok(with_db!(&self.db, pool => {
+    /// A stored row with its outbox items' states read.
+    pub(crate) async fn with_outbox_states(&self, row: EntryRow) -> Result<StoredEntry> {
+        let (from, to) = entry_item_keys(&row.tenant_id, &row.entry_id);
+        let outbox: Vec<(String, String)> = with_db!(&self.db, pool => {
             sqlx::query_as(
-                "SELECT item_key, state FROM outbox WHERE tenant_id = $1 AND entry_id = $2 ORDER BY item_key",
+                "SELECT item_key, state FROM outbox WHERE item_key >= $1 AND item_key < $2 AND entry_id = $3 ORDER BY item_key",
             )
-            .bind(tenant_id)
-            .bind(entry_id)
+            .bind(&from)
+            .bind(&to)
+            .bind(&row.entry_id)
             .fetch_all(pool)
             .await?
-        }))
+        });
+        row.into_entry(outbox)
     }
 }
 
+/// The outbox keys of one entry's items, as a primary-key range `[from, to)`: every key is
+/// `tenant/entry/...`, and `0` is the byte after `/`. (An entry id holding a `/` could share a
+/// prefix with another's: callers also compare `entry_id`.)
+pub(crate) fn entry_item_keys(tenant_id: &str, entry_id: &str) -> (String, String) {
+    (
+        format!("{tenant_id}/{entry_id}/"),
+        format!("{tenant_id}/{entry_id}0"),
+    )
+}
+
+/// The columns of `entries e` an [`EntryRow`] reads.
+pub(crate) const ENTRY_COLUMNS: &str = "e.tenant_id, e.entry_id, e.completed_by, e.plan, e.planned_at_ms, e.first_event_id, e.last_event_id";
+
 /// A row of `entries`, its plan still JSON text.
 #[derive(sqlx::FromRow)]
-struct EntryRow {
-    tenant_id: String,
-    entry_id: String,
+pub(crate) struct EntryRow {
+    pub(crate) tenant_id: String,
+    pub(crate) entry_id: String,
     completed_by: String,
     plan: String,
     planned_at_ms: i64,
+    pub(crate) first_event_id: Option<i64>,
+    pub(crate) last_event_id: Option<i64>,
 }
 
 impl EntryRow {
@@ -202,6 +241,8 @@ impl EntryRow {
             planned_at_ms: self.planned_at_ms,
             plan,
             outbox,
+            first_event_id: self.first_event_id,
+            last_event_id: self.last_event_id,
         })
     }
 }

@@ -81,7 +81,7 @@ pub struct CrmStatus {
     pub updated_at_ms: i64,
 }
 
-type ItemRow = (
+pub(crate) type ItemRow = (
     String,
     String,
     String,
@@ -98,9 +98,9 @@ type ItemRow = (
 );
 
 // `attempts` is an INTEGER column: widened so both engines decode it as i64.
-const ITEM_COLUMNS: &str = "item_key, tenant_id, entry_id, kind, payload, state, CAST(attempts AS BIGINT), next_attempt_at_ms, last_error, crm_response, sent_at_ms, created_at_ms, done_at_ms";
+pub(crate) const ITEM_COLUMNS: &str = "item_key, tenant_id, entry_id, kind, payload, state, CAST(attempts AS BIGINT), next_attempt_at_ms, last_error, crm_response, sent_at_ms, created_at_ms, done_at_ms";
 
-fn item(r: ItemRow) -> Result<OutboxItem> {
+pub(crate) fn item(r: ItemRow) -> Result<OutboxItem> {
     let payload = serde_json::from_str(&r.4)
         .map_err(|e| StoreError::Corrupt(format!("payload of outbox item {}: {e}", r.0)))?;
     let crm_response =

@@ -258,6 +258,43 @@ async fn the_data_folder_and_database_files_are_private() {
     }
 }
 
+/// SQLite in WAL mode keeps a shared POSIX lock on the database file while a connection is open;
+/// another process's last connection takes the exclusive lock to learn that it is the last one,
+/// then checkpoints and deletes the WAL. POSIX locks belong to the process and all of them on a
+/// file go when any descriptor of that file is closed, so opening the store must not open and
+/// close the database file behind SQLite's back: once it did (making the files private), and
+/// `callbridge admin set-password` beside a running `serve` deleted the WAL under it (its reads
+/// then failed with "disk I/O error").
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn an_open_store_keeps_sqlites_lock_on_the_database_file() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = temp_dir("posix-lock");
+    // Twice: creating the database, and opening the one that exists (the second process's case).
+    for round in ["new", "existing"] {
+        let store = Store::open_sqlite(&dir).await.unwrap();
+        store.append_events(&[event(1, 10)]).await.unwrap();
+        assert_eq!(store.events_after(0, 10).await.unwrap().len(), 1, "{round}");
+        let inode = std::fs::metadata(dir.join("callbridge.db")).unwrap().ino();
+        let pid = std::process::id().to_string();
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        let held = locks.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&"POSIX")
+                && fields.get(4) == Some(&pid.as_str())
+                && fields
+                    .get(5)
+                    .and_then(|f| f.rsplit(':').next())
+                    .is_some_and(|i| i == inode.to_string())
+        });
+        assert!(
+            held,
+            "{round}: no POSIX lock of this process on the database file:\n{locks}"
+        );
+        drop(store);
+    }
+}
+
 /// PostgreSQL: a failed append reaches the caller as an error (the webhook answers 503), makes
 /// the store unhealthy with the reason, and a probe write turns it healthy again. Needs
 /// `CALLBRIDGE_TEST_POSTGRES_URL`, as the other PostgreSQL store tests.

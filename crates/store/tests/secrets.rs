@@ -2,46 +2,13 @@
 //! PostgreSQL named by `CALLBRIDGE_TEST_POSTGRES_URL` (a fresh database per test).
 
 use callbridge_store::{Db, Keyring, NewEvent, NewOutboxItem, SecretKey, Store, TenantRow};
-use callbridge_test_support::fresh_postgres_database;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use support::{places, Place};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
+mod support;
 
 const SALT: &str = "salt-Q7w9Zk2mXv4Lp8Rt";
 const LONG_LIVED: &str = "longlived-Hx3Nc8Pq1Wz6Ty0";
 const ACCESS: &str = "access-Bv5Kd2Js9Fm4Ga7";
-
-/// Where a test's database lives, so it can be opened again.
-#[derive(Clone)]
-enum Place {
-    Sqlite(PathBuf),
-    Postgres(String),
-}
-
-impl Place {
-    async fn open(&self) -> Store {
-        match self {
-            Place::Sqlite(dir) => Store::open(None, dir).await.expect("sqlite store"),
-            Place::Postgres(url) => Store::open(Some(url), std::path::Path::new("."))
-                .await
-                .expect("postgres store"),
-        }
-    }
-}
-
-async fn places(test: &str) -> Vec<Place> {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "callbridge-secrets-{}-{test}-{n}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    vec![
-        Place::Sqlite(dir),
-        Place::Postgres(fresh_postgres_database(&format!("secrets_{test}"))),
-    ]
-}
 
 fn key(b: u8) -> SecretKey {
     SecretKey::from_bytes([b; 32])
@@ -100,7 +67,7 @@ fn assert_no_secret(text: &str, context: &str) {
 
 #[tokio::test]
 async fn secrets_are_stored_encrypted_and_read_back_in_clear() {
-    for place in places("clear").await {
+    for place in places("clear") {
         let store = place.open().await;
         store.unlock_secrets(ring(1, &[])).await.unwrap();
         store.upsert_tenant(&tenant("acme", "k1")).await.unwrap();
@@ -126,7 +93,7 @@ async fn secrets_are_stored_encrypted_and_read_back_in_clear() {
 
 #[tokio::test]
 async fn a_store_without_its_key_neither_reads_nor_writes_secrets() {
-    for place in places("locked").await {
+    for place in places("locked") {
         let store = place.open().await;
         let err = store
             .upsert_tenant(&tenant("acme", "k1"))
@@ -138,7 +105,7 @@ async fn a_store_without_its_key_neither_reads_nor_writes_secrets() {
 
 #[tokio::test]
 async fn a_wrong_key_is_refused_naming_both_key_ids() {
-    for place in places("wrong").await {
+    for place in places("wrong") {
         let store = place.open().await;
         store.unlock_secrets(ring(1, &[])).await.unwrap();
         store.upsert_tenant(&tenant("acme", "k1")).await.unwrap();
@@ -171,7 +138,7 @@ async fn a_wrong_key_is_refused_naming_both_key_ids() {
 
 #[tokio::test]
 async fn rotation_reseals_every_secret_under_the_new_key() {
-    for place in places("rotate").await {
+    for place in places("rotate") {
         let store = place.open().await;
         store.unlock_secrets(ring(1, &[])).await.unwrap();
         store.upsert_tenant(&tenant("acme", "k1")).await.unwrap();
@@ -207,7 +174,7 @@ async fn rotation_reseals_every_secret_under_the_new_key() {
 
 #[tokio::test]
 async fn a_database_from_before_encryption_is_upgraded_in_place() {
-    for place in places("upgrade").await {
+    for place in places("upgrade") {
         let store = place.open().await;
         // Rows as the service wrote them before secrets were encrypted.
         let crm =
@@ -243,7 +210,7 @@ async fn a_database_from_before_encryption_is_upgraded_in_place() {
 
 #[tokio::test]
 async fn a_sealed_value_moved_to_another_tenant_does_not_open() {
-    for place in places("moved").await {
+    for place in places("moved") {
         let store = place.open().await;
         store.unlock_secrets(ring(1, &[])).await.unwrap();
         store.upsert_tenant(&tenant("acme", "k1")).await.unwrap();
@@ -260,7 +227,7 @@ async fn a_sealed_value_moved_to_another_tenant_does_not_open() {
 
 #[tokio::test]
 async fn deleting_a_tenant_removes_everything_kept_for_it() {
-    for place in places("delete").await {
+    for place in places("delete") {
         let store = place.open().await;
         store.unlock_secrets(ring(1, &[])).await.unwrap();
         for (id, k) in [("acme", "k1"), ("other", "k2")] {

@@ -4,35 +4,11 @@
 use callbridge_store::{
     AddedItem, Appended, Appender, Lane, NewEvent, NewOutboxItem, Store, TenantRow,
 };
-use callbridge_test_support::{fresh_postgres_database, wait_until_async};
-use std::sync::atomic::{AtomicU64, Ordering};
+use callbridge_test_support::wait_until_async;
+use std::sync::atomic::Ordering;
+use support::stores;
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Fresh stores for one test: SQLite in a temporary folder, and PostgreSQL when configured.
-async fn stores(test: &str) -> Vec<Store> {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "callbridge-store-{}-{test}-{n}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut out = vec![Store::open(None, &dir).await.expect("sqlite store")];
-    let url = fresh_postgres_database(&format!("store_{test}"));
-    out.push(
-        Store::open(Some(&url), std::path::Path::new("."))
-            .await
-            .expect("postgres store"),
-    );
-    for store in &out {
-        let key = callbridge_store::SecretKey::from_bytes([7; 32]);
-        store
-            .unlock_secrets(callbridge_store::Keyring::new(key, vec![]))
-            .await
-            .expect("unlock secrets");
-    }
-    out
-}
+mod support;
 
 fn event(tenant: &str, entry: &str, key: &str) -> NewEvent {
     NewEvent {
@@ -185,6 +161,8 @@ async fn plans_saved_together_each_once() {
                 kind: "call".into(),
                 payload: serde_json::json!({}),
             }],
+            first_event_id: None,
+            last_event_id: None,
         };
         assert_eq!(
             store.save_plans(&[plan("a"), plan("b")], 1).await.unwrap(),
@@ -521,12 +499,7 @@ async fn lanes_split_calls_from_follow_ups_and_a_finished_call_adds_its_follow_u
 /// the writer connection gave) is several times larger by then, a reused one about the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_steady_appends_the_wal_starts_over_instead_of_growing() {
-    let dir = std::env::temp_dir().join(format!(
-        "callbridge-store-{}-wal-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = support::sqlite_dir("wal");
     let store = Store::open(None, &dir).await.unwrap();
     let appender = Appender::spawn(store.clone(), 64);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

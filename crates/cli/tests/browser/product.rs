@@ -71,6 +71,8 @@ pub struct Product {
     pub mango: VpbxApi,
     plan: Plan,
     crm_auth: Crm,
+    /// Settings after the `plan` line of the tenant's settings file (mapping, switches).
+    settings: String,
     /// The admin's password: [`PASSWORD`], or the one the server made on its first start.
     pub password: String,
     server: Option<Child>,
@@ -83,6 +85,11 @@ pub struct Product {
 impl Product {
     /// Everything fresh: sandboxes, a data folder, the admin password set, the server started.
     pub fn start(name: &str, plan: Plan, crm_auth: Crm) -> Product {
+        Product::start_with_settings(name, plan, crm_auth, "")
+    }
+
+    /// [`Product::start`] with the tenant's settings file holding `settings` after its `plan`.
+    pub fn start_with_settings(name: &str, plan: Plan, crm_auth: Crm, settings: &str) -> Product {
         let dir =
             std::env::temp_dir().join(format!("callbridge-browser-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -116,6 +123,7 @@ impl Product {
             mango,
             plan,
             crm_auth,
+            settings: settings.to_string(),
             password: String::new(),
             server: None,
             printed_password: None,
@@ -151,7 +159,8 @@ impl Product {
             Plan::Extended => "extended",
         };
         let settings = self.dir.join("settings.toml");
-        std::fs::write(&settings, format!("plan = \"{plan}\"\n")).expect("write settings");
+        std::fs::write(&settings, format!("plan = \"{plan}\"\n{}", self.settings))
+            .expect("write settings");
         let config = format!(
             "listen = \"127.0.0.1:{port}\"\n\
              public_url = \"{base}\"\n\
@@ -266,10 +275,6 @@ impl Product {
     /// Posts a whole signed inbound call answered by the unmapped employee 105 (the events and
     /// summary Mango sends), from `client_phone`; every webhook must be accepted.
     pub fn post_call_of_unmapped_employee(&self, entry: &str, client_phone: &str) {
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -308,11 +313,27 @@ impl Product {
                 json!({"entry_id": entry, "call_direction": 1, "from": from, "to": to_105, "create_time": now, "forward_time": now + 3, "talk_time": now + 7, "end_time": now + 37, "entry_result": 1, "disconnect_reason": 1110, "line_number": line}),
             ),
         ];
+        self.post_events(&events);
+    }
+
+    /// Posts signed webhooks as Mango does, each of which must be accepted, and tells the Mango
+    /// emulator they happened (so its API knows the calls' recordings, as the real PBX would).
+    pub fn post_events(&self, events: &[(&str, Value)]) {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
         for (path, body) in events {
+            let text = body.to_string();
+            if let Ok(callbridge_mango::webhook::Webhook::Event(event)) =
+                callbridge_mango::webhook::parse_event(path, &text)
+            {
+                self.mango.vpbx().observe(&event);
+            }
             let status = http
                 .post(format!("{}/{path}", self.webhook_base()))
                 .header("content-type", "application/x-www-form-urlencoded")
-                .body(signed_form(MANGO_KEY, MANGO_SALT, &body.to_string()))
+                .body(signed_form(MANGO_KEY, MANGO_SALT, &text))
                 .send()
                 .expect("post a webhook")
                 .status();

@@ -111,11 +111,13 @@ pub fn submit(browser: &Browser, control: &Control<'_>) {
     });
 }
 
-/// The messages the page shows for the person to read: alerts, status lines, inline errors.
+/// The messages the page shows for the person to read: alerts, status lines, inline errors. The
+/// banners every page of a tenant carries (the config file, warnings) are not an answer to a
+/// form and are left out.
 pub fn messages(browser: &Browser) -> Vec<String> {
     let answer = browser.eval(
         "return [...document.querySelectorAll('[role=alert], [role=status], [aria-live], .field-error, .notice, .flash')]
-           .filter((e) => e.checkVisibility())
+           .filter((e) => e.checkVisibility() && !e.closest('.file-banner, .banner'))
            .map((e) => e.innerText.replace(/\\s+/g, ' ').trim())
            .filter((t) => t)",
         vec![],

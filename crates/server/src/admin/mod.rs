@@ -9,6 +9,9 @@ mod directory;
 mod entries;
 mod outbox;
 mod tenants;
+mod why;
+
+pub use entries::events_download;
 
 use crate::error::AuthError;
 use crate::state::AppState;
@@ -42,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         )
         .route("/entries", get(entries::list_entries))
         .route("/entries/{entry_id}", get(entries::get_entry))
+        .route("/entries/{entry_id}/events", get(entries::get_entry_events))
         .route("/tenants/{id}/cards/tokens", post(cards::mint_card_token))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token));
     Router::new()

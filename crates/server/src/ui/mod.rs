@@ -7,13 +7,16 @@
 //! [`session::require_session`], which also checks every posted form's CSRF token.
 //!
 //! One file per page: `tenants` (list, add, switch), `connections` (Mango and amoCRM),
-//! `settings` (the window "Basic integration settings" and its tabs); `session` (sign-in,
+//! `settings` (the window "Basic integration settings" and its tabs), `journal` (the calls,
+//! where each landed and why); `session` (sign-in,
 //! sign-out, the guard), `page` (what every page is rendered with), `i18n`, `password`, `assets`.
 
 pub mod assets;
+pub mod banners;
 pub mod card_page;
 pub mod connections;
 pub mod i18n;
+pub mod journal;
 pub mod page;
 pub mod password;
 pub mod session;
@@ -36,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tenants/switch", get(switch_tenant))
         .merge(tenants::routes())
         .merge(connections::routes())
+        .merge(journal::routes())
         .merge(settings::routes())
         .merge(settings::card::routes())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -82,6 +86,7 @@ async fn switch_tenant(
     }
     let page = match q.section.as_str() {
         "connections" => "connections",
+        "journal" => "journal",
         _ => "settings/employees",
     };
     Redirect::to(&format!("/t/{}/{page}", q.tenant)).into_response()

@@ -58,10 +58,13 @@ pub struct Ctx {
     pub tenant: Option<String>,
     /// The request's path, for the language switch's links and the switcher's target.
     pub path: String,
-    /// Which section of the header is current: "settings", "connections", "tenants" or "".
+    /// Which section of the header is current: "journal", "settings", "connections", "tenants"
+    /// or "".
     pub section: &'static str,
     /// Shown above a tenant's pages when the configuration file defines the tenant.
     pub file_banner: Option<String>,
+    /// What stops the tenant's calls reaching the CRM, each with the page that fixes it.
+    pub banners: Vec<super::banners::Banner>,
 }
 
 impl Ctx {
@@ -101,6 +104,7 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
         let section = match segments.next() {
             Some("settings") => "settings",
             Some("connections") => "connections",
+            Some("journal") => "journal",
             _ if path.starts_with("/tenants") => "tenants",
             _ => "",
         };
@@ -128,8 +132,14 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
             path,
             section,
             file_banner: None,
+            banners: Vec::new(),
         };
         ctx.file_banner = super::tenants::file_banner(state, &ctx);
+        if let Some(tenant) = ctx.tenant.as_deref() {
+            if let Some(tenant) = state.tenant(tenant).await {
+                ctx.banners = super::banners::for_tenant(state, ctx.t, &tenant).await;
+            }
+        }
         Ok(ctx)
     }
 }

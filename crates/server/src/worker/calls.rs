@@ -9,6 +9,7 @@ use super::{BATCHES_IN_FLIGHT, CLOCK_MARGIN_S, SOURCE};
 use crate::state::now_ms;
 use callbridge_amocrm::{CallDirection, EntityType, Error as CrmError, NewCall, NotesFilter};
 use callbridge_core::assembler::Direction;
+use callbridge_core::explain::{self, Names};
 use callbridge_core::phone::Phone;
 use callbridge_core::plan::{CallRecord, Rule};
 use callbridge_core::settings::{CrmUserId, RepeatClientAction};
@@ -458,8 +459,16 @@ impl TenantDelivery {
             phone: record.client_phone.clone().unwrap_or_default(),
             link: self.recording_link(record),
             call_status: Some(record.call_status),
-            // C5: the rule ids that decided the record travel with it.
-            call_result: Some(format!("callbridge: {}", rule_list(&record.reasons))),
+            // C5: the rule ids that decided the record travel with it, and the same reasons in
+            // words as the journal and the entries API give them (one source: core::explain).
+            call_result: Some(format!(
+                "callbridge: {}. {}",
+                rule_list(&record.reasons),
+                explain::record_why(
+                    record,
+                    &Names::new(self.tenant.settings.settings(), self.lang)
+                )
+            )),
             call_responsible: Some(record.crm_user_id.get()),
             responsible_user_id: Some(record.crm_user_id.get()),
             created_by: Some(record.crm_user_id.get()),

@@ -44,6 +44,7 @@ mod tests;
 pub mod work;
 
 use crate::state::{now_ms, AppState, Tenant};
+use callbridge_core::explain::Lang;
 use callbridge_mango::api::{ApiError, VpbxClient};
 use callbridge_store::Lane;
 use crm_port::CrmPort;
@@ -143,9 +144,16 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                 }
             };
             let (stop, stop_rx) = watch::channel(false);
+            // The language of the words written to the CRM; a change takes effect when the
+            // tenant's delivery restarts (any change of the tenant restarts it).
+            let lang = match state.store.tenant_language(&tenant.row.id).await {
+                Ok(Some(code)) => Lang::from_code(&code),
+                _ => Lang::default(),
+            };
             let delivery = TenantDelivery {
                 state: state.clone(),
                 tenant: tenant.clone(),
+                lang,
                 background: Arc::new(client.background(FOLLOWUP_RESERVE)),
                 client: Arc::new(client),
                 vpbx: VpbxClient::with_base_url(
@@ -196,6 +204,8 @@ enum Stop {
 struct TenantDelivery {
     state: Arc<AppState>,
     tenant: Arc<Tenant>,
+    /// The tenant's language, for the reasons in words on each call (`core::explain`).
+    lang: Lang,
     client: Arc<dyn CrmPort>,
     /// The same account for follow-ups: leaves [`FOLLOWUP_RESERVE`] places of the window to calls.
     background: Arc<dyn CrmPort>,

@@ -202,6 +202,7 @@ impl Harness {
             directories: RwLock::new(Default::default()),
             mango_api_url: "http://mango.test".into(),
             recording_link_days: 7,
+            preview_entries: 200,
             card_token_key: [0; 32],
             purged_tenants: Default::default(),
             tenants_changed: Notify::new(),
@@ -226,6 +227,7 @@ impl Harness {
         });
         let crm = Arc::new(FakeCrm::default());
         let delivery = Arc::new(TenantDelivery {
+            lang: callbridge_core::explain::Lang::En,
             state,
             tenant,
             client: crm.clone(),
@@ -258,6 +260,8 @@ impl Harness {
             completed_by: "summary".into(),
             plan: json!({}),
             outbox,
+            first_event_id: None,
+            last_event_id: None,
         };
         self.store().save_plans(&[plan], now_ms()).await.unwrap();
     }

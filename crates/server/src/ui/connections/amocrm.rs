@@ -4,6 +4,7 @@
 use super::{render_with, Notice};
 use crate::oauth::{start_consent, StartedFrom};
 use crate::state::{mask, now_ms, AppState, Tenant};
+use crate::ui::i18n::Catalogue;
 use crate::ui::page::{no_tenant, Ctx};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -111,6 +112,58 @@ impl CrmForm {
 pub async fn view(state: &AppState, ctx: &Ctx, tenant: &Tenant) -> CrmView {
     let t = ctx.t;
     let id = &tenant.row.id;
+    let (mut view, connected) = state_view(state, t, tenant).await;
+    if let Some(Connected {
+        origin,
+        may_read_account,
+    }) = connected
+    {
+        let now = now_ms();
+        let seen = match state.connections.account(id, &origin, now) {
+            Some(seen) => Some(seen),
+            None if !may_read_account => None,
+            None => {
+                match crate::crm::client(&state.store, &tenant.row, state.allow_insecure_crm_hosts)
+                {
+                    Ok(Some(client)) => {
+                        Some(state.connections.read_account(id, &client, now).await)
+                    }
+                    _ => None,
+                }
+            }
+        };
+        if let Some(seen) = seen {
+            view.account_name = seen.name;
+            view.account_error = seen.error;
+        }
+    }
+    if !view.long_lived && view.state != "none" && view.state != "invalid" {
+        view.connect_label = Some(
+            match view.state {
+                "not-connected" => t.get("connections.crm.connect"),
+                _ => t.get("connections.crm.reconnect"),
+            }
+            .to_string(),
+        );
+    }
+    view
+}
+
+/// A working connection: where its account is, and whether its name may be read now.
+pub struct Connected {
+    origin: String,
+    may_read_account: bool,
+}
+
+/// The connection's state from what the service knows (the settings, the stored tokens, the
+/// worker's last status), without asking the CRM anything: cheap enough for every page's
+/// warnings (`ui::banners`).
+pub async fn state_view(
+    state: &AppState,
+    t: &Catalogue,
+    tenant: &Tenant,
+) -> (CrmView, Option<Connected>) {
+    let id = &tenant.row.id;
     let mut view = CrmView {
         state: "none",
         state_text: t.get("connections.crm.state-none").to_string(),
@@ -124,13 +177,13 @@ pub async fn view(state: &AppState, ctx: &Ctx, tenant: &Tenant) -> CrmView {
     let conn = match crate::crm::checked_connection(&tenant.row.crm, state.allow_insecure_crm_hosts)
     {
         Ok(Some(conn)) => conn,
-        Ok(None) => return view,
+        Ok(None) => return (view, None),
         Err(e) => {
             view.state = "invalid";
             view.state_text = t.get("connections.crm.state-invalid").to_string();
             view.badge = "badge-error";
             view.reason = Some(e.to_string());
-            return view;
+            return (view, None);
         }
     };
     let oauth = matches!(conn.account.auth, AuthConfig::OAuth { .. });
@@ -166,49 +219,27 @@ pub async fn view(state: &AppState, ctx: &Ctx, tenant: &Tenant) -> CrmView {
                 t.get("connections.crm.broken").to_string()
             };
             view.reason = Some(format!("{words} ({})", s.detail));
+            (view, None)
         }
         _ if !has_tokens => {
             view.state = "not-connected";
             view.state_text = t.get("connections.crm.state-not-connected").to_string();
+            (view, None)
         }
         _ => {
             view.state = "connected";
             view.state_text = t.get("connections.crm.state-connected").to_string();
             view.badge = "badge-ok";
-            let now = now_ms();
             let origin = conn.account.base_url.clone();
-            let seen = match state.connections.account(id, &origin, now) {
-                Some(seen) => Some(seen),
-                None if !may_read_account => None,
-                None => {
-                    match crate::crm::client(
-                        &state.store,
-                        &tenant.row,
-                        state.allow_insecure_crm_hosts,
-                    ) {
-                        Ok(Some(client)) => {
-                            Some(state.connections.read_account(id, &client, now).await)
-                        }
-                        _ => None,
-                    }
-                }
-            };
-            if let Some(seen) = seen {
-                view.account_name = seen.name;
-                view.account_error = seen.error;
-            }
+            (
+                view,
+                Some(Connected {
+                    origin,
+                    may_read_account,
+                }),
+            )
         }
     }
-    if oauth {
-        view.connect_label = Some(
-            match view.state {
-                "not-connected" => t.get("connections.crm.connect"),
-                _ => t.get("connections.crm.reconnect"),
-            }
-            .to_string(),
-        );
-    }
-    view
 }
 
 /// `POST /t/{tenant}/connections/amocrm`: the integration's settings, checked as the service

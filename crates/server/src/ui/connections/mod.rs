@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use amocrm::{CrmForm, CrmView};
+pub use amocrm::{state_view as crm_state_view, CrmForm, CrmView};
 pub use mango::{MangoForm, MangoView, TestOutcome};
 
 /// The connections page's routes (behind the session guard).

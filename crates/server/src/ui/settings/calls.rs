@@ -4,6 +4,7 @@
 
 use super::crm_users::{crm_users, CrmUsers};
 use super::form::{self, Choice, FieldErrors, Posted};
+use super::preview::{self, PreviewView};
 use super::{after_save, refusal_reason, save, store_failed, Head, Notice, SaveError};
 use crate::state::{AppState, Tenant};
 use crate::ui::i18n::Catalogue;
@@ -207,6 +208,8 @@ pub struct CallsPage {
     pub form: CallsForm,
     pub errors: FieldErrors,
     pub crm_notice: Option<Notice>,
+    /// What the form's settings would have done to the last calls, after "Preview".
+    pub preview: Option<PreviewView>,
     users: CrmUsers,
     known_ids: BTreeSet<u64>,
 }
@@ -366,6 +369,7 @@ async fn page(
         ctx,
         form,
         errors,
+        preview: None,
         users,
         known_ids,
     }
@@ -394,22 +398,21 @@ pub async fn save_form(
         }
         return refused(state, ctx, tenant, form, errors, None).await;
     }
+    if Posted(fields).text("action") == "preview" {
+        return match ValidSettings::new(settings) {
+            Ok(proposed) => {
+                let lang = callbridge_core::explain::Lang::from_code(ctx.lang.code());
+                let shown = preview::view(state, ctx.t, lang, tenant, &proposed).await;
+                let mut page = page(state, ctx, tenant, form, FieldErrors::default(), None).await;
+                page.preview = Some(shown);
+                render(page)
+            }
+            Err(e) => refused_by_rule(state, ctx, tenant, form, &e).await,
+        };
+    }
     match save(state, &tenant.row.id, stored, settings, None).await {
         Ok(version) => after_save(&tenant.row.id, "calls", version),
-        Err(SaveError::Refused(e)) => {
-            let mut errors = FieldErrors::default();
-            let reason = refusal_reason(ctx.t, &e);
-            match rule_field(&e) {
-                Some(field) => {
-                    errors.add(field, reason);
-                    refused(state, ctx, tenant, form, errors, None).await
-                }
-                None => {
-                    let notice = Notice::error(reason);
-                    refused(state, ctx, tenant, form, errors, Some(notice)).await
-                }
-            }
-        }
+        Err(SaveError::Refused(e)) => refused_by_rule(state, ctx, tenant, form, &e).await,
         Err(SaveError::Store(reason)) => {
             let notice = store_failed(ctx.t, &reason);
             refused(
@@ -421,6 +424,28 @@ pub async fn save_form(
                 Some(notice),
             )
             .await
+        }
+    }
+}
+
+/// The form refused by one of the core's rules: next to its field, or above the form.
+async fn refused_by_rule(
+    state: &AppState,
+    ctx: Ctx,
+    tenant: &Tenant,
+    form: CallsForm,
+    e: &SettingsError,
+) -> Response {
+    let mut errors = FieldErrors::default();
+    let reason = refusal_reason(ctx.t, e);
+    match rule_field(e) {
+        Some(field) => {
+            errors.add(field, reason);
+            refused(state, ctx, tenant, form, errors, None).await
+        }
+        None => {
+            let notice = Notice::error(reason);
+            refused(state, ctx, tenant, form, errors, Some(notice)).await
         }
     }
 }

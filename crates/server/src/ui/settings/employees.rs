@@ -5,7 +5,8 @@
 
 use super::calls::crm_notice;
 use super::crm_users::{crm_users, CrmUsers};
-use super::form::{self, Choice, FieldErrors};
+use super::form::{self, Choice, FieldErrors, Posted};
+use super::preview::{self, PreviewView};
 use super::{after_save, refusal_reason, save, store_failed, Head, Notice, SaveError};
 use crate::state::{AppState, Tenant};
 use crate::ui::i18n::Catalogue;
@@ -16,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Form;
 use callbridge_core::settings::{CrmUserId, Employee, Settings};
-use callbridge_core::SettingsError;
+use callbridge_core::{SettingsError, ValidSettings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -134,6 +135,8 @@ pub struct EmployeesPage {
     pub crm_notice: Option<Notice>,
     pub directory_notice: Option<Notice>,
     pub can_auto_match: bool,
+    /// What the table's mapping would have done to the last calls, after "Preview".
+    pub preview: Option<PreviewView>,
     users: CrmUsers,
     known_ids: BTreeSet<u64>,
 }
@@ -214,6 +217,7 @@ async fn page(
         ctx,
         rows,
         errors,
+        preview: None,
         users,
         known_ids,
     }
@@ -340,6 +344,16 @@ pub async fn save_form(
     }
     let stored = tenant.settings.settings();
     let settings = with_mapping(stored, &rows, &ids);
+    if Posted(fields).text("action") == "preview" {
+        if let Ok(proposed) = ValidSettings::new(settings.clone()) {
+            let lang = callbridge_core::explain::Lang::from_code(ctx.lang.code());
+            let shown = preview::view(state, ctx.t, lang, tenant, &proposed).await;
+            let mut page = page(state, ctx, tenant, rows, directory, errors, None).await;
+            page.preview = Some(shown);
+            return render(page);
+        }
+        // Refused by a rule: the save below says which, next to its field.
+    }
     match save(state, &tenant.row.id, stored, settings.clone(), None).await {
         Ok(version) => after_save(&tenant.row.id, "employees", version),
         Err(SaveError::Refused(e)) => {

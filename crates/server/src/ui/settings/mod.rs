@@ -11,11 +11,13 @@ pub(super) mod card;
 mod crm_users;
 mod employees;
 mod form;
+mod preview;
 mod speech;
 mod versions;
 
-pub use crm_users::CrmUsersCache;
+pub use crm_users::{crm_users, CrmUsers, CrmUsersCache};
 pub use form::changes;
+pub use preview::DEFAULT_ENTRIES as PREVIEW_ENTRIES;
 
 use super::i18n::Catalogue;
 use super::page::{self, Ctx};
