@@ -5,6 +5,8 @@
 //!
 //! `harness` is the browser side (tested by `selftest` against pages this binary serves itself).
 
+#[path = "browser/card_page.rs"]
+mod card_page;
 #[path = "browser/chromedriver.rs"]
 mod chromedriver;
 #[path = "browser/flows.rs"]

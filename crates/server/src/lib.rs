@@ -7,6 +7,7 @@ pub mod admin;
 pub mod card_tokens;
 pub mod config;
 pub mod crm;
+pub mod crm_clients;
 pub mod directory;
 pub mod error;
 pub mod oauth;
@@ -332,6 +333,8 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         allow_insecure_crm_hosts: config.allow_insecure_crm_hosts,
         crm_users: Default::default(),
         connections: Default::default(),
+        crm_clients: Default::default(),
+        card_pages: Default::default(),
         file_tenants: state::FileTenants {
             file: config.file.as_ref().map(|f| f.display().to_string()),
             ids: in_file.iter().cloned().collect(),

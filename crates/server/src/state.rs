@@ -63,6 +63,10 @@ pub struct AppState {
     pub connections: crate::ui::connections::Live,
     /// The tenants the configuration file defines, and that file (set at start).
     pub file_tenants: FileTenants,
+    /// One CRM client per tenant account, shared by the worker and the card pages.
+    pub crm_clients: crate::crm_clients::CrmClients,
+    /// The card pages' revocations and contact lookups.
+    pub card_pages: crate::ui::card_page::Live,
 }
 
 /// The configuration file's tenants: the file seeds them, the database keeps later changes

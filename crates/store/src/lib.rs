@@ -14,6 +14,7 @@
 //! written once, with `$n` placeholders both engines accept.
 
 mod appender;
+mod card_links;
 mod data_dir;
 mod db;
 mod entries;
@@ -30,6 +31,7 @@ mod webhook_status;
 mod writer;
 
 pub use appender::{sink, Appender, Committed, Sink, SinkReceiver};
+pub use card_links::{CardLink, NewCardLink};
 pub use data_dir::DataDirLock;
 pub use db::{redact, Db};
 pub use entries::{NewOutboxItem, NewPlan, StoredEntry};

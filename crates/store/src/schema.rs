@@ -219,6 +219,22 @@ Migration {
         // the page is read off this index rather than by walking the whole journal).
         "CREATE INDEX IF NOT EXISTS entries_by_phone ON entries (tenant_id, client_phone10, planned_at_ms, entry_id)",
     ],
+},
+Migration {
+    version: 11,
+    name: "personal card links",
+    steps: &[
+        // Only the SHA-256 of a link's token is kept; its first characters tell links apart.
+        "CREATE TABLE IF NOT EXISTS card_links (
+        id {identity},
+        tenant_id TEXT NOT NULL,
+        crm_user_id BIGINT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        token_prefix TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        last_used_ms BIGINT)",
+        "CREATE INDEX IF NOT EXISTS card_links_by_tenant ON card_links (tenant_id)",
+    ],
 }];
 
 /// The migration adding the journal's columns; its rows are filled after its steps.

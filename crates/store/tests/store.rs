@@ -704,3 +704,52 @@ async fn settings_saves_are_numbered_versions_of_the_tenants_settings() {
             .is_empty());
     }
 }
+
+/// Card links: kept by their token's digest, listed per tenant, touched, revoked (deleted), and
+/// deleted with their tenant.
+#[tokio::test]
+async fn card_links_are_found_by_digest_until_revoked_or_their_tenant_goes() {
+    for store in stores("card_links").await {
+        let row = callbridge_store::TenantRow {
+            id: "acme".into(),
+            mango_api_key: "k".into(),
+            mango_api_salt: "s".into(),
+            settings_toml: String::new(),
+            crm: serde_json::Value::Null,
+            updated_at_ms: 1,
+        };
+        store.upsert_tenant(&row).await.unwrap();
+        let link = |hash: &'static str, user| callbridge_store::NewCardLink {
+            tenant_id: "acme",
+            crm_user_id: user,
+            token_hash: hash,
+            token_prefix: "3fa91c0b",
+            created_at_ms: 10,
+        };
+        let a = store.create_card_link(&link("hash-a", 1001)).await.unwrap();
+        let b = store.create_card_link(&link("hash-b", 1002)).await.unwrap();
+        assert_ne!(a, b);
+        // A digest is unique: the same token cannot become two links.
+        assert!(store.create_card_link(&link("hash-a", 1003)).await.is_err());
+        let found = store.card_link_by_hash("hash-a").await.unwrap().unwrap();
+        assert_eq!(
+            (found.id, found.crm_user_id, found.last_used_ms),
+            (a, 1001, None)
+        );
+        store.touch_card_link(a, 99).await.unwrap();
+        let listed = store.card_links("acme").await.unwrap();
+        assert_eq!(listed.iter().map(|l| l.id).collect::<Vec<_>>(), vec![a, b]);
+        assert_eq!(listed[0].last_used_ms, Some(99));
+        assert!(store.card_links("other").await.unwrap().is_empty());
+        // Another tenant cannot revoke or see the link as its own.
+        assert!(!store.revoke_card_link("other", a).await.unwrap());
+        assert!(!store.card_link_live("other", a).await.unwrap());
+        assert!(store.card_link_live("acme", a).await.unwrap());
+        assert!(store.revoke_card_link("acme", a).await.unwrap());
+        assert!(!store.revoke_card_link("acme", a).await.unwrap());
+        assert!(!store.card_link_live("acme", a).await.unwrap());
+        assert_eq!(store.card_link_by_hash("hash-a").await.unwrap(), None);
+        store.delete_tenant("acme").await.unwrap();
+        assert_eq!(store.card_link_by_hash("hash-b").await.unwrap(), None);
+    }
+}

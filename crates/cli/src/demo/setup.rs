@@ -278,6 +278,7 @@ pub(super) fn print_where(
             &callbridge_server::card_tokens::Scope {
                 tenant_id: TENANT.into(),
                 crm_user_id: first_user,
+                link_id: None,
                 expires_at: callbridge_server::state::now_ms() / 1000
                     + callbridge_server::card_tokens::DEFAULT_TTL_SECONDS as i64,
             },

@@ -4,18 +4,22 @@
 use super::{bearer, is_admin_token};
 use crate::card_tokens;
 use crate::error::{AdminError, AuthError};
-use crate::state::{now_ms, AppState};
+use crate::state::{now_ms, AppState, TenantCard};
+use crate::ui::card_page::contact;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use callbridge_core::cards::CardAction;
 use callbridge_core::settings::CrmUserId;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
-use tokio_stream::wrappers::BroadcastStream;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 #[derive(Deserialize)]
@@ -45,6 +49,7 @@ pub async fn mint_card_token(
     let scope = card_tokens::Scope {
         tenant_id: id.clone(),
         crm_user_id: body.crm_user_id,
+        link_id: None,
         expires_at: now_ms() / 1000 + ttl as i64,
     };
     let token = card_tokens::mint(&state.card_token_key, &scope);
@@ -76,27 +81,122 @@ pub struct CardsQuery {
 /// tenant; `crm_user_id` and `tenant` may be left out), or with the admin token in the
 /// `Authorization` header and `?crm_user_id=N[&tenant=ID]`. An expired token, a token for another
 /// user or tenant, and the admin token in the URL are refused with 401 saying which.
+///
+/// A token of a personal card link (the card page's) also gets, after each card shown, a
+/// `contact` event with the client's CRM contact and open leads (`ui::card_page::contact`), and
+/// its stream ends as soon as the link is revoked.
 pub async fn card_stream(
     State(state): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
     Query(q): Query<CardsQuery>,
 ) -> Result<Response, AdminError> {
-    let (user, tenant) = whose_cards(&state, &headers, q).await?;
-    let stream = BroadcastStream::new(state.cards.subscribe()).filter_map(move |msg| {
-        let card = msg.ok()?;
-        if card.change.crm_user_id != user || tenant.as_deref().is_some_and(|t| t != card.tenant_id)
-        {
-            return None;
+    let whose = whose_cards(&state, &headers, q).await?;
+    if let (Some(link), Some(tenant)) = (whose.link_id, whose.tenant.as_deref()) {
+        if !state.store.card_link_live(tenant, link).await? {
+            // Revoked: the same words as any token that is not valid.
+            return Err(AuthError::CardTokenInvalid.into());
         }
-        let mut data = serde_json::to_value(&card.change).ok()?;
-        data["tenant"] = card.tenant_id.into();
-        Some(Ok::<_, Infallible>(
-            Event::default().event("card").data(data.to_string()),
-        ))
-    });
-    Ok(Sse::new(stream)
+    }
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(forward(state.clone(), state.cards.subscribe(), whose, tx));
+    Ok(Sse::new(ReceiverStream::new(rx).map(Ok::<_, Infallible>))
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// Whose cards a stream shows.
+struct Whose {
+    user: CrmUserId,
+    /// Known except for an admin stream that names none.
+    tenant: Option<String>,
+    /// The personal link a card page's token was issued for.
+    link_id: Option<i64>,
+}
+
+/// How often a link's stream checks, besides this instance's revocations, that its link is still
+/// live (a revocation made on another instance sharing the database).
+const LINK_CHECK: Duration = Duration::from_secs(5);
+
+/// Sends the stream's events until the browser goes, the service stops, or the link is revoked.
+async fn forward(
+    state: Arc<AppState>,
+    mut cards: broadcast::Receiver<TenantCard>,
+    whose: Whose,
+    tx: mpsc::Sender<Event>,
+) {
+    let mut revocations = state.card_pages.revocations();
+    let mut link_check = tokio::time::interval(LINK_CHECK);
+    link_check.tick().await;
+    let watch_link = whose.link_id.is_some();
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return,
+            card = cards.recv() => match card {
+                Ok(card) => {
+                    if card.change.crm_user_id != whose.user
+                        || whose.tenant.as_deref().is_some_and(|t| t != card.tenant_id)
+                    {
+                        continue;
+                    }
+                    if watch_link && card.change.action == CardAction::Show {
+                        if let Some(phone) = card.change.client_phone.clone() {
+                            tokio::spawn(send_contact(state.clone(), card.clone(), phone, tx.clone()));
+                        }
+                    }
+                    let Ok(mut data) = serde_json::to_value(&card.change) else { continue };
+                    data["tenant"] = card.tenant_id.into();
+                    if tx.send(Event::default().event("card").data(data.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            changed = revocations.changed(), if watch_link => {
+                if changed.is_err() || !link_live(&state, &whose).await {
+                    return;
+                }
+            }
+            _ = link_check.tick(), if watch_link => {
+                if !link_live(&state, &whose).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the stream's link is still live; a store that does not answer keeps the stream (the
+/// next check asks again).
+async fn link_live(state: &AppState, whose: &Whose) -> bool {
+    let (Some(tenant), Some(link)) = (whose.tenant.as_deref(), whose.link_id) else {
+        return true;
+    };
+    state
+        .store
+        .card_link_live(tenant, link)
+        .await
+        .unwrap_or(true)
+}
+
+/// Looks the card's client up in the CRM and sends what it found as a `contact` event.
+async fn send_contact(
+    state: Arc<AppState>,
+    card: TenantCard,
+    phone: String,
+    tx: mpsc::Sender<Event>,
+) {
+    let Some(tenant) = state.tenant(&card.tenant_id).await else {
+        return;
+    };
+    let found = contact::lookup(&state, &tenant, &phone).await;
+    let mut data = serde_json::to_value(&found).unwrap_or_default();
+    data["entry_id"] = card.change.entry_id.into();
+    data["call_id"] = card.change.call_id.into();
+    data["client_phone"] = phone.into();
+    let _ = tx
+        .send(Event::default().event("contact").data(data.to_string()))
+        .await;
 }
 
 /// The CRM user (and the tenant, when known) whose cards a stream request may see.
@@ -104,13 +204,17 @@ async fn whose_cards(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     q: CardsQuery,
-) -> Result<(CrmUserId, Option<String>), AdminError> {
+) -> Result<Whose, AdminError> {
     if let Some(given) = bearer(headers) {
         if !is_admin_token(state, given) {
             return Err(AuthError::AdminTokenInvalid.into());
         }
         let user = q.crm_user_id.ok_or(AdminError::CrmUserNotNamed)?;
-        return Ok((user, q.tenant));
+        return Ok(Whose {
+            user,
+            tenant: q.tenant,
+            link_id: None,
+        });
     }
     let token = q
         .token
@@ -130,5 +234,9 @@ async fn whose_cards(
     if state.tenant(&scope.tenant_id).await.is_none() {
         return Err(AuthError::CardTokenTenantGone.into());
     }
-    Ok((scope.crm_user_id, Some(scope.tenant_id)))
+    Ok(Whose {
+        user: scope.crm_user_id,
+        tenant: Some(scope.tenant_id),
+        link_id: scope.link_id,
+    })
 }

@@ -13,6 +13,7 @@
 
 pub mod assets;
 pub mod banners;
+pub mod card_page;
 pub mod connections;
 pub mod i18n;
 pub mod journal;
@@ -40,6 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .merge(connections::routes())
         .merge(journal::routes())
         .merge(settings::routes())
+        .merge(settings::card::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             session::require_session,
@@ -48,6 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .merge(pages)
         .route("/login", get(session::login_page).post(session::login))
         .route("/static/{file}", get(assets::serve))
+        .merge(card_page::routes())
         .layer(axum::middleware::from_fn_with_state(
             state,
             page::language_switch,

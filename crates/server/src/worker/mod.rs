@@ -43,7 +43,6 @@ mod rounds;
 mod tests;
 pub mod work;
 
-use crate::crm;
 use crate::state::{now_ms, AppState, Tenant};
 use callbridge_core::explain::Lang;
 use callbridge_mango::api::{ApiError, VpbxClient};
@@ -122,25 +121,28 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                 let _ = stop.send(true);
                 let _ = task.await;
             }
-            let client =
-                match crm::client(&state.store, &tenant.row, state.allow_insecure_crm_hosts) {
-                    Ok(Some(client)) => client,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!(tenant = %tenant.row.id, "CRM connection not usable: {e}");
-                        let _ = state
-                            .store
-                            .set_crm_status(&tenant.row.id, "broken", &e.to_string(), now_ms())
-                            .await;
-                        // Remember the version, so the error is not repeated every second.
-                        let (stop, _) = watch::channel(false);
-                        running.insert(
-                            tenant.row.id.clone(),
-                            (tenant.row.updated_at_ms, stop, tokio::spawn(async {})),
-                        );
-                        continue;
-                    }
-                };
+            let client = match state.crm_clients.client(
+                &state.store,
+                &tenant,
+                state.allow_insecure_crm_hosts,
+            ) {
+                Ok(Some(client)) => client,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.row.id, "CRM connection not usable: {e}");
+                    let _ = state
+                        .store
+                        .set_crm_status(&tenant.row.id, "broken", &e.to_string(), now_ms())
+                        .await;
+                    // Remember the version, so the error is not repeated every second.
+                    let (stop, _) = watch::channel(false);
+                    running.insert(
+                        tenant.row.id.clone(),
+                        (tenant.row.updated_at_ms, stop, tokio::spawn(async {})),
+                    );
+                    continue;
+                }
+            };
             let (stop, stop_rx) = watch::channel(false);
             // The language of the words written to the CRM; a change takes effect when the
             // tenant's delivery restarts (any change of the tenant restarts it).

@@ -209,6 +209,8 @@ impl Harness {
             allow_insecure_crm_hosts: true,
             crm_users: Default::default(),
             connections: Default::default(),
+            crm_clients: Default::default(),
+            card_pages: Default::default(),
             file_tenants: Default::default(),
         });
         let settings = ValidSettings::parse_toml("plan = \"extended\"\n").unwrap();

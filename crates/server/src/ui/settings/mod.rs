@@ -7,7 +7,7 @@
 //! stored. The page then redirects (303) back to the tab with `?saved=<version>`.
 
 mod calls;
-mod card;
+pub(super) mod card;
 mod crm_users;
 mod employees;
 mod form;
