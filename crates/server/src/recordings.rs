@@ -104,19 +104,27 @@ pub async fn play(
     let now_s = crate::state::now_ms() / 1000;
     check(&tenant_id, &recording_id, salt, &query, now_s)?;
     let tenant = tenant.ok_or(RecordingError::BadLink)?;
+    let url = fresh_link(&state, &tenant, &recording_id)
+        .await
+        .map_err(RecordingError::MangoApi)?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response())
+}
+
+/// A fresh, short-lived link to play a tenant's recording, from Mango's VPBX API (a failure is
+/// logged here): what a call note's link redirects to and what the journal's player streams.
+pub async fn fresh_link(
+    state: &AppState,
+    tenant: &crate::state::Tenant,
+    recording_id: &str,
+) -> Result<String, callbridge_mango::api::ApiError> {
     let client = VpbxClient::with_base_url(
         &state.mango_api_url,
         tenant.row.mango_api_key.clone(),
         tenant.row.mango_api_salt.clone(),
-    )
-    .map_err(RecordingError::MangoApi)?;
-    match client.recording_link(&recording_id).await {
-        Ok(url) => Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response()),
-        Err(e) => {
-            tracing::warn!(tenant = %tenant_id, "recording link: {e}");
-            Err(RecordingError::MangoApi(e))
-        }
-    }
+    )?;
+    client.recording_link(recording_id).await.inspect_err(|e| {
+        tracing::warn!(tenant = %tenant.row.id, recording = recording_id, "recording link: {e}");
+    })
 }
 
 #[cfg(test)]

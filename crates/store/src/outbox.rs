@@ -267,6 +267,20 @@ impl Store {
         Ok(counts)
     }
 
+    /// How many of a tenant's items are parked: one range of the `(tenant, state)` index, cheap
+    /// enough for every page's warnings (unlike [`Store::outbox_counts`], which counts every
+    /// delivered item too).
+    pub async fn parked_count(&self, tenant_id: &str) -> Result<i64> {
+        Ok(with_db!(self.db(), pool => {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM outbox WHERE tenant_id = $1 AND state = 'parked'",
+            )
+            .bind(tenant_id)
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+
     /// Marks items as about to be sent (see the module docs).
     pub async fn mark_sending(&self, item_keys: &[String], now_ms: i64) -> Result<()> {
         with_db!(self.db(), pool => {

@@ -46,11 +46,11 @@ pub async fn for_tenant(state: &AppState, t: &Catalogue, tenant: &Tenant) -> Vec
             link_text: t.get("banner.fix-connection").to_string(),
         });
     }
-    if let Ok(counts) = state.store.outbox_counts(id).await {
-        if counts.parked > 0 {
+    if let Ok(parked) = state.store.parked_count(id).await {
+        if parked > 0 {
             out.push(Banner {
                 kind: "error",
-                text: t.fmt("banner.parked", &[("count", &counts.parked.to_string())]),
+                text: t.fmt("banner.parked", &[("count", &parked.to_string())]),
                 link: format!("/t/{id}/journal?delivery=parked"),
                 link_text: t.get("banner.see-parked").to_string(),
             });

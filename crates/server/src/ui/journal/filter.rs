@@ -31,6 +31,17 @@ pub struct JournalQuery {
     pub page: String,
 }
 
+/// The search's fields, in the order a query string lists them.
+const FIELDS: [&str; 7] = [
+    "q",
+    "from",
+    "to",
+    "employee",
+    "direction",
+    "outcome",
+    "delivery",
+];
+
 impl JournalQuery {
     /// The value of a field, as the form shows it back.
     pub fn value(&self, field: &str) -> &str {
@@ -58,15 +69,7 @@ impl JournalQuery {
     /// The same search on another page, as a query string.
     pub fn with_page(&self, page: i64) -> String {
         let mut out = form_urlencoded::Serializer::new(String::new());
-        for field in [
-            "q",
-            "from",
-            "to",
-            "employee",
-            "direction",
-            "outcome",
-            "delivery",
-        ] {
+        for field in FIELDS {
             let value = self.value(field);
             if !value.is_empty() {
                 out.append_pair(field, value);
@@ -78,17 +81,7 @@ impl JournalQuery {
 
     /// Whether any search or filter is set.
     pub fn is_filtered(&self) -> bool {
-        [
-            "q",
-            "from",
-            "to",
-            "employee",
-            "direction",
-            "outcome",
-            "delivery",
-        ]
-        .iter()
-        .any(|f| !self.value(f).trim().is_empty())
+        FIELDS.iter().any(|f| !self.value(f).trim().is_empty())
     }
 
     /// The store's filter, and what could not be used (in the page's words).

@@ -26,7 +26,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use callbridge_core::explain::{self, Lang as WordsLang, Names};
-use callbridge_mango::api::VpbxClient;
 use std::sync::Arc;
 use view::{Conversation, NotWritten, Row};
 
@@ -213,11 +212,10 @@ async fn entry_page(
         Ok(None) => return no_entry(ctx, &entry_id),
         Err(e) => return read_failed(ctx, &tenant_id, e),
     };
-    let items = state
-        .store
-        .entry_outbox(&tenant_id, &entry_id)
-        .await
-        .unwrap_or_default();
+    let items = match state.store.entry_outbox(&tenant_id, &entry_id).await {
+        Ok(items) => items,
+        Err(e) => return read_failed(ctx, &tenant_id, e),
+    };
     let settings = tenant.settings.settings();
     let offset = settings.utc_offset_minutes;
     let users = crm_user_names(&state, &tenant, true).await;
@@ -404,20 +402,9 @@ async fn recording(
     if !of_entry {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let client = match VpbxClient::with_base_url(
-        &state.mango_api_url,
-        tenant.row.mango_api_key.clone(),
-        tenant.row.mango_api_salt.clone(),
-    ) {
-        Ok(client) => client,
-        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-    };
-    let url = match client.recording_link(&recording_id).await {
+    let url = match crate::recordings::fresh_link(&state, &tenant, &recording_id).await {
         Ok(url) => url,
-        Err(e) => {
-            tracing::warn!(tenant = %tenant_id, "journal recording link: {e}");
-            return (StatusCode::BAD_GATEWAY, e.to_string()).into_response();
-        }
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
     let mut request = media_client().get(&url);
     if let Some(range) = headers.get(header::RANGE) {
