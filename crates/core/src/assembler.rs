@@ -270,9 +270,16 @@ pub struct Conversation {
     pub ended_at: i64,
     /// Seconds of talk, hold within the conversation included (A2).
     pub duration_s: i64,
-    /// Inbound for a conversation received by transfer (P7); otherwise the entry's direction.
+    /// The client of this conversation, normalised: usually the entry's client, but a second
+    /// external number the employee dialled or consulted inside the entry is its own client (A2b).
+    pub client_phone: String,
+    /// Inbound for a conversation received by transfer (P7), outbound for one the employee
+    /// dialled (A2c); otherwise the entry's direction.
     pub direction: Direction,
+    /// Another employee handed the client over to this one (A2c).
     pub received_by_transfer: bool,
+    /// The employee dialled the client on this conversation's leg (A2c).
+    pub dialled: bool,
     pub recording_id: Option<String>,
 }
 
@@ -280,9 +287,24 @@ pub struct Conversation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Missed {
     pub kind: MissedKind,
-    /// Employees the call was offered to (rang, or dialled out from), in the order offered.
+    /// Employees the call was offered to (rang, or dialled out from), in the order offered. An
+    /// employee offered twice (a one-by-one group that cycles) is listed at each offer (A6).
     pub offered: Vec<String>,
+    /// The employee of the latest offer: the last in `offered` unless several were offered in
+    /// that same second, when the tie goes as for the first (A6).
+    pub last_offered: Option<String>,
     pub group: Option<String>,
+}
+
+impl Missed {
+    /// The employee of the earliest offer (A6).
+    pub fn first_offered(&self) -> Option<&str> {
+        self.offered.first().map(String::as_str)
+    }
+
+    pub fn last_offered(&self) -> Option<&str> {
+        self.last_offered.as_deref()
+    }
 }
 
 /// One entry assembled: what the policy decides on.
@@ -297,8 +319,11 @@ pub struct Assembly {
     pub ended_at: i64,
     pub conversations: Vec<Conversation>,
     pub missed: Option<Missed>,
-    /// Every employee that took part in any leg (rang, talked, consulted), for the call card.
+    /// Employees that took part (rang, talked, consulted) while a client was in the entry, for
+    /// the call card (C1): not those who only took part in its internal part before a client did.
     pub participants: BTreeSet<String>,
+    /// Some leg reached `Connected` between two parties (employees or external numbers), A7.
+    pub talked: bool,
     /// The final disconnect reason (summary's, else the last leg's).
     pub disconnect_reason: Option<u32>,
     pub has_summary: bool,
@@ -389,6 +414,10 @@ fn client_pair<'a>(a: Side<'a>, b: Side<'a>) -> Option<(&'a str, usize)> {
 struct Interval<'a> {
     call_id: &'a str,
     employee: &'a str,
+    /// The client's id in the assembly's [`Numbers`].
+    client: usize,
+    /// The employee was the caller side of the leg when it connected with the client (A2c).
+    dialled: bool,
     start: i64,
     start_seq: u64,
     end: i64,
@@ -399,7 +428,9 @@ struct Interval<'a> {
 fn assemble(ev: &EntryEvents) -> Assembly {
     let summary = ev.summary.as_ref();
     let mut numbers = Numbers::default();
-    let mut participants: BTreeSet<&str> = BTreeSet::new();
+    // Employees of each leg, with the leg's first time and whether a client was on it (C1).
+    let mut leg_employees: Vec<(i64, bool, BTreeSet<&str>)> = Vec::new();
+    let mut talked = false;
     let mut intervals: Vec<Interval<'_>> = Vec::new();
     // (first time offered, call_id, extension) of employees offered the call, for A6.
     let mut offers: Vec<(i64, &str, &str)> = Vec::new();
@@ -417,8 +448,12 @@ fn assemble(ev: &EntryEvents) -> Assembly {
 
     for (call_id, events) in &ev.legs {
         let call_id = call_id.as_str();
-        let mut connected: Option<(&str, usize, i64, u64)> = None;
+        // (employee, client, start, start_seq, dialled) of the open connected interval.
+        let mut connected: Option<(&str, usize, i64, u64, bool)> = None;
         let mut on_hold: Option<i64> = None;
+        let leg_start = events.first().map_or(i64::MAX, |e| e.timestamp);
+        let mut leg_has_client = false;
+        let mut leg_people: BTreeSet<&str> = BTreeSet::new();
         for e in events {
             started_at = started_at.min(e.timestamp);
             ended_at = ended_at.max(e.timestamp);
@@ -449,9 +484,10 @@ fn assemble(ev: &EntryEvents) -> Assembly {
             for (side, on_from) in [(from, true), (to, false)] {
                 match side {
                     Side::Employee(ext) => {
-                        participants.insert(ext);
+                        leg_people.insert(ext);
                     }
                     Side::Client(number) => {
+                        leg_has_client = true;
                         let earlier = first_client.is_none_or(|f| {
                             (e.timestamp, call_id, e.seq, on_from, numbers.get(number))
                                 < (f.0, f.1, f.2, f.3, numbers.get(f.4))
@@ -464,6 +500,12 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                 }
             }
             let pair = client_pair(from, to);
+            let party = |s: Side<'_>| matches!(s, Side::Employee(_) | Side::Client(_));
+            if e.call_state == CallState::Connected && party(from) && party(to) {
+                talked = true; // A7
+            }
+            // A2c: the employee is the caller side of a leg to the client.
+            let dialled = matches!((from, to), (Side::Employee(_), Side::Client(_)));
             // An employee is offered the call when a leg between them and the client exists.
             if let Some((employee, _)) = pair {
                 offers.push((e.timestamp, call_id, employee));
@@ -475,14 +517,18 @@ fn assemble(ev: &EntryEvents) -> Assembly {
             }
             match e.call_state {
                 CallState::Connected => {
-                    let same = matches!((connected, pair), (Some((ce, cc, _, _)), Some((pe, pc))) if ce == pe && cc == pc);
+                    let same = matches!((connected, pair), (Some((ce, cc, ..)), Some((pe, pc))) if ce == pe && cc == pc);
                     if same {
                         on_hold = None; // resumed after a hold: the hold belongs to it
                     } else {
-                        if let Some((employee, _client, start, start_seq)) = connected.take() {
+                        if let Some((employee, client, start, start_seq, was_dialled)) =
+                            connected.take()
+                        {
                             intervals.push(Interval {
                                 call_id,
                                 employee,
+                                client,
+                                dialled: was_dialled,
                                 start,
                                 start_seq,
                                 end: e.timestamp,
@@ -490,8 +536,9 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                             });
                         }
                         on_hold = None;
-                        connected =
-                            pair.map(|(employee, client)| (employee, client, e.timestamp, e.seq));
+                        connected = pair.map(|(employee, client)| {
+                            (employee, client, e.timestamp, e.seq, dialled)
+                        });
                     }
                 }
                 CallState::OnHold => {
@@ -500,10 +547,12 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                     }
                 }
                 CallState::Appeared | CallState::Disconnected => {
-                    if let Some((employee, _client, start, start_seq)) = connected.take() {
+                    if let Some((employee, client, start, start_seq, dialled)) = connected.take() {
                         intervals.push(Interval {
                             call_id,
                             employee,
+                            client,
+                            dialled,
                             start,
                             start_seq,
                             end: e.timestamp,
@@ -522,8 +571,9 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                 }
             }
         }
+        leg_employees.push((leg_start, leg_has_client, leg_people));
         // A leg whose Disconnected never came: its conversation lasts to the entry's end.
-        if let Some((employee, _client, start, start_seq)) = connected {
+        if let Some((employee, client, start, start_seq, dialled)) = connected {
             let end = summary
                 .map(|s| s.end_time)
                 .filter(|&t| t >= start)
@@ -531,6 +581,8 @@ fn assemble(ev: &EntryEvents) -> Assembly {
             intervals.push(Interval {
                 call_id,
                 employee,
+                client,
+                dialled,
                 start,
                 start_seq,
                 end,
@@ -602,16 +654,29 @@ fn assemble(ev: &EntryEvents) -> Assembly {
 
     let mut conversations: Vec<Conversation> = Vec::new();
     if direction != Direction::Internal {
+        // (client id, latest leg) of each conversation.
+        let mut threads: Vec<(usize, &str)> = Vec::new();
         for iv in intervals {
-            // A return from a failed transfer, or a party swap on the leg, continues the same
-            // conversation when the employee did not change in between.
-            if let Some(last) = conversations.last_mut() {
-                if last.employee_extension == iv.employee {
+            if let (Some(last), Some(thread)) = (conversations.last_mut(), threads.last_mut()) {
+                // A2a: the same employee with the same client goes on with the conversation while
+                // the client stayed inside the PBX (a hold, a party swap on the leg, a transfer
+                // that came back). A new leg the employee dialled to the client is a callback
+                // after the client's leg ended: a new conversation.
+                let callback = iv.dialled && iv.call_id != thread.1;
+                if last.employee_extension == iv.employee && thread.0 == iv.client && !callback {
                     last.duration_s += (iv.end - iv.start).max(0);
                     last.ended_at = last.ended_at.max(iv.end);
+                    thread.1 = iv.call_id;
                     continue;
                 }
             }
+            // A2c: received by transfer when the client's previous conversation was with another
+            // employee and this employee did not dial the client.
+            let handed_over = threads
+                .iter()
+                .rposition(|t| t.0 == iv.client)
+                .is_some_and(|j| conversations[j].employee_extension != iv.employee);
+            let received_by_transfer = handed_over && !iv.dialled;
             let index = conversations.len();
             conversations.push(Conversation {
                 index,
@@ -620,17 +685,24 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                 started_at: iv.start,
                 ended_at: iv.end,
                 duration_s: (iv.end - iv.start).max(0),
-                direction: if index == 0 {
-                    direction
-                } else {
+                client_phone: numbers.get(iv.client).to_string(),
+                // P7 and A2c: each conversation's own direction.
+                direction: if iv.dialled {
+                    Direction::Outbound
+                } else if received_by_transfer {
                     Direction::Inbound
+                } else {
+                    direction
                 },
-                received_by_transfer: index > 0,
+                received_by_transfer,
+                dialled: iv.dialled,
                 recording_id: None,
             });
+            threads.push((iv.client, iv.call_id));
         }
         if conversations.is_empty() {
-            if let Some(c) = conversation_from_summary(summary, direction) {
+            if let Some(c) = conversation_from_summary(summary, direction, client_phone.as_deref())
+            {
                 conversations.push(c);
             }
         }
@@ -640,22 +712,30 @@ fn assemble(ev: &EntryEvents) -> Assembly {
     let missed = if direction == Direction::Internal || !conversations.is_empty() {
         None
     } else {
-        // Each employee once, at the time they were first offered the call.
+        // A6: every offer counts, one per leg and employee at the leg's first offer, so an
+        // employee a cycling group rang twice is listed twice.
         offers.sort();
         let mut seen = BTreeSet::new();
-        let mut ordered: Vec<(i64, bool, &str, &str)> = Vec::new();
-        let summary_to = summary.and_then(|s| s.to.extension.as_deref());
+        let mut ordered: Vec<(i64, bool, ExtensionOrder<'_>)> = Vec::new();
+        let summary_to = summary.and_then(|s| s.to.extension.as_deref().map(str::trim));
         for (t, call_id, ext) in offers {
-            if seen.insert(ext) {
-                // Ties (a ring-all group) are broken by the summary's `to`, the first who missed.
-                ordered.push((t, summary_to != Some(ext), call_id, ext));
+            if seen.insert((call_id, ext)) {
+                // Offers in the same second (a ring-all group) tie: the tie goes to the summary's
+                // `to`, else to the lowest extension; never to the order of the legs' ids.
+                ordered.push((t, summary_to != Some(ext), ExtensionOrder::of(ext)));
             }
         }
         ordered.sort();
-        let mut offered: Vec<String> = ordered.into_iter().map(|o| o.3.to_string()).collect();
+        let latest = ordered.last().map(|o| o.0);
+        let mut last_offered = ordered
+            .iter()
+            .find(|o| Some(o.0) == latest)
+            .map(|o| o.2.text.to_string());
+        let mut offered: Vec<String> = ordered.iter().map(|o| o.2.text.to_string()).collect();
         if offered.is_empty() {
             if let Some(ext) = summary.and_then(|s| summary_employee(s, direction)) {
                 if group != Some(ext.as_str()) {
+                    last_offered = Some(ext.clone());
                     offered.push(ext);
                 }
             }
@@ -670,10 +750,22 @@ fn assemble(ev: &EntryEvents) -> Assembly {
         Some(Missed {
             kind,
             offered,
+            last_offered,
             group: group.map(str::to_string),
         })
     };
 
+    // With no client seen on any leg (only the summary names one), every leg counts.
+    // A7: with no leg known, the summary's answer time says whether somebody talked.
+    let talked = talked
+        || (ev.legs.is_empty()
+            && summary.is_some_and(|s| s.talk_time > 0 && s.entry_result != Some(0)));
+    let participants = card_participants(
+        &leg_employees,
+        first_client
+            .map(|f| f.0)
+            .or((direction != Direction::Internal && client_phone.is_some()).then_some(i64::MIN)),
+    );
     Assembly {
         entry_id: ev.entry_id.clone(),
         direction,
@@ -687,12 +779,55 @@ fn assemble(ev: &EntryEvents) -> Assembly {
         ended_at,
         conversations,
         missed,
-        participants: participants.into_iter().map(str::to_string).collect(),
+        participants,
+        talked,
         disconnect_reason: summary
             .and_then(|s| s.disconnect_reason)
             .or(last_disconnect.map(|d| d.2)),
         has_summary: summary.is_some(),
     }
+}
+
+/// An extension's place among tied offers (A6): numbers by value, before any non-numeric
+/// extension; the text itself last, so the order is total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ExtensionOrder<'a> {
+    not_numeric: bool,
+    value: u128,
+    text: &'a str,
+}
+
+impl<'a> ExtensionOrder<'a> {
+    fn of(text: &'a str) -> Self {
+        match text.parse::<u128>() {
+            Ok(value) if text.bytes().all(|b| b.is_ascii_digit()) => ExtensionOrder {
+                not_numeric: false,
+                value,
+                text,
+            },
+            _ => ExtensionOrder {
+                not_numeric: true,
+                value: 0,
+                text,
+            },
+        }
+    }
+}
+
+/// C1: the employees of the legs a client was on, and of the legs that began once a client had
+/// taken part (a consult rings its target with the client's card); not those of the entry's
+/// internal part before that.
+fn card_participants(
+    legs: &[(i64, bool, BTreeSet<&str>)],
+    client_since: Option<i64>,
+) -> BTreeSet<String> {
+    let Some(since) = client_since else {
+        return BTreeSet::new();
+    };
+    legs.iter()
+        .filter(|(start, has_client, _)| *has_client || *start >= since)
+        .flat_map(|(_, _, people)| people.iter().map(|p| p.to_string()))
+        .collect()
 }
 
 fn summary_employee(s: &SummaryEvent, direction: Direction) -> Option<String> {
@@ -708,8 +843,10 @@ fn summary_employee(s: &SummaryEvent, direction: Direction) -> Option<String> {
 fn conversation_from_summary(
     summary: Option<&SummaryEvent>,
     direction: Direction,
+    client_phone: Option<&str>,
 ) -> Option<Conversation> {
     let s = summary?;
+    let client_phone = client_phone?.to_string();
     if s.talk_time <= 0 || s.entry_result == Some(0) {
         return None;
     }
@@ -721,8 +858,10 @@ fn conversation_from_summary(
         started_at: s.talk_time,
         ended_at: s.end_time.max(s.talk_time),
         duration_s: (s.end_time - s.talk_time).max(0),
+        client_phone,
         direction,
         received_by_transfer: false,
+        dialled: direction == Direction::Outbound,
         recording_id: None,
     })
 }

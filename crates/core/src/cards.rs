@@ -1,6 +1,8 @@
 //! Live call cards (C1 = R6) as legs ring, are answered and end: show the card to a mapped
 //! employee's CRM user while their leg rings or talks in an entry with a client, hide it when the
-//! leg ends. Unmapped employees never get one; internal calls show none.
+//! leg ends. Unmapped employees never get one; internal calls show none, and neither does the
+//! internal part of an entry before a client took part (a leg between colleagues that was up
+//! before the client came, unless the client is brought onto it).
 //!
 //! The plan's `cards` (who saw the card at any moment) is decided on the whole entry; this is
 //! the same rule applied event by event, for the live stream to a CRM widget.
@@ -34,8 +36,11 @@ pub struct CardChange {
 
 #[derive(Debug, Default)]
 pub struct LiveCards {
-    /// The client of each entry seen so far.
-    clients: HashMap<String, String>,
+    /// The client of each entry seen so far, and the earliest time a client took part.
+    clients: HashMap<String, (String, i64)>,
+    /// Legs of an entry's internal part: seen without a client before one took part. They show
+    /// no card unless the client comes onto them. Forgotten when the leg ends.
+    internal_legs: HashSet<(String, String)>,
     /// Cards showing: (entry, leg) -> (user, extension).
     showing: HashMap<(String, String), (CrmUserId, String)>,
     /// Legs that ended, so a late duplicate `Appeared` does not show a card again; the oldest
@@ -76,23 +81,29 @@ impl LiveCards {
 
     /// Applies one leg event and returns the card changes it causes.
     pub fn on_call_event(&mut self, settings: &ValidSettings, e: &CallEvent) -> Vec<CardChange> {
-        if let Some(c) =
-            client_of(&e.from, false, &e.location).or_else(|| client_of(&e.to, true, &e.location))
-        {
-            self.clients.entry(e.entry_id.clone()).or_insert(c);
+        let client_here =
+            client_of(&e.from, false, &e.location).or_else(|| client_of(&e.to, true, &e.location));
+        if let Some(c) = &client_here {
+            let known = self
+                .clients
+                .entry(e.entry_id.clone())
+                .or_insert_with(|| (c.clone(), e.timestamp));
+            known.1 = known.1.min(e.timestamp);
         }
         let key = (e.entry_id.clone(), e.call_id.clone());
         let mut out = Vec::new();
-        let change = |action, user, ext: &str, clients: &HashMap<String, String>| CardChange {
-            action,
-            crm_user_id: user,
-            entry_id: e.entry_id.clone(),
-            call_id: e.call_id.clone(),
-            employee_extension: ext.to_string(),
-            client_phone: clients.get(&e.entry_id).cloned(),
-            at: e.timestamp,
-        };
+        let change =
+            |action, user, ext: &str, clients: &HashMap<String, (String, i64)>| CardChange {
+                action,
+                crm_user_id: user,
+                entry_id: e.entry_id.clone(),
+                call_id: e.call_id.clone(),
+                employee_extension: ext.to_string(),
+                client_phone: clients.get(&e.entry_id).map(|c| c.0.clone()),
+                at: e.timestamp,
+            };
         if e.call_state == CallState::Disconnected {
+            self.internal_legs.remove(&key);
             if self.ended.insert(key.clone()) {
                 self.ended_order.push_back(key.clone());
                 if self.ended_order.len() > ENDED_REMEMBERED {
@@ -110,8 +121,28 @@ impl LiveCards {
             }
             return out;
         }
-        if self.ended.contains(&key) || !self.clients.contains_key(&e.entry_id) {
+        if self.ended.contains(&key) {
             return out;
+        }
+        if client_here.is_some() {
+            self.internal_legs.remove(&key);
+        } else {
+            // C1 (D): a leg between colleagues from before the client took part (whichever
+            // arrived first) is the entry's internal part.
+            let before_client = self
+                .clients
+                .get(&e.entry_id)
+                .is_none_or(|(_, since)| e.timestamp < *since);
+            if before_client {
+                if self.internal_legs.len() >= ENDED_REMEMBERED {
+                    // Bounded memory: legs whose end never came are dropped wholesale.
+                    self.internal_legs.clear();
+                }
+                self.internal_legs.insert(key.clone());
+            }
+            if self.internal_legs.contains(&key) {
+                return out;
+            }
         }
         // The employee being rung or talking on this leg: the callee, else the caller.
         let Some(ext) = employee_of(&e.to).or_else(|| employee_of(&e.from)) else {
@@ -207,6 +238,52 @@ mod tests {
         assert!(cards
             .on_call_event(&s, &ev("l1", CallState::Appeared, client(), emp("101"), 1))
             .is_empty());
+    }
+
+    #[test]
+    fn the_internal_part_before_the_client_shows_no_card_c1() {
+        let s = ValidSettings::parse_toml(
+            "[[employees]]\nextension = \"101\"\ncrm_user_id = 1001\n\
+             [[employees]]\nextension = \"102\"\ncrm_user_id = 1002\n",
+        )
+        .unwrap();
+        let mut cards = LiveCards::default();
+        // 102 calls 101; while they talk, 102 dials the client.
+        assert!(cards
+            .on_call_event(
+                &s,
+                &ev("in", CallState::Appeared, emp("102"), emp("101"), 1)
+            )
+            .is_empty());
+        assert!(cards
+            .on_call_event(
+                &s,
+                &ev("in", CallState::Connected, emp("102"), emp("101"), 2)
+            )
+            .is_empty());
+        let shown =
+            cards.on_call_event(&s, &ev("out", CallState::Appeared, emp("102"), client(), 5));
+        assert_eq!(
+            shown
+                .iter()
+                .map(|c| c.crm_user_id.get())
+                .collect::<Vec<_>>(),
+            [1002]
+        );
+        // The colleague's leg goes on hold after the client came: 101 still sees nothing.
+        assert!(cards
+            .on_call_event(&s, &ev("in", CallState::OnHold, emp("102"), emp("101"), 6))
+            .is_empty());
+        // A consult that begins once the client took part rings its target with the card.
+        let consult =
+            cards.on_call_event(&s, &ev("c", CallState::Appeared, emp("102"), emp("101"), 8));
+        assert_eq!(
+            consult
+                .iter()
+                .map(|c| (c.action, c.crm_user_id.get()))
+                .collect::<Vec<_>>(),
+            [(CardAction::Show, 1001)]
+        );
     }
 
     #[test]

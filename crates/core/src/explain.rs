@@ -149,15 +149,17 @@ fn sentence(rule: Rule, s: &Subject<'_>, names: &Names<'_>) -> String {
         } else {
             format!("{employee} is in the mapping table: the call is written on {user}.")
         },
-        Rule::P2 => if ru {
-            format!("{employee} нет в таблице соответствия; «Сохранять все звонки» записывает такие звонки на {user}.")
-        } else {
-            format!("{employee} is not in the mapping table; Save all calls attaches such calls to {user}.")
+        Rule::P2 => match (s.extension, ru) {
+            (Some(_), true) => format!("{employee} нет в таблице соответствия; «Сохранять все звонки» записывает такие звонки на {user}."),
+            (Some(_), false) => format!("{employee} is not in the mapping table; Save all calls attaches such calls to {user}."),
+            (None, true) => format!("Звонок не достался ни одному сотруднику; «Сохранять все звонки» записывает его на {user}."),
+            (None, false) => format!("No employee had the call; Save all calls attaches it to {user}."),
         },
-        Rule::P3 => if ru {
-            format!("{employee} нет в таблице соответствия, а «Сохранять все звонки» выключено: этот разговор не записан.")
-        } else {
-            format!("{employee} is not in the mapping table and Save all calls is off: this conversation is not written.")
+        Rule::P3 => match (s.extension, ru) {
+            (Some(_), true) => format!("{employee} нет в таблице соответствия, а «Сохранять все звонки» выключено: этот разговор не записан."),
+            (Some(_), false) => format!("{employee} is not in the mapping table and Save all calls is off: this conversation is not written."),
+            (None, true) => "Звонок не достался ни одному сотруднику, а «Сохранять все звонки» выключено: он не записан.".into(),
+            (None, false) => "No employee had the call and Save all calls is off: it is not written.".into(),
         },
         Rule::P4 => creates(s.entities, &user_or_self(s, names), ru),
         Rule::P5 => if ru {
@@ -192,8 +194,10 @@ fn sentence(rule: Rule, s: &Subject<'_>, names: &Names<'_>) -> String {
             match (s.extension, ru) {
                 (Some(_), false) => format!("Missed in a group with no responsible user set: it goes to {employee}, the {which} employee it rang."),
                 (Some(_), true) => format!("Пропущен в группе без ответственного: он достаётся {which} сотруднику, которому он звонил, {employee}."),
-                (None, false) => "Missed in a group with no responsible user set, and no employee was rung: nobody to write it on.".into(),
-                (None, true) => "Пропущен в группе без ответственного, и ни одному сотруднику он не звонил: записать его не на кого.".into(),
+                (None, false) if s.crm_user.is_some() => "Missed in a group with no responsible user set, and no employee was rung (all busy or away).".into(),
+                (None, true) if s.crm_user.is_some() => "Пропущен в группе без ответственного, и ни одному сотруднику он не звонил (все заняты или не на месте).".into(),
+                (None, false) => "Missed in a group with no responsible user set, and no employee was rung: with Save all calls off, nobody to write it on.".into(),
+                (None, true) => "Пропущен в группе без ответственного, и ни одному сотруднику он не звонил: «Сохранять все звонки» выключено, записать его не на кого.".into(),
             }
         }
         Rule::M3 => match (s.crm_user.is_some(), ru) {

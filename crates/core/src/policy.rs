@@ -26,8 +26,9 @@ pub fn plan(settings: &ValidSettings, a: &Assembly) -> EntryPlan {
         cards: Vec::new(),
     };
     if a.direction == Direction::Internal {
-        // A5: internal calls are never written, and show no card (C1).
-        plan.outcome = if a.participants.len() > 1 || a.has_summary {
+        // A5: internal calls are never written, and show no card (C1). A7: answered only when
+        // some leg connected.
+        plan.outcome = if a.talked {
             Outcome::Answered
         } else {
             Outcome::Missed
@@ -47,7 +48,7 @@ pub fn plan(settings: &ValidSettings, a: &Assembly) -> EntryPlan {
 }
 
 /// C1 = R6: the card goes to the CRM users of mapped employees who rang, talked or were
-/// consulted; never to unmapped ones, whatever "Save all calls" says.
+/// consulted while a client took part; never to unmapped ones, whatever "Save all calls" says.
 fn cards(settings: &ValidSettings, a: &Assembly) -> Vec<CrmUserId> {
     let users: BTreeSet<CrmUserId> = a
         .participants
@@ -75,27 +76,32 @@ fn plan_conversations(settings: &ValidSettings, a: &Assembly, plan: &mut EntryPl
         .map(|c| settings.crm_user_of(&c.employee_extension).is_some())
         .collect();
     let save_all = settings.fallback_user().is_some();
+    // P5/P6 (R3/R4): a transfer across the mapping table's edge, named on both sides of it. Only
+    // a conversation received by transfer has a giver (A2c): the client's previous conversation.
+    let mut transfer: Vec<Vec<Rule>> = vec![Vec::new(); a.conversations.len()];
     for (i, conv) in a.conversations.iter().enumerate() {
-        let mut transfer = Vec::new();
-        // P5/P6 (R3/R4): a transfer across the mapping table's edge, named on both sides of it.
-        if save_all {
-            for (from, to) in [(i.checked_sub(1), Some(i)), (Some(i), Some(i + 1))] {
-                if let (Some(from), Some(to)) = (from, to) {
-                    if to < mapped.len() && mapped[from] != mapped[to] {
-                        transfer.push(if mapped[to] { Rule::P5 } else { Rule::P6 });
-                    }
-                }
+        if !conv.received_by_transfer {
+            continue;
+        }
+        transfer[i].push(Rule::P7);
+        let giver = a.conversations[..i]
+            .iter()
+            .rposition(|c| c.client_phone == conv.client_phone);
+        if let (true, Some(giver)) = (save_all, giver) {
+            if mapped[giver] != mapped[i] {
+                let rule = if mapped[i] { Rule::P5 } else { Rule::P6 };
+                transfer[giver].push(rule);
+                transfer[i].push(rule);
             }
         }
-        if conv.received_by_transfer {
-            transfer.push(Rule::P7);
-        }
+    }
+    for (conv, transfer) in a.conversations.iter().zip(transfer) {
         match attribute(settings, &conv.employee_extension) {
             Ok((user, rule)) => {
                 let mut reasons = vec![rule];
                 reasons.extend(transfer);
                 plan.records
-                    .push(conversation_record(settings, a, conv, user, reasons));
+                    .push(conversation_record(settings, conv, user, reasons));
             }
             Err(rule) => plan.ignored.push(Ignored {
                 conversation: Some(conv.index),
@@ -104,18 +110,26 @@ fn plan_conversations(settings: &ValidSettings, a: &Assembly, plan: &mut EntryPl
             }),
         }
     }
-    // P4: entities once per entry, by the first normally processed conversation, else by the
-    // first fallback one (an unknown client must land somewhere).
-    let creator = plan
-        .records
-        .iter()
-        .position(|r| r.reasons.contains(&Rule::P1))
-        .or(if plan.records.is_empty() {
-            None
-        } else {
-            Some(0)
-        });
-    if let Some(i) = creator {
+    // P4: entities once per entry and client, by the client's first normally processed
+    // conversation, else by its first fallback one (an unknown client must land somewhere).
+    let records = &plan.records;
+    let creators: Vec<usize> = (0..records.len())
+        .filter(|&i| {
+            // The client's first record stands for the client.
+            !records[..i]
+                .iter()
+                .any(|r| r.client_phone == records[i].client_phone)
+        })
+        .map(|i| {
+            records
+                .iter()
+                .position(|r| {
+                    r.client_phone == records[i].client_phone && r.reasons.contains(&Rule::P1)
+                })
+                .unwrap_or(i)
+        })
+        .collect();
+    for i in creators {
         make_creator(settings, &mut plan.records[i]);
     }
     for r in &mut plan.records {
@@ -125,7 +139,6 @@ fn plan_conversations(settings: &ValidSettings, a: &Assembly, plan: &mut EntryPl
 
 fn conversation_record(
     settings: &ValidSettings,
-    a: &Assembly,
     conv: &Conversation,
     user: CrmUserId,
     mut reasons: Vec<Rule>,
@@ -140,7 +153,7 @@ fn conversation_record(
     CallRecord {
         conversation: Some(conv.index),
         employee_extension: Some(conv.employee_extension.clone()),
-        client_phone: a.client_phone.clone(),
+        client_phone: Some(conv.client_phone.clone()),
         direction: conv.direction,
         status: Outcome::Answered,
         call_status: 4,
@@ -174,14 +187,14 @@ fn make_creator(settings: &ValidSettings, record: &mut CallRecord) {
 
 fn plan_missed(settings: &ValidSettings, a: &Assembly, missed: &Missed, plan: &mut EntryPlan) {
     let calls = &settings.settings().calls;
-    let first = missed.offered.first().cloned();
+    let first = missed.first_offered().map(str::to_string);
     let decision: Result<(CrmUserId, Vec<Rule>), Vec<Rule>>;
     let employee: Option<String>;
     match missed.kind {
         MissedKind::Group => {
             let owner = match calls.missed_group.owner_when_unset {
                 MissedGroupOwner::First => first,
-                MissedGroupOwner::Last => missed.offered.last().cloned(),
+                MissedGroupOwner::Last => missed.last_offered().map(str::to_string),
             };
             employee = owner.clone();
             let group = &calls.missed_group;
@@ -193,8 +206,12 @@ fn plan_missed(settings: &ValidSettings, a: &Assembly, missed: &Missed, plan: &m
                 owner,
             ) {
                 (Some(user), _) => Ok((user, vec![Rule::M1])),
-                // No employee was offered the call (all busy or away): nobody it "ended on".
-                (None, None) => Err(vec![Rule::M2]),
+                // No employee was offered the call (all busy or away): nobody it "ended on", so
+                // the fallback user keeps the client's missed call when Save all calls is on.
+                (None, None) => match settings.fallback_user() {
+                    Some(user) => Ok((user, vec![Rule::M2, Rule::P2])),
+                    None => Err(vec![Rule::M2, Rule::P3]),
+                },
                 (None, Some(ext)) => match attribute(settings, &ext) {
                     Ok((user, rule)) => Ok((user, vec![Rule::M2, rule])),
                     Err(rule) => Err(vec![Rule::M2, rule]),

@@ -55,6 +55,13 @@ pub struct Leg {
     transfer: Option<TransferKind>,
 }
 
+impl Leg {
+    /// Marks the leg as made by a transfer of this kind.
+    pub fn transfer_kind(&mut self, kind: TransferKind) {
+        self.transfer = Some(kind);
+    }
+}
+
 impl Entry {
     pub fn new(id: &str) -> Self {
         Entry {
