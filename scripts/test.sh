@@ -121,4 +121,31 @@ ensure_browser() {
 
 ensure_postgres
 ensure_browser
-cargo test --workspace --locked --no-fail-fast "$@"
+
+# The total line: passed, failed and skipped over every test binary, and how many tests ran on
+# PostgreSQL (each test that makes a PostgreSQL database notes itself in the file named by
+# CALLBRIDGE_TEST_POSTGRES_LOG; crates/test-support/src/postgres.rs).
+run_log="$(mktemp /tmp/callbridge-test-run.XXXXXX)"
+pg_log="$(mktemp /tmp/callbridge-test-pg-log.XXXXXX)"
+export CALLBRIDGE_TEST_POSTGRES_LOG="$pg_log"
+set +e
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$run_log"
+status=${PIPESTATUS[0]}
+set -e
+sum_of() { grep -Eo "$1" "$run_log" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}'; }
+passed=$(sum_of '^test result: [a-zA-Z]+\. [0-9]+ passed')
+failed=$(sum_of '[0-9]+ failed;')
+skipped=$(sum_of '[0-9]+ ignored;')
+pg_tests=$(sort -u "$pg_log" | grep -c . || true)
+rm -f "$run_log" "$pg_log"
+if [ "$pg_tests" -gt 0 ]; then
+  pg_said="PostgreSQL ran: $pg_tests tests made a PostgreSQL database"
+else
+  pg_said="PostgreSQL ran: NO test made a PostgreSQL database"
+  if [ "$status" = 0 ] && [ "$#" = 0 ]; then
+    echo "test.sh: FAILED: the whole suite ran and no test used PostgreSQL; the scale-out tests did not run" >&2
+    status=1
+  fi
+fi
+echo "== total: $passed passed, $failed failed, $skipped skipped; $pg_said (exit $status)"
+exit "$status"

@@ -23,6 +23,7 @@ pub fn postgres_admin_url() -> String {
 ///
 /// Blocking, and safe to call from async tests too.
 pub fn fresh_postgres_database(label: &str) -> String {
+    note_postgres_test();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = format!("cb_{label}_{}_{n}", std::process::id());
@@ -40,6 +41,33 @@ pub fn fresh_postgres_database(label: &str) -> String {
     ])
     .unwrap_or_else(|e| panic!("creating the test database {name} on {POSTGRES_URL_VAR}: {e}"));
     url
+}
+
+/// The file `scripts/test.sh` names so that its total line can say how many tests ran on
+/// PostgreSQL: each test that makes a database appends its binary and its name (libtest names
+/// the test's thread after the test).
+pub const POSTGRES_LOG_VAR: &str = "CALLBRIDGE_TEST_POSTGRES_LOG";
+
+fn note_postgres_test() {
+    use std::io::Write;
+    let Ok(path) = std::env::var(POSTGRES_LOG_VAR) else {
+        return;
+    };
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let thread = std::thread::current();
+    let line = format!("{binary} {}\n", thread.name().unwrap_or("unnamed"));
+    // One short append per database: whole lines even with tests running in parallel.
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = appended {
+        panic!("{POSTGRES_LOG_VAR}={path}: cannot append to it: {e}");
+    }
 }
 
 /// Drops a database [`fresh_postgres_database`] made, once nothing uses it any more. Best effort,
