@@ -137,6 +137,9 @@ impl Row {
 pub struct Conversation {
     pub title: String,
     pub who: String,
+    /// The conversation's own client when it is not the entry's (a consult with another
+    /// external number, A2b), formatted.
+    pub other_client: Option<String>,
     pub user: String,
     pub when: String,
     pub length: String,
@@ -187,7 +190,13 @@ pub fn conversations(
     plan.records
         .iter()
         .enumerate()
-        .map(|(row, r)| conversation(t, r, names, offset_min, start, span, row as i64))
+        .map(|(row, r)| {
+            let mut c = conversation(t, r, names, offset_min, start, span, row as i64);
+            if r.client_phone != plan.client_phone {
+                c.other_client = r.client_phone.as_deref().map(format_phone);
+            }
+            c
+        })
         .collect()
 }
 
@@ -210,6 +219,7 @@ fn conversation(
     Conversation {
         title,
         who: names.employee(r.employee_extension.as_deref()),
+        other_client: None,
         user: names.crm_user(r.crm_user_id),
         when: local_time(r.started_at, offset_min),
         length: duration(r.duration_s),
@@ -292,6 +302,35 @@ mod tests {
         assert_eq!(entry(&["done", "pending"]).delivery_state(), "pending");
         assert_eq!(entry(&["done", "sending"]).delivery_state(), "pending");
         assert_eq!(entry(&["done"]).delivery_state(), "delivered");
+    }
+
+    #[test]
+    fn a_conversation_with_another_client_names_that_client() {
+        let record = |conversation: usize, phone: &str| {
+            serde_json::json!({
+                "conversation": conversation, "employee_extension": "101",
+                "client_phone": phone, "direction": "inbound", "status": "answered",
+                "call_status": 4, "duration_s": 30, "started_at": 1_764_000_000,
+                "crm_user_id": 1001, "reasons": ["P1"], "creates_entities": false,
+                "entities": null, "recording_id": null, "transcript": false, "task": null
+            })
+        };
+        let plan: EntryPlan = serde_json::from_value(serde_json::json!({
+            "entry_id": "e", "direction": "inbound", "outcome": "answered",
+            "missed_kind": null, "client_phone": "79161234567", "line_number": null,
+            "started_at": 1_764_000_000, "ended_at": 1_764_000_100, "reasons": [],
+            "records": [record(0, "79161234567"), record(1, "79035550101")],
+            "ignored": [], "cards": []
+        }))
+        .expect("a plan");
+        let settings = callbridge_core::settings::Settings::default();
+        let names = Names::new(&settings, explain::Lang::En);
+        let t = super::super::super::i18n::Lang::En.catalogue();
+        let shown: Vec<Option<String>> = conversations(t, &plan, &names, 0)
+            .into_iter()
+            .map(|c| c.other_client)
+            .collect();
+        assert_eq!(shown, [None, Some("+7 903 555-01-01".to_string())]);
     }
 
     #[test]
