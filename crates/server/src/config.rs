@@ -222,7 +222,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(f));
         }
-        figment = figment.merge(Env::prefixed("CALLBRIDGE_").ignore(&["TEST_POSTGRES_URL", "LOG"]));
+        figment = figment.merge(Env::prefixed("CALLBRIDGE_").ignore(&[
+            "TEST_POSTGRES_URL",
+            "TEST_POSTGRES_LOG",
+            "LOG",
+        ]));
         let mut config: Config = figment
             .extract()
             .map_err(|e| invalid(&shown, describe_extract_error(e)))?;
