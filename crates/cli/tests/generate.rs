@@ -165,6 +165,12 @@ fn simulate_makes_of_generated_traffic_what_the_calls_were() {
                         fallback_records += 1;
                     }
                 },
+                // M2 (D): a group call offered to no employee goes to the fallback user.
+                None if reasons.contains(&"M2".into()) => {
+                    assert_eq!(user, fallback, "{what}");
+                    assert!(reasons.contains(&"P2".into()), "{what}");
+                    assert!(r["employee_extension"].is_null(), "{what}");
+                }
                 None => panic!("{what}: record without a known employee: {r}"),
             }
         }
