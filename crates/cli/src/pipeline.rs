@@ -5,7 +5,7 @@
 
 use callbridge_core::event::PbxEvent;
 use callbridge_core::plan::{CompletedBy, EntryPlan};
-use callbridge_core::tracker::{Completed, Tracker, TrackerConfig};
+use callbridge_core::tracker::{Completed, Tracker, TrackerConfig, Unfinished};
 use callbridge_core::ValidSettings;
 
 /// One completed entry, planned.
@@ -66,8 +66,8 @@ impl<'s> Pipeline<'s> {
     }
 
     /// The end of the input: every entry still closing, and every entry whose legs all hung up,
-    /// planned; and the ids of entries with a leg still up (not planned).
-    pub fn finish(self) -> (Vec<Planned>, Vec<String>) {
+    /// planned; and the entries left incomplete (not planned).
+    pub fn finish(self) -> (Vec<Planned>, Vec<Unfinished>) {
         let (done, unfinished) = self.tracker.finish();
         let settings = self.settings;
         let planned = done.into_iter().map(|c| Planned::of(c, settings)).collect();

@@ -58,6 +58,10 @@ struct Stats {
     entries: u64,
     /// Entries whose legs were still up when the input ended: not complete, not planned.
     unfinished: Vec<String>,
+    /// Entries with recording or keypress events but no call leg and no summary: there is no
+    /// call to plan (their call events are missing from the input).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    without_legs: Vec<String>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -85,6 +89,9 @@ pub fn run(args: &Args) -> Result<()> {
     out.finish(&stats)?;
     for id in &stats.unfinished {
         eprintln!("callbridge: warning: entry {id} still had a leg up at the end of the input; not planned");
+    }
+    for id in &stats.without_legs {
+        eprintln!("callbridge: warning: entry {id} has only recording or keypress events, no call legs and no summary; nothing to plan");
     }
     Ok(())
 }
@@ -165,7 +172,13 @@ fn simulate(
     for planned in done {
         emit(planned, &mut stats, out)?;
     }
-    stats.unfinished = unfinished;
+    for entry in unfinished {
+        if entry.has_legs {
+            stats.unfinished.push(entry.entry_id);
+        } else {
+            stats.without_legs.push(entry.entry_id);
+        }
+    }
     Ok(stats)
 }
 

@@ -143,8 +143,7 @@ fn missing_files_are_named() {
 
 #[test]
 fn ignored_paths_and_blank_lines_are_accepted() {
-    let mut text =
-        String::from("\n{\"path\":\"events/dtmf\",\"json\":{\"entry_id\":\"x\",\"dtmf\":\"1\"}}\n");
+    let mut text = String::from("\n{\"path\":\"events/sms\",\"json\":{\"command_id\":\"x\"}}\n");
     text += "{\"path\":\"ping\",\"json\":{}}\n";
     text += &good_events();
     let events = tmp("extra.jsonl", &text);
@@ -157,6 +156,33 @@ fn ignored_paths_and_blank_lines_are_accepted() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["entries"].as_array().unwrap().len(), 1);
     assert_eq!(v["stats"]["ignored_paths"], 2);
+}
+
+/// An entry of which only a keypress and a recording arrived is no call with "a leg still up":
+/// the warning says its call events are missing, and `stats.without_legs` names it.
+#[test]
+fn an_entry_without_call_legs_is_named_as_such() {
+    let mut text = String::from(
+        "{\"path\":\"events/dtmf\",\"json\":{\"entry_id\":\"only-extras\",\"call_id\":\"c\",\"seq\":1,\"dtmf\":\"1\",\"timestamp\":1764100000,\"location\":\"ivr.1\"}}\n",
+    );
+    text += "{\"path\":\"events/recording\",\"json\":{\"entry_id\":\"only-extras\",\"recording_id\":\"r\",\"recording_state\":\"Completed\",\"completion_code\":1000,\"timestamp\":1764100050}}\n";
+    text += &good_events();
+    let events = tmp("extras.jsonl", &text);
+    let out = simulate(&case_dir().join("settings.toml"), &events);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        v["stats"]["without_legs"],
+        serde_json::json!(["only-extras"])
+    );
+    assert_eq!(v["stats"]["unfinished"], serde_json::json!([]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("entry only-extras has only recording or keypress events"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("leg up"), "{stderr}");
 }
 
 #[test]

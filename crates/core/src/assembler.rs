@@ -20,6 +20,8 @@ pub struct EntryEvents {
     legs_up: usize,
     summary: Option<SummaryEvent>,
     recordings: BTreeMap<String, RecordingFacts>,
+    /// Digits keyed in voice menus, each delivery once, in time order.
+    keypresses: BTreeSet<Keypress>,
     /// Highest event timestamp seen for this entry.
     pub last_activity: i64,
     /// How many pushed events were duplicates and dropped.
@@ -143,6 +145,12 @@ impl EntryEvents {
                 let facts = self.recordings.entry(r.recording_id).or_default();
                 Pushed::from_new(!std::mem::replace(&mut facts.tagged, true))
             }
+            PbxEvent::Dtmf(d) => Pushed::from_new(self.keypresses.insert(Keypress {
+                at: d.timestamp,
+                seq: d.seq,
+                digits: d.digits,
+                menu: d.menu,
+            })),
         };
         if pushed == Pushed::Duplicate {
             self.duplicates += 1;
@@ -155,7 +163,7 @@ impl EntryEvents {
     }
 
     /// True when at least one call event or the summary has arrived: only then is there a call
-    /// to speak of (a lone recording event is not one).
+    /// to speak of (a lone recording or keypress event is not one).
     pub fn has_call_facts(&self) -> bool {
         self.summary.is_some() || !self.legs.is_empty()
     }
@@ -283,6 +291,20 @@ pub struct Conversation {
     pub recording_id: Option<String>,
 }
 
+/// Digits the client keyed in a voice menu (`events/dtmf`), kept in the entry's history.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+pub struct Keypress {
+    /// Unix seconds.
+    pub at: i64,
+    /// The PBX's order of keypresses within the leg.
+    #[serde(default)]
+    pub seq: u64,
+    pub digits: String,
+    /// The menu item (`ivr.1`), when the PBX said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub menu: Option<String>,
+}
+
 /// How an entry with no conversation was missed (A6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Missed {
@@ -326,6 +348,12 @@ pub struct Assembly {
     pub talked: bool,
     /// The final disconnect reason (summary's, else the last leg's).
     pub disconnect_reason: Option<u32>,
+    /// The summary's `entry_result` (1 success, 0 missed), as the PBX said it.
+    pub entry_result: Option<u8>,
+    /// The call-tracking number the client came through (`dct`), when any leg carried one.
+    pub tracking: Option<CallTracking>,
+    /// Digits keyed in voice menus, in time order.
+    pub keypresses: Vec<Keypress>,
     pub has_summary: bool,
 }
 
@@ -445,6 +473,7 @@ fn assemble(ev: &EntryEvents) -> Assembly {
     let mut ended_at = i64::MIN;
     let mut last_disconnect: Option<(i64, u64, u32)> = None;
     let mut line_number: Option<&str> = None;
+    let mut tracking: Option<&CallTracking> = None;
 
     for (call_id, events) in &ev.legs {
         let call_id = call_id.as_str();
@@ -477,7 +506,16 @@ fn assemble(ev: &EntryEvents) -> Assembly {
                 callback = true;
             }
             if line_number.is_none() {
-                line_number = e.to.line_number.as_deref().filter(|l| !l.is_empty());
+                // The line the client called, or on a leg an employee dialled out, the line
+                // the employee called from (`from.line_number`).
+                line_number = [&e.to, &e.from]
+                    .into_iter()
+                    .find_map(|p| p.line_number.as_deref().filter(|l| !l.trim().is_empty()));
+            }
+            if let Some(t) = &e.tracking {
+                if tracking.is_none_or(|old| t < old) {
+                    tracking = Some(t);
+                }
             }
             let from = classify(&e.from, false, &e.location, &mut numbers);
             let to = classify(&e.to, true, &e.location, &mut numbers);
@@ -784,6 +822,9 @@ fn assemble(ev: &EntryEvents) -> Assembly {
         disconnect_reason: summary
             .and_then(|s| s.disconnect_reason)
             .or(last_disconnect.map(|d| d.2)),
+        entry_result: summary.and_then(|s| s.entry_result),
+        tracking: tracking.cloned(),
+        keypresses: ev.keypresses.iter().cloned().collect(),
         has_summary: summary.is_some(),
     }
 }

@@ -196,6 +196,7 @@ mod tests {
             transfer: None,
             command_id: None,
             callback_initiator: None,
+            tracking: None,
         }
     }
 

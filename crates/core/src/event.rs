@@ -18,6 +18,8 @@ pub enum PbxEvent {
     RecordAdded(RecordStoredEvent),
     /// Speech analytics finished with a recording (`events/record/tagged`).
     RecordTagged(RecordStoredEvent),
+    /// The client keyed digits in a voice menu (`events/dtmf`): kept in the entry's history.
+    Dtmf(DtmfEvent),
 }
 
 impl PbxEvent {
@@ -28,6 +30,7 @@ impl PbxEvent {
             PbxEvent::Summary(e) => &e.entry_id,
             PbxEvent::Recording(e) => &e.entry_id,
             PbxEvent::RecordAdded(e) | PbxEvent::RecordTagged(e) => &e.entry_id,
+            PbxEvent::Dtmf(e) => &e.entry_id,
         }
     }
 
@@ -38,6 +41,7 @@ impl PbxEvent {
             PbxEvent::Summary(e) => e.end_time.max(e.create_time),
             PbxEvent::Recording(e) => e.timestamp,
             PbxEvent::RecordAdded(e) | PbxEvent::RecordTagged(e) => e.timestamp,
+            PbxEvent::Dtmf(e) => e.timestamp,
         }
     }
 }
@@ -103,6 +107,45 @@ pub struct CallEvent {
     /// Set when the leg was created by an API command (callback, route...).
     pub command_id: Option<String>,
     pub callback_initiator: Option<String>,
+    /// `dct`: the call-tracking number the client dialled, when the call came through one
+    /// (`None` when absent or `type` 0, "not call-tracking").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<CallTracking>,
+}
+
+/// Call tracking (Mango's `dct`): the advertising number that brought the client in. The visitor
+/// and campaign behind it are asked of Mango's DCT API with this number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CallTracking {
+    /// The tracking number; Mango may leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    pub kind: TrackingKind,
+}
+
+/// `dct.type`: 1 a number shown to one visitor at a time (dynamic), 2 one number per advertising
+/// channel (static); a later value is kept as unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackingKind {
+    Dynamic,
+    Static,
+    Unknown,
+}
+
+/// `events/dtmf`: digits the client keyed in a voice menu.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DtmfEvent {
+    pub entry_id: String,
+    pub call_id: Option<String>,
+    pub timestamp: i64,
+    pub seq: u64,
+    /// The digits, as keyed (`*` and `#` included).
+    pub digits: String,
+    /// The menu item the digits were collected in (`location`, e.g. `ivr.1`).
+    pub menu: Option<String>,
+    /// Who keyed them (`initiator`, a number).
+    pub initiator: Option<String>,
 }
 
 /// `call_direction` of the summary.
@@ -198,6 +241,14 @@ impl PbxEvent {
             PbxEvent::RecordTagged(e) => {
                 format!("record-tagged:{}:{}", e.entry_id, e.recording_id)
             }
+            PbxEvent::Dtmf(e) => format!(
+                "{:012}:dtmf:{}:{}:{}:{}",
+                e.timestamp,
+                e.entry_id,
+                e.call_id.as_deref().unwrap_or(""),
+                e.seq,
+                e.digits
+            ),
         }
     }
 }
@@ -220,6 +271,7 @@ mod tests {
             transfer: None,
             command_id: None,
             callback_initiator: None,
+            tracking: None,
         })
     }
 
@@ -246,6 +298,18 @@ mod tests {
         }
     }
 
+    fn keyed(entry: &str) -> DtmfEvent {
+        DtmfEvent {
+            entry_id: entry.into(),
+            call_id: Some("shared-leg".into()),
+            timestamp: 1_764_000_000,
+            seq: 1,
+            digits: "12".into(),
+            menu: Some("ivr.1".into()),
+            initiator: None,
+        }
+    }
+
     #[test]
     fn entries_sharing_a_leg_or_recording_id_keep_apart_and_redeliveries_stay_equal() {
         let pairs = [
@@ -262,6 +326,7 @@ mod tests {
                 PbxEvent::RecordTagged(stored("e1")),
                 PbxEvent::RecordTagged(stored("e2")),
             ),
+            (PbxEvent::Dtmf(keyed("e1")), PbxEvent::Dtmf(keyed("e2"))),
         ];
         for (first, second) in pairs {
             assert_ne!(first.dedupe_key(), second.dedupe_key(), "{first:?}");

@@ -332,6 +332,31 @@ pub fn entry_why(plan: &EntryPlan, names: &Names<'_>) -> String {
     join(sentences)
 }
 
+/// The documented class of a Mango result or disconnect code (`1110`, `113x`, `2xxx`...), for
+/// the texts that put a code in words; `other` for a code the documentation does not list. A code
+/// missing from the list is read by its class, as the documentation says (2219 is of 221x).
+pub fn pbx_code_class(code: u32) -> &'static str {
+    match code {
+        1000 => "1000",
+        1100 => "1100",
+        1110 => "1110",
+        1111 => "1111",
+        1120 => "1120",
+        1121 => "1121",
+        1122 => "1122",
+        1123 => "1123",
+        1130..=1139 => "113x",
+        1140..=1149 => "1140",
+        1150..=1159 => "115x",
+        1160..=1169 => "116x",
+        1170..=1179 => "117x",
+        1180..=1189 => "118x",
+        1190..=1199 => "119x",
+        2000..=2999 => "2xxx",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +399,8 @@ crm_user_id = 9000
             recording_id: None,
             transcript: false,
             task: None,
+            line_number: None,
+            tracking: None,
         }
     }
 
@@ -460,6 +487,10 @@ crm_user_id = 9000
             records: vec![],
             ignored: vec![],
             cards: vec![CrmUserId::new(1001).unwrap()],
+            tracking: None,
+            keypresses: vec![],
+            entry_result: None,
+            disconnect_reason: None,
         };
         assert_eq!(
             entry_why(&plan, &names),

@@ -3,7 +3,8 @@
 //! A call record is also what the outbox stores for the CRM worker, which reads it back
 //! (hence `Deserialize` on the record and what it holds).
 
-use crate::assembler::{Direction, MissedKind};
+use crate::assembler::{Direction, Keypress, MissedKind};
+use crate::event::CallTracking;
 use crate::settings::{CrmUserId, EntityRules};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -114,6 +115,13 @@ pub struct CallRecord {
     pub recording_id: Option<String>,
     pub transcript: bool,
     pub task: Option<Task>,
+    /// The entry's line (the number the client called, or the line an employee called from):
+    /// written to the CRM with the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_number: Option<String>,
+    /// The call-tracking number the client came through (`dct`): written to the CRM with the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<CallTracking>,
 }
 
 /// A conversation (or a missed entry) deliberately not written.
@@ -142,4 +150,18 @@ pub struct EntryPlan {
     pub ignored: Vec<Ignored>,
     /// CRM users shown the call card at any moment of the entry, ascending (C1).
     pub cards: Vec<CrmUserId>,
+    /// The call-tracking number the client came through (`dct`), when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<CallTracking>,
+    /// Digits the client keyed in voice menus (`events/dtmf`), in time order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keypresses: Vec<Keypress>,
+    /// The PBX's own result of the entry (the summary's `entry_result`, 1 success, 0 missed).
+    /// History only: the outcome is decided from the legs (A7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_result: Option<u8>,
+    /// The PBX's final disconnect code (the summary's, else the last leg's): history only, and
+    /// the missed call's amoCRM status (busy, no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect_reason: Option<u32>,
 }

@@ -24,6 +24,10 @@ pub fn plan(settings: &ValidSettings, a: &Assembly) -> EntryPlan {
         records: Vec::new(),
         ignored: Vec::new(),
         cards: Vec::new(),
+        tracking: a.tracking.clone(),
+        keypresses: a.keypresses.clone(),
+        entry_result: a.entry_result,
+        disconnect_reason: a.disconnect_reason,
     };
     if a.direction == Direction::Internal {
         // A5: internal calls are never written, and show no card (C1). A7: answered only when
@@ -43,6 +47,10 @@ pub fn plan(settings: &ValidSettings, a: &Assembly) -> EntryPlan {
             plan.reasons.push(Rule::A6);
             plan_missed(settings, a, missed, &mut plan);
         }
+    }
+    for record in &mut plan.records {
+        record.line_number = a.line_number.clone();
+        record.tracking = a.tracking.clone();
     }
     plan
 }
@@ -166,6 +174,8 @@ fn conversation_record(
         recording_id: conv.recording_id.clone(),
         transcript,
         task: None,
+        line_number: None,
+        tracking: None,
     }
 }
 
@@ -260,6 +270,8 @@ fn plan_missed(settings: &ValidSettings, a: &Assembly, missed: &Missed, plan: &m
                 recording_id: None,
                 transcript: false,
                 task: None,
+                line_number: None,
+                tracking: None,
             };
             make_creator(settings, &mut record);
             if calls.missed_tasks.enabled {

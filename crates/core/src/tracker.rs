@@ -77,6 +77,15 @@ impl Completed {
     }
 }
 
+/// An entry the end of the input left incomplete (`Tracker::finish`): not planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    pub entry_id: String,
+    /// False for an entry of recording or keypress events only: its call legs never arrived,
+    /// so there is no call to plan (rather than a call still going on).
+    pub has_legs: bool,
+}
+
 #[derive(Debug)]
 struct Open {
     events: EntryEvents,
@@ -223,8 +232,8 @@ impl Tracker {
     }
 
     /// The end of the input: every closed entry is released, and every entry whose legs are all
-    /// disconnected is complete (A4). Returns them and the ids of entries still in progress.
-    pub fn finish(mut self) -> (Vec<Completed>, Vec<String>) {
+    /// disconnected is complete (A4). Returns them and the entries still in progress.
+    pub fn finish(mut self) -> (Vec<Completed>, Vec<Unfinished>) {
         let mut out: Vec<Completed> = Vec::new();
         while let Some((_, id)) = self.settling.pop_front() {
             out.extend(self.release(id));
@@ -246,7 +255,11 @@ impl Tracker {
                     closed_at: self.clock,
                 });
             } else {
-                unfinished.push(id);
+                let has_legs = open.events.has_call_facts();
+                unfinished.push(Unfinished {
+                    entry_id: id,
+                    has_legs,
+                });
             }
         }
         (out, unfinished)
@@ -346,6 +359,7 @@ mod tests {
             transfer: None,
             command_id: None,
             callback_initiator: None,
+            tracking: None,
         })
     }
 
@@ -419,7 +433,39 @@ mod tests {
         assert!(t.advance(100 + 24 * 3600 - 1).is_empty());
         let (done, unfinished) = t.finish();
         assert!(done.is_empty());
-        assert_eq!(unfinished, vec!["a".to_string()]);
+        assert_eq!(
+            unfinished,
+            vec![Unfinished {
+                entry_id: "a".into(),
+                has_legs: true
+            }]
+        );
+    }
+
+    #[test]
+    fn an_entry_of_recording_and_keypress_events_only_is_unfinished_without_legs() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        feed(
+            &mut t,
+            PbxEvent::Dtmf(DtmfEvent {
+                entry_id: "k".into(),
+                call_id: Some("l1".into()),
+                timestamp: 100,
+                seq: 1,
+                digits: "2".into(),
+                menu: Some("ivr.1".into()),
+                initiator: None,
+            }),
+        );
+        let (done, unfinished) = t.finish();
+        assert!(done.is_empty());
+        assert_eq!(
+            unfinished,
+            vec![Unfinished {
+                entry_id: "k".into(),
+                has_legs: false
+            }]
+        );
     }
 
     #[test]

@@ -289,7 +289,10 @@ impl Vpbx {
                     call.first_to = Some(e.to.clone());
                 }
                 if call.line.is_none() {
-                    call.line = e.to.line_number.clone().filter(|l| !l.is_empty());
+                    // The line called, or the line an employee called out from.
+                    call.line = [&e.to, &e.from]
+                        .into_iter()
+                        .find_map(|p| p.line_number.clone().filter(|l| !l.is_empty()));
                 }
                 let down = call.legs.entry(e.call_id.clone()).or_insert(false);
                 match e.call_state {
@@ -347,6 +350,8 @@ impl Vpbx {
                 info.added = true;
                 info.tagged |= tagged;
             }
+            // Keypresses are not in the statistics the stand-in serves.
+            PbxEvent::Dtmf(_) => {}
         }
     }
 

@@ -19,7 +19,7 @@
 //! "now" of its own, passes `None` and so checks everything but the upper time bound.
 
 use crate::webhook::{WebhookError, PATH_CALL, PATH_RECORDING, PATH_RECORD_ADDED};
-use crate::webhook::{PATH_RECORD_TAGGED, PATH_SUMMARY};
+use crate::webhook::{PATH_DTMF, PATH_RECORD_TAGGED, PATH_SUMMARY};
 use callbridge_core::{Location, Party, PbxEvent};
 
 /// 2000-01-01T00:00:00Z: nothing the PBX reports happened earlier.
@@ -49,7 +49,11 @@ pub fn check_plausible(event: &PbxEvent, now: Option<i64>) -> Result<(), Webhook
             c.party("from", &e.from)?;
             c.party("to", &e.to)?;
             c.opt_text("command_id", e.command_id.as_deref())?;
-            c.opt_text("callback_initiator", e.callback_initiator.as_deref())
+            c.opt_text("callback_initiator", e.callback_initiator.as_deref())?;
+            match &e.tracking {
+                Some(t) => c.opt_text("dct.number", t.number.as_deref()),
+                None => Ok(()),
+            }
         }
         PbxEvent::Summary(e) => {
             let c = Checker {
@@ -85,6 +89,18 @@ pub fn check_plausible(event: &PbxEvent, now: Option<i64>) -> Result<(), Webhook
             let c = Checker { path, ..c };
             c.text("entry_id", &e.entry_id)?;
             c.text("recording_id", &e.recording_id)?;
+            c.time("timestamp", e.timestamp, true)
+        }
+        PbxEvent::Dtmf(e) => {
+            let c = Checker {
+                path: PATH_DTMF,
+                ..c
+            };
+            c.text("entry_id", &e.entry_id)?;
+            c.opt_text("call_id", e.call_id.as_deref())?;
+            c.text("dtmf", &e.digits)?;
+            c.opt_text("location", e.menu.as_deref())?;
+            c.opt_text("initiator", e.initiator.as_deref())?;
             c.time("timestamp", e.timestamp, true)
         }
     }

@@ -9,11 +9,11 @@
 //! is set, because the parser fills the first from the second. The parser never produces it.
 
 use crate::webhook::{
-    PATH_CALL, PATH_RECORDING, PATH_RECORD_ADDED, PATH_RECORD_TAGGED, PATH_SUMMARY,
+    PATH_CALL, PATH_DTMF, PATH_RECORDING, PATH_RECORD_ADDED, PATH_RECORD_TAGGED, PATH_SUMMARY,
 };
 use callbridge_core::{
-    CallEvent, CallState, Location, Party, PbxEvent, RecordStoredEvent, RecordingEvent,
-    RecordingState, SummaryDirection, SummaryEvent, TransferKind,
+    CallEvent, CallState, CallTracking, DtmfEvent, Location, Party, PbxEvent, RecordStoredEvent,
+    RecordingEvent, RecordingState, SummaryDirection, SummaryEvent, TrackingKind, TransferKind,
 };
 use serde_json::{Map, Value};
 
@@ -25,6 +25,7 @@ pub fn to_json(event: &PbxEvent) -> (&'static str, Value) {
         PbxEvent::Recording(e) => (PATH_RECORDING, recording(e)),
         PbxEvent::RecordAdded(e) => (PATH_RECORD_ADDED, record_stored(e)),
         PbxEvent::RecordTagged(e) => (PATH_RECORD_TAGGED, record_stored(e)),
+        PbxEvent::Dtmf(e) => (PATH_DTMF, dtmf(e)),
     }
 }
 
@@ -118,6 +119,32 @@ fn call(e: &CallEvent) -> Value {
         .opt("transfer", e.transfer.map(transfer))
         .opt_str("command_id", &e.command_id)
         .opt_str("callback_initiator", &e.callback_initiator)
+        .opt("dct", e.tracking.as_ref().map(tracking))
+        .done()
+}
+
+fn tracking(t: &CallTracking) -> Value {
+    let kind = match t.kind {
+        TrackingKind::Dynamic => 1,
+        TrackingKind::Static => 2,
+        // A type this version does not know; 3 reads back as unknown.
+        TrackingKind::Unknown => 3,
+    };
+    Obj::new()
+        .opt_str("number", &t.number)
+        .set("type", kind)
+        .done()
+}
+
+fn dtmf(e: &DtmfEvent) -> Value {
+    Obj::new()
+        .set("entry_id", e.entry_id.as_str())
+        .opt_str("call_id", &e.call_id)
+        .set("timestamp", e.timestamp)
+        .set("seq", e.seq)
+        .set("dtmf", e.digits.as_str())
+        .opt_str("location", &e.menu)
+        .opt_str("initiator", &e.initiator)
         .done()
 }
 
@@ -206,6 +233,7 @@ mod tests {
             transfer: Some(TransferKind::ReturnBlind),
             command_id: Some("cmd-1".into()),
             callback_initiator: Some("API".into()),
+            tracking: None,
         };
         let summary = SummaryEvent {
             entry_id: "e".into(),
@@ -263,6 +291,7 @@ mod tests {
                 transfer: None,
                 command_id: None,
                 callback_initiator: None,
+                tracking: None,
                 ..call.clone()
             }));
         }

@@ -54,6 +54,7 @@ fn every_scenario_line_parses() {
                         PbxEvent::Recording(_) => "recording",
                         PbxEvent::RecordAdded(_) => "record_added",
                         PbxEvent::RecordTagged(_) => "record_tagged",
+                        PbxEvent::Dtmf(_) => "dtmf",
                     });
                     events += 1;
                 }
@@ -69,6 +70,7 @@ fn every_scenario_line_parses() {
         kinds.into_iter().collect::<Vec<_>>(),
         [
             "call",
+            "dtmf",
             "record_added",
             "record_tagged",
             "recording",

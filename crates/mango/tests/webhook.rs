@@ -2,8 +2,8 @@
 //! every rejection.
 
 use callbridge_core::{
-    CallEvent, CallState, Location, Party, PbxEvent, RecordStoredEvent, RecordingEvent,
-    RecordingState, SummaryDirection, SummaryEvent, TransferKind,
+    CallEvent, CallState, CallTracking, DtmfEvent, Location, Party, PbxEvent, RecordStoredEvent,
+    RecordingEvent, RecordingState, SummaryDirection, SummaryEvent, TrackingKind, TransferKind,
 };
 use callbridge_mango::{
     is_event_path, normalize_path, parse_event, parse_value, Webhook, WebhookError,
@@ -140,6 +140,10 @@ fn call_example_from_the_docs_parses_fully() {
             transfer: None,
             command_id: None,
             callback_initiator: None,
+            tracking: Some(CallTracking {
+                number: Some("74001234567".into()),
+                kind: TrackingKind::Dynamic,
+            }),
         }
     );
 }
@@ -612,7 +616,7 @@ fn unknown_fields_are_ignored_everywhere() {
     let extra = call(&call_with(json!({
         "from": {"number": "1", "nickname": ["x"], "was_transferrrred": "junk"},
         "to": {"extension": "2", "device": {"deep": [1, 2, {"a": null}]}},
-        "dct": {"number": "74001234567", "type": 1},
+        "dct": {"type": 0, "campaign": "unknown inside dct too"},
         "sip_call_id": "abc@host",
         "task_id": "not even a number",
         "campaign_id": 7,
@@ -667,7 +671,6 @@ fn paths_are_normalised_and_case_sensitive() {
 #[test]
 fn other_paths_are_ignored_without_reading_the_body() {
     for (path, normalised) in [
-        ("events/dtmf", "events/dtmf"),
         ("events/sms", "events/sms"),
         ("events/recognized/offline", "events/recognized/offline"),
         ("result/callback", "result/callback"),
@@ -682,7 +685,7 @@ fn other_paths_are_ignored_without_reading_the_body() {
         ("", ""),
         ("/", ""),
     ] {
-        // Garbage, empty, and a valid dtmf body: all ignored alike.
+        // Garbage, empty, and a body valid on `events/dtmf`: all ignored alike.
         for body in [
             "",
             "not json",
@@ -1087,4 +1090,93 @@ fn dedupe_keys_match_redeliveries_however_formatted_and_sort_by_the_events_time(
             &record_with(json!({"timestamp": 1764000099}))
         )
     );
+}
+
+/// `events/dtmf` as the PBX documents it: string `timestamp`, menu item in `location`, and the
+/// numbers the core has no use for. The digits and the menu are kept for the entry's history.
+#[test]
+fn keypresses_are_read_into_the_entry_history() {
+    let json = r#"{"seq":1,"dtmf":"124","timestamp":"1764100000","call_id":"C1","entry_id":"E1","location":"ivr.2","initiator":"79000000000","from_number":"79000000000","to_number":"74950000000","line_number":"74950000000"}"#;
+    assert_eq!(
+        parse_event("events/dtmf", json),
+        Ok(Webhook::Event(PbxEvent::Dtmf(DtmfEvent {
+            entry_id: "E1".into(),
+            call_id: Some("C1".into()),
+            timestamp: 1_764_100_000,
+            seq: 1,
+            digits: "124".into(),
+            menu: Some("ivr.2".into()),
+            initiator: Some("79000000000".into()),
+        })))
+    );
+    assert_eq!(
+        parse_event("events/dtmf", r#"{"entry_id":"E1","call_id":"C1"}"#),
+        Err(WebhookError::MissingField {
+            path: "events/dtmf".into(),
+            field: "dtmf".into()
+        })
+    );
+}
+
+/// `dct` on `events/call`: type 0 is "not call-tracking"; 1 and 2 keep the number; PHP's `[]` is
+/// none; anything but an object is refused naming the field.
+#[test]
+fn call_tracking_is_kept() {
+    let call = |dct: &str| {
+        format!(
+            r#"{{"entry_id":"E","call_id":"C","timestamp":1764100000,"seq":1,"call_state":"Disconnected","location":"abonent","from":{{"number":"79001234567"}},"to":{{"extension":"29"}},"disconnect_reason":1131,"dct":{dct}}}"#
+        )
+    };
+    let tracking = |dct: &str| match parse_event("events/call", &call(dct)) {
+        Ok(Webhook::Event(PbxEvent::Call(e))) => Ok(e.tracking),
+        other => Err(format!("{other:?}")),
+    };
+    assert_eq!(tracking(r#"{"type":0}"#), Ok(None));
+    assert_eq!(tracking("[]"), Ok(None));
+    assert_eq!(tracking("null"), Ok(None));
+    assert_eq!(
+        tracking(r#"{"number":"74001234567","type":1}"#),
+        Ok(Some(CallTracking {
+            number: Some("74001234567".into()),
+            kind: TrackingKind::Dynamic
+        }))
+    );
+    assert_eq!(
+        tracking(r#"{"number":74001234567,"type":"2"}"#),
+        Ok(Some(CallTracking {
+            number: Some("74001234567".into()),
+            kind: TrackingKind::Static
+        }))
+    );
+    assert_eq!(
+        tracking(r#"{"number":"74001234567","type":7}"#),
+        Ok(Some(CallTracking {
+            number: Some("74001234567".into()),
+            kind: TrackingKind::Unknown
+        }))
+    );
+    assert_eq!(
+        parse_event("events/call", &call(r#""74001234567""#)),
+        Err(WebhookError::InvalidField {
+            path: "events/call".into(),
+            field: "dct".into(),
+            problem: "expected an object, got \"74001234567\"".into()
+        })
+    );
+    assert_eq!(
+        parse_event("events/call", &call(r#"{"type":"x"}"#))
+            .unwrap_err()
+            .field(),
+        Some("dct.type")
+    );
+}
+
+/// Mango's own examples misspell `location` as `locaton`: read as the same field.
+#[test]
+fn the_misspelt_location_is_read() {
+    let json = r#"{"entry_id":"E","call_id":"C","timestamp":1764100000,"seq":1,"call_state":"Appeared","locaton":"ivr","from":{"number":"79001234567"},"to":{"number":"74950000000","line_number":"74950000000"}}"#;
+    match parse_event("events/call", json) {
+        Ok(Webhook::Event(PbxEvent::Call(e))) => assert_eq!(e.location, Location::Ivr),
+        other => panic!("{other:?}"),
+    }
 }

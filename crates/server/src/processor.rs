@@ -374,6 +374,18 @@ impl Processor {
                 .unwrap_or_default();
             for completed in done {
                 let entry_id = completed.events.entry_id.clone();
+                if !completed.events.has_call_facts() {
+                    // Only recording or keypress events arrived: there is no call to write, and
+                    // saying "a leg was still up" would send the reader after a leg that never was.
+                    tracing::warn!(
+                        tenant = %tenant_id,
+                        entry = %entry_id,
+                        "entry given up after the abandonment horizon with only recording or keypress events, no call legs and no summary; nothing to plan (its call events never arrived)"
+                    );
+                    metrics::counter!("callbridge_entries_without_legs_total").increment(1);
+                    self.forget_first_id(&tenant_id, &entry_id);
+                    continue;
+                }
                 if completed.completed_by == CompletedBy::Abandoned {
                     // A lost summary and a lost hang-up: planned with what is known, so the
                     // entry no longer holds memory and the recovery mark.

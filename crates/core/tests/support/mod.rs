@@ -98,6 +98,7 @@ impl Entry {
             transfer: leg.transfer,
             command_id: None,
             callback_initiator: None,
+            tracking: None,
         }));
     }
 

@@ -454,6 +454,18 @@ pub(super) fn party<'de, D: Deserializer<'de>>(d: D) -> Result<Party, D::Error> 
     }
 }
 
+/// `dct`: an object (see [`super::payload::TrackingFields`]); `null`, `[]` or `""` is none.
+pub(super) fn tracking<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<callbridge_core::CallTracking>, D::Error> {
+    match object_or::<super::payload::TrackingFields, D>(d)? {
+        ObjectOr::Object(t) => Ok(t.into_tracking()),
+        ObjectOr::Other(Lit::Null | Lit::Array { empty: true }) => Ok(None),
+        ObjectOr::Other(Lit::Str(s)) if s.is_empty() => Ok(None),
+        ObjectOr::Other(v) => Err(problem(format!("expected an object, got {}", describe(&v)))),
+    }
+}
+
 // ------------------------------------------------------------------------------- messages
 
 /// Longest rendering of an offending value in an error message, in characters.

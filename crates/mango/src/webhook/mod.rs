@@ -51,6 +51,8 @@ pub const PATH_RECORDING: &str = "events/recording";
 pub const PATH_RECORD_ADDED: &str = "events/record/added";
 /// `events/record/tagged`: speech analytics finished with a recording.
 pub const PATH_RECORD_TAGGED: &str = "events/record/tagged";
+/// `events/dtmf`: the client keyed digits in a voice menu.
+pub const PATH_DTMF: &str = "events/dtmf";
 
 /// What one webhook request means to callbridge.
 // Nearly every webhook is an event, and it is moved straight into the core: boxing it to shrink the
@@ -58,9 +60,9 @@ pub const PATH_RECORD_TAGGED: &str = "events/record/tagged";
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Webhook {
-    /// One of the five event paths the core consumes, parsed.
+    /// One of the six event paths the core consumes, parsed.
     Event(PbxEvent),
-    /// Any other path (`events/dtmf`, `events/sms`, `result/...`, `ping`, unknown ones). The payload
+    /// Any other path (`events/sms`, `result/...`, `ping`, unknown ones). The payload
     /// is not looked at; `path` is the normalised path.
     Ignored { path: String },
 }
@@ -135,7 +137,7 @@ pub fn normalize_path(path: &str) -> &str {
     path.trim_matches('/')
 }
 
-/// Whether `path` (normalised or not) is one of the five event paths that produce a
+/// Whether `path` (normalised or not) is one of the six event paths that produce a
 /// [`Webhook::Event`].
 pub fn is_event_path(path: &str) -> bool {
     kind_of(normalize_path(path)).is_some()
@@ -148,6 +150,7 @@ enum Kind {
     Recording,
     RecordAdded,
     RecordTagged,
+    Dtmf,
 }
 
 fn kind_of(normalized: &str) -> Option<Kind> {
@@ -157,6 +160,7 @@ fn kind_of(normalized: &str) -> Option<Kind> {
         PATH_RECORDING => Some(Kind::Recording),
         PATH_RECORD_ADDED => Some(Kind::RecordAdded),
         PATH_RECORD_TAGGED => Some(Kind::RecordTagged),
+        PATH_DTMF => Some(Kind::Dtmf),
         _ => None,
     }
 }
@@ -170,6 +174,7 @@ impl Kind {
             Kind::Recording => PbxEvent::Recording(lenient::payload(d)?),
             Kind::RecordAdded => PbxEvent::RecordAdded(lenient::payload(d)?),
             Kind::RecordTagged => PbxEvent::RecordTagged(lenient::payload(d)?),
+            Kind::Dtmf => PbxEvent::Dtmf(lenient::payload(d)?),
         })
     }
 }
@@ -299,6 +304,7 @@ mod text_and_value_tests {
         "events/recording",
         "events/record/added",
         "events/record/tagged",
+        "events/dtmf",
     ];
 
     /// `parse_event` on a text accepts it exactly when `parse_value` accepts its decoded value,
@@ -593,6 +599,7 @@ mod text_and_value_tests {
                     ("timestamp".into(), "1700000000".into()),
                     ("call_state".into(), "\"Connected\"".into()),
                     ("recording_state".into(), "\"Completed\"".into()),
+                    ("dtmf".into(), "\"12#\"".into()),
                 ];
                 for (k, v) in extra {
                     fields.push((key(k).to_owned(), VALUES[v].to_owned()));

@@ -1,4 +1,4 @@
-//! The five payloads, each field named once: serde derives the readers (`remote` ones build the
+//! The six payloads, each field named once: serde derives the readers (`remote` ones build the
 //! core's event types directly), and [`super::lenient`] supplies the leniency of every field.
 //!
 //! A field without `default` is required (absent: serde's `missing field`); fields of other paths
@@ -6,14 +6,14 @@
 
 use super::lenient::{self, FromFields};
 use callbridge_core::{
-    CallEvent, CallState, Location, Party, RecordStoredEvent, RecordingEvent, RecordingState,
-    SummaryDirection, SummaryEvent, TransferKind,
+    CallEvent, CallState, CallTracking, DtmfEvent, Location, Party, RecordStoredEvent,
+    RecordingEvent, RecordingState, SummaryDirection, SummaryEvent, TrackingKind, TransferKind,
 };
 use serde::de::value::MapAccessDeserializer;
 use serde::de::MapAccess;
 use serde::Deserialize;
 
-/// Every field name the five payloads (and their parties) read, each once. The property tests
+/// Every field name the six payloads (and their parties) read, each once. The property tests
 /// build their generated payloads from it, so that generated objects reach the field code; a unit
 /// test below keeps it equal to the names the derives read.
 #[doc(hidden)]
@@ -49,6 +49,11 @@ pub const FIELD_NAMES: &[&str] = &[
     "was_transferred",
     "was_transfered",
     "hold_initiator",
+    "dct",
+    "type",
+    "locaton",
+    "dtmf",
+    "initiator",
 ];
 
 #[derive(Deserialize)]
@@ -64,7 +69,9 @@ struct CallFields {
     seq: u64,
     #[serde(deserialize_with = "lenient::named")]
     call_state: CallState,
+    /// `locaton`: the misspelling of Mango's own documented examples.
     #[serde(
+        alias = "locaton",
         default = "lenient::no_location",
         deserialize_with = "lenient::location"
     )]
@@ -81,6 +88,66 @@ struct CallFields {
     command_id: Option<String>,
     #[serde(default, deserialize_with = "lenient::text")]
     callback_initiator: Option<String>,
+    #[serde(rename = "dct", default, deserialize_with = "lenient::tracking")]
+    tracking: Option<CallTracking>,
+}
+
+/// `events/dtmf`.
+#[derive(Deserialize)]
+#[serde(remote = "DtmfEvent")]
+struct DtmfFields {
+    #[serde(deserialize_with = "lenient::required_text")]
+    entry_id: String,
+    #[serde(default, deserialize_with = "lenient::text")]
+    call_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    timestamp: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    seq: u64,
+    #[serde(rename = "dtmf", deserialize_with = "lenient::required_text")]
+    digits: String,
+    #[serde(
+        rename = "location",
+        alias = "locaton",
+        default,
+        deserialize_with = "lenient::text"
+    )]
+    menu: Option<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    initiator: Option<String>,
+}
+
+/// `dct` of `events/call`.
+#[derive(Deserialize)]
+pub(super) struct TrackingFields {
+    #[serde(default, deserialize_with = "lenient::text")]
+    number: Option<String>,
+    #[serde(rename = "type", default, deserialize_with = "lenient::int")]
+    kind: Option<u32>,
+}
+
+impl TrackingFields {
+    /// `None` for `type` 0 ("not call-tracking"); an absent type with a number is still a
+    /// tracked call of unknown kind.
+    pub(super) fn into_tracking(self) -> Option<CallTracking> {
+        let kind = match self.kind {
+            Some(0) => return None,
+            None if self.number.is_none() => return None,
+            Some(1) => TrackingKind::Dynamic,
+            Some(2) => TrackingKind::Static,
+            _ => TrackingKind::Unknown,
+        };
+        Some(CallTracking {
+            number: self.number,
+            kind,
+        })
+    }
+}
+
+impl FromFields for TrackingFields {
+    fn from_fields<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        TrackingFields::deserialize(MapAccessDeserializer::new(map))
+    }
 }
 
 #[derive(Deserialize)]
@@ -215,6 +282,12 @@ impl FromFields for RecordingEvent {
     }
 }
 
+impl FromFields for DtmfEvent {
+    fn from_fields<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        DtmfFields::deserialize(MapAccessDeserializer::new(map))
+    }
+}
+
 impl FromFields for RecordStoredEvent {
     fn from_fields<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
         RecordStoredFields::deserialize(MapAccessDeserializer::new(map))
@@ -262,6 +335,8 @@ mod tests {
         let _ = RecordingFields::deserialize(Names(&mut read));
         let _ = RecordStoredFields::deserialize(Names(&mut read));
         let _ = PartyFields::deserialize(Names(&mut read));
+        let _ = DtmfFields::deserialize(Names(&mut read));
+        let _ = TrackingFields::deserialize(Names(&mut read));
         let listed: BTreeSet<&str> = FIELD_NAMES.iter().copied().collect();
         assert_eq!(listed.len(), FIELD_NAMES.len(), "a name is listed twice");
         assert_eq!(listed, read);

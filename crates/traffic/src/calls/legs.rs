@@ -44,6 +44,7 @@ impl<'a> CallBuilder<'a> {
             transfer: leg.transfer,
             command_id: None,
             callback_initiator: None,
+            tracking: None,
         }));
     }
 

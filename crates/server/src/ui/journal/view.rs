@@ -160,6 +160,71 @@ pub struct NotWritten {
     pub rules: String,
 }
 
+/// One line of what the PBX said of the entry beyond its legs: the line, the call-tracking
+/// number, the keys pressed, the PBX's own result and disconnect code.
+pub struct Fact {
+    pub label: String,
+    pub value: String,
+}
+
+/// The PBX's facts of an entry, in words; empty when it said none of them.
+pub fn pbx_facts(t: &Catalogue, plan: &EntryPlan, utc_offset_minutes: i32) -> Vec<Fact> {
+    let mut facts = Vec::new();
+    let mut fact = |label: &str, value: String| {
+        facts.push(Fact {
+            label: t.get(label).to_string(),
+            value,
+        })
+    };
+    if let Some(line) = &plan.line_number {
+        fact("journal.line", format_phone(line));
+    }
+    if let Some(tracking) = &plan.tracking {
+        let kind = match tracking.kind {
+            callbridge_core::TrackingKind::Dynamic => "journal.tracking.dynamic",
+            callbridge_core::TrackingKind::Static => "journal.tracking.static",
+            callbridge_core::TrackingKind::Unknown => "journal.tracking.unknown",
+        };
+        let number = tracking.number.as_deref().map_or("—".into(), format_phone);
+        fact("journal.tracking", t.fmt(kind, &[("number", &number)]));
+    }
+    if !plan.keypresses.is_empty() {
+        let keys: Vec<String> = plan
+            .keypresses
+            .iter()
+            .map(|k| {
+                let time = local_time(k.at, utc_offset_minutes);
+                let time = time.rsplit(' ').next().unwrap_or(&time);
+                match &k.menu {
+                    Some(menu) => t.fmt(
+                        "journal.keypress",
+                        &[("digits", &k.digits), ("menu", menu), ("time", time)],
+                    ),
+                    None => t.fmt(
+                        "journal.keypress-no-menu",
+                        &[("digits", &k.digits), ("time", time)],
+                    ),
+                }
+            })
+            .collect();
+        fact("journal.keypresses", keys.join("; "));
+    }
+    if let Some(result) = plan.entry_result {
+        let text = match result {
+            1 => t.get("journal.pbx-result.success").to_string(),
+            0 => t.get("journal.pbx-result.missed").to_string(),
+            code => t.fmt("journal.pbx-result.other", &[("code", &code.to_string())]),
+        };
+        fact("journal.pbx-result", text);
+    }
+    if let Some(code) = plan.disconnect_reason {
+        let class = explain::pbx_code_class(code);
+        let words = t.get(&format!("journal.code.{class}")).to_string();
+        fact("journal.disconnect", format!("{code}: {words}"));
+    }
+    facts
+}
+
 /// The height of one timeline row (SVG user units).
 pub const BAR_ROW: i64 = 28;
 
@@ -331,6 +396,58 @@ mod tests {
             .map(|c| c.other_client)
             .collect();
         assert_eq!(shown, [None, Some("+7 903 555-01-01".to_string())]);
+    }
+
+    /// What the PBX said beyond the legs (line, tracking, keys, its own result codes) is shown
+    /// in words; a plan stored before these fields existed still reads, with none of them.
+    #[test]
+    fn the_pbx_facts_are_put_in_words() {
+        let base = serde_json::json!({
+            "entry_id": "e", "direction": "inbound", "outcome": "answered",
+            "missed_kind": null, "client_phone": "79161234567", "line_number": null,
+            "started_at": 1_764_000_000, "ended_at": 1_764_000_100, "reasons": [],
+            "records": [], "ignored": [], "cards": []
+        });
+        let t = super::super::super::i18n::Lang::En.catalogue();
+        let old: EntryPlan = serde_json::from_value(base.clone()).expect("an older plan reads");
+        assert!(pbx_facts(t, &old, 0).is_empty());
+        let mut full = base;
+        let extra = serde_json::json!({
+            "line_number": "74951234567",
+            "tracking": {"number": "74950001122", "kind": "dynamic"},
+            "keypresses": [{"at": 1_764_000_008, "seq": 1, "digits": "2", "menu": "ivr.1"}],
+            "entry_result": 1,
+            "disconnect_reason": 1133
+        });
+        full.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let plan: EntryPlan = serde_json::from_value(full).expect("a plan");
+        let shown: Vec<(String, String)> = pbx_facts(t, &plan, 180)
+            .into_iter()
+            .map(|f| (f.label, f.value))
+            .collect();
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            shown,
+            pairs(&[
+                ("Line", "+7 495 123-45-67"),
+                (
+                    "Call tracking",
+                    "+7 495 000-11-22, dynamic number (one visitor)"
+                ),
+                ("Keys pressed", "2 in menu ivr.1 at 19:00"),
+                ("PBX result", "a conversation took place (entry_result 1)"),
+                (
+                    "Ended",
+                    "1133: the called side is unavailable or does not exist"
+                ),
+            ])
+        );
     }
 
     #[test]
