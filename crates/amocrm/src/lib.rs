@@ -64,6 +64,7 @@ mod config;
 mod error;
 mod limiter;
 mod model;
+mod phone;
 mod tokens;
 mod wire;
 
@@ -75,4 +76,5 @@ pub use config::{
 pub use error::{Error, ItemError};
 pub use limiter::{COOLDOWN_INITIAL, COOLDOWN_MAX, RATE_WINDOW, RATE_WINDOW_MARGIN};
 pub use model::*;
+pub use phone::same_phone_number;
 pub use tokens::{MemoryTokenStore, OAuthTokens, TokenStore, TokenStoreError};
