@@ -552,3 +552,85 @@ async fn an_unknown_client_gets_the_new_client_action_once_then_its_call() {
     assert_eq!(h.crm.contacts_created.load(Ordering::SeqCst), 1);
     assert_eq!(h.crm.calls_sent().len(), 2);
 }
+
+#[tokio::test]
+async fn a_call_landed_on_an_unknown_kind_is_written_and_its_task_parked_with_the_reason() {
+    let h = Harness::new("unknown-kind").await;
+    let call_key = "acme/ZW50cnk6MTIx/missed/call";
+    let task_key = "acme/ZW50cnk6MTIx/missed/task";
+    h.plan(
+        "ZW50cnk6MTIx",
+        vec![
+            NewOutboxItem {
+                item_key: call_key.into(),
+                kind: "call".into(),
+                payload: legacy_call_payload(),
+            },
+            NewOutboxItem {
+                item_key: task_key.into(),
+                kind: "task".into(),
+                payload: legacy_task_payload(),
+            },
+        ],
+    )
+    .await;
+    h.crm.answer_calls(Ok(CallsOutcome {
+        created: vec![CallCreated {
+            request_id: call_key.into(),
+            id: 55,
+            entity_id: 9,
+            entity_type: "catalog_elements".into(),
+        }],
+        ..CallsOutcome::default()
+    }));
+    assert!(h.delivery.round().await.is_ok());
+    // The note exists: the call is done and never sent again, with the reason kept.
+    let call = h.item(call_key).await;
+    assert_eq!(call.state, "done", "{call:?}");
+    let answer = call.crm_response.unwrap();
+    assert_eq!(answer["entity_type"], json!("catalog_elements"));
+    assert!(answer["entity_type_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("catalog_elements")));
+    // Its task is not put on a contact 9 that may be someone else: parked, saying why.
+    assert!(h.delivery.followup_round().await.is_ok());
+    let task = h.item(task_key).await;
+    assert_eq!(task.state, "parked", "{task:?}");
+    let why = task.last_error.unwrap_or_default();
+    assert!(why.contains("catalog_elements"), "{why}");
+    assert_eq!(h.crm.calls_sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_created_client_the_crm_keeps_not_finding_is_retried_with_backoff_then_parked() {
+    let h = Harness::new("not-found-after-create").await;
+    let key = h.calls(1).await.remove(0);
+    // The client was created for this call by an earlier round.
+    h.store()
+        .save_progress(&key, &json!({"contact_id": 5, "new_client": true}))
+        .await
+        .unwrap();
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        h.crm.answer_calls(Ok(CallsOutcome {
+            not_found: vec![key.clone()],
+            ..CallsOutcome::default()
+        }));
+        let call = super::calls::Call::read(h.item(&key).await).unwrap();
+        let before = now_ms();
+        assert!(h.delivery.deliver_calls(vec![call]).await.is_ok());
+        let item = h.item(&key).await;
+        if item.state == "pending" {
+            delays.push((item.next_attempt_at_ms - before + 500) / 1000);
+        }
+    }
+    assert_eq!(delays, vec![2, 4, 8, 16], "backoff doubles, four times");
+    let item = h.item(&key).await;
+    assert_eq!(item.state, "parked", "{item:?}");
+    let why = item.last_error.unwrap_or_default();
+    assert!(why.contains("contact 5"), "{why}");
+    assert!(why.contains("after 5 tries"), "{why}");
+    // No second contact was created for the client while waiting.
+    assert_eq!(h.crm.contacts_created.load(Ordering::SeqCst), 0);
+    assert_eq!(h.crm.calls_sent().len(), 5);
+}
