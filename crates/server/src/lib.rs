@@ -61,6 +61,10 @@ pub fn routes(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
         .merge(mango)
         .route("/amocrm/oauth/callback", get(oauth::callback))
         .route("/recordings/{tenant}/{recording_id}", get(recordings::play))
+        .route(
+            "/recordings/{tenant}/{recording_id}/{expires_at}/{file}",
+            get(recordings::play_mp3),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -511,15 +511,14 @@ impl TenantDelivery {
             phone: record.client_phone.clone().unwrap_or_default(),
             link: self.recording_link(record),
             call_status: Some(record.call_status),
-            // C5: the rule ids that decided the record travel with it, and the same reasons in
-            // words as the journal and the entries API give them (one source: core::explain).
-            call_result: Some(format!(
-                "callbridge: {}. {}",
-                rule_list(&record.reasons),
-                explain::record_why(
+            // C5: the reasons in words for the person reading the note (as the journal and the
+            // entries API give them: one source, core::explain), the rule ids kept at the end.
+            call_result: Some(call_result(
+                &explain::record_why(
                     record,
-                    &Names::new(self.tenant.settings.settings(), self.lang)
-                )
+                    &Names::new(self.tenant.settings.settings(), self.lang),
+                ),
+                &record.reasons,
             )),
             call_responsible: Some(record.crm_user_id.get()),
             responsible_user_id: Some(record.crm_user_id.get()),
@@ -542,9 +541,39 @@ impl TenantDelivery {
     }
 }
 
+/// A call note's `call_result`: the reasons in words, then the rule ids in brackets, e.g.
+/// `Transferred from Anna (105) to Ivan. Saved by Save all calls. [P2, P5]`. The words come
+/// first because the CRM shows the start of the text on the note.
+pub(super) fn call_result(words: &str, reasons: &[Rule]) -> String {
+    let ids: Vec<String> = reasons.iter().map(Rule::to_string).collect();
+    let ids = format!("[{}]", ids.join(", "));
+    match words.trim() {
+        "" => ids,
+        words => format!("{words} {ids}"),
+    }
+}
+
 /// Rule ids as the CRM shows them: `P1,P4,M5`.
 pub(super) fn rule_list(reasons: &[Rule]) -> String {
     let ids: Vec<String> = reasons.iter().map(Rule::to_string).collect();
     ids.join(",")
 }
 
+#[cfg(test)]
+mod call_result_tests {
+    use super::call_result;
+    use callbridge_core::Rule;
+
+    #[test]
+    fn call_results_read_as_words_with_the_rule_ids_at_the_end() {
+        let reasons = [Rule::P2, Rule::P5];
+        assert_eq!(
+            call_result(
+                "Transferred from Anna (105) to Ivan. Saved by Save all calls.",
+                &reasons
+            ),
+            "Transferred from Anna (105) to Ivan. Saved by Save all calls. [P2, P5]"
+        );
+        assert_eq!(call_result("  ", &reasons), "[P2, P5]");
+    }
+}
