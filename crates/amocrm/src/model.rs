@@ -204,6 +204,8 @@ pub struct NewUnsortedSip {
     pub duration: i64,
     pub link: Option<String>,
     pub service_code: String,
+    /// The user the call is shown as taken by (the official library sends it in the metadata).
+    pub call_responsible: Option<u64>,
     pub contact_name: String,
     pub lead_name: String,
     pub responsible_user_id: Option<u64>,
@@ -405,6 +407,9 @@ pub struct Pipeline {
     pub id: u64,
     pub name: String,
     pub is_main: bool,
+    /// Whether the pipeline takes unsorted requests ("incoming leads"); with it off, amoCRM
+    /// refuses them. Taken as on when the answer leaves it out, so the CRM's own refusal speaks.
+    pub is_unsorted_on: bool,
 }
 
 #[cfg(test)]

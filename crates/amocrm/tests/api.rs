@@ -183,7 +183,7 @@ async fn pipelines_are_read() {
             200,
             json!({"_embedded": {"pipelines": [
                 {"id": 1, "name": "Sales", "is_main": true, "_embedded": {"statuses": []}},
-                {"id": 2, "name": "Support", "is_main": false}]}}),
+                {"id": 2, "name": "Support", "is_main": false, "is_unsorted_on": false}]}}),
         )
     })
     .await;
@@ -194,12 +194,14 @@ async fn pipelines_are_read() {
             Pipeline {
                 id: 1,
                 name: "Sales".into(),
-                is_main: true
+                is_main: true,
+                is_unsorted_on: true
             },
             Pipeline {
                 id: 2,
                 name: "Support".into(),
-                is_main: false
+                is_main: false,
+                is_unsorted_on: false
             }
         ]
     );
@@ -620,6 +622,7 @@ async fn unsorted_sip_sends_metadata_and_the_callers_contact() {
         duration: 0,
         link: None,
         service_code: "callbridge".into(),
+        call_responsible: Some(1001),
         contact_name: "+79161234567".into(),
         lead_name: "Missed call +79161234567".into(),
         responsible_user_id: None,
@@ -644,7 +647,8 @@ async fn unsorted_sip_sends_metadata_and_the_callers_contact() {
         seen.json(),
         json!([{"source_uid": "callbridge", "source_name": "callbridge", "created_at": 1718000000, "request_id": "u1",
                 "metadata": {"uniq": "entry-1", "from": "+79161234567", "phone": "101", "called_at": 1718000000,
-                             "duration": 0, "service_code": "callbridge", "is_call_event_needed": true},
+                             "duration": 0, "service_code": "callbridge", "call_responsible": 1001,
+                             "is_call_event_needed": true},
                 "_embedded": {"leads": [{"name": "Missed call +79161234567"}],
                               "contacts": [{"name": "+79161234567", "custom_fields_values": [
                                   {"field_code": "PHONE", "values": [{"value": "+79161234567", "enum_code": "WORK"}]}]}]}}])

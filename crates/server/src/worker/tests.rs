@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use callbridge_amocrm::{
     CallCardEvent, CallCreated, CallsOutcome, ComplexCreated, Contact, Created, EntityType,
     Error as CrmError, ItemError, Lead, NewCall, NewComplexLead, NewContact, NewLead, NewNote,
-    NewTask, NewUnsortedSip, Note, NotesFilter, Task, TasksFilter, UnsortedCreated,
+    NewTask, NewUnsortedSip, Note, NotesFilter, Pipeline, Task, TasksFilter, UnsortedCreated,
 };
 use callbridge_core::ValidSettings;
 use callbridge_mango::api::ApiError;
@@ -60,6 +60,10 @@ struct FakeCrm {
     notes: Mutex<Vec<Note>>,
     notes_read: AtomicUsize,
     contacts_created: AtomicUsize,
+    /// The main pipeline has unsorted requests turned off (`pipelines`).
+    unsorted_off: std::sync::atomic::AtomicBool,
+    /// Every unsorted request sent.
+    unsorted_sent: Mutex<Vec<NewUnsortedSip>>,
     /// Runs as a call request arrives (a lease lost while it is under way).
     on_calls: Mutex<Option<Box<dyn FnMut() + Send>>>,
 }
@@ -141,12 +145,24 @@ impl CrmPort for FakeCrm {
     }
     async fn add_unsorted_sip(
         &self,
-        _: &[NewUnsortedSip],
+        items: &[NewUnsortedSip],
     ) -> Result<Vec<UnsortedCreated>, CrmError> {
+        self.unsorted_sent
+            .lock()
+            .unwrap()
+            .extend(items.iter().cloned());
         Ok(Vec::new())
     }
     async fn find_contacts_by_phone(&self, _: &str) -> Result<Vec<Contact>, CrmError> {
         Ok(Vec::new())
+    }
+    async fn pipelines(&self) -> Result<Vec<Pipeline>, CrmError> {
+        Ok(vec![Pipeline {
+            id: 3,
+            name: "Sales".into(),
+            is_main: true,
+            is_unsorted_on: !self.unsorted_off.load(Ordering::SeqCst),
+        }])
     }
     async fn contacts_by_ids(&self, _: &[u64]) -> Result<Vec<Contact>, CrmError> {
         Ok(Vec::new())
@@ -633,4 +649,71 @@ async fn a_created_client_the_crm_keeps_not_finding_is_retried_with_backoff_then
     // No second contact was created for the client while waiting.
     assert_eq!(h.crm.contacts_created.load(Ordering::SeqCst), 0);
     assert_eq!(h.crm.calls_sent().len(), 5);
+}
+
+/// One call item of an unknown client whose new-client action is unsorted, `direction` given;
+/// the CRM does not know the client. Its key.
+async fn unknown_client_call_with_unsorted(h: &Harness, entry: &str, direction: &str) -> String {
+    let mut payload = legacy_call_payload();
+    payload["entry_id"] = json!(entry);
+    payload["record"]["direction"] = json!(direction);
+    payload["record"]["entities"]["new_client"] = json!("unsorted");
+    let key = format!("{TENANT}/{entry}/0/call");
+    h.plan(
+        entry,
+        vec![NewOutboxItem {
+            item_key: key.clone(),
+            kind: "call".into(),
+            payload,
+        }],
+    )
+    .await;
+    h.crm.answer_calls(Ok(CallsOutcome {
+        not_found: vec![key.clone()],
+        ..CallsOutcome::default()
+    }));
+    key
+}
+
+#[tokio::test]
+async fn an_inbound_unknown_client_gets_an_unsorted_request_with_the_documented_metadata() {
+    let h = Harness::new("unsorted-inbound").await;
+    let key = unknown_client_call_with_unsorted(&h, "in1", "inbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    let sent = h.crm.unsorted_sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let request = &sent[0];
+    assert_eq!(request.uniq, key);
+    assert_eq!(request.from, "79161230021", "from: who called");
+    assert_eq!(request.to, "101", "phone: who was called");
+    assert_eq!(request.call_responsible, Some(1001));
+    assert_eq!(h.crm.contacts_created.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_outbound_call_to_an_unknown_number_creates_a_contact_not_an_unsorted_request() {
+    let h = Harness::new("unsorted-outbound").await;
+    let key = unknown_client_call_with_unsorted(&h, "out1", "outbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    assert!(h.crm.unsorted_sent.lock().unwrap().is_empty());
+    assert_eq!(h.crm.contacts_created.load(Ordering::SeqCst), 1);
+    let item = h.item(&key).await;
+    assert_eq!(item.state, "pending", "its call goes out next: {item:?}");
+}
+
+#[tokio::test]
+async fn with_unsorted_off_in_the_pipeline_the_call_is_parked_saying_so() {
+    let h = Harness::new("unsorted-off").await;
+    h.crm.unsorted_off.store(true, Ordering::SeqCst);
+    let key = unknown_client_call_with_unsorted(&h, "in2", "inbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    assert!(h.crm.unsorted_sent.lock().unwrap().is_empty());
+    let item = h.item(&key).await;
+    assert_eq!(item.state, "parked", "{item:?}");
+    let why = item.last_error.unwrap_or_default();
+    assert!(
+        why.contains("unsorted requests (incoming leads) are off"),
+        "{why}"
+    );
+    assert!(why.contains("\"Sales\" (3)"), "{why}");
 }
