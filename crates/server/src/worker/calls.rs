@@ -238,8 +238,12 @@ impl TenantDelivery {
     }
 
     /// Items marked in flight whose answer was lost: done if the CRM has a call note with their
-    /// `uniq`, else sent again. One listing of call notes per entity kind settles every such item
-    /// of the round, read only in the time window of the lost requests (from the earliest call
+    /// `uniq`, else sent again. amoCRM attaches a call to a contact, a company, the client's lead
+    /// or its customer, so the call notes of every one of these kinds are looked at before a call
+    /// is sent again (the order: where calls most often land first; the look stops once every
+    /// item is found). No error text of the CRM is relied on: looking first is what keeps the
+    /// write from happening twice. One listing of call notes per entity kind settles every such
+    /// item of the round, read only in the time window of the lost requests (from the earliest call
     /// start or send, to the latest send plus the request timeout, with a clock margin each
     /// side: amoCRM may stamp a note with the call's time or with its own), so recovery reads
     /// the few notes written around the loss, not everything since. Each item is checked once:
@@ -268,7 +272,15 @@ impl TenantDelivery {
         };
         metrics::counter!("callbridge_crm_uncertain_checked_total").increment(calls.len() as u64);
         let mut found: HashMap<String, Value> = HashMap::new();
-        for entity in [EntityType::Contacts, EntityType::Leads] {
+        for entity in [
+            EntityType::Contacts,
+            EntityType::Leads,
+            EntityType::Companies,
+            EntityType::Customers,
+        ] {
+            if calls.iter().all(|c| found.contains_key(&c.item.item_key)) {
+                break;
+            }
             match self.client.list_notes(entity, &filter).await {
                 Ok(notes) => {
                     self.outage_failures.store(0, Ordering::SeqCst);

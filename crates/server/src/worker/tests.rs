@@ -59,6 +59,10 @@ struct FakeCrm {
     /// What `list_notes` finds (the same for every entity kind).
     notes: Mutex<Vec<Note>>,
     notes_read: AtomicUsize,
+    /// The kind the `notes` are on (`None`: every kind finds them).
+    notes_only_on: Mutex<Option<EntityType>>,
+    /// The kinds whose notes were listed, in order.
+    kinds_read: Mutex<Vec<EntityType>>,
     contacts_created: AtomicUsize,
     /// The main pipeline has unsorted requests turned off (`pipelines`).
     unsorted_off: std::sync::atomic::AtomicBool,
@@ -107,8 +111,13 @@ impl CrmPort for FakeCrm {
             })
         })
     }
-    async fn list_notes(&self, _: EntityType, _: &NotesFilter) -> Result<Vec<Note>, CrmError> {
+    async fn list_notes(&self, kind: EntityType, _: &NotesFilter) -> Result<Vec<Note>, CrmError> {
         self.notes_read.fetch_add(1, Ordering::SeqCst);
+        self.kinds_read.lock().unwrap().push(kind);
+        let only = *self.notes_only_on.lock().unwrap();
+        if only.is_some_and(|only| only != kind) {
+            return Ok(Vec::new());
+        }
         Ok(self.notes.lock().unwrap().clone())
     }
     async fn create_contacts(&self, items: &[NewContact]) -> Result<Vec<Created>, CrmError> {
@@ -304,6 +313,33 @@ impl Harness {
         keys
     }
 
+    /// Marks `keys` in flight long ago (past the grace for requests still under way, so they
+    /// are looked up in the CRM now) and puts a call note with `uniq` on entity `entity_id`.
+    async fn lost_with_a_note_on(&self, keys: &[String], entity_id: u64, uniq: &str) {
+        self.store()
+            .mark_sending(keys, now_ms() - 120_000)
+            .await
+            .unwrap();
+        self.crm.notes.lock().unwrap().push(Note {
+            id: 70 + entity_id,
+            entity_id,
+            note_type: "call_in".into(),
+            params: json!({"uniq": uniq}),
+            responsible_user_id: None,
+            created_by: None,
+            created_at: None,
+        });
+    }
+
+    /// The call items `keys` as the call lane reads them.
+    async fn read_calls(&self, keys: &[String]) -> Vec<super::calls::Call> {
+        let mut calls = Vec::new();
+        for key in keys {
+            calls.push(super::calls::Call::read(self.item(key).await).unwrap());
+        }
+        calls
+    }
+
     async fn item(&self, key: &str) -> OutboxItem {
         self.store().outbox_item(key).await.unwrap().unwrap()
     }
@@ -456,25 +492,13 @@ async fn a_call_whose_answer_was_lost_is_found_in_the_crm_and_not_sent_again() {
     let h = Harness::new("lost").await;
     let keys = h.calls(2).await;
     let (found, missing) = (&keys[0], &keys[1]);
-    h.store()
-        .mark_sending(&keys, now_ms() - 120_000)
-        .await
-        .unwrap();
-    h.crm.notes.lock().unwrap().push(Note {
-        id: 77,
-        entity_id: 7,
-        note_type: "call_in".into(),
-        params: json!({"uniq": found}),
-        responsible_user_id: None,
-        created_by: None,
-        created_at: None,
-    });
+    h.lost_with_a_note_on(&keys, 7, found).await;
     // Marked long ago (past the grace for requests still under way): looked up now.
-    let mut calls = Vec::new();
-    for key in &keys {
-        calls.push(super::calls::Call::read(h.item(key).await).unwrap());
-    }
-    assert!(h.delivery.deliver_calls(calls).await.is_ok());
+    assert!(h
+        .delivery
+        .deliver_calls(h.read_calls(&keys).await)
+        .await
+        .is_ok());
     assert!(h.crm.notes_read.load(Ordering::SeqCst) > 0);
     let item = h.item(found).await;
     assert_eq!(item.state, "done", "{item:?}");
@@ -716,4 +740,51 @@ async fn with_unsorted_off_in_the_pipeline_the_call_is_parked_saying_so() {
         "{why}"
     );
     assert!(why.contains("\"Sales\" (3)"), "{why}");
+}
+
+#[tokio::test]
+async fn a_lost_call_is_looked_for_on_companies_and_customers_too_before_it_is_sent_again() {
+    let h = Harness::new("lost-everywhere").await;
+    let keys = h.calls(2).await;
+    let (on_customer, nowhere) = (&keys[0], &keys[1]);
+    *h.crm.notes_only_on.lock().unwrap() = Some(EntityType::Customers);
+    h.lost_with_a_note_on(&keys, 12, on_customer).await;
+    assert!(h
+        .delivery
+        .deliver_calls(h.read_calls(&keys).await)
+        .await
+        .is_ok());
+    assert_eq!(
+        *h.crm.kinds_read.lock().unwrap(),
+        vec![
+            EntityType::Contacts,
+            EntityType::Leads,
+            EntityType::Companies,
+            EntityType::Customers
+        ]
+    );
+    let item = h.item(on_customer).await;
+    assert_eq!(item.state, "done", "{item:?}");
+    let answer = item.crm_response.unwrap();
+    assert_eq!(answer["entity_type"], json!("customers"));
+    assert_eq!(answer["recovered"], json!(true));
+    // Only the one found nowhere went out again.
+    assert_eq!(h.crm.calls_sent(), vec![vec![nowhere.clone()]]);
+}
+
+#[tokio::test]
+async fn the_look_for_lost_calls_stops_once_every_one_is_found() {
+    let h = Harness::new("lost-found-early").await;
+    let key = h.calls(1).await.remove(0);
+    *h.crm.notes_only_on.lock().unwrap() = Some(EntityType::Contacts);
+    h.lost_with_a_note_on(std::slice::from_ref(&key), 7, &key)
+        .await;
+    let call = super::calls::Call::read(h.item(&key).await).unwrap();
+    assert!(h.delivery.deliver_calls(vec![call]).await.is_ok());
+    assert_eq!(
+        *h.crm.kinds_read.lock().unwrap(),
+        vec![EntityType::Contacts]
+    );
+    assert_eq!(h.item(&key).await.state, "done");
+    assert!(h.crm.calls_sent().is_empty());
 }
