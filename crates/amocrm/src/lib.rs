@@ -68,7 +68,10 @@ mod phone;
 mod tokens;
 mod wire;
 
-pub use client::{AmoClient, MAX_BATCH, MAX_PAGES, PAGE_LIMIT, REFRESH_BEFORE_EXPIRY_SECS};
+pub use client::{
+    AmoClient, MAX_BATCH, MAX_PAGES, PAGE_LIMIT, REFRESH_BEFORE_EXPIRY_SECS,
+    REFRESH_TOKEN_LIFETIME_SECS, SCHEDULED_REFRESH_AFTER_SECS,
+};
 pub use config::{
     account_origin, AccountConfig, AuthConfig, OriginError, ACCOUNT_HOST_SUFFIXES,
     DEFAULT_REQUESTS_PER_SECOND, DEFAULT_TIMEOUT,
