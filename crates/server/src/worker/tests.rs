@@ -788,3 +788,39 @@ async fn the_look_for_lost_calls_stops_once_every_one_is_found() {
     assert_eq!(h.item(&key).await.state, "done");
     assert!(h.crm.calls_sent().is_empty());
 }
+
+#[tokio::test]
+async fn a_broken_connection_is_named_for_readyz_and_counted_in_the_gauge() {
+    let h = Harness::new("broken-gauge").await;
+    let state = h.delivery.state.clone();
+    state
+        .tenants
+        .write()
+        .await
+        .insert(TENANT.into(), h.delivery.tenant.clone());
+    assert!(crate::token_refresh::broken_connections(&state)
+        .await
+        .is_empty());
+    h.store()
+        .set_crm_status(
+            TENANT,
+            "broken",
+            "the refresh token was refused; re-authorize the integration",
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    // The tenant has no CRM section here: nothing to refresh, but its state still counts.
+    crate::token_refresh::refresh_due(&state).await;
+    assert_eq!(
+        crate::token_refresh::broken_connections(&state).await,
+        vec![format!(
+            "crm connection broken for tenant {TENANT}: the refresh token was refused; re-authorize the integration"
+        )]
+    );
+    let metrics = state.metrics.render();
+    assert!(
+        metrics.contains("callbridge_crm_connections_broken 1"),
+        "{metrics}"
+    );
+}
