@@ -223,6 +223,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/api/v4/contacts/{id}/notes",
             get(api::notes::list_one_contact_notes).post(api::notes::add_one_contact_notes),
         )
+        // The sandbox keeps no companies or customers: their notes lists are empty (204, as
+        // amoCRM answers an empty list), so a client looking there is answered truthfully.
+        .route("/api/v4/companies/notes", get(api::notes::list_no_notes))
+        .route("/api/v4/customers/notes", get(api::notes::list_no_notes))
         .route("/api/v4/calls", post(api::notes::add_calls))
         .route("/api/v4/leads/unsorted", get(api::unsorted::list))
         .route("/api/v4/leads/unsorted/sip", post(api::unsorted::add_sip))

@@ -845,3 +845,28 @@ async fn garbage_bodies_get_4xx_and_never_break_the_server() {
     }
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn companies_and_customers_have_no_notes_and_say_so_as_amocrm_does() {
+    let sandbox = start_with(config()).await;
+    let api = Api::new(&sandbox);
+    for kind in ["companies", "customers"] {
+        let r = api
+            .get(&format!(
+                "/api/v4/{kind}/notes?filter[note_type][]=call_in&filter[note_type][]=call_out"
+            ))
+            .await;
+        assert_eq!(r.status, 204, "{kind}: {}", r.text);
+        assert!(r.text.is_empty(), "{kind}: {}", r.text);
+    }
+    // Still behind the token like every API route.
+    let r = send(
+        &client(),
+        reqwest::Method::GET,
+        &format!("{}/api/v4/companies/notes", sandbox.base_url()),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+}

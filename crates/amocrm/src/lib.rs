@@ -64,10 +64,14 @@ mod config;
 mod error;
 mod limiter;
 mod model;
+mod phone;
 mod tokens;
 mod wire;
 
-pub use client::{AmoClient, MAX_BATCH, MAX_PAGES, PAGE_LIMIT, REFRESH_BEFORE_EXPIRY_SECS};
+pub use client::{
+    AmoClient, MAX_BATCH, MAX_PAGES, PAGE_LIMIT, REFRESH_BEFORE_EXPIRY_SECS,
+    REFRESH_TOKEN_LIFETIME_SECS, SCHEDULED_REFRESH_AFTER_SECS,
+};
 pub use config::{
     account_origin, AccountConfig, AuthConfig, OriginError, ACCOUNT_HOST_SUFFIXES,
     DEFAULT_REQUESTS_PER_SECOND, DEFAULT_TIMEOUT,
@@ -75,4 +79,5 @@ pub use config::{
 pub use error::{Error, ItemError};
 pub use limiter::{COOLDOWN_INITIAL, COOLDOWN_MAX, RATE_WINDOW, RATE_WINDOW_MARGIN};
 pub use model::*;
+pub use phone::same_phone_number;
 pub use tokens::{MemoryTokenStore, OAuthTokens, TokenStore, TokenStoreError};

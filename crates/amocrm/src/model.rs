@@ -29,6 +29,30 @@ impl EntityType {
     }
 }
 
+impl EntityType {
+    /// The kind amoCRM names `name` in an answer (the calls answer's `entity_type`: the spelling,
+    /// singular or plural, is not documented, so both are taken, in any case). Anything else is
+    /// an error naming what came: writing a call's follow-ups onto a guessed kind would put them
+    /// on another client's card.
+    pub fn from_api(name: &str) -> Result<EntityType, UnknownEntityType> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "lead" | "leads" => Ok(EntityType::Leads),
+            "contact" | "contacts" => Ok(EntityType::Contacts),
+            "company" | "companies" => Ok(EntityType::Companies),
+            "customer" | "customers" => Ok(EntityType::Customers),
+            _ => Err(UnknownEntityType(name.to_owned())),
+        }
+    }
+}
+
+/// An `entity_type` in a CRM answer that is none of the four kinds callbridge writes to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "amoCRM answered entity_type {0:?}, which is none of lead, contact, company or customer; \
+     callbridge does not know where the call went"
+)]
+pub struct UnknownEntityType(pub String);
+
 impl fmt::Display for EntityType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -111,8 +135,16 @@ pub struct CallCreated {
     /// The call note's id.
     pub id: u64,
     pub entity_id: u64,
-    /// As amoCRM names it (`contact`, `lead`, ... the exact spelling is not documented).
+    /// As amoCRM names it (`contact`, `lead`, ... the exact spelling is not documented); read it
+    /// with [`CallCreated::entity`].
     pub entity_type: String,
+}
+
+impl CallCreated {
+    /// The kind of entity the call was attached to; an unknown name is an error with it.
+    pub fn entity(&self) -> Result<EntityType, UnknownEntityType> {
+        EntityType::from_api(&self.entity_type)
+    }
 }
 
 /// A contact with one work phone number.
@@ -172,6 +204,8 @@ pub struct NewUnsortedSip {
     pub duration: i64,
     pub link: Option<String>,
     pub service_code: String,
+    /// The user the call is shown as taken by (the official library sends it in the metadata).
+    pub call_responsible: Option<u64>,
     pub contact_name: String,
     pub lead_name: String,
     pub responsible_user_id: Option<u64>,
@@ -373,4 +407,32 @@ pub struct Pipeline {
     pub id: u64,
     pub name: String,
     pub is_main: bool,
+    /// Whether the pipeline takes unsorted requests ("incoming leads"); with it off, amoCRM
+    /// refuses them. Taken as on when the answer leaves it out, so the CRM's own refusal speaks.
+    pub is_unsorted_on: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EntityType;
+
+    #[test]
+    fn entity_types_are_read_in_every_spelling_and_unknown_ones_are_errors() {
+        for (name, kind) in [
+            ("lead", EntityType::Leads),
+            ("Leads", EntityType::Leads),
+            ("contact", EntityType::Contacts),
+            ("contacts", EntityType::Contacts),
+            ("company", EntityType::Companies),
+            ("companies", EntityType::Companies),
+            ("customer", EntityType::Customers),
+            ("CUSTOMERS", EntityType::Customers),
+        ] {
+            assert_eq!(EntityType::from_api(name), Ok(kind), "{name}");
+        }
+        for name in ["", "catalog_elements", "talk", "leadss"] {
+            let err = EntityType::from_api(name).expect_err(name);
+            assert!(err.to_string().contains(&format!("{name:?}")), "{err}");
+        }
+    }
 }

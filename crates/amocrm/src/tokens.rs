@@ -16,6 +16,11 @@ pub struct OAuthTokens {
     pub refresh_token: String,
     /// When the access token expires, in Unix seconds.
     pub expires_at: i64,
+    /// When amoCRM issued the pair, in Unix seconds; 0 when not known (a pair saved before this
+    /// was kept). The refresh token dies 3 months after it, so a scheduled refresh goes by it
+    /// ([`crate::AmoClient::refresh_if_older_than`]).
+    #[serde(default)]
+    pub issued_at: i64,
 }
 
 impl fmt::Debug for OAuthTokens {
@@ -24,6 +29,7 @@ impl fmt::Debug for OAuthTokens {
             .field("access_token", &format_args!("{REDACTED}"))
             .field("refresh_token", &format_args!("{REDACTED}"))
             .field("expires_at", &self.expires_at)
+            .field("issued_at", &self.issued_at)
             .finish()
     }
 }

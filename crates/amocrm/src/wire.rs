@@ -140,6 +140,8 @@ struct SipMetadata<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     link: Option<&'a str>,
     service_code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call_responsible: Option<u64>,
     /// Puts the call on the entity's timeline once the item is accepted.
     is_call_event_needed: bool,
 }
@@ -184,6 +186,7 @@ impl<'a> UnsortedSipOut<'a> {
                 duration: item.duration,
                 link: item.link.as_deref(),
                 service_code: &item.service_code,
+                call_responsible: item.call_responsible,
                 is_call_event_needed: true,
             },
             embedded: UnsortedEmbedded {
@@ -412,6 +415,8 @@ pub(crate) struct PipelineIn {
     name: Option<String>,
     #[serde(default)]
     is_main: Option<bool>,
+    #[serde(default)]
+    is_unsorted_on: Option<bool>,
 }
 
 impl From<PipelineIn> for Pipeline {
@@ -420,6 +425,7 @@ impl From<PipelineIn> for Pipeline {
             id: p.id,
             name: p.name.unwrap_or_default(),
             is_main: p.is_main.unwrap_or(false),
+            is_unsorted_on: p.is_unsorted_on.unwrap_or(true),
         }
     }
 }

@@ -183,7 +183,7 @@ async fn pipelines_are_read() {
             200,
             json!({"_embedded": {"pipelines": [
                 {"id": 1, "name": "Sales", "is_main": true, "_embedded": {"statuses": []}},
-                {"id": 2, "name": "Support", "is_main": false}]}}),
+                {"id": 2, "name": "Support", "is_main": false, "is_unsorted_on": false}]}}),
         )
     })
     .await;
@@ -194,12 +194,14 @@ async fn pipelines_are_read() {
             Pipeline {
                 id: 1,
                 name: "Sales".into(),
-                is_main: true
+                is_main: true,
+                is_unsorted_on: true
             },
             Pipeline {
                 id: 2,
                 name: "Support".into(),
-                is_main: false
+                is_main: false,
+                is_unsorted_on: false
             }
         ]
     );
@@ -222,7 +224,7 @@ fn contact_json(id: u64) -> Value {
 async fn contacts_by_phone_come_with_phones_and_lead_ids() {
     let mock = mock(|seen| {
         if seen.path == "/api/v4/contacts" {
-            json(200, json!({"_embedded": {"contacts": [contact_json(77), {"id": 78, "name": null, "custom_fields_values": null}]}}))
+            json(200, json!({"_embedded": {"contacts": [contact_json(77), contact_json(79), {"id": 78, "name": null, "custom_fields_values": null}]}}))
         } else {
             json(200, contact_json(77))
         }
@@ -244,8 +246,9 @@ async fn contacts_by_phone_come_with_phones_and_lead_ids() {
         }
     );
     assert_eq!(
-        (found[1].id, found[1].name.as_str(), found[1].phones.len()),
-        (78, "", 0)
+        found.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![77, 79],
+        "a contact without phones is not the caller, however the search matched it"
     );
     let seen = &mock.requests()[0];
     assert_eq!(
@@ -268,6 +271,56 @@ async fn contacts_by_phone_come_with_phones_and_lead_ids() {
         "an empty query would list every contact: {err:?}"
     );
     assert_eq!(mock.requests().len(), 2);
+}
+
+/// A contact as amoCRM returns it with these PHONE values (and a name).
+fn contact_with_phones(id: u64, name: &str, phones: &[&str]) -> Value {
+    let values: Vec<Value> = phones.iter().map(|p| json!({"value": p})).collect();
+    json!({"id": id, "name": name, "custom_fields_values": [
+        {"field_id": 2, "field_code": "PHONE", "values": values}]})
+}
+
+#[tokio::test]
+async fn phone_lookup_keeps_contacts_whose_phone_field_holds_the_number_in_any_form() {
+    let forms = [
+        "+79161234567",
+        "+7 916 123 45 67",
+        "+7 (916) 123-45-67",
+        "8 (916) 123-45-67",
+        "89161234567",
+        "8-916-123-45-67",
+        "9161234567",
+    ];
+    let mut contacts: Vec<Value> = forms
+        .iter()
+        .enumerate()
+        .map(|(i, form)| contact_with_phones(100 + i as u64, "Client", &["+7 495 000-00-00", form]))
+        .collect();
+    // What the full-text query also returns: the digits in the name, in another field, in
+    // another number that merely contains them.
+    contacts.push(contact_with_phones(
+        200,
+        "Client 79161234567",
+        &["+7 495 111-11-11"],
+    ));
+    contacts.push(json!({"id": 201, "name": "Mail", "custom_fields_values": [
+        {"field_id": 1, "field_code": "EMAIL", "values": [{"value": "79161234567@example.com"}]}]}));
+    contacts.push(contact_with_phones(202, "Other", &["+7 916 123-45-68"]));
+    contacts.push(contact_with_phones(203, "Extension", &["4567"]));
+    let answer = json!({"_embedded": {"contacts": contacts}});
+    let mock = mock(move |_| json(200, answer.clone())).await;
+    let client = client(&mock.base);
+    for asked in ["+79161234567", "8 (916) 123-45-67", "9161234567"] {
+        let found = client
+            .find_contacts_by_phone(asked)
+            .await
+            .expect("contacts");
+        assert_eq!(
+            found.iter().map(|c| c.id).collect::<Vec<_>>(),
+            (100..107).collect::<Vec<u64>>(),
+            "asked {asked:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -569,6 +622,7 @@ async fn unsorted_sip_sends_metadata_and_the_callers_contact() {
         duration: 0,
         link: None,
         service_code: "callbridge".into(),
+        call_responsible: Some(1001),
         contact_name: "+79161234567".into(),
         lead_name: "Missed call +79161234567".into(),
         responsible_user_id: None,
@@ -593,7 +647,8 @@ async fn unsorted_sip_sends_metadata_and_the_callers_contact() {
         seen.json(),
         json!([{"source_uid": "callbridge", "source_name": "callbridge", "created_at": 1718000000, "request_id": "u1",
                 "metadata": {"uniq": "entry-1", "from": "+79161234567", "phone": "101", "called_at": 1718000000,
-                             "duration": 0, "service_code": "callbridge", "is_call_event_needed": true},
+                             "duration": 0, "service_code": "callbridge", "call_responsible": 1001,
+                             "is_call_event_needed": true},
                 "_embedded": {"leads": [{"name": "Missed call +79161234567"}],
                               "contacts": [{"name": "+79161234567", "custom_fields_values": [
                                   {"field_code": "PHONE", "values": [{"value": "+79161234567", "enum_code": "WORK"}]}]}]}}])

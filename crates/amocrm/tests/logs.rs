@@ -26,6 +26,7 @@ fn tokens(access: &str, refresh: &str, expires_in: i64) -> OAuthTokens {
         access_token: access.into(),
         refresh_token: refresh.into(),
         expires_at: now + expires_in,
+        issued_at: now,
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use callbridge_amocrm::{
     AccountConfig, AmoClient, AuthConfig, Error, MemoryTokenStore, OAuthTokens, TokenStore,
-    TokenStoreError,
+    TokenStoreError, SCHEDULED_REFRESH_AFTER_SECS,
 };
 use common::*;
 use serde_json::json;
@@ -30,6 +30,7 @@ fn tokens(access: &str, refresh: &str, expires_in: i64) -> OAuthTokens {
         access_token: access.into(),
         refresh_token: refresh.into(),
         expires_at: now() + expires_in,
+        issued_at: now(),
     }
 }
 
@@ -412,4 +413,112 @@ async fn redirects_to_another_host_are_not_followed_with_any_secret() {
     assert!(redirecting.requests().len() >= 3);
     let reached = elsewhere.requests();
     assert!(reached.is_empty(), "followed a redirect: {reached:?}");
+}
+
+/// Days in seconds.
+const DAY: i64 = 86_400;
+
+#[tokio::test]
+async fn a_scheduled_refresh_renews_an_old_pair_and_leaves_a_young_one_alone() {
+    let (mock, crm) = crm(&["A2"], "R1").await;
+    // The access token is still good for hours; the pair is 31 days old.
+    let mut old = tokens("A1", "R1", 3_600);
+    old.issued_at = now() - 31 * DAY;
+    let store = Arc::new(MemoryTokenStore::with_tokens(old));
+    let client = oauth_client(&mock.base, store.clone());
+    assert!(client
+        .refresh_if_older_than(SCHEDULED_REFRESH_AFTER_SECS)
+        .await
+        .expect("refresh"));
+    let saved = store.current().expect("tokens");
+    assert_eq!(saved.refresh_token, "R2", "the new pair is saved");
+    assert!(
+        (now() - saved.issued_at).abs() < 60,
+        "the issue time is kept: {}",
+        saved.issued_at
+    );
+    // Now young: the next scheduled run asks nothing.
+    assert!(!client
+        .refresh_if_older_than(SCHEDULED_REFRESH_AFTER_SECS)
+        .await
+        .expect("no refresh"));
+    assert_eq!(crm.refreshes.load(Ordering::SeqCst), 1);
+    assert_eq!(client.account().await.expect("account").id, 7);
+    // A pair whose issue time is unknown (saved before it was kept) counts as old.
+    let (mock, crm) = self::crm(&["A2"], "R1").await;
+    let store = Arc::new(MemoryTokenStore::with_tokens(OAuthTokens {
+        issued_at: 0,
+        ..tokens("A1", "R1", 3_600)
+    }));
+    let client = oauth_client(&mock.base, store.clone());
+    assert!(client
+        .refresh_if_older_than(SCHEDULED_REFRESH_AFTER_SECS)
+        .await
+        .expect("refresh"));
+    assert_eq!(crm.refreshes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn long_lived_tokens_have_nothing_to_refresh_on_schedule() {
+    let mock = mock(|_| json(500, json!({}))).await;
+    let client = client(&mock.base);
+    assert!(!client
+        .refresh_if_older_than(0)
+        .await
+        .expect("nothing to do"));
+    assert!(mock.requests().is_empty());
+}
+
+/// A store whose saves fail: the process died between amoCRM's answer and the save.
+struct DiesBeforeSave(MemoryTokenStore);
+
+#[async_trait::async_trait]
+impl TokenStore for DiesBeforeSave {
+    async fn load(&self) -> Result<Option<OAuthTokens>, TokenStoreError> {
+        self.0.load().await
+    }
+    async fn save(&self, _: &OAuthTokens) -> Result<(), TokenStoreError> {
+        Err(TokenStoreError::new("the process stopped before the save"))
+    }
+}
+
+#[tokio::test]
+async fn a_crash_between_the_refresh_and_the_save_never_runs_on_an_unsaved_pair_and_says_to_re_authorize(
+) {
+    let (mock, crm) = crm(&["A2"], "R1").await;
+    let mut old = tokens("A1", "R1", 3_600);
+    old.issued_at = now() - 31 * DAY;
+    let dying = oauth_client(
+        &mock.base,
+        Arc::new(DiesBeforeSave(MemoryTokenStore::with_tokens(old.clone()))),
+    );
+    let err = dying
+        .refresh_if_older_than(SCHEDULED_REFRESH_AFTER_SECS)
+        .await
+        .expect_err("the save failed");
+    assert!(matches!(err, Error::TokenStore(_)), "{err:?}");
+    // The new access token was never used: no API request went out with it.
+    assert_eq!(crm.api_calls.load(Ordering::SeqCst), 0);
+    // The restarted process finds the old pair; amoCRM spent its refresh token. The connection
+    // says it needs re-authorizing, and the refused token is not sent again.
+    let store = Arc::new(MemoryTokenStore::with_tokens(old));
+    let restarted = oauth_client(&mock.base, store.clone());
+    let err = restarted
+        .refresh_if_older_than(SCHEDULED_REFRESH_AFTER_SECS)
+        .await
+        .expect_err("the refresh token is spent");
+    match &err {
+        Error::Unauthorized(why) => assert!(why.contains("re-authorize"), "{why}"),
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+    let refreshes = crm.refreshes.load(Ordering::SeqCst);
+    assert!(restarted
+        .refresh_if_older_than(SCHEDULED_REFRESH_AFTER_SECS)
+        .await
+        .is_err());
+    assert_eq!(
+        crm.refreshes.load(Ordering::SeqCst),
+        refreshes,
+        "a refused refresh token is not sent again"
+    );
 }

@@ -275,7 +275,11 @@ fn every_scenario_lands_in_the_crm_as_planned() {
                 ));
             }
             let reasons = note["params"]["call_result"].as_str().unwrap_or_default();
-            if !reasons.starts_with("callbridge: ") {
+            // Words first, the rule ids in brackets at the end: "... [P1, P4]".
+            let ids = reasons
+                .rsplit_once('[')
+                .and_then(|(words, ids)| (!words.trim().is_empty()).then_some(ids));
+            if !ids.is_some_and(|ids| ids.ends_with(']') && ids.len() > 1) {
                 problems.push(format!(
                     "note {uniq}: no rule ids in call_result {reasons:?}"
                 ));

@@ -302,6 +302,7 @@ mod tests {
             access_token: "access".into(),
             refresh_token: "refresh".into(),
             expires_at: 4_000_000_000,
+            issued_at: 1_700_000_000,
         };
         let at = |origin: &str| DbTokenStore {
             store: store.clone(),

@@ -18,6 +18,7 @@ pub mod request_span;
 pub mod secret_key;
 pub mod state;
 pub mod tenant_id;
+pub mod token_refresh;
 pub mod tokens;
 pub mod ui;
 pub mod webhooks;
@@ -61,6 +62,10 @@ pub fn routes(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
         .merge(mango)
         .route("/amocrm/oauth/callback", get(oauth::callback))
         .route("/recordings/{tenant}/{recording_id}", get(recordings::play))
+        .route(
+            "/recordings/{tenant}/{recording_id}/{expires_at}/{file}",
+            get(recordings::play_mp3),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -77,7 +82,16 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         );
     }
     match state.store.max_event_id().await {
-        Ok(_) => (StatusCode::OK, "ready".to_string()),
+        Ok(_) => {
+            // Broken CRM connections are named but do not make the service unready.
+            let broken = token_refresh::broken_connections(&state).await;
+            let mut body = "ready".to_string();
+            for line in broken {
+                body.push('\n');
+                body.push_str(&line);
+            }
+            (StatusCode::OK, body)
+        }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store unavailable: {e}"),
@@ -345,6 +359,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     let processor =
         tokio::spawn(processor::Processor::with_live(state.clone(), Some(live_rx)).run(rx.clone()));
     let worker = tokio::spawn(worker::run(state.clone(), rx.clone()));
+    tokio::spawn(token_refresh::run(state.clone(), rx.clone()));
     if config.directory_refresh_seconds > 0 {
         let every = std::time::Duration::from_secs(config.directory_refresh_seconds);
         tokio::spawn(directory::run(state.clone(), every, rx.clone()));

@@ -1,8 +1,11 @@
 //! Recording links for CRM call notes.
 //!
 //! Mango's recording links expire, so a call note cannot carry one. It carries a link to
-//! callbridge instead, `/recordings/{tenant}/{recording_id}?e=UNIX&s=...`, which asks Mango for a
-//! fresh link when someone presses play and redirects there. `s` is a signature over the tenant,
+//! callbridge instead, `/recordings/{tenant}/{recording_id}/{e}/{s}.mp3`, which asks Mango for a
+//! fresh link when someone presses play and redirects there. The link ends in `.mp3` because
+//! amoCRM's note player plays mp3 links only (and decides by the link's ending); links of the
+//! earlier form `/recordings/{tenant}/{recording_id}?e=UNIX&s=...`, already in call notes, are
+//! still honoured. `s` is a signature over the tenant,
 //! the recording id and the expiry `e` (Unix seconds) under the tenant's Mango salt, so the links
 //! cannot be guessed, enumerated or prolonged. A call note keeps its link for ever, so the
 //! lifetime (`recording_link_days`, default 365) is long; an expired link answers 410 Gone.
@@ -46,9 +49,14 @@ pub fn link(
     expires_at: i64,
 ) -> String {
     let s = sign(LABEL, &subject(tenant_id, recording_id, expires_at), salt);
-    let enc = |t: &str| form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>();
+    // Path segments: a space must be %20 there (form encoding's `+` would stay a plus).
+    let enc = |t: &str| {
+        form_urlencoded::byte_serialize(t.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20")
+    };
     format!(
-        "{}/recordings/{}/{}?e={expires_at}&s={s}",
+        "{}/recordings/{}/{}/{expires_at}/{s}.mp3",
         public_url.trim_end_matches('/'),
         enc(tenant_id),
         enc(recording_id)
@@ -93,7 +101,24 @@ pub fn check(
     }
 }
 
-/// `GET /recordings/{tenant}/{recording_id}?e=...&s=...`: a redirect to Mango's current link.
+/// `GET /recordings/{tenant}/{recording_id}/{e}/{s}.mp3`: a redirect to Mango's current link.
+pub async fn play_mp3(
+    State(state): State<Arc<AppState>>,
+    Path((tenant_id, recording_id, expires_at, file)): Path<(String, String, String, String)>,
+) -> Result<Response, RecordingError> {
+    // Without the ending the signature is left empty: refused like any unsigned link.
+    let signature = file.strip_suffix(".mp3").unwrap_or_default();
+    let query: HashMap<String, String> = [
+        ("e".to_string(), expires_at),
+        ("s".to_string(), signature.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    play(State(state), Path((tenant_id, recording_id)), Query(query)).await
+}
+
+/// `GET /recordings/{tenant}/{recording_id}?e=...&s=...` (the earlier link form, still in call
+/// notes): a redirect to Mango's current link.
 pub async fn play(
     State(state): State<Arc<AppState>>,
     Path((tenant_id, recording_id)): Path<(String, String)>,
@@ -131,18 +156,28 @@ pub async fn fresh_link(
 mod tests {
     use super::*;
 
+    /// The `e` and `s` a link carries in its last two path segments, as [`play_mp3`] reads them.
     fn query_of(link: &str) -> HashMap<String, String> {
-        let q = link.split_once('?').unwrap().1;
-        form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+        let mut segments = link.rsplit('/');
+        let file = segments.next().unwrap();
+        let e = segments.next().unwrap();
+        let s = file.strip_suffix(".mp3").expect("the link ends in .mp3");
+        [
+            ("e".to_string(), e.to_string()),
+            ("s".to_string(), s.to_string()),
+        ]
+        .into_iter()
+        .collect()
     }
 
     #[test]
     fn links_are_signed_per_tenant_recording_and_expiry() {
         let a = link("http://h:1/", "acme", "rec 1", "salt", 2_000);
         assert!(
-            a.starts_with("http://h:1/recordings/acme/rec+1?e=2000&s="),
+            a.starts_with("http://h:1/recordings/acme/rec%201/2000/"),
             "{a}"
         );
+        assert!(a.ends_with(".mp3"), "the CRM's player takes mp3 links: {a}");
         let q = query_of(&a);
         assert_eq!(check("acme", "rec 1", Some("salt"), &q, 1_000), Ok(()));
         assert_eq!(check("acme", "rec 1", Some("salt"), &q, 2_000), Ok(()));

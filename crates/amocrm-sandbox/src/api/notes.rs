@@ -433,6 +433,12 @@ pub async fn list_contact_notes(
     list_notes(&shared, EntityKind::Contacts, None, raw)
 }
 
+/// `GET /api/v4/companies/notes`, `GET /api/v4/customers/notes`: kinds the sandbox holds none
+/// of, so never a note (204 No Content, amoCRM's empty list).
+pub async fn list_no_notes() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
 pub async fn list_one_lead_notes(
     AxState(shared): AxState<Arc<Shared>>,
     Path(id): Path<String>,

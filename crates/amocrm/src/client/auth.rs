@@ -224,11 +224,33 @@ impl AmoClient {
             tracing::warn!("token answer without expires_in; assuming one day");
             DEFAULT_TOKEN_LIFETIME_SECS
         });
+        let now = unix_now();
         Ok(OAuthTokens {
             access_token: answer.access_token,
             refresh_token: answer.refresh_token,
-            expires_at: unix_now().saturating_add(lifetime),
+            expires_at: now.saturating_add(lifetime),
+            issued_at: now,
         })
+    }
+
+    /// Renews the token pair if amoCRM issued it more than `max_age_secs` ago, or when its issue
+    /// time is not known; `Ok(true)` when it did. What a scheduler calls: a refresh token lives
+    /// [`REFRESH_TOKEN_LIFETIME_SECS`] and is renewed only by using it, so an account with no
+    /// calls for that long would lose its connection for good. The refresh is the ordinary
+    /// single-flight one (saved before use). Long-lived tokens have nothing to renew.
+    pub async fn refresh_if_older_than(&self, max_age_secs: i64) -> Result<bool, Error> {
+        if let AuthConfig::LongLived { .. } = &self.inner.auth {
+            return Ok(false);
+        }
+        let current = self.inner.store.load().await?.ok_or_else(no_tokens)?;
+        let age = unix_now().saturating_sub(current.issued_at);
+        if current.issued_at > 0 && age < max_age_secs {
+            return Ok(false);
+        }
+        // Naming the current access token as stale makes the refresh ask the CRM, unless
+        // another task or process renewed the pair meanwhile (then its pair is used).
+        self.refresh(&current.access_token).await?;
+        Ok(true)
     }
 
     /// Exchange an authorization code (from the OAuth redirect) for tokens, and save them in

@@ -29,6 +29,11 @@ pub const PAGE_LIMIT: usize = 250;
 pub const MAX_PAGES: u32 = 1000;
 /// Refresh an access token this long before it expires.
 pub const REFRESH_BEFORE_EXPIRY_SECS: i64 = 60;
+/// How long amoCRM's refresh token lives unused (3 months).
+pub const REFRESH_TOKEN_LIFETIME_SECS: i64 = 90 * 86_400;
+/// The age at which a scheduled refresh renews a pair: a third of the refresh token's life, so
+/// a scheduler that misses a run or two (a stopped service, the CRM down) still has time.
+pub const SCHEDULED_REFRESH_AFTER_SECS: i64 = 30 * 86_400;
 
 /// A client for one amoCRM account. Cheap to clone; clones share the rate limiter, the token
 /// cache and the refresh lock, so keep one per account and share it.

@@ -8,6 +8,7 @@ use super::transport::expect_success;
 use super::{non_empty, AmoClient, PAGE_LIMIT};
 use crate::error::Error;
 use crate::model::*;
+use crate::phone::same_phone_number;
 use crate::wire;
 
 /// Ids per request in `filter[...][]` lists, to keep URLs short.
@@ -44,9 +45,11 @@ impl AmoClient {
         Ok(items.into_iter().map(Into::into).collect())
     }
 
-    /// Contacts whose fields match `phone` (`GET /api/v4/contacts?query=...&with=leads`), with
-    /// their lead ids. No match is an empty list. One page of up to 250: a phone number matching
-    /// more is not a phone number.
+    /// Contacts with `phone` in their PHONE field, with their lead ids. No match is an empty
+    /// list. amoCRM's `query` (`GET /api/v4/contacts?query=...&with=leads`) searches every field,
+    /// so a contact whose name, e-mail or another field merely contains the digits comes back
+    /// too; only those with a PHONE value that is [`same_phone_number`] as `phone` are kept.
+    /// One page of up to 250: a phone number matching more is not a phone number.
     pub async fn find_contacts_by_phone(&self, phone: &str) -> Result<Vec<Contact>, Error> {
         // An empty query would list every contact of the account.
         non_empty("find_contacts_by_phone", "the phone", phone)?;
@@ -62,7 +65,11 @@ impl AmoClient {
         }
         let mut root = wire::parse_json(what, &reply.body)?;
         let items: Vec<wire::ContactIn> = wire::embedded_list(what, &mut root, "contacts")?;
-        Ok(items.into_iter().map(Into::into).collect())
+        Ok(items
+            .into_iter()
+            .map(Contact::from)
+            .filter(|c| c.phones.iter().any(|p| same_phone_number(p, phone)))
+            .collect())
     }
 
     /// One contact with its lead ids; `None` when it does not exist (204 or 404).

@@ -2,28 +2,20 @@
 //! into requests of the batch limit.
 
 use super::BATCH;
-use callbridge_amocrm::EntityType;
+use callbridge_amocrm::{EntityType, UnknownEntityType};
 use serde_json::Value;
 
-/// amoCRM's `entity_type` of a call answer, as the plural the notes and tasks paths take.
-pub(super) fn plural(entity_type: &str) -> &'static str {
-    match entity_type.trim_end_matches('s') {
-        "lead" => "leads",
-        "company" | "companie" => "companies",
-        "customer" => "customers",
-        _ => "contacts",
-    }
-}
-
-pub(super) fn landed_entity(answer: &Value) -> Option<(EntityType, u64)> {
-    let id = answer["entity_id"].as_u64()?;
-    let kind = match answer["entity_type"].as_str()? {
-        "leads" => EntityType::Leads,
-        "companies" => EntityType::Companies,
-        "customers" => EntityType::Customers,
-        _ => EntityType::Contacts,
+/// Where a written call landed, from its saved answer: `None` when it has no entity (it went to
+/// unsorted), an error when the CRM named a kind callbridge does not know (the follow-ups are
+/// then parked with that reason rather than written onto a guessed kind).
+pub(super) fn landed_entity(
+    answer: &Value,
+) -> Result<Option<(EntityType, u64)>, UnknownEntityType> {
+    let (Some(id), Some(name)) = (answer["entity_id"].as_u64(), answer["entity_type"].as_str())
+    else {
+        return Ok(None);
     };
-    Some((kind, id))
+    Ok(Some((EntityType::from_api(name)?, id)))
 }
 
 /// The CRM's answer for the item sent `i`-th under `request_id`: matched by the request id it
@@ -73,14 +65,18 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn entity_types_map_to_plural_paths() {
-        assert_eq!(plural("lead"), "leads");
-        assert_eq!(plural("leads"), "leads");
-        assert_eq!(plural("contact"), "contacts");
+    fn landed_entities_are_read_and_unknown_kinds_are_errors() {
         assert_eq!(
             landed_entity(&json!({"entity_id": 5, "entity_type": "leads"})),
-            Some((EntityType::Leads, 5))
+            Ok(Some((EntityType::Leads, 5)))
         );
-        assert_eq!(landed_entity(&json!({"unsorted_uid": "x"})), None);
+        assert_eq!(
+            landed_entity(&json!({"entity_id": 6, "entity_type": "contact"})),
+            Ok(Some((EntityType::Contacts, 6)))
+        );
+        assert_eq!(landed_entity(&json!({"unsorted_uid": "x"})), Ok(None));
+        let err = landed_entity(&json!({"entity_id": 7, "entity_type": "catalog_elements"}))
+            .expect_err("an unknown kind is not a contact");
+        assert!(err.to_string().contains("catalog_elements"), "{err}");
     }
 }

@@ -1,7 +1,7 @@
 //! Call delivery: calls go out optimistically in batches; lost answers are settled by looking
 //! the call notes up; a call of a client the CRM does not know goes to the new-client action.
 
-use super::answers::{chunks_of, plural};
+use super::answers::chunks_of;
 use super::failures::Marks;
 use super::work::{LeadWork, OutboxWork};
 use super::{RoundError, TenantDelivery};
@@ -19,6 +19,16 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
+/// How long a call waits before it is sent again after amoCRM did not find the client created
+/// for it, try by try (2, 4, 8, 16 s: amoCRM indexes a new contact within seconds). After the
+/// last the item is parked with the reason: the contact was created, so creating another would
+/// double the client, and a person has to look.
+pub(super) const NOT_FOUND_AFTER_CREATE_DELAYS_MS: [i64; 4] = [2_000, 4_000, 8_000, 16_000];
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// What a call item has created so far, kept across retries.
 #[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
 pub(super) struct Progress {
@@ -32,6 +42,10 @@ pub(super) struct Progress {
     /// The CRM said it does not know the client.
     #[serde(default)]
     pub(super) new_client: bool,
+    /// Times the CRM did not find the client callbridge had just created (its search index
+    /// lags behind the write); bounds the waiting (see [`NOT_FOUND_AFTER_CREATE_DELAYS_MS`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(super) not_found_after_create: u32,
     /// Where the call went: a `lead` follow-up reads it from its call item each time, so it is
     /// never stored.
     #[serde(skip)]
@@ -175,16 +189,7 @@ impl TenantDelivery {
             }
         }
         for call in again {
-            self.state
-                .store
-                .retry_item(
-                    &call.item.item_key,
-                    "amoCRM did not find the contact just created; trying again",
-                    now_ms() + 2_000,
-                    false,
-                    true,
-                )
-                .await?;
+            self.not_found_after_create(call).await?;
         }
         if !new_clients.is_empty() {
             self.new_clients(new_clients).await?;
@@ -192,9 +197,53 @@ impl TenantDelivery {
         Ok(())
     }
 
+    /// A call whose client callbridge created but amoCRM did not find: sent again after the next
+    /// delay of [`NOT_FOUND_AFTER_CREATE_DELAYS_MS`], parked with the reason once they are spent.
+    async fn not_found_after_create(&self, mut call: Call) -> Result<(), RoundError> {
+        let store = &self.state.store;
+        let tries = call.progress.not_found_after_create as usize;
+        let Some(delay) = NOT_FOUND_AFTER_CREATE_DELAYS_MS.get(tries) else {
+            let waited: i64 = NOT_FOUND_AFTER_CREATE_DELAYS_MS.iter().sum::<i64>() / 1000;
+            let created = match (call.progress.contact_id, call.progress.lead_id) {
+                (Some(c), _) => format!("contact {c}"),
+                (None, Some(l)) => format!("lead {l}"),
+                (None, None) => "the client".to_string(),
+            };
+            let why = format!(
+                "amoCRM still does not find {created}, created for this call, by the number {} \
+                 after {} tries over {waited} s; check the contact's phone in the CRM, then retry",
+                call.phone(),
+                tries + 1,
+            );
+            store.park_item(&call.item.item_key, &why).await?;
+            return Ok(());
+        };
+        call.progress.not_found_after_create += 1;
+        store
+            .save_progress(&call.item.item_key, &json!(call.progress))
+            .await?;
+        store
+            .retry_item(
+                &call.item.item_key,
+                &format!(
+                    "amoCRM did not find the contact just created; trying again in {} s",
+                    delay / 1000
+                ),
+                now_ms() + delay,
+                false,
+                true,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Items marked in flight whose answer was lost: done if the CRM has a call note with their
-    /// `uniq`, else sent again. One listing of call notes per entity kind settles every such item
-    /// of the round, read only in the time window of the lost requests (from the earliest call
+    /// `uniq`, else sent again. amoCRM attaches a call to a contact, a company, the client's lead
+    /// or its customer, so the call notes of every one of these kinds are looked at before a call
+    /// is sent again (the order: where calls most often land first; the look stops once every
+    /// item is found). No error text of the CRM is relied on: looking first is what keeps the
+    /// write from happening twice. One listing of call notes per entity kind settles every such
+    /// item of the round, read only in the time window of the lost requests (from the earliest call
     /// start or send, to the latest send plus the request timeout, with a clock margin each
     /// side: amoCRM may stamp a note with the call's time or with its own), so recovery reads
     /// the few notes written around the loss, not everything since. Each item is checked once:
@@ -223,7 +272,15 @@ impl TenantDelivery {
         };
         metrics::counter!("callbridge_crm_uncertain_checked_total").increment(calls.len() as u64);
         let mut found: HashMap<String, Value> = HashMap::new();
-        for entity in [EntityType::Contacts, EntityType::Leads] {
+        for entity in [
+            EntityType::Contacts,
+            EntityType::Leads,
+            EntityType::Companies,
+            EntityType::Customers,
+        ] {
+            if calls.iter().all(|c| found.contains_key(&c.item.item_key)) {
+                break;
+            }
             match self.client.list_notes(entity, &filter).await {
                 Ok(notes) => {
                     self.outage_failures.store(0, Ordering::SeqCst);
@@ -357,17 +414,24 @@ impl TenantDelivery {
                     for created in &outcome.created {
                         if let Some(call) = by_key.remove(&created.request_id) {
                             added.extend(self.repeat_followup(&call));
-                            done.push((
-                                call.item.item_key.clone(),
-                                json!({
-                                    "note_id": created.id,
-                                    "entity_id": created.entity_id,
-                                    "entity_type": plural(&created.entity_type),
-                                    "contact_id": call.progress.contact_id,
-                                    "lead_id": call.progress.lead_id,
-                                    "reasons": call.record.reasons,
-                                }),
-                            ));
+                            let mut answer = json!({
+                                "note_id": created.id,
+                                "entity_id": created.entity_id,
+                                "entity_type": created.entity_type,
+                                "contact_id": call.progress.contact_id,
+                                "lead_id": call.progress.lead_id,
+                                "reasons": call.record.reasons,
+                            });
+                            match created.entity() {
+                                Ok(kind) => answer["entity_type"] = json!(kind.as_str()),
+                                Err(e) => {
+                                    // The call is written (not sent again); its follow-ups are
+                                    // parked with this reason when they look where it landed.
+                                    tracing::warn!(item = %call.item.item_key, error = %e, "call written to an unknown kind of entity");
+                                    answer["entity_type_error"] = json!(e.to_string());
+                                }
+                            }
+                            done.push((call.item.item_key.clone(), answer));
                         }
                     }
                     self.state
@@ -459,15 +523,14 @@ impl TenantDelivery {
             phone: record.client_phone.clone().unwrap_or_default(),
             link: self.recording_link(record),
             call_status: Some(record.call_status),
-            // C5: the rule ids that decided the record travel with it, and the same reasons in
-            // words as the journal and the entries API give them (one source: core::explain).
-            call_result: Some(format!(
-                "callbridge: {}. {}",
-                rule_list(&record.reasons),
-                explain::record_why(
+            // C5: the reasons in words for the person reading the note (as the journal and the
+            // entries API give them: one source, core::explain), the rule ids kept at the end.
+            call_result: Some(call_result(
+                &explain::record_why(
                     record,
-                    &Names::new(self.tenant.settings.settings(), self.lang)
-                )
+                    &Names::new(self.tenant.settings.settings(), self.lang),
+                ),
+                &record.reasons,
             )),
             call_responsible: Some(record.crm_user_id.get()),
             responsible_user_id: Some(record.crm_user_id.get()),
@@ -490,8 +553,39 @@ impl TenantDelivery {
     }
 }
 
+/// A call note's `call_result`: the reasons in words, then the rule ids in brackets, e.g.
+/// `Transferred from Anna (105) to Ivan. Saved by Save all calls. [P2, P5]`. The words come
+/// first because the CRM shows the start of the text on the note.
+pub(super) fn call_result(words: &str, reasons: &[Rule]) -> String {
+    let ids: Vec<String> = reasons.iter().map(Rule::to_string).collect();
+    let ids = format!("[{}]", ids.join(", "));
+    match words.trim() {
+        "" => ids,
+        words => format!("{words} {ids}"),
+    }
+}
+
 /// Rule ids as the CRM shows them: `P1,P4,M5`.
 pub(super) fn rule_list(reasons: &[Rule]) -> String {
     let ids: Vec<String> = reasons.iter().map(Rule::to_string).collect();
     ids.join(",")
+}
+
+#[cfg(test)]
+mod call_result_tests {
+    use super::call_result;
+    use callbridge_core::Rule;
+
+    #[test]
+    fn call_results_read_as_words_with_the_rule_ids_at_the_end() {
+        let reasons = [Rule::P2, Rule::P5];
+        assert_eq!(
+            call_result(
+                "Transferred from Anna (105) to Ivan. Saved by Save all calls.",
+                &reasons
+            ),
+            "Transferred from Anna (105) to Ivan. Saved by Save all calls. [P2, P5]"
+        );
+        assert_eq!(call_result("  ", &reasons), "[P2, P5]");
+    }
 }

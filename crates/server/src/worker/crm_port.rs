@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use callbridge_amocrm::{
     AmoClient, CallCardEvent, CallsOutcome, ComplexCreated, Contact, Created, EntityType, Error,
     Lead, NewCall, NewComplexLead, NewContact, NewLead, NewNote, NewTask, NewUnsortedSip, Note,
-    NotesFilter, Task, TasksFilter, UnsortedCreated,
+    NotesFilter, Pipeline, Task, TasksFilter, UnsortedCreated,
 };
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ pub trait CrmPort: Send + Sync {
         items: &[NewUnsortedSip],
     ) -> Result<Vec<UnsortedCreated>, Error>;
     async fn find_contacts_by_phone(&self, phone: &str) -> Result<Vec<Contact>, Error>;
+    async fn pipelines(&self) -> Result<Vec<Pipeline>, Error>;
     async fn contacts_by_ids(&self, ids: &[u64]) -> Result<Vec<Contact>, Error>;
     async fn leads_by_ids(&self, ids: &[u64]) -> Result<Vec<Lead>, Error>;
     async fn list_tasks(&self, filter: &TasksFilter) -> Result<Vec<Task>, Error>;
@@ -83,6 +84,9 @@ impl CrmPort for AmoClient {
     }
     async fn find_contacts_by_phone(&self, phone: &str) -> Result<Vec<Contact>, Error> {
         AmoClient::find_contacts_by_phone(self, phone).await
+    }
+    async fn pipelines(&self) -> Result<Vec<Pipeline>, Error> {
+        AmoClient::pipelines(self).await
     }
     async fn contacts_by_ids(&self, ids: &[u64]) -> Result<Vec<Contact>, Error> {
         AmoClient::contacts_by_ids(self, ids).await

@@ -165,8 +165,14 @@ impl TenantDelivery {
             }
         };
         match landed_entity(&landed) {
-            Some(target) => Ok(Some(target)),
-            None => {
+            Ok(Some(target)) => Ok(Some(target)),
+            Err(unknown) => {
+                store
+                    .park_item(&item.item_key, &unknown.to_string())
+                    .await?;
+                Ok(None)
+            }
+            Ok(None) => {
                 store
                     .complete_items(
                         &[(

@@ -27,6 +27,7 @@ impl TenantDelivery {
         let mut creating: HashSet<String> = HashSet::new();
         let mut new_contacts: Vec<Call> = Vec::new();
         let mut new_leads: Vec<Call> = Vec::new();
+        let mut unsorted: Vec<(Call, String)> = Vec::new();
         // Records waiting for another record to create their client.
         let mut waiting: Vec<(Call, &'static str)> = Vec::new();
         for mut call in calls {
@@ -60,7 +61,13 @@ impl TenantDelivery {
                 // Created together below, up to 50 a request.
                 NewClientAction::Contact => new_contacts.push(call),
                 NewClientAction::ContactAndLead => new_leads.push(call),
-                NewClientAction::Unsorted => self.unsorted(call, &phone).await?,
+                // Unsorted requests are for calls that came in; an outbound call to an unknown
+                // number is someone the employee chose to call: a contact, as its (outgoing)
+                // settings' new-client action asks to create one.
+                NewClientAction::Unsorted if call.record.direction != Direction::Inbound => {
+                    new_contacts.push(call)
+                }
+                NewClientAction::Unsorted => unsorted.push((call, phone)),
                 NewClientAction::Manual => {
                     store
                         .park_item(
@@ -70,6 +77,9 @@ impl TenantDelivery {
                         .await?;
                 }
             }
+        }
+        if !unsorted.is_empty() {
+            self.unsorted_requests(unsorted).await?;
         }
         // The two kinds go out together: independent requests, so neither waits for the other.
         let (contacts, leads) = tokio::join!(
@@ -189,6 +199,45 @@ impl TenantDelivery {
         Ok(call.crm_client())
     }
 
+    /// Unsorted requests for inbound calls of unknown clients, once the main pipeline (where
+    /// they go: no `pipeline_id` is sent) is known to take them. With unsorted off there, amoCRM
+    /// would refuse each request; the calls are parked saying so and what to do instead.
+    async fn unsorted_requests(&self, calls: Vec<(Call, String)>) -> Result<(), RoundError> {
+        let pipelines = match self.background.pipelines().await {
+            Ok(pipelines) => pipelines,
+            Err(e) => {
+                return self
+                    .failed(calls.iter().map(|(c, _)| &c.item), e, false)
+                    .await
+            }
+        };
+        let main = pipelines
+            .iter()
+            .find(|p| p.is_main)
+            .or_else(|| pipelines.first());
+        if let Some(off) = main.filter(|p| !p.is_unsorted_on) {
+            let why = format!(
+                "unsorted requests (incoming leads) are off in amoCRM for the pipeline \
+                 \"{}\" ({}), so this unknown client's call cannot go there (C4); turn \
+                 incoming leads on in that pipeline's settings or choose another new-client \
+                 action, then retry",
+                off.name, off.id
+            );
+            for (call, _) in &calls {
+                self.state
+                    .store
+                    .park_item(&call.item.item_key, &why)
+                    .await?;
+            }
+            return Ok(());
+        }
+        for (call, phone) in calls {
+            self.ensure_lease()?;
+            self.unsorted(call, &phone).await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn unsorted(&self, call: Call, phone: &str) -> Result<(), RoundError> {
         let responsible = call.responsible().map(CrmUserId::get);
         let key = call.item.item_key.clone();
@@ -206,6 +255,7 @@ impl TenantDelivery {
             duration: call.record.duration_s,
             link: self.recording_link(&call.record),
             service_code: SOURCE.into(),
+            call_responsible: responsible,
             contact_name: format!("Client {phone}"),
             lead_name: lead_name(&call.record, phone),
             responsible_user_id: responsible,

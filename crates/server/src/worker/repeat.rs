@@ -35,7 +35,10 @@ impl TenantDelivery {
         let mut search: Vec<Call> = Vec::new();
         for call in calls {
             let landed = call.progress.landed.clone().unwrap_or(Value::Null);
-            match (call.repeat_action(), landed_entity(&landed)) {
+            // `landed` was set from a known kind (an unknown one parks the follow-up before it
+            // gets here); without one, the client is searched by number.
+            let landed = landed_entity(&landed).ok().flatten();
+            match (call.repeat_action(), landed) {
                 (LeadIfNoOpen, Some((EntityType::Leads, _))) => {
                     done.push((call, "the call went to the client's open lead"))
                 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use callbridge_amocrm::{
     CallCardEvent, CallCreated, CallsOutcome, ComplexCreated, Contact, Created, EntityType,
     Error as CrmError, ItemError, Lead, NewCall, NewComplexLead, NewContact, NewLead, NewNote,
-    NewTask, NewUnsortedSip, Note, NotesFilter, Task, TasksFilter, UnsortedCreated,
+    NewTask, NewUnsortedSip, Note, NotesFilter, Pipeline, Task, TasksFilter, UnsortedCreated,
 };
 use callbridge_core::ValidSettings;
 use callbridge_mango::api::ApiError;
@@ -59,7 +59,15 @@ struct FakeCrm {
     /// What `list_notes` finds (the same for every entity kind).
     notes: Mutex<Vec<Note>>,
     notes_read: AtomicUsize,
+    /// The kind the `notes` are on (`None`: every kind finds them).
+    notes_only_on: Mutex<Option<EntityType>>,
+    /// The kinds whose notes were listed, in order.
+    kinds_read: Mutex<Vec<EntityType>>,
     contacts_created: AtomicUsize,
+    /// The main pipeline has unsorted requests turned off (`pipelines`).
+    unsorted_off: std::sync::atomic::AtomicBool,
+    /// Every unsorted request sent.
+    unsorted_sent: Mutex<Vec<NewUnsortedSip>>,
     /// Runs as a call request arrives (a lease lost while it is under way).
     on_calls: Mutex<Option<Box<dyn FnMut() + Send>>>,
 }
@@ -103,8 +111,13 @@ impl CrmPort for FakeCrm {
             })
         })
     }
-    async fn list_notes(&self, _: EntityType, _: &NotesFilter) -> Result<Vec<Note>, CrmError> {
+    async fn list_notes(&self, kind: EntityType, _: &NotesFilter) -> Result<Vec<Note>, CrmError> {
         self.notes_read.fetch_add(1, Ordering::SeqCst);
+        self.kinds_read.lock().unwrap().push(kind);
+        let only = *self.notes_only_on.lock().unwrap();
+        if only.is_some_and(|only| only != kind) {
+            return Ok(Vec::new());
+        }
         Ok(self.notes.lock().unwrap().clone())
     }
     async fn create_contacts(&self, items: &[NewContact]) -> Result<Vec<Created>, CrmError> {
@@ -141,12 +154,24 @@ impl CrmPort for FakeCrm {
     }
     async fn add_unsorted_sip(
         &self,
-        _: &[NewUnsortedSip],
+        items: &[NewUnsortedSip],
     ) -> Result<Vec<UnsortedCreated>, CrmError> {
+        self.unsorted_sent
+            .lock()
+            .unwrap()
+            .extend(items.iter().cloned());
         Ok(Vec::new())
     }
     async fn find_contacts_by_phone(&self, _: &str) -> Result<Vec<Contact>, CrmError> {
         Ok(Vec::new())
+    }
+    async fn pipelines(&self) -> Result<Vec<Pipeline>, CrmError> {
+        Ok(vec![Pipeline {
+            id: 3,
+            name: "Sales".into(),
+            is_main: true,
+            is_unsorted_on: !self.unsorted_off.load(Ordering::SeqCst),
+        }])
     }
     async fn contacts_by_ids(&self, _: &[u64]) -> Result<Vec<Contact>, CrmError> {
         Ok(Vec::new())
@@ -286,6 +311,33 @@ impl Harness {
         }
         self.plan("batch", items).await;
         keys
+    }
+
+    /// Marks `keys` in flight long ago (past the grace for requests still under way, so they
+    /// are looked up in the CRM now) and puts a call note with `uniq` on entity `entity_id`.
+    async fn lost_with_a_note_on(&self, keys: &[String], entity_id: u64, uniq: &str) {
+        self.store()
+            .mark_sending(keys, now_ms() - 120_000)
+            .await
+            .unwrap();
+        self.crm.notes.lock().unwrap().push(Note {
+            id: 70 + entity_id,
+            entity_id,
+            note_type: "call_in".into(),
+            params: json!({"uniq": uniq}),
+            responsible_user_id: None,
+            created_by: None,
+            created_at: None,
+        });
+    }
+
+    /// The call items `keys` as the call lane reads them.
+    async fn read_calls(&self, keys: &[String]) -> Vec<super::calls::Call> {
+        let mut calls = Vec::new();
+        for key in keys {
+            calls.push(super::calls::Call::read(self.item(key).await).unwrap());
+        }
+        calls
     }
 
     async fn item(&self, key: &str) -> OutboxItem {
@@ -440,25 +492,13 @@ async fn a_call_whose_answer_was_lost_is_found_in_the_crm_and_not_sent_again() {
     let h = Harness::new("lost").await;
     let keys = h.calls(2).await;
     let (found, missing) = (&keys[0], &keys[1]);
-    h.store()
-        .mark_sending(&keys, now_ms() - 120_000)
-        .await
-        .unwrap();
-    h.crm.notes.lock().unwrap().push(Note {
-        id: 77,
-        entity_id: 7,
-        note_type: "call_in".into(),
-        params: json!({"uniq": found}),
-        responsible_user_id: None,
-        created_by: None,
-        created_at: None,
-    });
+    h.lost_with_a_note_on(&keys, 7, found).await;
     // Marked long ago (past the grace for requests still under way): looked up now.
-    let mut calls = Vec::new();
-    for key in &keys {
-        calls.push(super::calls::Call::read(h.item(key).await).unwrap());
-    }
-    assert!(h.delivery.deliver_calls(calls).await.is_ok());
+    assert!(h
+        .delivery
+        .deliver_calls(h.read_calls(&keys).await)
+        .await
+        .is_ok());
     assert!(h.crm.notes_read.load(Ordering::SeqCst) > 0);
     let item = h.item(found).await;
     assert_eq!(item.state, "done", "{item:?}");
@@ -551,4 +591,236 @@ async fn an_unknown_client_gets_the_new_client_action_once_then_its_call() {
     assert_eq!(item.state, "done", "{item:?}");
     assert_eq!(h.crm.contacts_created.load(Ordering::SeqCst), 1);
     assert_eq!(h.crm.calls_sent().len(), 2);
+}
+
+#[tokio::test]
+async fn a_call_landed_on_an_unknown_kind_is_written_and_its_task_parked_with_the_reason() {
+    let h = Harness::new("unknown-kind").await;
+    let call_key = "acme/ZW50cnk6MTIx/missed/call";
+    let task_key = "acme/ZW50cnk6MTIx/missed/task";
+    h.plan(
+        "ZW50cnk6MTIx",
+        vec![
+            NewOutboxItem {
+                item_key: call_key.into(),
+                kind: "call".into(),
+                payload: legacy_call_payload(),
+            },
+            NewOutboxItem {
+                item_key: task_key.into(),
+                kind: "task".into(),
+                payload: legacy_task_payload(),
+            },
+        ],
+    )
+    .await;
+    h.crm.answer_calls(Ok(CallsOutcome {
+        created: vec![CallCreated {
+            request_id: call_key.into(),
+            id: 55,
+            entity_id: 9,
+            entity_type: "catalog_elements".into(),
+        }],
+        ..CallsOutcome::default()
+    }));
+    assert!(h.delivery.round().await.is_ok());
+    // The note exists: the call is done and never sent again, with the reason kept.
+    let call = h.item(call_key).await;
+    assert_eq!(call.state, "done", "{call:?}");
+    let answer = call.crm_response.unwrap();
+    assert_eq!(answer["entity_type"], json!("catalog_elements"));
+    assert!(answer["entity_type_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("catalog_elements")));
+    // Its task is not put on a contact 9 that may be someone else: parked, saying why.
+    assert!(h.delivery.followup_round().await.is_ok());
+    let task = h.item(task_key).await;
+    assert_eq!(task.state, "parked", "{task:?}");
+    let why = task.last_error.unwrap_or_default();
+    assert!(why.contains("catalog_elements"), "{why}");
+    assert_eq!(h.crm.calls_sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_created_client_the_crm_keeps_not_finding_is_retried_with_backoff_then_parked() {
+    let h = Harness::new("not-found-after-create").await;
+    let key = h.calls(1).await.remove(0);
+    // The client was created for this call by an earlier round.
+    h.store()
+        .save_progress(&key, &json!({"contact_id": 5, "new_client": true}))
+        .await
+        .unwrap();
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        h.crm.answer_calls(Ok(CallsOutcome {
+            not_found: vec![key.clone()],
+            ..CallsOutcome::default()
+        }));
+        let call = super::calls::Call::read(h.item(&key).await).unwrap();
+        let before = now_ms();
+        assert!(h.delivery.deliver_calls(vec![call]).await.is_ok());
+        let item = h.item(&key).await;
+        if item.state == "pending" {
+            delays.push((item.next_attempt_at_ms - before + 500) / 1000);
+        }
+    }
+    assert_eq!(delays, vec![2, 4, 8, 16], "backoff doubles, four times");
+    let item = h.item(&key).await;
+    assert_eq!(item.state, "parked", "{item:?}");
+    let why = item.last_error.unwrap_or_default();
+    assert!(why.contains("contact 5"), "{why}");
+    assert!(why.contains("after 5 tries"), "{why}");
+    // No second contact was created for the client while waiting.
+    assert_eq!(h.crm.contacts_created.load(Ordering::SeqCst), 0);
+    assert_eq!(h.crm.calls_sent().len(), 5);
+}
+
+/// One call item of an unknown client whose new-client action is unsorted, `direction` given;
+/// the CRM does not know the client. Its key.
+async fn unknown_client_call_with_unsorted(h: &Harness, entry: &str, direction: &str) -> String {
+    let mut payload = legacy_call_payload();
+    payload["entry_id"] = json!(entry);
+    payload["record"]["direction"] = json!(direction);
+    payload["record"]["entities"]["new_client"] = json!("unsorted");
+    let key = format!("{TENANT}/{entry}/0/call");
+    h.plan(
+        entry,
+        vec![NewOutboxItem {
+            item_key: key.clone(),
+            kind: "call".into(),
+            payload,
+        }],
+    )
+    .await;
+    h.crm.answer_calls(Ok(CallsOutcome {
+        not_found: vec![key.clone()],
+        ..CallsOutcome::default()
+    }));
+    key
+}
+
+#[tokio::test]
+async fn an_inbound_unknown_client_gets_an_unsorted_request_with_the_documented_metadata() {
+    let h = Harness::new("unsorted-inbound").await;
+    let key = unknown_client_call_with_unsorted(&h, "in1", "inbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    let sent = h.crm.unsorted_sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let request = &sent[0];
+    assert_eq!(request.uniq, key);
+    assert_eq!(request.from, "79161230021", "from: who called");
+    assert_eq!(request.to, "101", "phone: who was called");
+    assert_eq!(request.call_responsible, Some(1001));
+    assert_eq!(h.crm.contacts_created.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_outbound_call_to_an_unknown_number_creates_a_contact_not_an_unsorted_request() {
+    let h = Harness::new("unsorted-outbound").await;
+    let key = unknown_client_call_with_unsorted(&h, "out1", "outbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    assert!(h.crm.unsorted_sent.lock().unwrap().is_empty());
+    assert_eq!(h.crm.contacts_created.load(Ordering::SeqCst), 1);
+    let item = h.item(&key).await;
+    assert_eq!(item.state, "pending", "its call goes out next: {item:?}");
+}
+
+#[tokio::test]
+async fn with_unsorted_off_in_the_pipeline_the_call_is_parked_saying_so() {
+    let h = Harness::new("unsorted-off").await;
+    h.crm.unsorted_off.store(true, Ordering::SeqCst);
+    let key = unknown_client_call_with_unsorted(&h, "in2", "inbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    assert!(h.crm.unsorted_sent.lock().unwrap().is_empty());
+    let item = h.item(&key).await;
+    assert_eq!(item.state, "parked", "{item:?}");
+    let why = item.last_error.unwrap_or_default();
+    assert!(
+        why.contains("unsorted requests (incoming leads) are off"),
+        "{why}"
+    );
+    assert!(why.contains("\"Sales\" (3)"), "{why}");
+}
+
+#[tokio::test]
+async fn a_lost_call_is_looked_for_on_companies_and_customers_too_before_it_is_sent_again() {
+    let h = Harness::new("lost-everywhere").await;
+    let keys = h.calls(2).await;
+    let (on_customer, nowhere) = (&keys[0], &keys[1]);
+    *h.crm.notes_only_on.lock().unwrap() = Some(EntityType::Customers);
+    h.lost_with_a_note_on(&keys, 12, on_customer).await;
+    assert!(h
+        .delivery
+        .deliver_calls(h.read_calls(&keys).await)
+        .await
+        .is_ok());
+    assert_eq!(
+        *h.crm.kinds_read.lock().unwrap(),
+        vec![
+            EntityType::Contacts,
+            EntityType::Leads,
+            EntityType::Companies,
+            EntityType::Customers
+        ]
+    );
+    let item = h.item(on_customer).await;
+    assert_eq!(item.state, "done", "{item:?}");
+    let answer = item.crm_response.unwrap();
+    assert_eq!(answer["entity_type"], json!("customers"));
+    assert_eq!(answer["recovered"], json!(true));
+    // Only the one found nowhere went out again.
+    assert_eq!(h.crm.calls_sent(), vec![vec![nowhere.clone()]]);
+}
+
+#[tokio::test]
+async fn the_look_for_lost_calls_stops_once_every_one_is_found() {
+    let h = Harness::new("lost-found-early").await;
+    let key = h.calls(1).await.remove(0);
+    *h.crm.notes_only_on.lock().unwrap() = Some(EntityType::Contacts);
+    h.lost_with_a_note_on(std::slice::from_ref(&key), 7, &key)
+        .await;
+    let call = super::calls::Call::read(h.item(&key).await).unwrap();
+    assert!(h.delivery.deliver_calls(vec![call]).await.is_ok());
+    assert_eq!(
+        *h.crm.kinds_read.lock().unwrap(),
+        vec![EntityType::Contacts]
+    );
+    assert_eq!(h.item(&key).await.state, "done");
+    assert!(h.crm.calls_sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_broken_connection_is_named_for_readyz_and_counted_in_the_gauge() {
+    let h = Harness::new("broken-gauge").await;
+    let state = h.delivery.state.clone();
+    state
+        .tenants
+        .write()
+        .await
+        .insert(TENANT.into(), h.delivery.tenant.clone());
+    assert!(crate::token_refresh::broken_connections(&state)
+        .await
+        .is_empty());
+    h.store()
+        .set_crm_status(
+            TENANT,
+            "broken",
+            "the refresh token was refused; re-authorize the integration",
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    // The tenant has no CRM section here: nothing to refresh, but its state still counts.
+    crate::token_refresh::refresh_due(&state).await;
+    assert_eq!(
+        crate::token_refresh::broken_connections(&state).await,
+        vec![format!(
+            "crm connection broken for tenant {TENANT}: the refresh token was refused; re-authorize the integration"
+        )]
+    );
+    let metrics = state.metrics.render();
+    assert!(
+        metrics.contains("callbridge_crm_connections_broken 1"),
+        "{metrics}"
+    );
 }
