@@ -292,6 +292,34 @@ pub fn record_why(record: &CallRecord, names: &Names<'_>) -> String {
     join(record.reasons.iter().map(|r| sentence(*r, &subject, names)))
 }
 
+/// What the PBX said of the call beyond who took it, for the CRM note: the line, and the
+/// call-tracking number the client came through. Empty when it said neither.
+pub fn record_pbx_context(record: &CallRecord, lang: Lang) -> String {
+    let mut parts = Vec::new();
+    if let Some(line) = &record.line_number {
+        parts.push(match lang {
+            Lang::En => format!("Line {line}."),
+            Lang::Ru => format!("Линия {line}."),
+        });
+    }
+    if let Some(t) = &record.tracking {
+        let kind = match (t.kind, lang) {
+            (crate::TrackingKind::Dynamic, Lang::En) => "dynamic",
+            (crate::TrackingKind::Static, Lang::En) => "static",
+            (crate::TrackingKind::Unknown, Lang::En) => "type unknown",
+            (crate::TrackingKind::Dynamic, Lang::Ru) => "динамический",
+            (crate::TrackingKind::Static, Lang::Ru) => "статический",
+            (crate::TrackingKind::Unknown, Lang::Ru) => "тип неизвестен",
+        };
+        let number = t.number.as_deref().unwrap_or("—");
+        parts.push(match lang {
+            Lang::En => format!("Call tracking number {number} ({kind})."),
+            Lang::Ru => format!("Номер коллтрекинга {number} ({kind})."),
+        });
+    }
+    parts.join(" ")
+}
+
 /// Why a conversation (or a missed entry) was deliberately not written.
 pub fn ignored_why(ignored: &Ignored, direction: Direction, names: &Names<'_>) -> String {
     let subject = Subject {
@@ -467,6 +495,25 @@ crm_user_id = 9000
         assert_eq!(
             why,
             "Nobody answered: it is a missed call. Missed in the voice menu, and recording such calls is off in the settings: not written."
+        );
+    }
+
+    #[test]
+    fn the_line_and_tracking_number_are_said_for_the_crm_note() {
+        let mut r = record("101", 1001, vec![Rule::P1]);
+        assert_eq!(record_pbx_context(&r, Lang::En), "");
+        r.line_number = Some("74951234567".into());
+        r.tracking = Some(crate::CallTracking {
+            number: Some("74950001122".into()),
+            kind: crate::TrackingKind::Dynamic,
+        });
+        assert_eq!(
+            record_pbx_context(&r, Lang::En),
+            "Line 74951234567. Call tracking number 74950001122 (dynamic)."
+        );
+        assert_eq!(
+            record_pbx_context(&r, Lang::Ru),
+            "Линия 74951234567. Номер коллтрекинга 74950001122 (динамический)."
         );
     }
 

@@ -525,10 +525,16 @@ impl TenantDelivery {
             call_status: Some(record.call_status),
             // C5: the reasons in words for the person reading the note (as the journal and the
             // entries API give them: one source, core::explain), the rule ids kept at the end.
+            // The line and the call-tracking number (Mango's dct) follow, so that the CRM user
+            // sees which advertised number brought the client in.
             call_result: Some(call_result(
-                &explain::record_why(
-                    record,
-                    &Names::new(self.tenant.settings.settings(), self.lang),
+                &format!(
+                    "{} {}",
+                    explain::record_why(
+                        record,
+                        &Names::new(self.tenant.settings.settings(), self.lang),
+                    ),
+                    explain::record_pbx_context(record, self.lang)
                 ),
                 &record.reasons,
             )),
