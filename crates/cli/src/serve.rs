@@ -9,12 +9,12 @@ use std::path::PathBuf;
 pub struct Args {
     /// The configuration file (TOML); `CALLBRIDGE_*` environment variables override it.
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    crate::init_logging("info");
     let (config, tenants) = Config::load(args.config.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    crate::logging::init("info", crate::logging::chosen_format(config.log_format));
     let runtime = crate::runtime()?;
     runtime.block_on(async move {
         let running = callbridge_server::start(config, tenants)

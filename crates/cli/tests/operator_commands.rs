@@ -1,0 +1,316 @@
+//! The operator's commands run as the real binary: `check-config` (the effective configuration
+//! with secrets hidden, and a bad file refused naming the key as written), the weak admin token
+//! refused at start-up, and logs without colour codes when not on a terminal.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use support::{bin, temp_dir};
+
+const STRONG_TOKEN: &str = "9f2c47e1b8a05d3e6f71c2a94b8d0e53";
+const DB_PASSWORD: &str = "pg-Pw-51c9e2aa";
+const MANGO_KEY: &str = "mango-key-7e3d1f09";
+const MANGO_SALT: &str = "0123456789abcdef0123456789abcdef-q5z7";
+const CRM_TOKEN: &str = "crm-long-lived-77aa19c3";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("CALLBRIDGE_ADMIN_TOKEN")
+        .env_remove("CALLBRIDGE_DATABASE_URL")
+        .env_remove("CALLBRIDGE_LOG")
+        .output()
+        .expect("callbridge runs")
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn write_config(dir: &Path, body: &str) -> String {
+    let path = dir.join("callbridge.toml");
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_without_secrets() {
+    let dir = temp_dir("check-config-good");
+    let file = write_config(
+        &dir,
+        &format!(
+            "admin_token = \"{STRONG_TOKEN}\"\n\
+             database_url = \"postgres://callbridge:{DB_PASSWORD}@db.internal:5432/callbridge\"\n\
+             listen = \"0.0.0.0:8080\"\n\
+             [[tenants]]\nid = \"acme\"\nmango_api_key = \"{MANGO_KEY}\"\n\
+             mango_api_salt = \"{MANGO_SALT}\"\n\
+             [tenants.amocrm]\nbase_url = \"https://acme.amocrm.ru\"\n\
+             long_lived_token = \"{CRM_TOKEN}\"\n"
+        ),
+    );
+    let output = run(&["check-config", "--config", &file]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(stdout.contains("listen = 0.0.0.0:8080"), "{stdout}");
+    assert!(
+        stdout.contains("store = PostgreSQL postgres://callbridge:***@db.internal:5432/callbridge"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tenants[0].id = acme"), "{stdout}");
+    assert!(stdout.contains("acme.amocrm.ru"), "{stdout}");
+    assert!(
+        stdout.contains("processing.grace_seconds = 120"),
+        "{stdout}"
+    );
+    let all = format!("{stdout}{stderr}");
+    for secret in [STRONG_TOKEN, DB_PASSWORD, MANGO_KEY, MANGO_SALT, CRM_TOKEN] {
+        assert!(!all.contains(secret), "{secret} shown:\n{all}");
+        // Not even a tail of it.
+        assert!(
+            !all.contains(&secret[secret.len() - 4..]),
+            "{secret}'s tail shown:\n{all}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn check_config_refuses_a_bad_file_naming_the_key_as_written_and_no_secret() {
+    let dir = temp_dir("check-config-bad");
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "missing token",
+            "listen = \"127.0.0.1:0\"\n".into(),
+            "admin_token: missing",
+        ),
+        (
+            "wrong type",
+            format!("admin_token = \"{STRONG_TOKEN}\"\nmax_body_bytes = \"{DB_PASSWORD}\"\n"),
+            "max_body_bytes: expected",
+        ),
+        (
+            "unknown key",
+            format!("admin_token = \"{STRONG_TOKEN}\"\nlisten_on = \"{DB_PASSWORD}\"\n"),
+            "listen_on: unknown key",
+        ),
+        (
+            "tenant key",
+            format!(
+                "admin_token = \"{STRONG_TOKEN}\"\n[[tenants]]\nid = \"acme\"\n\
+                 mango_api_key = {{ k = \"{MANGO_KEY}\" }}\nmango_api_salt = \"{MANGO_SALT}\"\n"
+            ),
+            "tenants[0].mango_api_key",
+        ),
+        (
+            "secret of a wrong type",
+            format!("admin_token = [\"{STRONG_TOKEN}\"]\n"),
+            "admin_token: expected",
+        ),
+    ];
+    for (name, body, expected) in cases {
+        let file = write_config(&dir, body);
+        let output = run(&["check-config", "--config", &file]);
+        let (stdout, stderr) = text(&output);
+        assert!(!output.status.success(), "{name}: accepted\n{stdout}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(stderr.contains(&file), "{name} names the file: {stderr}");
+        assert!(
+            !stderr.contains("default."),
+            "{name}: internal prefix: {stderr}"
+        );
+        for secret in [STRONG_TOKEN, DB_PASSWORD, MANGO_KEY, MANGO_SALT] {
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "{name}: {secret} shown: {stdout}{stderr}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_weak_admin_token_is_refused_at_start_up_with_the_reason() {
+    let dir = temp_dir("weak-token");
+    for (token, reason) in [
+        ("change-me-please", "well-known"),
+        ("Admin", "too short"),
+        ("password-password-1", "well-known"),
+        ("aaaaaaaaaaaaaaaaaaaaaaaa", "too few different characters"),
+        ("short-token-1", "too short"),
+    ] {
+        let file = write_config(
+            &dir,
+            &format!("admin_token = \"{token}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n"),
+        );
+        for command in ["serve", "check-config"] {
+            let output = run(&[command, "--config", &file]);
+            let (stdout, stderr) = text(&output);
+            assert!(
+                !output.status.success(),
+                "{command} {token}: started\n{stdout}"
+            );
+            assert!(
+                stderr.contains("admin_token"),
+                "{command} {token}: {stderr}"
+            );
+            assert!(stderr.contains(reason), "{command} {token}: {stderr}");
+            assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
+            assert!(
+                !stderr.contains(token),
+                "{command}: the token shown: {stderr}"
+            );
+        }
+    }
+    // The example's placeholder is refused too, and a strong token given in the environment
+    // (as the README says) overrides it.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/callbridge.toml");
+    let output = run(&["check-config", "--config", &example.display().to_string()]);
+    assert!(!output.status.success());
+    assert!(text(&output).1.contains("admin_token: a well-known value"));
+    let output = Command::new(bin())
+        .args(["check-config", "--config", &example.display().to_string()])
+        .env("CALLBRIDGE_ADMIN_TOKEN", STRONG_TOKEN)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `serve` on a fresh data folder with one tenant, its stdout and stderr pipes (not terminals);
+/// returns once it listens, with its base URL.
+fn start_serve(dir: &Path, extra_args: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let file = write_config(
+        dir,
+        &format!(
+            "admin_token = \"{STRONG_TOKEN}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+             directory_refresh_seconds = 0\n\
+             [[tenants]]\nid = \"acme\"\nmango_api_key = \"{MANGO_KEY}\"\n\
+             mango_api_salt = \"{MANGO_SALT}\"\n"
+        ),
+    );
+    let mut child = Command::new(bin())
+        .args(["serve", "--config", &file])
+        .args(extra_args)
+        .env_remove("CALLBRIDGE_LOG")
+        .env_remove("CALLBRIDGE_LOG_FORMAT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("callbridge: listening on ")
+        .unwrap_or_else(|| panic!("not started: {line}"))
+        .to_string();
+    // The rest of stdout is drained so the service never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (child, base)
+}
+
+/// Stops the service (SIGTERM, so it logs its shutdown) and returns what it logged.
+fn stop_serve(mut child: std::process::Child) -> String {
+    use std::io::Read;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let mut logged = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logged)
+        .unwrap();
+    logged
+}
+
+#[test]
+fn logs_on_a_pipe_have_no_colour_codes_and_json_lines_parse() {
+    let dir = temp_dir("logs-text");
+    let (child, _) = start_serve(&dir, &[]);
+    let logged = stop_serve(child);
+    assert!(logged.contains("INFO"), "something was logged: {logged}");
+    assert!(
+        !logged.contains('\u{1b}'),
+        "escape codes on a pipe: {logged:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let dir = temp_dir("logs-json");
+    let (child, _) = start_serve(&dir, &["--log-format", "json"]);
+    let logged = stop_serve(child);
+    let lines: Vec<&str> = logged.lines().collect();
+    assert!(lines.len() >= 2, "{logged}");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object a line ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("shutting down")),
+        "the shutdown is logged: {logged}"
+    );
+    assert!(!logged.contains(STRONG_TOKEN) && !logged.contains(MANGO_SALT));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn backup_copies_a_live_store_and_refuses_postgres() {
+    let dir = temp_dir("backup");
+    let (child, base) = start_serve(&dir, &[]);
+    let ready = reqwest::blocking::get(format!("{base}/readyz")).unwrap();
+    assert!(ready.status().is_success());
+    let copy_dir = dir.join("restore");
+    std::fs::create_dir_all(&copy_dir).unwrap();
+    let to = copy_dir.join("callbridge.db");
+    // While the service runs and holds the data folder's lock.
+    let output = run(&[
+        "backup",
+        "--data-dir",
+        &dir.join("data").display().to_string(),
+        "--to",
+        &to.display().to_string(),
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("backed up"), "{stdout}");
+    assert!(
+        stdout.contains("secret.key"),
+        "reminds of the key: {stdout}"
+    );
+    let _ = stop_serve(child);
+    // The copy is a store: the tenant the service created is in it.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tenants = runtime.block_on(async {
+        let store = callbridge_store::Store::open_sqlite(&copy_dir)
+            .await
+            .expect("the backup opens as a store");
+        store.config_tenant_ids().await.unwrap()
+    });
+    assert_eq!(tenants, ["acme"]);
+
+    let output = run(&[
+        "backup",
+        "--database-url",
+        "postgres://callbridge:pw@127.0.0.1/callbridge",
+        "--to",
+        &dir.join("pg.db").display().to_string(),
+    ]);
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(stderr.contains("pg_dump"), "{stderr}");
+    assert!(!dir.join("pg.db").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
