@@ -2,6 +2,7 @@
 //! the wait until every call is planned and its CRM work done.
 
 use super::observation::awaiting_mango;
+use super::say;
 use super::{STALL, TENANT};
 use anyhow::Result;
 use callbridge_amocrm_sandbox::Sandbox;
@@ -122,7 +123,7 @@ fn draw(
             ));
         }
         None => {
-            println!(
+            say!(
                 "  {:>5.1} s  played {started}/{calls} calls · planned {} entries · CRM work {} done, {} pending, {} parked · {} CRM requests",
                 elapsed.as_secs_f64(),
                 snap.entries,
@@ -132,6 +133,7 @@ fn draw(
                 snap.crm_requests
             );
             let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
         }
     }
 }
