@@ -3,6 +3,7 @@
 mod admin;
 mod backup;
 mod check_config;
+mod check_scenarios;
 mod generate;
 mod logging;
 mod pipeline;
@@ -62,6 +63,10 @@ enum Command {
     /// Run the service: Mango webhooks in, plans and their CRM work stored, admin API and card
     /// stream served.
     Serve(serve::Args),
+    /// Run every scenario folder of DIR (events.jsonl, settings.toml, expected.json) through
+    /// `simulate` and check the output against expected.json: PASS or FAIL a folder, exit 1 on
+    /// any failure.
+    CheckScenarios(check_scenarios::Args),
     /// Check a configuration file (and the CALLBRIDGE_* variables) as `serve` would, and print
     /// what the service would run with, secrets not shown. Exit 1 naming the key at fault.
     CheckConfig(serve::Args),
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::CheckScenarios(args) => check_scenarios::run(&args),
         Command::CheckConfig(args) => check_config::run(&args),
         Command::Backup(args) => backup::run(&args),
         Command::Admin(command) => admin::run(&command),
