@@ -42,6 +42,10 @@ pub fn run(args: &Args) -> Result<()> {
             );
             println!("callbridge: sign in with it, or set your own: callbridge admin set-password");
         }
+        // Loud at start: a tenant whose calls cannot reach the CRM, or whose webhooks are refused.
+        for warning in callbridge_server::warnings::tenant_warnings(&running.state).await {
+            tracing::warn!("{warning}");
+        }
         let stop = running.shutdown_handle();
         tokio::spawn(async move {
             shutdown_signal().await;

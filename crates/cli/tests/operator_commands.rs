@@ -314,3 +314,57 @@ fn backup_copies_a_live_store_and_refuses_postgres() {
     assert!(!dir.join("pg.db").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_tenant_without_crm_or_with_refused_webhooks_is_warned_about_at_start_and_in_readyz() {
+    let dir = temp_dir("tenant-warnings");
+    let (child, base) = start_serve(&dir, &[]);
+    let readyz = || {
+        let r = reqwest::blocking::get(format!("{base}/readyz")).unwrap();
+        assert_eq!(r.status(), 200, "warnings do not make the service unready");
+        r.text().unwrap()
+    };
+    let body = readyz();
+    assert!(body.starts_with("ready"), "{body}");
+    assert!(
+        body.contains("warning: tenant acme: no CRM connection"),
+        "{body}"
+    );
+    // A webhook signed with the wrong salt: refused, and then named in /readyz.
+    let json = r#"{"entry_id":"x","call_id":"y","timestamp":1700000000,"seq":1,"call_state":"Appeared","location":"ivr","from":{"number":"79161234567"},"to":{"number":"74950000000"}}"#;
+    let refused = reqwest::blocking::Client::new()
+        .post(format!("{base}/mango/acme/events/call"))
+        .form(&[
+            ("vpbx_api_key", MANGO_KEY),
+            (
+                "sign",
+                "0000000000000000000000000000000000000000000000000000000000000000",
+            ),
+            ("json", json),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body = readyz();
+        if body.contains("webhooks refused") {
+            assert!(body.contains("tenant acme: 1 webhooks refused"), "{body}");
+            assert!(body.contains("Mango API key and salt"), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal warning: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let logged = stop_serve(child);
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("tenant acme: no CRM connection")),
+        "a warning at start-up: {logged}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

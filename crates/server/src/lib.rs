@@ -20,6 +20,7 @@ pub mod state;
 pub mod tenant_id;
 pub mod tokens;
 pub mod ui;
+pub mod warnings;
 pub mod webhooks;
 pub mod worker;
 
@@ -77,7 +78,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         );
     }
     match state.store.max_event_id().await {
-        Ok(_) => (StatusCode::OK, "ready".to_string()),
+        // Ready; the tenants' faults follow, one `warning:` line each (see warnings.rs).
+        Ok(_) => {
+            let mut body = "ready".to_string();
+            for warning in warnings::tenant_warnings(&state).await {
+                body.push_str("\nwarning: ");
+                body.push_str(&warning);
+            }
+            (StatusCode::OK, body)
+        }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store unavailable: {e}"),
