@@ -7,6 +7,7 @@ mod check_scenarios;
 mod generate;
 mod logging;
 mod pipeline;
+mod probe;
 mod serve;
 mod simulate;
 
@@ -67,6 +68,8 @@ enum Command {
     /// `simulate` and check the output against expected.json: PASS or FAIL a folder, exit 1 on
     /// any failure.
     CheckScenarios(check_scenarios::Args),
+    /// Ask a running service's /readyz; exit 0 when it is ready (container health checks).
+    Probe(probe::Args),
     /// Check a configuration file (and the CALLBRIDGE_* variables) as `serve` would, and print
     /// what the service would run with, secrets not shown. Exit 1 naming the key at fault.
     CheckConfig(serve::Args),
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::CheckScenarios(args) => check_scenarios::run(&args),
+        Command::Probe(args) => probe::run(&args),
         Command::CheckConfig(args) => check_config::run(&args),
         Command::Backup(args) => backup::run(&args),
         Command::Admin(command) => admin::run(&command),

@@ -20,6 +20,27 @@ pub fn run(args: &Args) -> Result<()> {
         let running = callbridge_server::start(config, tenants)
             .await
             .map_err(|e| anyhow!("{e}"))?;
+        // SIGTERM is caught from here on, before the line below tells anyone the service is up
+        // (a supervisor stopping it at once still gets a clean shutdown).
+        #[cfg(unix)]
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let stop = running.shutdown_handle();
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            if let Some(term) = term.as_mut() {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            } else {
+                shutdown_signal().await;
+            }
+            #[cfg(not(unix))]
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = stop.send(true);
+        });
         // Scripts and tests read this line to find the port.
         println!("callbridge: listening on http://{}", running.addr);
         for tenant in running.state.tenants.read().await.values() {
@@ -46,12 +67,6 @@ pub fn run(args: &Args) -> Result<()> {
         for warning in callbridge_server::warnings::tenant_warnings(&running.state).await {
             tracing::warn!("{warning}");
         }
-        let stop = running.shutdown_handle();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing requests in flight");
-            let _ = stop.send(true);
-        });
         running.wait().await;
         Ok(())
     })

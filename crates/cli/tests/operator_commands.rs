@@ -359,7 +359,23 @@ fn a_tenant_without_crm_or_with_refused_webhooks_is_warned_about_at_start_and_in
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // The container's health check.
+    let probe = run(&["probe", "--url", &format!("{base}/readyz")]);
+    assert!(probe.status.success(), "{:?}", text(&probe));
+    assert!(
+        text(&probe).0.starts_with("200 ready"),
+        "{:?}",
+        text(&probe)
+    );
     let logged = stop_serve(child);
+    let probe = run(&[
+        "probe",
+        "--url",
+        &format!("{base}/readyz"),
+        "--timeout-seconds",
+        "2",
+    ]);
+    assert!(!probe.status.success(), "a stopped service is not ready");
     assert!(
         logged
             .lines()
