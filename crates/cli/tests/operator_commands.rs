@@ -107,6 +107,11 @@ fn check_config_refuses_a_bad_file_naming_the_key_as_written_and_no_secret() {
             "tenants[0].mango_api_key",
         ),
         (
+            "a float for an integer",
+            format!("admin_token = \"{STRONG_TOKEN}\"\n[processing]\ngrace_seconds = 1.5\n"),
+            "processing.grace_seconds: expected an integer, found a float",
+        ),
+        (
             "secret of a wrong type",
             format!("admin_token = [\"{STRONG_TOKEN}\"]\n"),
             "admin_token: expected",
@@ -130,6 +135,21 @@ fn check_config_refuses_a_bad_file_naming_the_key_as_written_and_no_secret() {
             );
         }
     }
+    // Keys from the environment are named as the variable.
+    let output = Command::new(bin())
+        .arg("check-config")
+        .env("CALLBRIDGE_ADMIN_TOKEN", STRONG_TOKEN)
+        .env("CALLBRIDGE_LISTEN_ON", "x")
+        .env("CALLBRIDGE_PROCESSING", "5")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("CALLBRIDGE_LISTEN_ON: unknown key"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("CALLBRIDGE_LISTEN_ON."), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -562,7 +562,11 @@ fn describe_extract_error(error: figment::Error) -> String {
             };
             let problem = match &e.kind {
                 Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
-                    format!("expected {expected}, found {}", kind_of(actual))
+                    format!(
+                        "expected {}, found {}",
+                        plain_expected(expected),
+                        kind_of(actual)
+                    )
                 }
                 Kind::InvalidLength(n, expected) => format!("expected {expected}, found {n} items"),
                 Kind::UnknownVariant(_, expected) => {
@@ -570,7 +574,11 @@ fn describe_extract_error(error: figment::Error) -> String {
                 }
                 Kind::UnknownField(name, _) => {
                     // figment's path already ends with the unknown key.
-                    let at = if key.is_empty() || key.ends_with(name.as_str()) {
+                    // (An environment key is upper case: `CALLBRIDGE_FOO` for `foo`.)
+                    let at = if key.is_empty()
+                        || key.ends_with(name.as_str())
+                        || (from_env && key.ends_with(&name.to_uppercase()))
+                    {
                         key.clone()
                     } else {
                         format!("{key}.{name}")
@@ -613,6 +621,28 @@ fn key_as_written(path: &[String]) -> String {
         }
     }
     key
+}
+
+/// serde's name of the expected type in the words of a TOML file: `i64` is an integer,
+/// `struct Processing` a table, `a sequence` an array.
+fn plain_expected(expected: &str) -> String {
+    let e = expected.trim();
+    if e.starts_with("struct ") || e.starts_with("map") || e == "a map" {
+        return "a table".into();
+    }
+    if e.contains("sequence") {
+        return "an array".into();
+    }
+    let integer = [
+        "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16", "u32", "u64", "u128", "usize",
+    ];
+    if integer.contains(&e) {
+        return "an integer".into();
+    }
+    if e == "f32" || e == "f64" {
+        return "a number".into();
+    }
+    e.to_string()
 }
 
 /// The kind of a value, without the value.
