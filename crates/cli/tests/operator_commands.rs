@@ -404,3 +404,76 @@ fn a_tenant_without_crm_or_with_refused_webhooks_is_warned_about_at_start_and_in
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Every file under `dir` ending in `.rs`.
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn the_configuration_reference_names_every_metric_key_and_variable() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let reference = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    // Metrics: every name the service records.
+    let mut files = Vec::new();
+    rust_files(&root.join("crates/server/src"), &mut files);
+    rust_files(&root.join("crates/store/src"), &mut files);
+    let mut metrics = std::collections::BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+            for part in text.split(macro_name).skip(1) {
+                let part = part.trim_start();
+                if let Some(name) = part.strip_prefix('"').and_then(|p| p.split('"').next()) {
+                    metrics.insert(name.to_string());
+                }
+            }
+        }
+    }
+    assert!(metrics.len() >= 10, "metrics found: {metrics:?}");
+    for metric in &metrics {
+        assert!(
+            reference.contains(metric.as_str()),
+            "docs/configuration.md lacks {metric}"
+        );
+    }
+    // Keys: every key of the annotated example, set or commented out.
+    let example = std::fs::read_to_string(root.join("examples/callbridge.toml")).unwrap();
+    for line in example.lines() {
+        let line = line.trim_start_matches(['#', ' ']);
+        let Some((key, _)) = line.split_once(" = ") else {
+            continue;
+        };
+        let key = key.trim();
+        if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !key.is_empty() {
+            assert!(
+                reference.contains(&format!("`{key}`"))
+                    || reference.contains(&format!("`processing.{key}`")),
+                "docs/configuration.md lacks the key {key}"
+            );
+        }
+    }
+    // Variables: named in the reference and in --help.
+    let help = Command::new(bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for variable in [
+        "CALLBRIDGE_LOG",
+        "CALLBRIDGE_LOG_FORMAT",
+        "CALLBRIDGE_ADMIN_TOKEN",
+        "CALLBRIDGE_DATABASE_URL",
+    ] {
+        assert!(
+            reference.contains(variable),
+            "docs/configuration.md lacks {variable}"
+        );
+        assert!(help.contains(variable), "--help lacks {variable}");
+    }
+    assert!(help.contains("docs/configuration.md"), "{help}");
+}
