@@ -25,5 +25,8 @@ ENV CALLBRIDGE_LISTEN=0.0.0.0:8080 \
     CALLBRIDGE_DATA_DIR=/var/lib/callbridge
 VOLUME ["/var/lib/callbridge"]
 EXPOSE 8080
+# Ready: the store writes and reads (`callbridge probe` asks /readyz; the image has no curl).
+HEALTHCHECK --interval=30s --timeout=6s --start-period=20s --retries=3 \
+    CMD ["callbridge", "probe", "--url", "http://127.0.0.1:8080/readyz"]
 ENTRYPOINT ["callbridge"]
 CMD ["serve", "--config", "/etc/callbridge/callbridge.toml"]

@@ -128,6 +128,10 @@ ensure_browser
 run_log="$(mktemp /tmp/callbridge-test-run.XXXXXX)"
 pg_log="$(mktemp /tmp/callbridge-test-pg-log.XXXXXX)"
 export CALLBRIDGE_TEST_POSTGRES_LOG="$pg_log"
+# The container test (crates/cli/tests/container.rs) notes here whether it ran: without a Docker
+# daemon it cannot, and the total line says so.
+container_log="$(mktemp /tmp/callbridge-test-container.XXXXXX)"
+export CALLBRIDGE_TEST_CONTAINER_LOG="$container_log"
 set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$run_log"
 status=${PIPESTATUS[0]}
@@ -137,7 +141,11 @@ passed=$(sum_of '^test result: [a-zA-Z]+\. [0-9]+ passed')
 failed=$(sum_of '[0-9]+ failed;')
 skipped=$(sum_of '[0-9]+ ignored;')
 pg_tests=$(sort -u "$pg_log" | grep -c . || true)
-rm -f "$run_log" "$pg_log"
+container_said="$(head -1 "$container_log")"
+if [ -z "$container_said" ]; then
+  container_said="container test: NOT RUN (not selected)"
+fi
+rm -f "$run_log" "$pg_log" "$container_log"
 if [ "$pg_tests" -gt 0 ]; then
   pg_said="PostgreSQL ran: $pg_tests tests made a PostgreSQL database"
 else
@@ -147,5 +155,5 @@ else
     status=1
   fi
 fi
-echo "== total: $passed passed, $failed failed, $skipped skipped; $pg_said (exit $status)"
+echo "== total: $passed passed, $failed failed, $skipped skipped; $pg_said; $container_said (exit $status)"
 exit "$status"

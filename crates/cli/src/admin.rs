@@ -59,16 +59,16 @@ pub fn run(command: &Command) -> Result<()> {
 }
 
 /// Where the store is: the database URL (PostgreSQL) or the SQLite folder.
-struct StorePlace {
-    database_url: Option<SecretString>,
-    data_dir: PathBuf,
+pub(crate) struct StorePlace {
+    pub database_url: Option<SecretString>,
+    pub data_dir: PathBuf,
 }
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn store_place(args: &StoreArgs) -> Result<StorePlace> {
+pub(crate) fn store_place(args: &StoreArgs) -> Result<StorePlace> {
     if let Some(file) = &args.config {
         let (config, _) = Config::load(Some(file)).map_err(|e| anyhow!("{e}"))?;
         return Ok(StorePlace {

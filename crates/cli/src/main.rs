@@ -1,8 +1,13 @@
 //! The `callbridge` binary: wires the crates together behind subcommands. No rules live here.
 
 mod admin;
+mod backup;
+mod check_config;
+mod check_scenarios;
 mod generate;
+mod logging;
 mod pipeline;
+mod probe;
 mod serve;
 mod simulate;
 
@@ -32,7 +37,18 @@ use std::process::ExitCode;
     version,
     about = "Mango Office VPBX to amoCRM call integration"
 )]
+#[command(after_help = "Environment:\n  \
+    CALLBRIDGE_LOG         what to log, a tracing filter (info, warn, callbridge_server=debug,...)\n  \
+    CALLBRIDGE_LOG_FORMAT  text (coloured only on a terminal) or json, one object a line\n  \
+    CALLBRIDGE_<KEY>       any configuration key, over the file: CALLBRIDGE_ADMIN_TOKEN,\n                         \
+CALLBRIDGE_DATABASE_URL, CALLBRIDGE_LISTEN, CALLBRIDGE_DATA_DIR, CALLBRIDGE_SECRET_KEY,\n                         \
+CALLBRIDGE_PREVIOUS_SECRET_KEYS, CALLBRIDGE_PUBLIC_URL, ...\n\
+Every key, variable, route and metric: docs/configuration.md")]
 struct Cli {
+    /// Log lines as `text` or `json` (one object a line, for log shippers); also
+    /// CALLBRIDGE_LOG_FORMAT or `log_format` in the configuration file.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<callbridge_server::config::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +64,18 @@ enum Command {
     /// Run the service: Mango webhooks in, plans and their CRM work stored, admin API and card
     /// stream served.
     Serve(serve::Args),
+    /// Run every scenario folder of DIR (events.jsonl, settings.toml, expected.json) through
+    /// `simulate` and check the output against expected.json: PASS or FAIL a folder, exit 1 on
+    /// any failure.
+    CheckScenarios(check_scenarios::Args),
+    /// Ask a running service's /readyz; exit 0 when it is ready (container health checks).
+    Probe(probe::Args),
+    /// Check a configuration file (and the CALLBRIDGE_* variables) as `serve` would, and print
+    /// what the service would run with, secrets not shown. Exit 1 naming the key at fault.
+    CheckConfig(serve::Args),
+    /// Back the SQLite store up to a new file while the service runs (an online backup, never a
+    /// file copy of the live database). PostgreSQL: use pg_dump.
+    Backup(backup::Args),
     /// The administrator's chores on a service's store: `admin set-password`.
     #[command(subcommand)]
     Admin(admin::Command),
@@ -82,15 +110,10 @@ enum Sandbox {
     Mango(sandbox_mango::Args),
 }
 
-/// Logs to stderr at `default_level`, unless `CALLBRIDGE_LOG` (a tracing filter) says otherwise.
+/// Logs to stderr at `default_level`, unless `CALLBRIDGE_LOG` (a tracing filter) says otherwise,
+/// in the format `--log-format` or `CALLBRIDGE_LOG_FORMAT` chose.
 pub(crate) fn init_logging(default_level: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CALLBRIDGE_LOG")
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(default_level, logging::chosen_format(None));
 }
 
 /// The multi-threaded runtime a subcommand's async work runs on.
@@ -136,10 +159,15 @@ pub(crate) async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::set_command_line_format(cli.log_format);
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::CheckScenarios(args) => check_scenarios::run(&args),
+        Command::Probe(args) => probe::run(&args),
+        Command::CheckConfig(args) => check_config::run(&args),
+        Command::Backup(args) => backup::run(&args),
         Command::Admin(command) => admin::run(&command),
         #[cfg(feature = "sandboxes")]
         Command::BenchIngest(args) => bench_ingest::run(&args),

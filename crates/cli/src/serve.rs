@@ -9,17 +9,38 @@ use std::path::PathBuf;
 pub struct Args {
     /// The configuration file (TOML); `CALLBRIDGE_*` environment variables override it.
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    crate::init_logging("info");
     let (config, tenants) = Config::load(args.config.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    crate::logging::init("info", crate::logging::chosen_format(config.log_format));
     let runtime = crate::runtime()?;
     runtime.block_on(async move {
         let running = callbridge_server::start(config, tenants)
             .await
             .map_err(|e| anyhow!("{e}"))?;
+        // SIGTERM is caught from here on, before the line below tells anyone the service is up
+        // (a supervisor stopping it at once still gets a clean shutdown).
+        #[cfg(unix)]
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let stop = running.shutdown_handle();
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            if let Some(term) = term.as_mut() {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            } else {
+                shutdown_signal().await;
+            }
+            #[cfg(not(unix))]
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = stop.send(true);
+        });
         // Scripts and tests read this line to find the port.
         println!("callbridge: listening on http://{}", running.addr);
         for tenant in running.state.tenants.read().await.values() {
@@ -42,12 +63,10 @@ pub fn run(args: &Args) -> Result<()> {
             );
             println!("callbridge: sign in with it, or set your own: callbridge admin set-password");
         }
-        let stop = running.shutdown_handle();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing requests in flight");
-            let _ = stop.send(true);
-        });
+        // Loud at start: a tenant whose calls cannot reach the CRM, or whose webhooks are refused.
+        for warning in callbridge_server::warnings::tenant_warnings(&running.state).await {
+            tracing::warn!("{warning}");
+        }
         running.wait().await;
         Ok(())
     })

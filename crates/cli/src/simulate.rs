@@ -96,6 +96,27 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// `simulate --settings SETTINGS --events EVENTS` with the default periods, its output as JSON
+/// (for `check-scenarios`).
+pub fn simulate_files(settings: &Path, events: &Path) -> Result<serde_json::Value> {
+    let settings = load_settings(settings)?;
+    let file = File::open(events).with_context(|| format!("{}: cannot open", events.display()))?;
+    let mut buffer = Vec::new();
+    let mut out = Output {
+        writer: &mut buffer,
+        first: true,
+        pretty: false,
+    };
+    let config = TrackerConfig {
+        grace_s: 120,
+        settle_s: 120,
+        ..TrackerConfig::default()
+    };
+    let stats = simulate(&settings, BufReader::new(file), events, config, &mut out)?;
+    out.finish(&stats)?;
+    Ok(serde_json::from_slice(&buffer)?)
+}
+
 pub fn load_settings(path: &Path) -> Result<ValidSettings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;

@@ -91,10 +91,33 @@ pub struct Config {
     /// Kommo account: for sandboxes and tests only (the account's tokens go to that host).
     #[serde(default)]
     pub allow_insecure_crm_hosts: bool,
+    /// How the service logs: `text` (the default; coloured only on a terminal) or `json` (one
+    /// object a line, for log shippers). `--log-format` on the command line wins over it.
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
     /// The file this configuration was read from (not a key of it): named by the web UI on the
     /// pages of the tenants the file defines.
     #[serde(skip)]
     pub file: Option<PathBuf>,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("must be text or json".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -226,6 +249,7 @@ impl Config {
             "TEST_POSTGRES_URL",
             "TEST_POSTGRES_LOG",
             "LOG",
+            "TEST_DOCKER",
         ]));
         let mut config: Config = figment
             .extract()
@@ -241,11 +265,8 @@ impl Config {
         if let Some(file) = config.secret_key_file.as_mut().filter(|f| f.is_relative()) {
             *file = base.join(&*file);
         }
-        if config.admin_token.expose_secret().trim().len() < 8 {
-            return Err(invalid(
-                &shown,
-                "admin_token: must be at least 8 characters",
-            ));
+        if let Err(why) = check_admin_token(config.admin_token.expose_secret()) {
+            return Err(invalid(&shown, format!("admin_token: {why}")));
         }
         if config.max_body_bytes < 1024 {
             return Err(invalid(&shown, "max_body_bytes: must be at least 1024"));
@@ -399,6 +420,72 @@ impl Config {
     }
 }
 
+/// The shortest admin token accepted: `openssl rand -hex 32` makes 64 characters.
+pub const ADMIN_TOKEN_MIN_CHARS: usize = 16;
+
+/// Values that are in examples, tutorials and every guessing list: refused whatever their
+/// length. Compared without case, spaces, dashes, dots or underscores, so `Change_Me-Please`
+/// is `changemeplease`.
+const WELL_KNOWN_TOKENS: &[&str] = &[
+    "changemeplease",
+    "changeme",
+    "admin",
+    "administrator",
+    "adminadmin",
+    "secret",
+    "password",
+    "passw0rd",
+    "token",
+    "admintoken",
+    "secrettoken",
+    "letmein",
+    "qwerty",
+    "default",
+    "callbridge",
+    "replacewithopensslrandhex32",
+];
+
+/// Why an admin token is weak; never with the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeakAdminToken {
+    #[error("too short ({0} characters; at least {ADMIN_TOKEN_MIN_CHARS}): make one with `openssl rand -hex 32`")]
+    TooShort(usize),
+    #[error("a well-known value (as in examples and guessing lists): make one with `openssl rand -hex 32`")]
+    WellKnown,
+    #[error("too few different characters ({0}): make one with `openssl rand -hex 32`")]
+    Repetitive(usize),
+}
+
+/// The admin token opens the whole admin API, so a guessable one is refused at start-up: shorter
+/// than [`ADMIN_TOKEN_MIN_CHARS`], a well-known value (also with a word such as `changeme` or
+/// `password` in it), or made of fewer than 6 different characters (`aaaaaaaaaaaaaaaa`).
+pub fn check_admin_token(token: &str) -> Result<(), WeakAdminToken> {
+    let token = token.trim();
+    let chars = token.chars().count();
+    if chars < ADMIN_TOKEN_MIN_CHARS {
+        return Err(WeakAdminToken::TooShort(chars));
+    }
+    let folded: String = token
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    let known_word = ["changeme", "password", "replacewith"]
+        .iter()
+        .any(|w| folded.contains(w));
+    if known_word || WELL_KNOWN_TOKENS.contains(&folded.as_str()) {
+        return Err(WeakAdminToken::WellKnown);
+    }
+    let distinct = token
+        .chars()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    if distinct < 6 {
+        return Err(WeakAdminToken::Repetitive(distinct));
+    }
+    Ok(())
+}
+
 /// A tenant id that cannot appear in URLs.
 /// Mango issues 32-character salts ("Ключ для создания подписи" on the API connection page).
 pub const MANGO_SALT_MIN_CHARS: usize = 32;
@@ -475,7 +562,11 @@ fn describe_extract_error(error: figment::Error) -> String {
             };
             let problem = match &e.kind {
                 Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
-                    format!("expected {expected}, found {}", kind_of(actual))
+                    format!(
+                        "expected {}, found {}",
+                        plain_expected(expected),
+                        kind_of(actual)
+                    )
                 }
                 Kind::InvalidLength(n, expected) => format!("expected {expected}, found {n} items"),
                 Kind::UnknownVariant(_, expected) => {
@@ -483,7 +574,11 @@ fn describe_extract_error(error: figment::Error) -> String {
                 }
                 Kind::UnknownField(name, _) => {
                     // figment's path already ends with the unknown key.
-                    let at = if key.is_empty() || key.ends_with(name.as_str()) {
+                    // (An environment key is upper case: `CALLBRIDGE_FOO` for `foo`.)
+                    let at = if key.is_empty()
+                        || key.ends_with(name.as_str())
+                        || (from_env && key.ends_with(&name.to_uppercase()))
+                    {
                         key.clone()
                     } else {
                         format!("{key}.{name}")
@@ -526,6 +621,28 @@ fn key_as_written(path: &[String]) -> String {
         }
     }
     key
+}
+
+/// serde's name of the expected type in the words of a TOML file: `i64` is an integer,
+/// `struct Processing` a table, `a sequence` an array.
+fn plain_expected(expected: &str) -> String {
+    let e = expected.trim();
+    if e.starts_with("struct ") || e.starts_with("map") || e == "a map" {
+        return "a table".into();
+    }
+    if e.contains("sequence") {
+        return "an array".into();
+    }
+    let integer = [
+        "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16", "u32", "u64", "u128", "usize",
+    ];
+    if integer.contains(&e) {
+        return "an integer".into();
+    }
+    if e == "f32" || e == "f64" {
+        return "a number".into();
+    }
+    e.to_string()
 }
 
 /// The kind of a value, without the value.

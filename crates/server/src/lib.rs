@@ -21,6 +21,7 @@ pub mod tenant_id;
 pub mod token_refresh;
 pub mod tokens;
 pub mod ui;
+pub mod warnings;
 pub mod webhooks;
 pub mod worker;
 
@@ -82,11 +83,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         );
     }
     match state.store.max_event_id().await {
+        // Ready; the tenants' faults follow, one `warning:` line each (see warnings.rs), and
+        // broken CRM connections are named: they do not make the service unready.
         Ok(_) => {
-            // Broken CRM connections are named but do not make the service unready.
-            let broken = token_refresh::broken_connections(&state).await;
             let mut body = "ready".to_string();
-            for line in broken {
+            for warning in warnings::tenant_warnings(&state).await {
+                body.push_str("\nwarning: ");
+                body.push_str(&warning);
+            }
+            for line in token_refresh::broken_connections(&state).await {
                 body.push('\n');
                 body.push_str(&line);
             }

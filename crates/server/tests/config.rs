@@ -185,7 +185,31 @@ fn a_missing_file_is_named() {
 
 #[test]
 fn the_example_in_the_repository_loads() {
-    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/callbridge.toml");
+    // As the README runs it: the example's placeholder token is refused, so a real one is given
+    // (here written over it in a copy, beside the example's settings file).
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let refused = Config::load(Some(&examples.join("callbridge.toml")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("admin_token: a well-known value"),
+        "{refused}"
+    );
+    let text = std::fs::read_to_string(examples.join("callbridge.toml")).unwrap();
+    let text = text.replace(
+        "replace-with-openssl-rand-hex-32",
+        "3b9e5c1f0a7d4e2b8c6f1a0d9e7b5c3a",
+    );
+    assert!(
+        !text.contains("replace-with"),
+        "the placeholder is the only token"
+    );
+    let example = write("example", &text);
+    std::fs::copy(
+        examples.join("acme-settings.toml"),
+        example.with_file_name("acme-settings.toml"),
+    )
+    .unwrap();
     let (config, tenants) = Config::load(Some(&example)).expect("examples/callbridge.toml loads");
     assert_eq!(config.body_timeout_ms, 30_000);
     assert_eq!(tenants.len(), 1);

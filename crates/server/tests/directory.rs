@@ -80,7 +80,7 @@ async fn the_directory_is_loaded_and_shown_with_the_mapping() {
     std::fs::write(
         &config_file,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nadmin_token = \"directory-token\"\nmango_api_url = \"{mango}\"\n\
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nadmin_token = \"directory-admin-token\"\nmango_api_url = \"{mango}\"\n\
              directory_refresh_seconds = 3600\n\
              [[tenants]]\nid = \"acme\"\nmango_api_key = \"{KEY}\"\nmango_api_salt = \"{SALT}\"\nsettings = \"settings.toml\"\n\
              [[tenants]]\nid = \"wrongsalt\"\nmango_api_key = \"other-key\"\nmango_api_salt = \"nope-000000000000000000000000000\"\n"
@@ -95,7 +95,7 @@ async fn the_directory_is_loaded_and_shown_with_the_mapping() {
     for _ in 0..100 {
         body = http
             .get(format!("{base}/api/v1/tenants/acme/directory"))
-            .bearer_auth("directory-token")
+            .bearer_auth("directory-admin-token")
             .send()
             .await
             .unwrap()
@@ -126,7 +126,7 @@ async fn the_directory_is_loaded_and_shown_with_the_mapping() {
     for _ in 0..100 {
         other = http
             .get(format!("{base}/api/v1/tenants/wrongsalt/directory"))
-            .bearer_auth("directory-token")
+            .bearer_auth("directory-admin-token")
             .send()
             .await
             .unwrap()

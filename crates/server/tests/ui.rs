@@ -23,7 +23,7 @@ async fn start() -> Ui {
     std::fs::write(
         &file,
         format!(
-            "admin_token = \"ui-admin-token\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
+            "admin_token = \"ui-admin-token-5b1e\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
              directory_refresh_seconds = 0\n\
              [[tenants]]\nid = \"acme\"\nmango_api_key = \"ui-key\"\nmango_api_salt = \"ui-salt-0000000000000000000000000\"\n",
             dir.path().join("data").display()
@@ -263,7 +263,7 @@ async fn a_restart_keeps_the_password_and_prints_none() {
     std::fs::write(
         &file,
         format!(
-            "admin_token = \"ui-admin-token\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndirectory_refresh_seconds = 0\n",
+            "admin_token = \"ui-admin-token-5b1e\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndirectory_refresh_seconds = 0\n",
             dir.path().join("data").display()
         ),
     )

@@ -59,7 +59,7 @@ async fn start() -> Ui {
     std::fs::write(
         &file,
         format!(
-            "admin_token = \"ui-admin-token\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
+            "admin_token = \"ui-admin-token-5b1e\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
              directory_refresh_seconds = 0\nallow_insecure_crm_hosts = true\n\
              [[tenants]]\nid = \"acme\"\nmango_api_key = \"ui-key\"\nmango_api_salt = \"ui-salt-0000000000000000000000000\"\n\
              settings = \"{}\"\n\
@@ -711,7 +711,7 @@ async fn versions_are_listed_and_one_is_restored_as_a_new_version() {
     let r = ui
         .http
         .put(format!("{}/api/v1/tenants/acme", ui.base))
-        .bearer_auth("ui-admin-token")
+        .bearer_auth("ui-admin-token-5b1e")
         .json(&serde_json::json!({"settings_toml": "plan = \"basic\"\n"}))
         .send()
         .await

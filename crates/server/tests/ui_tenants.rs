@@ -25,7 +25,7 @@ struct Ui {
 fn write_config(dir: &Path, settings: Option<&str>) -> PathBuf {
     let file = dir.join("callbridge.toml");
     let mut text = format!(
-        "admin_token = \"ui-admin-token\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
+        "admin_token = \"ui-admin-token-5b1e\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
          directory_refresh_seconds = 0\n\
          [[tenants]]\nid = \"acme\"\nmango_api_key = \"acme-key\"\nmango_api_salt = \"{SALT}\"\n",
         dir.join("data").display()
@@ -439,7 +439,7 @@ async fn the_config_file_seeds_a_tenant_and_ui_changes_survive_restarts_until_it
     let put = ui
         .http
         .put(format!("{}/api/v1/tenants/acme", ui.base))
-        .bearer_auth("ui-admin-token")
+        .bearer_auth("ui-admin-token-5b1e")
         .json(&serde_json::json!({ "settings_toml": edited }))
         .send()
         .await

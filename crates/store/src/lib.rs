@@ -14,6 +14,7 @@
 //! written once, with `$n` placeholders both engines accept.
 
 mod appender;
+mod backup;
 mod card_links;
 mod data_dir;
 mod db;
@@ -31,6 +32,7 @@ mod webhook_status;
 mod writer;
 
 pub use appender::{sink, Appender, Committed, Sink, SinkReceiver};
+pub use backup::{backup_sqlite, BackupReport};
 pub use card_links::{CardLink, NewCardLink};
 pub use data_dir::DataDirLock;
 pub use db::{redact, Db};
@@ -67,6 +69,14 @@ pub enum StoreError {
     WrongSecretKey { stored: String, given: String },
     #[error("the event log could not store the event: {0}")]
     AppendFailed(String),
+    #[error(
+        "the store's schema is version {stored}, newer than this callbridge knows ({known}): it \
+         was upgraded by a newer release; run that release, or restore the backup taken before \
+         the upgrade"
+    )]
+    NewerSchema { stored: i64, known: i64 },
+    #[error("backup: {0}")]
+    Backup(String),
     #[error("data folder {path}: {problem}")]
     DataDir { path: String, problem: String },
     #[error(

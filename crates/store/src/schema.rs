@@ -1,7 +1,7 @@
 //! The schema, as numbered migrations applied once each at start-up. One SQL text serves both
 //! engines; only the identity column differs, filled in per dialect.
 
-use crate::{with_db, Db, Result};
+use crate::{with_db, Db, Result, StoreError};
 
 struct Migration {
     version: i64,
@@ -253,6 +253,16 @@ pub(crate) async fn migrate(db: &Db) -> Result<()> {
             sqlx::query("SELECT pg_advisory_lock(7402163)").execute(&mut *conn).await?;
         }
         let result: Result<()> = async {
+            // A store migrated by a newer callbridge may have columns and meanings this binary
+            // does not know: refused rather than written to (a downgrade needs the backup taken
+            // before the upgrade).
+            let stored: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+                .fetch_one(&mut *conn)
+                .await?;
+            let known = MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
+            if let Some(stored) = stored.filter(|v| *v > known) {
+                return Err(StoreError::NewerSchema { stored, known });
+            }
             for m in MIGRATIONS {
                 let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(m.version)

@@ -242,7 +242,10 @@ impl AmoClient {
         if let AuthConfig::LongLived { .. } = &self.inner.auth {
             return Ok(false);
         }
-        let current = self.inner.store.load().await?.ok_or_else(no_tokens)?;
+        // No pair yet (the account was never connected): nothing to renew, and nothing broken.
+        let Some(current) = self.inner.store.load().await? else {
+            return Ok(false);
+        };
         let age = unix_now().saturating_sub(current.issued_at);
         if current.issued_at > 0 && age < max_age_secs {
             return Ok(false);

@@ -116,7 +116,28 @@ fn check(args: &Args) -> Result<Options> {
     })
 }
 
+/// With `--json`, stdout carries the one JSON line and nothing else: every line for a person
+/// (the addresses, progress, the report) goes to stderr instead.
+static HUMAN_ON_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(super) fn human_on_stderr() -> bool {
+    HUMAN_ON_STDERR.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `println!` for the demo's lines for a person: stdout, or stderr under `--json`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if $crate::demo::human_on_stderr() {
+            eprintln!($($arg)*)
+        } else {
+            println!($($arg)*)
+        }
+    };
+}
+pub(crate) use say;
+
 pub fn run(args: &Args) -> Result<()> {
+    HUMAN_ON_STDERR.store(args.json, std::sync::atomic::Ordering::Relaxed);
     let options = check(args)?;
     // Quiet by default: the console is for the demo's own lines. CALLBRIDGE_LOG=info shows all.
     crate::init_logging("error");
@@ -128,7 +149,7 @@ pub fn run(args: &Args) -> Result<()> {
             _ = shutdown_signal() => bail!("interrupted before the report"),
         };
         if args.keep_running {
-            println!(
+            say!(
                 "Still running (data in {}): explore it in the web UI at {}/ (the password is \
                  printed above). Press Ctrl-C to stop.",
                 dir.path.display(),

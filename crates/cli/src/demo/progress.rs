@@ -2,6 +2,7 @@
 //! the wait until every call is planned and its CRM work done.
 
 use super::observation::awaiting_mango;
+use super::say;
 use super::{STALL, TENANT};
 use anyhow::Result;
 use callbridge_amocrm_sandbox::Sandbox;
@@ -29,12 +30,25 @@ struct Snapshot {
 
 impl Display {
     pub(super) fn new(calls: u64) -> Display {
-        let bars = std::io::stdout().is_terminal().then(|| {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
-            let style =
-                ProgressStyle::with_template("  {prefix:<8} [{bar:30}] {pos:>6}/{len} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> ");
+        // Bars where the lines for a person go (stderr under --json), when that is a terminal.
+        let (terminal, target) = if super::human_on_stderr() {
+            (
+                std::io::stderr().is_terminal(),
+                ProgressDrawTarget::stderr(),
+            )
+        } else {
+            (
+                std::io::stdout().is_terminal(),
+                ProgressDrawTarget::stdout(),
+            )
+        };
+        let bars = terminal.then(|| {
+            let multi = MultiProgress::with_draw_target(target);
+            let style = ProgressStyle::with_template(
+                "  {prefix:<8} [{bar:30}] {pos:>6}/{len} {elapsed:>4} (ETA {eta:>3}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
             let played = multi.add(ProgressBar::new(calls));
             played.set_style(style.clone());
             played.set_prefix("played");
@@ -122,8 +136,15 @@ fn draw(
             ));
         }
         None => {
-            println!(
-                "  {:>5.1} s  played {started}/{calls} calls · planned {} entries · CRM work {} done, {} pending, {} parked · {} CRM requests",
+            // The playing's remaining time at its pace so far; delivery follows it.
+            let eta = if started > 0 && started < calls {
+                let left = elapsed.as_secs_f64() * (calls - started) as f64 / started as f64;
+                format!(" (ETA {left:.0} s)")
+            } else {
+                String::new()
+            };
+            say!(
+                "  {:>5.1} s  played {started}/{calls} calls{eta} · planned {} entries · CRM work {} done, {} pending, {} parked · {} CRM requests",
                 elapsed.as_secs_f64(),
                 snap.entries,
                 c.done,
@@ -132,6 +153,7 @@ fn draw(
                 snap.crm_requests
             );
             let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::observation::{CrmView, Entries, Outbox};
 use super::progress::Waited;
+use super::say;
 use super::CRM_RPS;
 use callbridge_mango_sandbox::PlayReport;
 use serde_json::{json, Value};
@@ -195,7 +196,7 @@ pub(super) fn print_report(r: &Report<'_>, problems: &[String]) {
     let o = r.outbox;
     let c = r.crm;
     let s = r.stats;
-    println!(
+    say!(
         "Played {} calls: {} webhooks ({} duplicates, {} lost summaries) in {:.1} s; delivery finished {:.1} s later.",
         p.calls,
         p.events_sent,
@@ -204,14 +205,16 @@ pub(super) fn print_report(r: &Report<'_>, problems: &[String]) {
         p.elapsed_ms as f64 / 1000.0,
         r.waited.seconds
     );
-    println!(
-        "Planned {} entries: {} call records ({} missed calls, {} internal calls and {} conversations write nothing).",
-        r.entries.planned, r.entries.records, r.entries.missed, r.entries.internal, r.entries.ignored
+    // A missed call is written too (a call note, and a task when set): it is counted among the
+    // entries, not among what writes nothing.
+    say!(
+        "Planned {} entries ({} of them missed calls, {} internal): {} call records; {} conversations write nothing.",
+        r.entries.planned, r.entries.missed, r.entries.internal, r.entries.records, r.entries.ignored
     );
-    println!("Records written, by rule:");
+    say!("Records written, by rule:");
     for (rule, n) in &o.records_by_rule {
         let label = callbridge_core::Rule::from_id(rule).map_or("", |r| r.label());
-        println!("  {rule:<3} {n:>5}  {label}");
+        say!("  {rule:<3} {n:>5}  {label}");
     }
     let users = c
         .notes_by_user()
@@ -219,14 +222,17 @@ pub(super) fn print_report(r: &Report<'_>, problems: &[String]) {
         .map(|(u, n)| format!("{u}: {n}"))
         .collect::<Vec<_>>()
         .join(", ");
-    println!(
-        "In amoCRM (read through its API): {} call notes ({} in, {} out) of {} records written; by user {users}",
+    let on = |entity: &str| c.notes.get(entity).map_or(0, |n| n.len());
+    say!(
+        "In amoCRM (read through its API): {} call notes ({} on contacts, {} on leads; {} in, {} out) of {} records written; by user {users}",
         c.note_count(),
+        on("contacts"),
+        on("leads"),
         c.call_in,
         c.call_out,
         o.notes.len()
     );
-    println!(
+    say!(
         "  {} contacts and {} leads created, {} tasks, {} unsorted, {} call cards shown{}",
         c.contacts.saturating_sub(r.seeded_contacts),
         c.leads.saturating_sub(r.seeded_leads),
@@ -242,14 +248,14 @@ pub(super) fn print_report(r: &Report<'_>, problems: &[String]) {
             String::new()
         }
     );
-    println!(
+    say!(
         "  parked: {}; rate limit: {} x 429, at most {} requests in any second (limit {CRM_RPS})",
         o.parked.len(),
         s.rate_limited,
         s.max_requests_in_any_second
     );
     for item in o.parked.iter().take(5) {
-        println!(
+        say!(
             "    {} ({}): {}",
             item["item_key"].as_str().unwrap_or("-"),
             item["kind"].as_str().unwrap_or("-"),
@@ -257,21 +263,21 @@ pub(super) fn print_report(r: &Report<'_>, problems: &[String]) {
         );
     }
     match r.latency() {
-        Some(l) => println!(
+        Some(l) => say!(
             "Summary sent -> record in the CRM: p50 {:.2} s, p95 {:.2} s, max {:.2} s ({} entries).",
             l.p50 as f64 / 1000.0,
             l.p95 as f64 / 1000.0,
             l.max as f64 / 1000.0,
             l.count
         ),
-        None => println!("No latency: no entry with a summary was written."),
+        None => say!("No latency: no entry with a summary was written."),
     }
     // amoCRM's 7 requests per second is a hard ceiling: past it, records queue, and the latency
     // above measures the CRM's limit rather than callbridge. Say so, with a rate that fits.
     let per_call = s.requests as f64 / p.calls.max(1) as f64;
     let needed = per_call * r.rate;
     if needed > f64::from(CRM_RPS) * 0.9 {
-        println!(
+        say!(
             "  At {} calls/s these calls need about {needed:.0} CRM requests per second ({per_call:.1} a call); \
              amoCRM allows {CRM_RPS}, so records queue. Try --rate {:.1} to see the latency without a queue.",
             r.rate,
@@ -279,9 +285,9 @@ pub(super) fn print_report(r: &Report<'_>, problems: &[String]) {
         );
     }
     if problems.is_empty() {
-        println!("All calls landed.");
+        say!("All calls landed.");
     } else {
-        println!("NOT everything landed: {}.", problems.join("; "));
+        say!("NOT everything landed: {}.", problems.join("; "));
     }
 }
 

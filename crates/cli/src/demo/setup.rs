@@ -2,6 +2,7 @@
 //! tenant's settings, the CRM sandbox's seed (users, known clients), the service's config, and
 //! the "where to look" block.
 
+use super::say;
 use super::{Args, Options, GRACE_SECONDS, TENANT};
 use crate::pipeline::plan_all;
 use anyhow::{anyhow, ensure, Context, Result};
@@ -247,7 +248,7 @@ pub(super) fn print_where(
         .unwrap_or(staff.fallback_crm_user_id);
     let admin = &secrets.admin_token;
     let crm = &secrets.crm_token;
-    println!(
+    say!(
         "callbridge demo: {} calls at {}/s from a generated office of {} employees ({} unmapped, \
          \"Save all calls\" on to user {}), seed {}.",
         options.calls,
@@ -257,14 +258,14 @@ pub(super) fn print_where(
         staff.fallback_crm_user_id,
         args.seed
     );
-    println!();
-    println!("  web UI                {}/", e.service);
-    println!("    sign in with the password {ui_password}  (tenant \"{TENANT}\": its settings, connections, employees)");
-    println!(
+    say!();
+    say!("  web UI                {}/", e.service);
+    say!("    sign in with the password {ui_password}  (tenant \"{TENANT}\": its settings, connections, employees)");
+    say!(
         "  callbridge admin API  {}/api/v1/tenants/{TENANT}",
         e.service
     );
-    println!(
+    say!(
         "    curl -H 'Authorization: Bearer {admin}' '{}/api/v1/entries?tenant={TENANT}&limit=5'",
         e.service
     );
@@ -283,27 +284,35 @@ pub(super) fn print_where(
                     + callbridge_server::card_tokens::DEFAULT_TTL_SECONDS as i64,
             },
         );
-        println!(
+        say!(
             "  call card stream      {}/api/v1/cards/stream?token={card_token}",
             e.service
         );
-        println!(
+        say!(
             "    (user {first_user}'s cards; another user's: curl -X POST -H 'Authorization: Bearer {admin}' -d '{{\"crm_user_id\": N}}' -H 'Content-Type: application/json' '{}/api/v1/tenants/{TENANT}/cards/tokens')",
             e.service
         );
     }
-    println!("  Mango webhook URL     {}/mango/{TENANT}/", e.service);
-    println!("  amoCRM sandbox        {}  (token {crm})", e.sandbox);
-    println!("    curl -g -H 'Authorization: Bearer {crm}' '{}/api/v4/contacts/notes?filter[note_type][]=call_in&filter[note_type][]=call_out'", e.sandbox);
-    println!("  Mango VPBX API        {}", e.vpbx);
+    say!("  Mango webhook URL     {}/mango/{TENANT}/", e.service);
+    say!("  amoCRM sandbox        {}  (token {crm})", e.sandbox);
+    // Calls land as notes on contacts and on leads, and unknown numbers as unsorted requests.
+    for entity in ["contacts", "leads"] {
+        say!("    curl -g -H 'Authorization: Bearer {crm}' '{}/api/v4/{entity}/notes?filter[note_type][]=call_in&filter[note_type][]=call_out'", e.sandbox);
+    }
+    say!(
+        "    curl -H 'Authorization: Bearer {crm}' '{}/api/v4/leads/unsorted'",
+        e.sandbox
+    );
+    say!("  Mango VPBX API        {}", e.vpbx);
     let fate = if dir_is_temporary(args) && !args.keep_running {
         " (removed at exit)"
     } else {
         ""
     };
-    println!("  data                  {}{fate}", dir.display());
-    println!();
+    say!("  data                  {}{fate}", dir.display());
+    say!();
     let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
 }
 
 fn dir_is_temporary(args: &Args) -> bool {
