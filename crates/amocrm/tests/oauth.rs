@@ -458,6 +458,21 @@ async fn a_scheduled_refresh_renews_an_old_pair_and_leaves_a_young_one_alone() {
     assert_eq!(crm.refreshes.load(Ordering::SeqCst), 1);
 }
 
+/// An account not connected yet has no pair: the schedule has nothing to renew and asks nothing,
+/// and reports no error (which the server would show as a broken connection).
+#[tokio::test]
+async fn a_never_connected_account_has_nothing_to_refresh_on_schedule() {
+    let (mock, crm) = crm(&["A2"], "R1").await;
+    let store = Arc::new(MemoryTokenStore::default());
+    let client = oauth_client(&mock.base, store.clone());
+    assert!(!client
+        .refresh_if_older_than(0)
+        .await
+        .expect("nothing to do, no error"));
+    assert_eq!(crm.refreshes.load(Ordering::SeqCst), 0);
+    assert!(store.current().is_none());
+}
+
 #[tokio::test]
 async fn long_lived_tokens_have_nothing_to_refresh_on_schedule() {
     let mock = mock(|_| json(500, json!({}))).await;

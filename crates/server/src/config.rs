@@ -245,12 +245,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(f));
         }
-        figment = figment.merge(Env::prefixed("CALLBRIDGE_").ignore(&[
-            "TEST_POSTGRES_URL",
-            "TEST_POSTGRES_LOG",
-            "LOG",
-            "TEST_DOCKER",
-        ]));
+        // Not config keys: the log filter, and the variables of the test suite and its tools
+        // (every CALLBRIDGE_TEST_*, the browser and Python the tests use).
+        figment = figment.merge(
+            Env::prefixed("CALLBRIDGE_")
+                .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+                .ignore(&["LOG", "CHROMIUM", "CHROMEDRIVER", "PYTHON"]),
+        );
         let mut config: Config = figment
             .extract()
             .map_err(|e| invalid(&shown, describe_extract_error(e)))?;
