@@ -24,4 +24,6 @@ pub mod wire;
 
 pub use plausible::check_plausible;
 pub use sign::{sign, verify};
-pub use webhook::{is_event_path, normalize_path, parse_event, parse_value, Webhook, WebhookError};
+pub use webhook::{
+    is_event_path, normalize_path, parse_event, parse_value, Webhook, WebhookError, WebhookForm,
+};

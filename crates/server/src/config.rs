@@ -332,6 +332,14 @@ impl Config {
                     } else {
                         p.clone()
                     };
+                    // Only a regular file: a device or a pipe named by mistake (/dev/zero)
+                    // would be read without end.
+                    if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+                        return Err(invalid(
+                            &path,
+                            format!("{key}.settings: not a regular file"),
+                        ));
+                    }
                     std::fs::read_to_string(&path)
                         .map_err(|e| invalid(&path, format!("cannot read settings: {e}")))?
                 }

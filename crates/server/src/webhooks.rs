@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use callbridge_mango::check_plausible;
-use callbridge_mango::webhook::{parse_event, Webhook};
+use callbridge_mango::webhook::{parse_event, Webhook, WebhookForm};
 use callbridge_store::{Appended, NewEvent};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -262,15 +262,11 @@ async fn receive(
     {
         return Err(WebhookError::ContentType(content_type.to_string()));
     }
-    let (mut key, mut sign, mut json) = (None, None, None);
-    for (name, value) in form_urlencoded::parse(&body) {
-        match name.as_ref() {
-            "vpbx_api_key" => key = Some(value.into_owned()),
-            "sign" => sign = Some(value.into_owned()),
-            "json" => json = Some(value.into_owned()),
-            _ => {}
-        }
-    }
+    let WebhookForm {
+        vpbx_api_key: key,
+        sign,
+        json,
+    } = WebhookForm::read(&body);
     let is_ping = path.trim_matches('/') == "ping" || path.is_empty();
     let key = key.ok_or(WebhookError::MissingField("vpbx_api_key"))?;
     if json.is_none() && !is_ping {

@@ -31,10 +31,12 @@
 //! [`Location::Other`]: callbridge_core::Location::Other
 //! [`SummaryDirection::Unknown`]: callbridge_core::SummaryDirection::Unknown
 
+mod form;
 mod lenient;
 mod payload;
 
 #[doc(hidden)]
+pub use form::WebhookForm;
 pub use payload::FIELD_NAMES;
 
 use callbridge_core::PbxEvent;
