@@ -132,6 +132,10 @@ export CALLBRIDGE_TEST_POSTGRES_LOG="$pg_log"
 # daemon it cannot, and the total line says so.
 container_log="$(mktemp /tmp/callbridge-test-container.XXXXXX)"
 export CALLBRIDGE_TEST_CONTAINER_LOG="$container_log"
+# The chaos suite and the short fuzz run note their figures here (one line a run), printed
+# before the total line: a passing test's own output is hidden by the test runner.
+figures_log="$(mktemp /tmp/callbridge-test-figures.XXXXXX)"
+export CALLBRIDGE_TEST_FIGURES_LOG="$figures_log"
 set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$run_log"
 status=${PIPESTATUS[0]}
@@ -145,7 +149,11 @@ container_said="$(head -1 "$container_log")"
 if [ -z "$container_said" ]; then
   container_said="container test: NOT RUN (not selected)"
 fi
-rm -f "$run_log" "$pg_log" "$container_log"
+if [ -s "$figures_log" ]; then
+  echo "== figures"
+  cat "$figures_log"
+fi
+rm -f "$run_log" "$pg_log" "$container_log" "$figures_log"
 if [ "$pg_tests" -gt 0 ]; then
   pg_said="PostgreSQL ran: $pg_tests tests made a PostgreSQL database"
 else

@@ -14,136 +14,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use support::*;
 
-/// Every CRM user id a settings file names, so the sandbox knows them as users.
-fn crm_users(settings: &Path) -> BTreeSet<u64> {
-    let text = std::fs::read_to_string(settings).unwrap();
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once('=')?;
-            if k.trim().ends_with("crm_user_id") {
-                v.trim().parse().ok()
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
-fn amocrm_section(sandbox: &Sandbox) -> String {
-    format!(
-        "base_url = \"{}\"\nlong_lived_token = \"sandbox-token\"\ntimeout_seconds = 5\n",
-        sandbox.base_url()
-    )
-}
-
-/// A stand-in for Mango's `queries/recording_transcripts`: every recording has a transcript.
-fn start_fake_mango(rt: &tokio::runtime::Runtime) -> String {
-    use axum::routing::post;
-    async fn transcripts(body: String) -> axum::Json<Value> {
-        let form: BTreeMap<String, String> = form_urlencoded::parse(body.as_bytes())
-            .into_owned()
-            .collect();
-        let json: Value = serde_json::from_str(form.get("json").map_or("{}", String::as_str))
-            .unwrap_or(Value::Null);
-        let ids: Vec<String> = json["recording_id"]
-            .as_str()
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default();
-        axum::Json(json!({"data": ids.iter().map(|id| json!({
-            "recording_id": id,
-            "phrases": [["operator", format!("Hello, this is the recording {id}")], ["client", "I'd like to order"]],
-        })).collect::<Vec<_>>()}))
-    }
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app =
-            axum::Router::new().route("/vpbx/queries/recording_transcripts", post(transcripts));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}/vpbx/")
-    })
-}
-
-/// Reads a list endpoint of the sandbox through its amoCRM API, every page (204 = empty).
-fn crm_list(http: &reqwest::blocking::Client, base: &str, path: &str, key: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    for page in 1.. {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{path}{sep}limit=250&page={page}");
-        let mut r = http.get(&url).bearer_auth("sandbox-token").send().unwrap();
-        if r.status().as_u16() == 429 {
-            // The worker may still be sending call cards: the account's second is shared.
-            std::thread::sleep(Duration::from_millis(1500));
-            r = http.get(&url).bearer_auth("sandbox-token").send().unwrap();
-        }
-        // Stay well inside the account's 7 requests per second the worker also uses.
-        std::thread::sleep(Duration::from_millis(300));
-        if r.status().as_u16() == 204 {
-            break;
-        }
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        let v: Value = r.json().unwrap();
-        let items = v["_embedded"][key].as_array().cloned().unwrap_or_default();
-        let n = items.len();
-        out.extend(items);
-        if n < 250 {
-            break;
-        }
-    }
-    out
-}
-
-fn call_notes(http: &reqwest::blocking::Client, base: &str) -> Vec<Value> {
-    let mut notes = Vec::new();
-    for entity in ["contacts", "leads"] {
-        notes.extend(crm_list(
-            http,
-            base,
-            &format!(
-                "/api/v4/{entity}/notes?filter[note_type][]=call_in&filter[note_type][]=call_out"
-            ),
-            "notes",
-        ));
-    }
-    notes
-}
-
-/// Waits until the tenant has `entries` planned entries and nothing pending; returns the counts.
-fn wait_delivered(
-    http: &reqwest::blocking::Client,
-    base: &str,
-    tenant: &str,
-    entries: usize,
-    timeout: Duration,
-) -> Value {
-    let start = Instant::now();
-    loop {
-        let t = get(http, &format!("{base}/api/v1/tenants/{tenant}"));
-        let outbox = t["outbox"].clone();
-        let planned = t["entries"].as_i64().unwrap_or(0);
-        if planned >= entries as i64 && outbox["pending"].as_i64() == Some(0) {
-            // Let the worker's last requests leave the account's one-second window before the
-            // test reads the CRM itself.
-            std::thread::sleep(Duration::from_millis(1200));
-            return outbox;
-        }
-        if start.elapsed() > timeout {
-            panic!("tenant {tenant}: still pending after {timeout:?}: {t}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn record_key(tenant: &str, entry: &Value, record: &Value) -> String {
-    let conv = record["conversation"]
-        .as_u64()
-        .map_or("missed".to_string(), |c| c.to_string());
-    format!(
-        "{tenant}/{}/{conv}/call",
-        entry["entry_id"].as_str().unwrap()
-    )
-}
-
 fn last10(phone: &str) -> String {
     let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
     digits[digits.len().saturating_sub(10)..].to_string()
@@ -382,21 +252,6 @@ fn office_day(dir: &Path, calls: usize) -> (std::path::PathBuf, std::path::PathB
     (events, settings, plan)
 }
 
-fn planned_keys(tenant: &str, plan: &Value) -> BTreeSet<String> {
-    plan["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|e| {
-            e["records"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(move |r| record_key(tenant, e, r))
-        })
-        .collect()
-}
-
 fn assert_each_call_once(
     http: &reqwest::blocking::Client,
     sandbox: &Sandbox,
@@ -482,15 +337,7 @@ fn faults_429_5xx_latency_and_a_crash_mid_delivery_lose_and_duplicate_nothing() 
         Duration::from_secs(150),
     );
     let want = planned_keys("acme", &plan);
-    let calls_parked = get(
-        &http,
-        &format!("{}/api/v1/tenants/acme/outbox?state=parked", server.base),
-    )["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["kind"] == "call")
-        .count();
+    let calls_parked = parked_calls(&http, &server.base, "acme").len();
     assert_eq!(calls_parked, 0, "calls parked: {outbox}");
     sandbox.set_faults(Faults::default());
     // The CRM's view of the limit, before the test's own reads add to it.

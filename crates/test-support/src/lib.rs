@@ -1,14 +1,16 @@
 //! What callbridge's tests write once and share (a dev-dependency only, never linked into the
 //! service): a seeded generator, a fresh PostgreSQL database per test, a small tmpfs for
 //! full-disk tests, waiting for a condition instead of sleeping a fixed time, and the
-//! configuration file of a service started in process.
+//! configuration file of a service started in process, and figures a test measured.
 
+mod figures;
 mod postgres;
 mod rng;
 mod service_config;
 mod tmpfs;
 mod wait;
 
+pub use figures::{note_figures, FIGURES_LOG_VAR};
 pub use postgres::{
     drop_postgres_database, fresh_postgres_database, postgres_admin_url, POSTGRES_URL_VAR,
 };

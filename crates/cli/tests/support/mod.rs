@@ -26,6 +26,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+#[derive(Clone)]
 pub struct Tenant {
     pub id: String,
     pub key: String,
@@ -325,17 +326,17 @@ pub fn scenario_tenants() -> Vec<(Tenant, PathBuf)> {
 
 /// Generated traffic for the crash and scale-out tests: (events file, settings file).
 pub fn generated(dir: &Path, calls: usize) -> (PathBuf, PathBuf) {
+    generated_with_seed(dir, calls, 7)
+}
+
+/// [`generated`] with another seed of the generator.
+pub fn generated_with_seed(dir: &Path, calls: usize, seed: u64) -> (PathBuf, PathBuf) {
     let events = dir.join("events.jsonl");
     let settings = dir.join("settings.toml");
     let out = Command::new(bin())
-        .args([
-            "generate",
-            "--calls",
-            &calls.to_string(),
-            "--seed",
-            "7",
-            "--out",
-        ])
+        .args(["generate", "--calls", &calls.to_string(), "--seed"])
+        .arg(seed.to_string())
+        .arg("--out")
         .arg(&events)
         .arg("--settings-out")
         .arg(&settings)
