@@ -1182,12 +1182,18 @@ async fn whole_account_lists_read_every_page_of_contacts_leads_and_unsorted() {
             Unsorted {
                 uid: "u1".into(),
                 lead_id: Some(21),
-                contact_id: Some(31)
+                contact_id: Some(31),
+                source_uid: None,
+                uniq: None,
+                created_at: None,
             },
             Unsorted {
                 uid: "u2".into(),
                 lead_id: Some(22),
-                contact_id: Some(32)
+                contact_id: Some(32),
+                source_uid: None,
+                uniq: None,
+                created_at: None,
             },
         ]
     );

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use callbridge_amocrm::{
     CallCardEvent, CallCreated, CallsOutcome, ComplexCreated, Contact, Created, EntityType,
     Error as CrmError, ItemError, Lead, NewCall, NewComplexLead, NewContact, NewLead, NewNote,
-    NewTask, NewUnsortedSip, Note, NotesFilter, Pipeline, Task, TasksFilter, UnsortedCreated,
+    NewTask, NewUnsortedSip, Note, NotesFilter, Pipeline, Task, TasksFilter, Unsorted,
+    UnsortedCreated, UnsortedFilter,
 };
 use callbridge_core::ValidSettings;
 use callbridge_mango::api::ApiError;
@@ -68,6 +69,15 @@ struct FakeCrm {
     unsorted_off: std::sync::atomic::AtomicBool,
     /// Every unsorted request sent.
     unsorted_sent: Mutex<Vec<NewUnsortedSip>>,
+    /// The unsorted requests created and still pending (uid `u1`, `u2`, ... with lead 600 + n
+    /// and contact 650 + n); `decide_unsorted` takes one out, as accepting or declining does.
+    unsorted_pending: Mutex<Vec<Unsorted>>,
+    /// Answers to `add_unsorted_sip`, in order, before it creates requests.
+    unsorted_answers: Mutex<VecDeque<CrmError>>,
+    /// The filters of every pending-unsorted listing.
+    unsorted_listed: Mutex<Vec<UnsortedFilter>>,
+    /// Every note added, with its entity kind.
+    notes_added: Mutex<Vec<(EntityType, NewNote)>>,
     /// Runs as a call request arrives (a lease lost while it is under way).
     on_calls: Mutex<Option<Box<dyn FnMut() + Send>>>,
 }
@@ -160,7 +170,45 @@ impl CrmPort for FakeCrm {
             .lock()
             .unwrap()
             .extend(items.iter().cloned());
-        Ok(Vec::new())
+        let mut pending = self.unsorted_pending.lock().unwrap();
+        // The request lands whatever the answer: a scripted error is an answer lost on the way.
+        let mut created = Vec::new();
+        for item in items {
+            let n = self.unsorted_sent.lock().unwrap().len() as u64;
+            let request = Unsorted {
+                uid: format!("u{n}"),
+                lead_id: Some(600 + n),
+                contact_id: Some(650 + n),
+                source_uid: Some(item.source_uid.clone()),
+                uniq: Some(item.uniq.clone()),
+                created_at: Some(item.called_at),
+            };
+            created.push(UnsortedCreated {
+                uid: request.uid.clone(),
+                lead_id: request.lead_id,
+                contact_id: request.contact_id,
+                request_id: item.request_id.clone(),
+            });
+            pending.insert(0, request);
+        }
+        match self.unsorted_answers.lock().unwrap().pop_front() {
+            Some(lost) => Err(lost),
+            None => Ok(created),
+        }
+    }
+    async fn pending_unsorted_sip(
+        &self,
+        filter: &UnsortedFilter,
+    ) -> Result<Vec<Unsorted>, CrmError> {
+        self.unsorted_listed.lock().unwrap().push(filter.clone());
+        Ok(self
+            .unsorted_pending
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|u| filter.uids.is_empty() || filter.uids.contains(&u.uid))
+            .cloned()
+            .collect())
     }
     async fn find_contacts_by_phone(&self, _: &str) -> Result<Vec<Contact>, CrmError> {
         Ok(Vec::new())
@@ -185,8 +233,21 @@ impl CrmPort for FakeCrm {
     async fn create_tasks(&self, _: &[NewTask]) -> Result<Vec<Created>, CrmError> {
         Ok(Vec::new())
     }
-    async fn add_notes(&self, _: EntityType, _: &[NewNote]) -> Result<Vec<Created>, CrmError> {
-        Ok(Vec::new())
+    async fn add_notes(
+        &self,
+        kind: EntityType,
+        items: &[NewNote],
+    ) -> Result<Vec<Created>, CrmError> {
+        let mut added = self.notes_added.lock().unwrap();
+        let mut created = Vec::new();
+        for item in items {
+            added.push((kind, item.clone()));
+            created.push(Created {
+                id: 800 + added.len() as u64,
+                request_id: item.request_id.clone(),
+            });
+        }
+        Ok(created)
     }
     async fn show_call_card(&self, _: &[CallCardEvent]) -> Result<(), CrmError> {
         Ok(())
@@ -329,6 +390,16 @@ impl Harness {
             created_by: None,
             created_at: None,
         });
+    }
+
+    /// Moves the in-flight mark of `key` back past the grace for requests still under way.
+    async fn sent_long_ago(&self, key: &str) {
+        let keys = [key.to_string()];
+        self.store().unmark_sending(&keys).await.unwrap();
+        self.store()
+            .mark_sending(&keys, now_ms() - 120_000)
+            .await
+            .unwrap();
     }
 
     /// The call items `keys` as the call lane reads them.
@@ -823,4 +894,220 @@ async fn a_broken_connection_is_named_for_readyz_and_counted_in_the_gauge() {
         metrics.contains("callbridge_crm_connections_broken 1"),
         "{metrics}"
     );
+}
+
+/// The client's pending unsorted request (the fake's `u1`) after a first call of `entry`.
+async fn first_call_makes_an_unsorted_request(h: &Harness, entry: &str) -> String {
+    let key = unknown_client_call_with_unsorted(h, entry, "inbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    let item = h.item_in(&key, "done", 0).await;
+    assert_eq!(item.crm_response.unwrap()["unsorted_uid"], json!("u1"));
+    let remembered = h
+        .store()
+        .unsorted_request(TENANT, "9161230021")
+        .await
+        .unwrap()
+        .expect("the request is remembered for the client");
+    assert_eq!(
+        (remembered.uid.as_str(), remembered.lead_id),
+        ("u1", Some(601))
+    );
+    key
+}
+
+#[tokio::test]
+async fn a_second_call_while_the_unsorted_request_is_pending_is_attached_to_it() {
+    let h = Harness::new("unsorted-attach").await;
+    first_call_makes_an_unsorted_request(&h, "in1").await;
+    let second = unknown_client_call_with_unsorted(&h, "in2", "inbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    // One request for the client; the second call is a call note on the request's lead.
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 1);
+    let listed = h.crm.unsorted_listed.lock().unwrap().clone();
+    assert_eq!(listed.len(), 1, "one look whether it is still pending");
+    assert_eq!(listed[0].uids, vec!["u1".to_string()]);
+    let notes = h.crm.notes_added.lock().unwrap().clone();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let (kind, note) = &notes[0];
+    assert_eq!((*kind, note.entity_id), (EntityType::Leads, 601));
+    let callbridge_amocrm::NoteType::CallIn { params } = &note.note_type else {
+        panic!("an inbound call is a call_in note: {note:?}");
+    };
+    assert_eq!(params.uniq, second);
+    assert_eq!(params.phone, "79161230021");
+    // The rule ids that decided the record travel with the note.
+    let result = params.call_result.clone().unwrap_or_default();
+    assert!(result.ends_with("[P1, P4, M4, M5]"), "{result}");
+    let answer = h.item_in(&second, "done", 0).await.crm_response.unwrap();
+    assert_eq!(answer["unsorted_uid"], json!("u1"));
+    assert_eq!(answer["attached_to_pending_unsorted"], json!(true));
+    assert_eq!(answer["reasons"], json!(["P1", "P4", "M4", "M5"]));
+}
+
+#[tokio::test]
+async fn a_declined_request_is_forgotten_and_the_next_call_makes_a_new_one() {
+    let h = Harness::new("unsorted-declined").await;
+    first_call_makes_an_unsorted_request(&h, "in1").await;
+    // Declined in the CRM: no longer listed as pending.
+    h.crm.unsorted_pending.lock().unwrap().clear();
+    let second = unknown_client_call_with_unsorted(&h, "in2", "inbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    assert!(h.crm.notes_added.lock().unwrap().is_empty());
+    let item = h.item_in(&second, "pending", 0).await;
+    assert!(
+        item.last_error
+            .unwrap_or_default()
+            .contains("no longer pending"),
+        "the reason is kept"
+    );
+    assert!(h
+        .store()
+        .unsorted_request(TENANT, "9161230021")
+        .await
+        .unwrap()
+        .is_none());
+    // Sent again, it finds no one: a new request.
+    h.crm.answer_calls(Ok(CallsOutcome {
+        not_found: vec![second.clone()],
+        ..CallsOutcome::default()
+    }));
+    assert!(h.delivery.round().await.is_ok());
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 2);
+    let answer = h.item_in(&second, "done", 0).await.crm_response.unwrap();
+    assert_eq!(answer["unsorted_uid"], json!("u2"));
+}
+
+#[tokio::test]
+async fn after_the_request_is_accepted_the_next_call_lands_on_the_contact() {
+    let h = Harness::new("unsorted-accepted").await;
+    first_call_makes_an_unsorted_request(&h, "in1").await;
+    h.crm.unsorted_pending.lock().unwrap().clear();
+    let second = unknown_client_call_with_unsorted(&h, "in2", "inbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    // The accepted contact exists now: the call, sent again, lands on it (the fake's contact 7).
+    assert!(h.delivery.round().await.is_ok());
+    let answer = h.item_in(&second, "done", 0).await.crm_response.unwrap();
+    assert_eq!(answer["entity_id"], json!(7));
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn two_calls_of_one_unknown_number_in_one_round_make_one_request() {
+    let h = Harness::new("unsorted-same-round").await;
+    let mut keys = Vec::new();
+    for entry in ["in1", "in2"] {
+        let mut payload = legacy_call_payload();
+        payload["entry_id"] = json!(entry);
+        payload["record"]["entities"]["new_client"] = json!("unsorted");
+        let key = format!("{TENANT}/{entry}/0/call");
+        h.plan(
+            entry,
+            vec![NewOutboxItem {
+                item_key: key.clone(),
+                kind: "call".into(),
+                payload,
+            }],
+        )
+        .await;
+        keys.push(key);
+    }
+    h.crm.answer_calls(Ok(CallsOutcome {
+        not_found: keys.clone(),
+        ..CallsOutcome::default()
+    }));
+    assert!(h.delivery.round().await.is_ok());
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 1);
+    let waiting: Vec<String> = {
+        let mut waiting = Vec::new();
+        for key in &keys {
+            if h.item(key).await.state == "pending" {
+                waiting.push(key.clone());
+            }
+        }
+        waiting
+    };
+    assert_eq!(waiting.len(), 1, "the second waits for the first's request");
+    h.crm.answer_calls(Ok(CallsOutcome {
+        not_found: waiting.clone(),
+        ..CallsOutcome::default()
+    }));
+    assert!(h
+        .delivery
+        .deliver_calls(h.read_calls(&waiting).await)
+        .await
+        .is_ok());
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 1, "still one");
+    assert_eq!(h.crm.notes_added.lock().unwrap().len(), 1);
+    for key in &keys {
+        assert_eq!(h.item(key).await.state, "done", "{key}");
+    }
+}
+
+#[tokio::test]
+async fn an_unsorted_request_whose_answer_was_lost_is_found_among_the_pending_not_sent_again() {
+    let h = Harness::new("unsorted-lost-found").await;
+    let key = unknown_client_call_with_unsorted(&h, "in1", "inbound").await;
+    h.crm
+        .unsorted_answers
+        .lock()
+        .unwrap()
+        .push_back(CrmError::Timeout);
+    assert!(h.delivery.round().await.is_ok());
+    let item = h.item_in(&key, "pending", 1).await;
+    assert!(item.sent_at_ms.is_some(), "the mark stays: {item:?}");
+    // Past the grace for requests still under way.
+    h.sent_long_ago(&key).await;
+    assert!(h
+        .delivery
+        .deliver_calls(h.read_calls(std::slice::from_ref(&key)).await)
+        .await
+        .is_ok());
+    let answer = h.item_in(&key, "done", 1).await.crm_response.unwrap();
+    assert_eq!(answer["unsorted_uid"], json!("u1"));
+    assert_eq!(answer["recovered"], json!(true));
+    assert_eq!(answer["reasons"], json!(["P1", "P4", "M4", "M5"]));
+    // Looked up, not sent again: one request, one call attempt (the first), no note search.
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 1);
+    assert_eq!(h.crm.calls_sent().len(), 1);
+    assert_eq!(h.crm.notes_read.load(Ordering::SeqCst), 0);
+    let listed = h.crm.unsorted_listed.lock().unwrap().clone();
+    assert!(
+        listed[0].uids.is_empty() && listed[0].created_from.is_some(),
+        "{listed:?}"
+    );
+    // And remembered for the client's next call.
+    assert!(h
+        .store()
+        .unsorted_request(TENANT, "9161230021")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn an_unsorted_request_lost_on_the_way_is_sent_again_after_looking() {
+    let h = Harness::new("unsorted-lost-missing").await;
+    let key = unknown_client_call_with_unsorted(&h, "in1", "inbound").await;
+    h.crm
+        .unsorted_answers
+        .lock()
+        .unwrap()
+        .push_back(CrmError::Timeout);
+    assert!(h.delivery.round().await.is_ok());
+    // It never arrived: not among the pending requests.
+    h.crm.unsorted_pending.lock().unwrap().clear();
+    h.sent_long_ago(&key).await;
+    assert!(h
+        .delivery
+        .deliver_calls(h.read_calls(std::slice::from_ref(&key)).await)
+        .await
+        .is_ok());
+    // Looked for among the pending requests, then among call notes (an accepted request's
+    // call is a note), then sent again: the client still unknown, straight to a new request.
+    assert_eq!(h.crm.unsorted_listed.lock().unwrap().len(), 1);
+    assert!(h.crm.notes_read.load(Ordering::SeqCst) > 0);
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 2);
+    assert_eq!(h.crm.calls_sent().len(), 1);
+    let answer = h.item_in(&key, "done", 1).await.crm_response.unwrap();
+    assert_eq!(answer["unsorted_uid"], json!("u2"));
 }
