@@ -206,6 +206,12 @@ impl Sandbox {
         self.shared.gate().faults = faults;
     }
 
+    /// Carries out the next `count` API requests but holds their answers back until the
+    /// client gives up (a 504 after 60 s, or at shutdown): writes whose answers were lost.
+    pub fn lose_next_answers(&self, count: u32) {
+        self.shared.gate().lose_answers = count;
+    }
+
     /// Makes every OAuth access token issued so far expired (long-lived tokens stay valid).
     pub fn expire_access_tokens(&self) {
         self.shared.expire_access_tokens();

@@ -332,6 +332,7 @@ async fn gatekeeper(
             _ = stopping.wait_for(|s| *s) => {}
         }
     }
+    let lose_answer = fault == Some(Fault::LoseAnswer);
     match fault {
         Some(Fault::Hang) => {
             tracing::info!(%route, "fault: holding the request");
@@ -359,7 +360,7 @@ async fn gatekeeper(
                 )
             };
         }
-        None => {}
+        Some(Fault::LoseAnswer) | None => {}
     }
     if path.starts_with("/api/") {
         match authenticate(&shared, req.headers()) {
@@ -369,7 +370,17 @@ async fn gatekeeper(
             Err(e) => return e.into_response(),
         }
     }
-    next.run(req).await
+    let response = next.run(req).await;
+    if lose_answer {
+        tracing::info!(%route, "fault: request carried out, its answer held back");
+        drop(response);
+        tokio::select! {
+            _ = tokio::time::sleep(HANG) => {}
+            _ = stopping.wait_for(|s| *s) => {}
+        }
+        return html(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out");
+    }
+    response
 }
 
 /// A scripted status in the body amoCRM's front would give it.

@@ -269,6 +269,12 @@ impl Drop for Harness {
 
 impl Harness {
     async fn new(name: &str) -> Harness {
+        Harness::over(name, None).await
+    }
+
+    /// A harness whose delivery talks to `crm` (a real client) instead of the fake; `crm` then
+    /// stays unused.
+    async fn over(name: &str, real: Option<callbridge_amocrm::AmoClient>) -> Harness {
         let dir =
             std::env::temp_dir().join(format!("callbridge-worker-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -312,12 +318,19 @@ impl Harness {
             settings: Arc::new(settings),
         });
         let crm = Arc::new(FakeCrm::default());
+        let (client, background): (Arc<dyn CrmPort>, Arc<dyn CrmPort>) = match real {
+            Some(real) => {
+                let background = Arc::new(real.background(super::FOLLOWUP_RESERVE));
+                (Arc::new(real), background)
+            }
+            None => (crm.clone(), crm.clone()),
+        };
         let delivery = Arc::new(TenantDelivery {
             lang: callbridge_core::explain::Lang::En,
             state,
             tenant,
-            client: crm.clone(),
-            background: crm.clone(),
+            client,
+            background,
             vpbx: Err(ApiError::Config("no Mango API in these tests".into())),
             holder: "test".into(),
             lease_until: AtomicI64::new(0),
@@ -400,6 +413,16 @@ impl Harness {
             .mark_sending(&keys, now_ms() - 120_000)
             .await
             .unwrap();
+    }
+
+    /// Delivers the in-flight items `keys` again once their marks are past the grace, as the
+    /// call lane does after a lost answer.
+    async fn deliver_after_lost_answer(&self, keys: &[String]) {
+        for key in keys {
+            self.sent_long_ago(key).await;
+        }
+        let calls = self.read_calls(keys).await;
+        assert!(self.delivery.deliver_calls(calls).await.is_ok());
     }
 
     /// The call items `keys` as the call lane reads them.
@@ -746,12 +769,13 @@ async fn a_created_client_the_crm_keeps_not_finding_is_retried_with_backoff_then
     assert_eq!(h.crm.calls_sent().len(), 5);
 }
 
-/// One call item of an unknown client whose new-client action is unsorted, `direction` given;
-/// the CRM does not know the client. Its key.
-async fn unknown_client_call_with_unsorted(h: &Harness, entry: &str, direction: &str) -> String {
+/// Plans one call item of entry `entry`, of `phone`, whose new-client action is unsorted,
+/// `direction` given. Its key.
+async fn plan_unsorted_call(h: &Harness, entry: &str, direction: &str, phone: &str) -> String {
     let mut payload = legacy_call_payload();
     payload["entry_id"] = json!(entry);
     payload["record"]["direction"] = json!(direction);
+    payload["record"]["client_phone"] = json!(phone);
     payload["record"]["entities"]["new_client"] = json!("unsorted");
     let key = format!("{TENANT}/{entry}/0/call");
     h.plan(
@@ -763,6 +787,13 @@ async fn unknown_client_call_with_unsorted(h: &Harness, entry: &str, direction: 
         }],
     )
     .await;
+    key
+}
+
+/// One call item of an unknown client whose new-client action is unsorted, `direction` given;
+/// the CRM does not know the client. Its key.
+async fn unknown_client_call_with_unsorted(h: &Harness, entry: &str, direction: &str) -> String {
+    let key = plan_unsorted_call(h, entry, direction, "79161230021").await;
     h.crm.answer_calls(Ok(CallsOutcome {
         not_found: vec![key.clone()],
         ..CallsOutcome::default()
@@ -996,20 +1027,7 @@ async fn two_calls_of_one_unknown_number_in_one_round_make_one_request() {
     let h = Harness::new("unsorted-same-round").await;
     let mut keys = Vec::new();
     for entry in ["in1", "in2"] {
-        let mut payload = legacy_call_payload();
-        payload["entry_id"] = json!(entry);
-        payload["record"]["entities"]["new_client"] = json!("unsorted");
-        let key = format!("{TENANT}/{entry}/0/call");
-        h.plan(
-            entry,
-            vec![NewOutboxItem {
-                item_key: key.clone(),
-                kind: "call".into(),
-                payload,
-            }],
-        )
-        .await;
-        keys.push(key);
+        keys.push(plan_unsorted_call(&h, entry, "inbound", "79161230021").await);
     }
     h.crm.answer_calls(Ok(CallsOutcome {
         not_found: keys.clone(),
@@ -1055,13 +1073,8 @@ async fn an_unsorted_request_whose_answer_was_lost_is_found_among_the_pending_no
     assert!(h.delivery.round().await.is_ok());
     let item = h.item_in(&key, "pending", 1).await;
     assert!(item.sent_at_ms.is_some(), "the mark stays: {item:?}");
-    // Past the grace for requests still under way.
-    h.sent_long_ago(&key).await;
-    assert!(h
-        .delivery
-        .deliver_calls(h.read_calls(std::slice::from_ref(&key)).await)
-        .await
-        .is_ok());
+    h.deliver_after_lost_answer(std::slice::from_ref(&key))
+        .await;
     let answer = h.item_in(&key, "done", 1).await.crm_response.unwrap();
     assert_eq!(answer["unsorted_uid"], json!("u1"));
     assert_eq!(answer["recovered"], json!(true));
@@ -1096,12 +1109,8 @@ async fn an_unsorted_request_lost_on_the_way_is_sent_again_after_looking() {
     assert!(h.delivery.round().await.is_ok());
     // It never arrived: not among the pending requests.
     h.crm.unsorted_pending.lock().unwrap().clear();
-    h.sent_long_ago(&key).await;
-    assert!(h
-        .delivery
-        .deliver_calls(h.read_calls(std::slice::from_ref(&key)).await)
-        .await
-        .is_ok());
+    h.deliver_after_lost_answer(std::slice::from_ref(&key))
+        .await;
     // Looked for among the pending requests, then among call notes (an accepted request's
     // call is a note), then sent again: the client still unknown, straight to a new request.
     assert_eq!(h.crm.unsorted_listed.lock().unwrap().len(), 1);
@@ -1110,4 +1119,211 @@ async fn an_unsorted_request_lost_on_the_way_is_sent_again_after_looking() {
     assert_eq!(h.crm.calls_sent().len(), 1);
     let answer = h.item_in(&key, "done", 1).await.crm_response.unwrap();
     assert_eq!(answer["unsorted_uid"], json!("u2"));
+}
+
+/// End to end over HTTP: the worker's delivery through a real [`callbridge_amocrm::AmoClient`]
+/// to the amoCRM sandbox, which keeps unsorted requests, companies and customers as amoCRM does.
+mod over_http {
+    use super::*;
+    use callbridge_amocrm::{AccountConfig, AmoClient, AuthConfig, MemoryTokenStore};
+    use callbridge_amocrm_sandbox::{Sandbox, SandboxConfig, Seed};
+
+    /// A client with a pending unsorted request has none of these numbers; the company and the
+    /// customer's contact have the others.
+    const UNKNOWN: &str = "79161230021";
+    const COMPANY: &str = "74951112233";
+    const CUSTOMER: &str = "79165550001";
+
+    /// The harness, the sandbox, and a client of the same account for the test's own reads
+    /// (through the same limiter: the test's looks do not push the account over its limit).
+    async fn start(name: &str) -> (Harness, Sandbox, AmoClient) {
+        let seed = Seed::from_json_str(
+            r#"{"contacts": [{"name": "Petrov", "phone": "+7 916 555-00-01",
+                              "customers": [{"name": "Petrov, monthly box"}]}],
+                "companies": [{"name": "Acme LLC", "phone": "+7 (495) 111-22-33"}]}"#,
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sandbox = callbridge_amocrm_sandbox::start(
+            listener,
+            SandboxConfig {
+                seed,
+                ..SandboxConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let config = AccountConfig {
+            base_url: sandbox.base_url(),
+            auth: AuthConfig::LongLived {
+                token: sandbox.long_lived_token(),
+            },
+            requests_per_second: 7,
+            // Short, so that an answer the sandbox holds back is given up on quickly.
+            timeout: Duration::from_secs(1),
+        };
+        let client = AmoClient::new(config, Arc::new(MemoryTokenStore::new())).unwrap();
+        let harness = Harness::over(name, Some(client.clone())).await;
+        (harness, sandbox, client)
+    }
+
+    /// An inbound call of `phone`, entry `entry`, whose new-client action is unsorted.
+    async fn call_of(h: &Harness, entry: &str, phone: &str) -> String {
+        plan_unsorted_call(h, entry, "inbound", phone).await
+    }
+
+    /// The `uniq`s of the call notes on entities of `kind`, of `ids` only if given.
+    async fn call_note_uniqs(crm: &AmoClient, kind: EntityType, ids: &[u64]) -> Vec<String> {
+        let filter = NotesFilter {
+            note_types: vec!["call_in".into()],
+            entity_ids: ids.to_vec(),
+            ..NotesFilter::default()
+        };
+        let notes = crm.list_notes(kind, &filter).await.unwrap();
+        notes
+            .iter()
+            .filter_map(|n| n.params["uniq"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    async fn round(h: &Harness) {
+        // Each round waits for nothing: its calls were planned as due now.
+        assert!(h.delivery.round().await.is_ok());
+    }
+
+    /// Accepts or declines request `uid` as a person in the CRM would (the client has no call
+    /// for it), after the account's window has room.
+    async fn decide(sandbox: &Sandbox, crm: &AmoClient, uid: &str, accept: bool) {
+        crm.wait_for_place().await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let http = reqwest::Client::new();
+        let url = format!("{}/api/v4/leads/unsorted/{uid}", sandbox.base_url());
+        let request = if accept {
+            http.post(format!("{url}/accept")).json(&json!({}))
+        } else {
+            http.delete(format!("{url}/decline"))
+                .json(&json!({"user_id": 1001}))
+        };
+        let response = request
+            .bearer_auth(sandbox.long_lived_token())
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{response:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_of_a_client_with_a_pending_request_gather_on_it_until_it_is_accepted() {
+        let (h, sandbox, crm) = start("http-unsorted-accept").await;
+        let first = call_of(&h, "in1", UNKNOWN).await;
+        round(&h).await;
+        let answer = h.item_in(&first, "done", 0).await.crm_response.unwrap();
+        let uid = answer["unsorted_uid"].as_str().unwrap().to_string();
+        let lead = answer["lead_id"].as_u64().unwrap();
+
+        let second = call_of(&h, "in2", UNKNOWN).await;
+        round(&h).await;
+        let answer = h.item_in(&second, "done", 0).await.crm_response.unwrap();
+        assert_eq!(answer["attached_to_pending_unsorted"], json!(true));
+        assert_eq!(answer["unsorted_note_on"]["entity_id"], json!(lead));
+        // Still one request, and the second call is a note on its lead, rule ids at the end.
+        let pending = crm.unsorted().await.unwrap();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].uniq.as_deref(), Some(first.as_str()));
+        let filter = NotesFilter {
+            entity_ids: vec![lead],
+            ..NotesFilter::default()
+        };
+        let notes = crm.list_notes(EntityType::Leads, &filter).await.unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].params["uniq"], json!(second));
+        let result = notes[0].params["call_result"].as_str().unwrap_or_default();
+        assert!(result.ends_with("[P1, P4, M4, M5]"), "{result}");
+
+        // Accepted: the contact is known now, and the next call lands on the accepted lead.
+        decide(&sandbox, &crm, &uid, true).await;
+        let third = call_of(&h, "in3", UNKNOWN).await;
+        round(&h).await;
+        let answer = h.item_in(&third, "done", 0).await.crm_response.unwrap();
+        assert_eq!(
+            (answer["entity_type"].clone(), answer["entity_id"].clone()),
+            (json!("leads"), json!(lead))
+        );
+        let mut on_lead = call_note_uniqs(&crm, EntityType::Leads, &[lead]).await;
+        on_lead.sort();
+        assert_eq!(on_lead, vec![first, second, third], "every call once");
+        assert!(crm.unsorted().await.unwrap().is_empty());
+        sandbox.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_decline_the_clients_next_call_makes_a_new_request() {
+        let (h, sandbox, crm) = start("http-unsorted-decline").await;
+        let first = call_of(&h, "in1", UNKNOWN).await;
+        round(&h).await;
+        let answer = h.item_in(&first, "done", 0).await.crm_response.unwrap();
+        decide(
+            &sandbox,
+            &crm,
+            answer["unsorted_uid"].as_str().unwrap(),
+            false,
+        )
+        .await;
+        let second = call_of(&h, "in2", UNKNOWN).await;
+        // The first round learns the request is gone, the next sends the call anew: no one
+        // has the number, so it gets its own request.
+        round(&h).await;
+        round(&h).await;
+        let answer = h.item_in(&second, "done", 0).await.crm_response.unwrap();
+        assert!(answer["unsorted_uid"].is_string(), "{answer}");
+        let pending = crm.unsorted().await.unwrap();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].uniq.as_deref(), Some(second.as_str()));
+        sandbox.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lost_answers_are_found_on_a_company_a_customer_and_among_pending_requests() {
+        let (h, sandbox, crm) = start("http-lost-answers").await;
+        let on_company = call_of(&h, "co1", COMPANY).await;
+        let on_customer = call_of(&h, "cu1", CUSTOMER).await;
+        // The calls land (one batch), and the answer never comes back.
+        sandbox.lose_next_answers(1);
+        round(&h).await;
+        for key in [&on_company, &on_customer] {
+            let item = h.item_in(key, "pending", 1).await;
+            assert!(item.sent_at_ms.is_some(), "{item:?}");
+        }
+        h.deliver_after_lost_answer(&[on_company.clone(), on_customer.clone()])
+            .await;
+        for (key, kind) in [
+            (&on_company, EntityType::Companies),
+            (&on_customer, EntityType::Customers),
+        ] {
+            let answer = h.item_in(key, "done", 1).await.crm_response.unwrap();
+            assert_eq!(answer["entity_type"], json!(kind.as_str()), "{answer}");
+            assert_eq!(answer["recovered"], json!(true));
+            assert_eq!(call_note_uniqs(&crm, kind, &[]).await, vec![key.clone()]);
+        }
+
+        // An unsorted request whose answer is lost.
+        let unknown = call_of(&h, "in1", UNKNOWN).await;
+        sandbox.lose_next_answers(1);
+        let call = h.read_calls(std::slice::from_ref(&unknown)).await.remove(0);
+        assert!(h.delivery.unsorted(call, UNKNOWN).await.is_ok());
+        h.item_in(&unknown, "pending", 1).await;
+        h.deliver_after_lost_answer(std::slice::from_ref(&unknown))
+            .await;
+        let answer = h.item_in(&unknown, "done", 1).await.crm_response.unwrap();
+        assert_eq!(answer["recovered"], json!(true), "{answer}");
+        let pending = crm.unsorted().await.unwrap();
+        assert_eq!(pending.len(), 1, "not sent twice: {pending:?}");
+        assert_eq!(answer["unsorted_uid"], json!(pending[0].uid));
+        assert_eq!(
+            sandbox.stats().rate_limited,
+            0,
+            "within 7 requests a second"
+        );
+        sandbox.shutdown().await;
+    }
 }
