@@ -705,20 +705,25 @@ async fn settings_saves_are_numbered_versions_of_the_tenants_settings() {
     }
 }
 
+/// Stores tenant `acme` (no CRM connection).
+async fn add_tenant_acme(store: &Store) {
+    let row = callbridge_store::TenantRow {
+        id: "acme".into(),
+        mango_api_key: "k".into(),
+        mango_api_salt: "s".into(),
+        settings_toml: String::new(),
+        crm: serde_json::Value::Null,
+        updated_at_ms: 1,
+    };
+    store.upsert_tenant(&row).await.unwrap();
+}
+
 /// Card links: kept by their token's digest, listed per tenant, touched, revoked (deleted), and
 /// deleted with their tenant.
 #[tokio::test]
 async fn card_links_are_found_by_digest_until_revoked_or_their_tenant_goes() {
     for store in stores("card_links").await {
-        let row = callbridge_store::TenantRow {
-            id: "acme".into(),
-            mango_api_key: "k".into(),
-            mango_api_salt: "s".into(),
-            settings_toml: String::new(),
-            crm: serde_json::Value::Null,
-            updated_at_ms: 1,
-        };
-        store.upsert_tenant(&row).await.unwrap();
+        add_tenant_acme(&store).await;
         let link = |hash: &'static str, user| callbridge_store::NewCardLink {
             tenant_id: "acme",
             crm_user_id: user,
@@ -759,15 +764,7 @@ async fn card_links_are_found_by_digest_until_revoked_or_their_tenant_goes() {
 #[tokio::test]
 async fn unsorted_requests_are_remembered_per_client_until_forgotten_or_their_tenant_goes() {
     for store in stores("unsorted_requests").await {
-        let row = callbridge_store::TenantRow {
-            id: "acme".into(),
-            mango_api_key: "k".into(),
-            mango_api_salt: "s".into(),
-            settings_toml: String::new(),
-            crm: serde_json::Value::Null,
-            updated_at_ms: 1,
-        };
-        store.upsert_tenant(&row).await.unwrap();
+        add_tenant_acme(&store).await;
         let request = |uid: &str, lead| callbridge_store::UnsortedRequest {
             tenant_id: "acme".into(),
             client_phone10: "9161230021".into(),
