@@ -847,7 +847,7 @@ async fn garbage_bodies_get_4xx_and_never_break_the_server() {
 }
 
 #[tokio::test]
-async fn companies_and_customers_have_no_notes_and_say_so_as_amocrm_does() {
+async fn companies_and_customers_without_notes_answer_204_behind_the_token() {
     let sandbox = start_with(config()).await;
     let api = Api::new(&sandbox);
     for kind in ["companies", "customers"] {

@@ -1,5 +1,7 @@
 //! The new-client action (C4) for calls whose client the CRM does not know: a contact, a contact
-//! and a lead, an unsorted request, or nothing (the call is parked saying so).
+//! and a lead, an unsorted request, or nothing (the call is parked saying so). A client keeps
+//! one unsorted request: while it is pending, the client's later calls are call notes on its
+//! lead; a lost request is looked for among the pending ones before it is sent again.
 
 use super::answers::{answer_for, chunks_of};
 use super::calls::{rule_list, Call};
