@@ -985,3 +985,57 @@ async fn calls_land_on_companies_and_customers_whose_notes_are_served() {
         r.text
     );
 }
+
+/// A pending request's lead is not listed but exists by id: notes can be added to it and are
+/// listed; once the request is declined the lead is gone and so are its notes.
+#[tokio::test]
+async fn a_pending_requests_lead_takes_notes_until_the_request_is_declined() {
+    let sandbox = start_with(config()).await;
+    let api = Api::new(&sandbox);
+    let r = api
+        .post(
+            "/api/v4/leads/unsorted/sip",
+            &json!([{"source_uid": "pbx", "source_name": "Test PBX",
+                     "metadata": {"uniq": "first", "from": "+79265550009", "phone": "101",
+                                  "called_at": 1_718_000_000, "duration": 3, "service_code": "pbx"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let added = &r.json["_embedded"]["unsorted"][0];
+    let uid = added["uid"].as_str().unwrap().to_owned();
+    let lead = added["_embedded"]["leads"][0]["id"].as_u64().unwrap();
+    let note = json!([{"entity_id": lead, "note_type": "call_in",
+                       "params": {"uniq": "second", "duration": 5, "source": "pbx", "phone": "+79265550009"}}]);
+    let r = api.post("/api/v4/leads/notes", &note).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let listed = api
+        .get(&format!("/api/v4/leads/notes?filter[entity_id][]={lead}"))
+        .await;
+    assert_eq!(
+        listed.json["_embedded"]["notes"][0]["params"]["uniq"],
+        "second"
+    );
+    assert_eq!(api.get(&format!("/api/v4/leads/{lead}")).await.status, 204);
+
+    let r = api
+        .delete(&format!("/api/v4/leads/unsorted/{uid}/decline"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let listed = api
+        .get(&format!("/api/v4/leads/notes?filter[entity_id][]={lead}"))
+        .await;
+    assert_eq!(listed.status, 204, "{}", listed.text);
+    let r = api.post("/api/v4/leads/notes", &note).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.text.contains(&format!("The lead {lead} does not exist")),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        api.get(&format!("/api/v4/leads/unsorted?filter[uid][]={uid}"))
+            .await
+            .status,
+        204
+    );
+}

@@ -275,6 +275,7 @@ impl TenantDelivery {
         for chunk in calls.chunks(BATCH) {
             self.ensure_lease()?;
             let mut uids: Vec<String> = chunk.iter().map(|(_, r)| r.uid.clone()).collect();
+            uids.sort();
             uids.dedup();
             let filter = UnsortedFilter {
                 uids,
