@@ -28,6 +28,9 @@ pub enum Verdict {
 pub enum Fault {
     /// Hold the request until the client gives up (or the sandbox stops).
     Hang,
+    /// Carry the request out, then hold its answer until the client gives up: a write that
+    /// happened but whose answer was lost.
+    LoseAnswer,
     /// Answer this status instead of handling the request.
     Status(u16),
     /// A random 503, with a JSON body when `json` is set and an HTML one otherwise.
@@ -65,6 +68,8 @@ pub struct Gate {
     violations: VecDeque<Instant>,
     pub stats: Stats,
     pub faults: Faults,
+    /// How many of the next API requests are carried out with their answer lost.
+    pub lose_answers: u32,
     rng: SplitMix,
 }
 
@@ -77,6 +82,7 @@ impl Gate {
             violations: VecDeque::new(),
             stats: Stats::default(),
             faults,
+            lose_answers: 0,
             rng: SplitMix::new(0x5EED_CA11_B41D_6E00),
         }
     }
@@ -127,6 +133,9 @@ impl Gate {
         let fault = if self.faults.hang_next > 0 {
             self.faults.hang_next -= 1;
             Some(Fault::Hang)
+        } else if self.lose_answers > 0 {
+            self.lose_answers -= 1;
+            Some(Fault::LoseAnswer)
         } else if !self.faults.fail_next.is_empty() {
             // An injected 429 is not the limiter's: `rate_limited` stays a measure of the client.
             Some(Fault::Status(self.faults.fail_next.remove(0)))

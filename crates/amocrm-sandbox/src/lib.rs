@@ -24,7 +24,15 @@
 //!   item (missing `direction`, unknown user, ...) is rejected whole with `validation-errors`.
 //! - **Call targets.** The number is matched on its last 10 digits against visible contacts,
 //!   oldest first; the call goes to the contact's only active lead (status not 142/143) when it
-//!   has exactly one, else to the contact. `entity_type` is `"lead"` or `"contact"`.
+//!   has exactly one, else to its only customer when it has exactly one, else to the contact.
+//!   A number no contact has is matched against companies' PHONE fields: the call goes to the
+//!   company. `entity_type` is `"lead"`, `"customer"`, `"contact"` or `"company"`.
+//! - **Companies and customers.** `GET`/`POST /api/v4/companies` (a contact's fields, no
+//!   first/last name) and `/api/v4/customers` (linked to contacts by `_embedded.contacts[{id}]`
+//!   on creation, where amoCRM uses a separate link request), with their notes lists.
+//! - **Pending unsorted entities.** The lead and contact of a pending unsorted request are left
+//!   out of lists and of the calls' number match, but exist by id: notes can be added to them
+//!   and are listed with the other notes of their kind. Declining deletes them.
 //! - **Nulls.** `null` in a note's `params` is a `NotNullable` error (as amoCRM does); `null` in
 //!   an optional field of a call is taken as absent.
 //! - **Contact search.** `query` with 7 or more digits matches phones whose last 10 digits end
@@ -49,7 +57,8 @@ mod server;
 
 pub use model::CallEvent;
 pub use seed::{
-    Seed, SeedAccount, SeedContact, SeedLead, SeedLeadStatus, SeedOAuthClient, SeedUser,
+    Seed, SeedAccount, SeedCompany, SeedContact, SeedCustomer, SeedLead, SeedLeadStatus,
+    SeedOAuthClient, SeedUser,
 };
 
 use serde::{Deserialize, Serialize};
@@ -195,6 +204,12 @@ impl Sandbox {
     /// Replaces the faults in force (pending `fail_next`/`hang_next` included).
     pub fn set_faults(&self, faults: Faults) {
         self.shared.gate().faults = faults;
+    }
+
+    /// Carries out the next `count` API requests but holds their answers back until the
+    /// client gives up (a 504 after 60 s, or at shutdown): writes whose answers were lost.
+    pub fn lose_next_answers(&self, count: u32) {
+        self.shared.gate().lose_answers = count;
     }
 
     /// Makes every OAuth access token issued so far expired (long-lived tokens stay valid).

@@ -168,6 +168,8 @@ impl Lead {
 pub enum EntityKind {
     Leads,
     Contacts,
+    Companies,
+    Customers,
 }
 
 impl EntityKind {
@@ -175,6 +177,8 @@ impl EntityKind {
         match self {
             EntityKind::Leads => "leads",
             EntityKind::Contacts => "contacts",
+            EntityKind::Companies => "companies",
+            EntityKind::Customers => "customers",
         }
     }
 
@@ -182,8 +186,23 @@ impl EntityKind {
         match self {
             EntityKind::Leads => "lead",
             EntityKind::Contacts => "contact",
+            EntityKind::Companies => "company",
+            EntityKind::Customers => "customer",
         }
     }
+}
+
+/// A customer (amoCRM's periodic-purchases entity), linked to contacts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: u64,
+    pub name: String,
+    pub responsible_user_id: u64,
+    pub created_by: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub contact_ids: Vec<u64>,
+    pub deleted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,6 +300,20 @@ pub struct NextIds {
     pub note: u64,
     pub task: u64,
     pub unsorted_seq: u64,
+    /// Companies and customers came later: a state file written before them starts their ids
+    /// in their own ranges.
+    #[serde(default = "first_company_id")]
+    pub company: u64,
+    #[serde(default = "first_customer_id")]
+    pub customer: u64,
+}
+
+fn first_company_id() -> u64 {
+    60_000_001
+}
+
+fn first_customer_id() -> u64 {
+    70_000_001
 }
 
 /// Everything the sandbox account holds; this is what the state file contains.
@@ -293,6 +326,12 @@ pub struct State {
     pub oauth_clients: Vec<OAuthClient>,
     pub contacts: BTreeMap<u64, Contact>,
     pub leads: BTreeMap<u64, Lead>,
+    /// Companies have a contact's shape (name, responsible user, PHONE/EMAIL fields); their
+    /// first and last names stay empty.
+    #[serde(default)]
+    pub companies: BTreeMap<u64, Contact>,
+    #[serde(default)]
+    pub customers: BTreeMap<u64, Customer>,
     pub notes: BTreeMap<u64, Note>,
     pub tasks: BTreeMap<u64, Task>,
     pub unsorted: BTreeMap<String, Unsorted>,
@@ -366,6 +405,8 @@ impl State {
                 .collect(),
             contacts: BTreeMap::new(),
             leads: BTreeMap::new(),
+            companies: BTreeMap::new(),
+            customers: BTreeMap::new(),
             notes: BTreeMap::new(),
             tasks: BTreeMap::new(),
             unsorted: BTreeMap::new(),
@@ -381,6 +422,8 @@ impl State {
                 note: 40_000_001,
                 task: 50_000_001,
                 unsorted_seq: 1,
+                company: first_company_id(),
+                customer: first_customer_id(),
             },
             version: 0,
         };
@@ -428,6 +471,39 @@ impl State {
                     deleted: false,
                 });
             }
+            for customer in &sc.customers {
+                state.insert_customer(Customer {
+                    id: 0,
+                    name: customer.name.clone(),
+                    responsible_user_id: responsible,
+                    created_by: first_user,
+                    created_at: now,
+                    updated_at: now,
+                    contact_ids: vec![contact_id],
+                    deleted: false,
+                });
+            }
+        }
+        for company in &seed.companies {
+            let responsible = company.responsible_user_id.unwrap_or(first_user);
+            let mut fields = Vec::new();
+            if let Some(p) = &company.phone {
+                fields.push(phone_field(std::slice::from_ref(p)));
+            }
+            state.insert_company(Contact {
+                id: 0,
+                name: company.name.clone(),
+                first_name: String::new(),
+                last_name: String::new(),
+                responsible_user_id: responsible,
+                created_by: first_user,
+                updated_by: first_user,
+                created_at: now,
+                updated_at: now,
+                custom_fields_values: fields,
+                visible: true,
+                deleted: false,
+            });
         }
         state
     }
@@ -475,6 +551,22 @@ impl State {
         id
     }
 
+    pub fn insert_company(&mut self, mut c: Contact) -> u64 {
+        let id = self.next.company;
+        self.next.company += 1;
+        c.id = id;
+        self.companies.insert(id, c);
+        id
+    }
+
+    pub fn insert_customer(&mut self, mut c: Customer) -> u64 {
+        let id = self.next.customer;
+        self.next.customer += 1;
+        c.id = id;
+        self.customers.insert(id, c);
+        id
+    }
+
     pub fn insert_note(&mut self, mut n: Note) -> u64 {
         let id = self.next.note;
         self.next.note += 1;
@@ -496,7 +588,40 @@ impl State {
         match kind {
             EntityKind::Leads => self.leads.get(&id).is_some_and(Lead::listed),
             EntityKind::Contacts => self.contacts.get(&id).is_some_and(Contact::listed),
+            EntityKind::Companies => self.companies.get(&id).is_some_and(Contact::listed),
+            EntityKind::Customers => self.customers.get(&id).is_some_and(|c| !c.deleted),
         }
+    }
+
+    /// Whether an entity of this kind and id exists, listed or not: the lead and contact of a
+    /// pending unsorted request are left out of lists but can be addressed by id (their notes
+    /// are written and read like any other's); declined ones are deleted.
+    pub fn entity_exists(&self, kind: EntityKind, id: u64) -> bool {
+        match kind {
+            EntityKind::Leads => self.leads.get(&id).is_some_and(|l| !l.deleted),
+            EntityKind::Contacts => self.contacts.get(&id).is_some_and(|c| !c.deleted),
+            _ => self.entity_listed(kind, id),
+        }
+    }
+
+    /// Customers linked to a contact, in id order.
+    pub fn customers_of(&self, contact_id: u64) -> Vec<&Customer> {
+        self.customers
+            .values()
+            .filter(|c| !c.deleted && c.contact_ids.contains(&contact_id))
+            .collect()
+    }
+
+    /// The oldest company whose phone's last 10 digits equal the number's.
+    pub fn company_by_phone(&self, phone: &str) -> Option<&Contact> {
+        let wanted = last10(phone);
+        if wanted.is_empty() {
+            return None;
+        }
+        self.companies
+            .values()
+            .filter(|c| c.listed())
+            .find(|c| c.phones().iter().any(|p| last10(p) == wanted))
     }
 
     /// Visible leads linked to a contact, in id order.
@@ -594,6 +719,50 @@ impl View<'_> {
             "account_id": self.account_id,
             "_links": self.link(&format!("/api/v4/contacts/{}", c.id)),
             "_embedded": embedded,
+        })
+    }
+
+    pub fn company(&self, c: &Contact) -> Value {
+        json!({
+            "id": c.id,
+            "name": c.name,
+            "responsible_user_id": c.responsible_user_id,
+            "group_id": 0,
+            "created_by": c.created_by,
+            "updated_by": c.updated_by,
+            "created_at": c.created_at,
+            "updated_at": c.updated_at,
+            "closest_task_at": null,
+            "is_deleted": c.deleted,
+            "custom_fields_values": if c.custom_fields_values.is_empty() { Value::Null } else { Value::Array(c.custom_fields_values.clone()) },
+            "account_id": self.account_id,
+            "_links": self.link(&format!("/api/v4/companies/{}", c.id)),
+            "_embedded": {"tags": []},
+        })
+    }
+
+    pub fn customer(&self, c: &Customer) -> Value {
+        json!({
+            "id": c.id,
+            "name": c.name,
+            "next_price": 0,
+            "next_date": null,
+            "responsible_user_id": c.responsible_user_id,
+            "status_id": null,
+            "periodicity": 0,
+            "created_by": c.created_by,
+            "updated_by": c.created_by,
+            "created_at": c.created_at,
+            "updated_at": c.updated_at,
+            "closest_task_at": null,
+            "is_deleted": c.deleted,
+            "custom_fields_values": null,
+            "account_id": self.account_id,
+            "_links": self.link(&format!("/api/v4/customers/{}", c.id)),
+            "_embedded": {
+                "tags": [],
+                "contacts": c.contact_ids.iter().enumerate().map(|(i, id)| json!({"id": id, "is_main": i == 0, "_links": self.link(&format!("/api/v4/contacts/{id}"))})).collect::<Vec<_>>(),
+            },
         })
     }
 

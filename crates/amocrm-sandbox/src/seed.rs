@@ -21,6 +21,10 @@ pub struct Seed {
     /// Contacts present from the start (visible in search and to `/api/v4/calls`).
     #[serde(default)]
     pub contacts: Vec<SeedContact>,
+    /// Companies present from the start; a call from a company's number that no contact has
+    /// lands on the company.
+    #[serde(default)]
+    pub companies: Vec<SeedCompany>,
     /// Integrations that may use the OAuth flow.
     #[serde(default = "default_clients")]
     pub oauth_clients: Vec<SeedOAuthClient>,
@@ -70,6 +74,28 @@ pub struct SeedContact {
     /// Leads linked to the contact (our extension of the seed format).
     #[serde(default)]
     pub leads: Vec<SeedLead>,
+    /// Customers linked to the contact (our extension of the seed format): a call of a
+    /// contact with no open lead lands on its customer.
+    #[serde(default)]
+    pub customers: Vec<SeedCustomer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedCustomer {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedCompany {
+    pub name: String,
+    /// Stored in the company's PHONE field exactly as written.
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// Defaults to the first user.
+    #[serde(default)]
+    pub responsible_user_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +166,7 @@ impl Default for Seed {
             account: SeedAccount::default(),
             users: default_users(),
             contacts: Vec::new(),
+            companies: Vec::new(),
             oauth_clients: default_clients(),
         }
     }
@@ -218,6 +245,35 @@ impl Seed {
                     return bad(
                         format!("contacts[{i}].leads[{j}].name"),
                         "must not be empty",
+                    );
+                }
+            }
+            for (j, customer) in contact.customers.iter().enumerate() {
+                if customer.name.trim().is_empty() {
+                    return bad(
+                        format!("contacts[{i}].customers[{j}].name"),
+                        "must not be empty",
+                    );
+                }
+            }
+        }
+        for (i, company) in self.companies.iter().enumerate() {
+            if company.name.trim().is_empty() {
+                return bad(format!("companies[{i}].name"), "must not be empty");
+            }
+            if let Some(uid) = company.responsible_user_id {
+                if !ids.contains(&uid) {
+                    return bad(
+                        format!("companies[{i}].responsible_user_id"),
+                        &format!("{uid} is not one of the seeded users"),
+                    );
+                }
+            }
+            if let Some(phone) = &company.phone {
+                if !phone.chars().any(|c| c.is_ascii_digit()) {
+                    return bad(
+                        format!("companies[{i}].phone"),
+                        &format!("{phone:?} has no digits"),
                     );
                 }
             }

@@ -223,10 +223,22 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/api/v4/contacts/{id}/notes",
             get(api::notes::list_one_contact_notes).post(api::notes::add_one_contact_notes),
         )
-        // The sandbox keeps no companies or customers: their notes lists are empty (204, as
-        // amoCRM answers an empty list), so a client looking there is answered truthfully.
-        .route("/api/v4/companies/notes", get(api::notes::list_no_notes))
-        .route("/api/v4/customers/notes", get(api::notes::list_no_notes))
+        .route(
+            "/api/v4/companies",
+            get(api::crm::list_companies).post(api::crm::add_companies),
+        )
+        .route(
+            "/api/v4/customers",
+            get(api::crm::list_customers).post(api::crm::add_customers),
+        )
+        .route(
+            "/api/v4/companies/notes",
+            get(api::notes::list_company_notes).post(api::notes::add_company_notes),
+        )
+        .route(
+            "/api/v4/customers/notes",
+            get(api::notes::list_customer_notes).post(api::notes::add_customer_notes),
+        )
         .route("/api/v4/calls", post(api::notes::add_calls))
         .route("/api/v4/leads/unsorted", get(api::unsorted::list))
         .route("/api/v4/leads/unsorted/sip", post(api::unsorted::add_sip))
@@ -320,6 +332,7 @@ async fn gatekeeper(
             _ = stopping.wait_for(|s| *s) => {}
         }
     }
+    let lose_answer = fault == Some(Fault::LoseAnswer);
     match fault {
         Some(Fault::Hang) => {
             tracing::info!(%route, "fault: holding the request");
@@ -347,7 +360,7 @@ async fn gatekeeper(
                 )
             };
         }
-        None => {}
+        Some(Fault::LoseAnswer) | None => {}
     }
     if path.starts_with("/api/") {
         match authenticate(&shared, req.headers()) {
@@ -357,7 +370,17 @@ async fn gatekeeper(
             Err(e) => return e.into_response(),
         }
     }
-    next.run(req).await
+    let response = next.run(req).await;
+    if lose_answer {
+        tracing::info!(%route, "fault: request carried out, its answer held back");
+        drop(response);
+        tokio::select! {
+            _ = tokio::time::sleep(HANG) => {}
+            _ = stopping.wait_for(|s| *s) => {}
+        }
+        return html(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out");
+    }
+    response
 }
 
 /// A scripted status in the body amoCRM's front would give it.

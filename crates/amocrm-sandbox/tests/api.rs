@@ -847,7 +847,7 @@ async fn garbage_bodies_get_4xx_and_never_break_the_server() {
 }
 
 #[tokio::test]
-async fn companies_and_customers_have_no_notes_and_say_so_as_amocrm_does() {
+async fn companies_and_customers_without_notes_answer_204_behind_the_token() {
     let sandbox = start_with(config()).await;
     let api = Api::new(&sandbox);
     for kind in ["companies", "customers"] {
@@ -869,4 +869,173 @@ async fn companies_and_customers_have_no_notes_and_say_so_as_amocrm_does() {
     )
     .await;
     assert_eq!(r.status, 401, "{}", r.text);
+}
+
+/// Companies and customers: created over the API, a call lands on the company that has the
+/// number and on a contact's only customer, and their notes are listed and written like the
+/// others'. Bad input is refused naming the field.
+#[tokio::test]
+async fn calls_land_on_companies_and_customers_whose_notes_are_served() {
+    let sandbox = start_with(config()).await;
+    let api = Api::new(&sandbox);
+    let r = api
+        .post(
+            "/api/v4/companies",
+            &json!([{"name": "Acme LLC", "request_id": "co",
+                     "custom_fields_values": [{"field_code": "PHONE", "values": [{"value": "+7 (495) 111-22-33"}]}]}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let company = r.json["_embedded"]["companies"][0]["id"].as_u64().unwrap();
+    let r = api
+        .post(
+            "/api/v4/contacts",
+            &json!([{"name": "Petrov", "custom_fields_values": [{"field_code": "PHONE", "values": [{"value": "89165550001"}]}]}]),
+        )
+        .await;
+    let petrov = r.json["_embedded"]["contacts"][0]["id"].as_u64().unwrap();
+    let r = api
+        .post(
+            "/api/v4/customers",
+            &json!([{"name": "Petrov, monthly box", "_embedded": {"contacts": [{"id": petrov}]}}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let customer = r.json["_embedded"]["customers"][0]["id"].as_u64().unwrap();
+    let listed = api.get("/api/v4/customers").await;
+    assert_eq!(
+        listed.json["_embedded"]["customers"][0]["_embedded"]["contacts"][0]["id"],
+        json!(petrov)
+    );
+    let listed = api.get("/api/v4/companies?query=4951112233").await;
+    assert_eq!(
+        listed.json["_embedded"]["companies"][0]["id"],
+        json!(company)
+    );
+
+    let r = api
+        .post(
+            "/api/v4/calls",
+            &json!([
+                call("84951112233", "to-company"),
+                call("+7 916 555 00 01", "to-customer")
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let landed = r.json["_embedded"]["calls"].as_array().unwrap();
+    assert_eq!(
+        (
+            landed[0]["entity_type"].clone(),
+            landed[0]["entity_id"].clone()
+        ),
+        (json!("company"), json!(company))
+    );
+    assert_eq!(
+        (
+            landed[1]["entity_type"].clone(),
+            landed[1]["entity_id"].clone()
+        ),
+        (json!("customer"), json!(customer))
+    );
+    for (kind, uniq) in [
+        ("companies", "u-to-company"),
+        ("customers", "u-to-customer"),
+    ] {
+        let notes = api
+            .get(&format!("/api/v4/{kind}/notes?filter[note_type][]=call_in"))
+            .await;
+        assert_eq!(notes.status, 200, "{kind}: {}", notes.text);
+        assert_eq!(
+            notes.json["_embedded"]["notes"][0]["params"]["uniq"],
+            json!(uniq)
+        );
+    }
+    let r = api
+        .post(
+            "/api/v4/companies/notes",
+            &json!([{"entity_id": company, "note_type": "common", "params": {"text": "Called back"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Bad input: a company without a name, a customer of a contact that does not exist, a note
+    // on a customer that does not exist.
+    let r = api.post("/api/v4/companies", &json!([{"name": " "}])).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("\"name\""), "{}", r.text);
+    let r = api
+        .post(
+            "/api/v4/customers",
+            &json!([{"name": "Ghost", "_embedded": {"contacts": [{"id": 4242}]}}]),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("_embedded.contacts.0.id"), "{}", r.text);
+    let r = api
+        .post(
+            "/api/v4/customers/notes",
+            &json!([{"entity_id": 4242, "note_type": "common", "params": {"text": "x"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.text.contains("The customer 4242 does not exist"),
+        "{}",
+        r.text
+    );
+}
+
+/// A pending request's lead is not listed but exists by id: notes can be added to it and are
+/// listed; once the request is declined the lead is gone and so are its notes.
+#[tokio::test]
+async fn a_pending_requests_lead_takes_notes_until_the_request_is_declined() {
+    let sandbox = start_with(config()).await;
+    let api = Api::new(&sandbox);
+    let r = api
+        .post(
+            "/api/v4/leads/unsorted/sip",
+            &json!([{"source_uid": "pbx", "source_name": "Test PBX",
+                     "metadata": {"uniq": "first", "from": "+79265550009", "phone": "101",
+                                  "called_at": 1_718_000_000, "duration": 3, "service_code": "pbx"}}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let added = &r.json["_embedded"]["unsorted"][0];
+    let uid = added["uid"].as_str().unwrap().to_owned();
+    let lead = added["_embedded"]["leads"][0]["id"].as_u64().unwrap();
+    let note = json!([{"entity_id": lead, "note_type": "call_in",
+                       "params": {"uniq": "second", "duration": 5, "source": "pbx", "phone": "+79265550009"}}]);
+    let r = api.post("/api/v4/leads/notes", &note).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let listed = api
+        .get(&format!("/api/v4/leads/notes?filter[entity_id][]={lead}"))
+        .await;
+    assert_eq!(
+        listed.json["_embedded"]["notes"][0]["params"]["uniq"],
+        "second"
+    );
+    assert_eq!(api.get(&format!("/api/v4/leads/{lead}")).await.status, 204);
+
+    let r = api
+        .delete(&format!("/api/v4/leads/unsorted/{uid}/decline"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let listed = api
+        .get(&format!("/api/v4/leads/notes?filter[entity_id][]={lead}"))
+        .await;
+    assert_eq!(listed.status, 204, "{}", listed.text);
+    let r = api.post("/api/v4/leads/notes", &note).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.text.contains(&format!("The lead {lead} does not exist")),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        api.get(&format!("/api/v4/leads/unsorted?filter[uid][]={uid}"))
+            .await
+            .status,
+        204
+    );
 }

@@ -126,6 +126,19 @@ fn seed_errors_name_the_field() {
             r#"{"users": [{"id": 5, "name": "a"}, {"id": 5, "name": "b"}]}"#,
             "users[1].id",
         ),
+        (
+            r#"{"contacts": [{"name": "a", "customers": [{"name": " "}]}]}"#,
+            "contacts[0].customers[0].name",
+        ),
+        (r#"{"companies": [{"name": ""}]}"#, "companies[0].name"),
+        (
+            r#"{"companies": [{"name": "Acme", "phone": "none"}]}"#,
+            "companies[0].phone",
+        ),
+        (
+            r#"{"companies": [{"name": "Acme", "responsible_user_id": 77}]}"#,
+            "companies[0].responsible_user_id",
+        ),
         (r#"{"users": []}"#, "users"),
         (r#"{"long_lived_token": ""}"#, "long_lived_token"),
         (

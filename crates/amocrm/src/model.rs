@@ -227,6 +227,22 @@ pub struct Unsorted {
     pub uid: String,
     pub lead_id: Option<u64>,
     pub contact_id: Option<u64>,
+    /// The integration that sent it (`source_uid`), when listed.
+    pub source_uid: Option<String>,
+    /// `metadata.uniq` of a `sip` request: the call id the sender gave it.
+    pub uniq: Option<String>,
+    /// Unix seconds, when listed.
+    pub created_at: Option<i64>,
+}
+
+/// Which pending unsorted requests [`crate::AmoClient::pending_unsorted_sip`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnsortedFilter {
+    /// Only these requests (none: every pending one).
+    pub uids: Vec<String>,
+    /// Requests created from this Unix time on are wanted; the newest-first walk stops once
+    /// it reaches older ones.
+    pub created_from: Option<i64>,
 }
 
 /// A note to add to an entity.

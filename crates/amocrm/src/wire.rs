@@ -561,13 +561,35 @@ struct UnsortedEmbeddedIn {
     contacts: Option<Vec<IdOnly>>,
 }
 
+#[derive(Deserialize, Default)]
+struct UnsortedMetadataIn {
+    #[serde(default, deserialize_with = "lenient_text")]
+    uniq: Option<String>,
+}
+
 #[derive(Deserialize)]
 pub(crate) struct UnsortedIn {
     uid: String,
     #[serde(default, deserialize_with = "lenient_text")]
     request_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_text")]
+    source_uid: Option<String>,
+    #[serde(default)]
+    created_at: Option<i64>,
+    /// Its shape depends on the category; only `uniq` is read, and a metadata that is not an
+    /// object with it (another category's) reads as none.
+    #[serde(default, deserialize_with = "lenient_metadata")]
+    metadata: Option<UnsortedMetadataIn>,
     #[serde(default, rename = "_embedded")]
     embedded: Option<UnsortedEmbeddedIn>,
+}
+
+fn lenient_metadata<'de, D>(d: D) -> Result<Option<UnsortedMetadataIn>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 impl From<UnsortedIn> for UnsortedCreated {
@@ -591,6 +613,9 @@ impl From<UnsortedIn> for Unsorted {
             uid: u.uid,
             lead_id: first(embedded.leads),
             contact_id: first(embedded.contacts),
+            source_uid: u.source_uid,
+            uniq: u.metadata.and_then(|m| m.uniq),
+            created_at: u.created_at,
         }
     }
 }

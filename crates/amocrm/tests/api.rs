@@ -1182,12 +1182,18 @@ async fn whole_account_lists_read_every_page_of_contacts_leads_and_unsorted() {
             Unsorted {
                 uid: "u1".into(),
                 lead_id: Some(21),
-                contact_id: Some(31)
+                contact_id: Some(31),
+                source_uid: None,
+                uniq: None,
+                created_at: None,
             },
             Unsorted {
                 uid: "u2".into(),
                 lead_id: Some(22),
-                contact_id: Some(32)
+                contact_id: Some(32),
+                source_uid: None,
+                uniq: None,
+                created_at: None,
             },
         ]
     );
@@ -1197,4 +1203,68 @@ async fn whole_account_lists_read_every_page_of_contacts_leads_and_unsorted() {
     assert!(seen
         .iter()
         .all(|s| s.query_one("limit").as_deref() == Some("250")));
+}
+
+/// Pending sip requests, newest first: the uid filter and the category go in the query; with
+/// `created_from` the walk stops after the page that reaches older requests; `metadata.uniq`
+/// is read, and another category's metadata shape reads as none.
+#[tokio::test]
+async fn pending_unsorted_requests_are_walked_newest_first_until_older_than_wanted() {
+    let mock = mock(|seen| {
+        let page: i64 = seen
+            .query_one("page")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        // Page 1: created at 1000 and 900; page 2: 800 and 700; page 3: 600.
+        let item = |n: i64| {
+            json!({"uid": format!("u{n}"), "source_uid": "callbridge", "category": "sip",
+                   "created_at": 1100 - 100 * n,
+                   "metadata": if n == 2 { json!([]) } else { json!({"uniq": format!("call-{n}"), "from": "+79161230021"}) },
+                   "_embedded": {"leads": [{"id": 600 + n}], "contacts": [{"id": 650 + n}]}})
+        };
+        let items: Vec<Value> = match page {
+            1 => vec![item(1), item(2)],
+            2 => vec![item(3), item(4)],
+            3 => vec![item(5)],
+            _ => return no_content(),
+        };
+        json(
+            200,
+            json!({"_embedded": {"unsorted": items}, "_links": {"next": {"href": "more"}}}),
+        )
+    })
+    .await;
+    let client = client(&mock.base);
+    let filter = UnsortedFilter {
+        uids: vec!["u1".into(), "u3".into()],
+        created_from: Some(850),
+    };
+    let found = client.pending_unsorted_sip(&filter).await.expect("list");
+    // Page 2 reached 800 < 850: no third page.
+    assert_eq!(
+        found.iter().map(|u| u.uid.as_str()).collect::<Vec<_>>(),
+        vec!["u1", "u2", "u3", "u4"]
+    );
+    assert_eq!(found[0].uniq.as_deref(), Some("call-1"));
+    assert_eq!(found[0].source_uid.as_deref(), Some("callbridge"));
+    assert_eq!(
+        (found[0].lead_id, found[0].contact_id, found[0].created_at),
+        (Some(601), Some(651), Some(1000))
+    );
+    assert_eq!(found[1].uniq, None, "an array metadata has no uniq");
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].path, "/api/v4/leads/unsorted");
+    assert_eq!(seen[0].query_all("filter[uid][]"), vec!["u1", "u3"]);
+    assert_eq!(seen[0].query_all("filter[category][]"), vec!["sip"]);
+    assert_eq!(
+        seen[0].query_one("order[created_at]").as_deref(),
+        Some("desc")
+    );
+    // Without a lower bound, every page is read.
+    let all = client
+        .pending_unsorted_sip(&UnsortedFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 5);
 }

@@ -28,6 +28,7 @@ mod settings_versions;
 mod tenant_meta;
 mod tenants;
 mod ui_auth;
+mod unsorted_requests;
 mod webhook_status;
 mod writer;
 
@@ -45,6 +46,7 @@ pub use settings_versions::SettingsVersion;
 pub use tenant_meta::CreateTenantError;
 pub use tenants::TenantRow;
 pub use ui_auth::{SignInFailures, UiSession};
+pub use unsorted_requests::UnsortedRequest;
 pub use webhook_status::{LastReceived, WebhookRefusal};
 pub use writer::{WriteHealth, PROBE_BYTES};
 

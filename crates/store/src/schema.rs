@@ -235,6 +235,23 @@ Migration {
         last_used_ms BIGINT)",
         "CREATE INDEX IF NOT EXISTS card_links_by_tenant ON card_links (tenant_id)",
     ],
+},
+Migration {
+    version: 12,
+    name: "pending unsorted requests by client",
+    steps: &[
+        // The unsorted request (amoCRM's "incoming lead") last created for a client's number,
+        // so that the client's next call while it is pending attaches to it instead of
+        // creating another. One per client: a newer request replaces the row.
+        "CREATE TABLE IF NOT EXISTS unsorted_requests (
+        tenant_id TEXT NOT NULL,
+        client_phone10 TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        lead_id BIGINT,
+        contact_id BIGINT,
+        created_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (tenant_id, client_phone10))",
+    ],
 }];
 
 /// The migration adding the journal's columns; its rows are filled after its steps.

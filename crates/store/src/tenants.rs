@@ -141,7 +141,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
             let last_event = max.unwrap_or(0);
-            for table in ["events", "entries", "outbox", "crm_tokens", "crm_status", "delivery_leases", "settings_versions", "webhook_refusals", "card_links"] {
+            for table in ["events", "entries", "outbox", "crm_tokens", "crm_status", "delivery_leases", "settings_versions", "webhook_refusals", "card_links", "unsorted_requests"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                     .bind(id)
                     .execute(&mut *tx)

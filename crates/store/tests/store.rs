@@ -705,20 +705,25 @@ async fn settings_saves_are_numbered_versions_of_the_tenants_settings() {
     }
 }
 
+/// Stores tenant `acme` (no CRM connection).
+async fn add_tenant_acme(store: &Store) {
+    let row = callbridge_store::TenantRow {
+        id: "acme".into(),
+        mango_api_key: "k".into(),
+        mango_api_salt: "s".into(),
+        settings_toml: String::new(),
+        crm: serde_json::Value::Null,
+        updated_at_ms: 1,
+    };
+    store.upsert_tenant(&row).await.unwrap();
+}
+
 /// Card links: kept by their token's digest, listed per tenant, touched, revoked (deleted), and
 /// deleted with their tenant.
 #[tokio::test]
 async fn card_links_are_found_by_digest_until_revoked_or_their_tenant_goes() {
     for store in stores("card_links").await {
-        let row = callbridge_store::TenantRow {
-            id: "acme".into(),
-            mango_api_key: "k".into(),
-            mango_api_salt: "s".into(),
-            settings_toml: String::new(),
-            crm: serde_json::Value::Null,
-            updated_at_ms: 1,
-        };
-        store.upsert_tenant(&row).await.unwrap();
+        add_tenant_acme(&store).await;
         let link = |hash: &'static str, user| callbridge_store::NewCardLink {
             tenant_id: "acme",
             crm_user_id: user,
@@ -751,5 +756,68 @@ async fn card_links_are_found_by_digest_until_revoked_or_their_tenant_goes() {
         assert_eq!(store.card_link_by_hash("hash-a").await.unwrap(), None);
         store.delete_tenant("acme").await.unwrap();
         assert_eq!(store.card_link_by_hash("hash-b").await.unwrap(), None);
+    }
+}
+
+/// Unsorted requests by client: one per tenant and number, replaced by a newer one, forgotten
+/// only under its own uid, and deleted with their tenant.
+#[tokio::test]
+async fn unsorted_requests_are_remembered_per_client_until_forgotten_or_their_tenant_goes() {
+    for store in stores("unsorted_requests").await {
+        add_tenant_acme(&store).await;
+        let request = |uid: &str, lead| callbridge_store::UnsortedRequest {
+            tenant_id: "acme".into(),
+            client_phone10: "9161230021".into(),
+            uid: uid.into(),
+            lead_id: Some(lead),
+            contact_id: None,
+            created_at_ms: 10,
+        };
+        assert_eq!(
+            store.unsorted_request("acme", "9161230021").await.unwrap(),
+            None
+        );
+        store
+            .remember_unsorted_request(&request("u1", 601))
+            .await
+            .unwrap();
+        store
+            .remember_unsorted_request(&request("u2", 602))
+            .await
+            .unwrap();
+        // The newer request replaces the older one for the client.
+        let found = store.unsorted_request("acme", "9161230021").await.unwrap();
+        assert_eq!(found, Some(request("u2", 602)));
+        assert_eq!(
+            store.unsorted_request("other", "9161230021").await.unwrap(),
+            None
+        );
+        // Forgetting the old uid keeps the newer request.
+        store
+            .forget_unsorted_request("acme", "9161230021", "u1")
+            .await
+            .unwrap();
+        assert!(store
+            .unsorted_request("acme", "9161230021")
+            .await
+            .unwrap()
+            .is_some());
+        store
+            .forget_unsorted_request("acme", "9161230021", "u2")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.unsorted_request("acme", "9161230021").await.unwrap(),
+            None
+        );
+        store
+            .remember_unsorted_request(&request("u3", 603))
+            .await
+            .unwrap();
+        store.delete_tenant("acme").await.unwrap();
+        assert_eq!(
+            store.unsorted_request("acme", "9161230021").await.unwrap(),
+            None
+        );
     }
 }

@@ -127,6 +127,29 @@ fn read_call(
     })
 }
 
+/// Where a call from `phone` lands: the contact with the number (its only open lead if it has
+/// exactly one, else its only customer if it has exactly one, else the contact itself), else
+/// the company with the number.
+fn call_target(st: &State, phone: &str) -> Option<(EntityKind, u64)> {
+    if let Some(c) = st.contact_by_phone(phone) {
+        let active: Vec<u64> = st
+            .leads_of(c.id)
+            .iter()
+            .filter(|l| l.active())
+            .map(|l| l.id)
+            .collect();
+        if let [only] = active.as_slice() {
+            return Some((EntityKind::Leads, *only));
+        }
+        if let [only] = st.customers_of(c.id).as_slice() {
+            return Some((EntityKind::Customers, only.id));
+        }
+        return Some((EntityKind::Contacts, c.id));
+    }
+    st.company_by_phone(phone)
+        .map(|c| (EntityKind::Companies, c.id))
+}
+
 /// `POST /api/v4/calls`.
 pub async fn add_calls(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> ApiResult {
     let items = json_array(&body, MAX_CALLS)?;
@@ -148,18 +171,7 @@ pub async fn add_calls(AxState(shared): AxState<Arc<Shared>>, body: Bytes) -> Ap
         let mut landed = Vec::new();
         let mut errors = Vec::new();
         for d in drafts {
-            let target = st.contact_by_phone(&d.phone).map(|c| {
-                let active: Vec<u64> = st
-                    .leads_of(c.id)
-                    .iter()
-                    .filter(|l| l.active())
-                    .map(|l| l.id)
-                    .collect();
-                match active.as_slice() {
-                    [only] => (EntityKind::Leads, *only),
-                    _ => (EntityKind::Contacts, c.id),
-                }
-            });
+            let target = call_target(&st, &d.phone);
             let Some((kind, entity_id)) = target else {
                 errors.push(json!({
                     "request_id": d.request_id,
@@ -313,7 +325,7 @@ async fn add_notes(
                 None => r.req_id("entity_id"),
             };
             if let Some(id) = entity_id {
-                if !st.entity_listed(kind, id) {
+                if !st.entity_exists(kind, id) {
                     r.fail(
                         "NotFound",
                         "entity_id",
@@ -409,7 +421,7 @@ fn list_notes(
     let found: Vec<&Note> = st
         .notes
         .values()
-        .filter(|n| n.entity_type == kind && st.entity_listed(kind, n.entity_id))
+        .filter(|n| n.entity_type == kind && st.entity_exists(kind, n.entity_id))
         .filter(|n| entity_ids.is_empty() || entity_ids.contains(&n.entity_id))
         .filter(|n| ids.is_empty() || ids.contains(&n.id))
         .filter(|n| types.is_empty() || types.contains(&n.note_type))
@@ -433,10 +445,34 @@ pub async fn list_contact_notes(
     list_notes(&shared, EntityKind::Contacts, None, raw)
 }
 
-/// `GET /api/v4/companies/notes`, `GET /api/v4/customers/notes`: kinds the sandbox holds none
-/// of, so never a note (204 No Content, amoCRM's empty list).
-pub async fn list_no_notes() -> StatusCode {
-    StatusCode::NO_CONTENT
+pub async fn list_company_notes(
+    AxState(shared): AxState<Arc<Shared>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    list_notes(&shared, EntityKind::Companies, None, raw)
+}
+
+pub async fn list_customer_notes(
+    AxState(shared): AxState<Arc<Shared>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    list_notes(&shared, EntityKind::Customers, None, raw)
+}
+
+pub async fn add_company_notes(
+    AxState(shared): AxState<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
+    add_notes(shared, caller, EntityKind::Companies, None, body).await
+}
+
+pub async fn add_customer_notes(
+    AxState(shared): AxState<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
+    add_notes(shared, caller, EntityKind::Customers, None, body).await
 }
 
 pub async fn list_one_lead_notes(

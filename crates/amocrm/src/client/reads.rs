@@ -124,6 +124,35 @@ impl AmoClient {
             .await
     }
 
+    /// Pending unsorted requests of the `sip` category (`GET /api/v4/leads/unsorted`, newest
+    /// first): those with the `filter`'s uids, or all of them; with `created_from`, the walk
+    /// stops after the first page that reaches older requests (they may still be in the
+    /// answer). Accepted and declined requests are no longer listed by amoCRM, so a uid missing
+    /// from the answer is one that is no longer pending.
+    pub async fn pending_unsorted_sip(
+        &self,
+        filter: &UnsortedFilter,
+    ) -> Result<Vec<Unsorted>, Error> {
+        let mut query = vec![
+            ("filter[category][]".to_string(), "sip".to_string()),
+            ("order[created_at]".to_string(), "desc".to_string()),
+        ];
+        for uid in &filter.uids {
+            query.push(("filter[uid][]".to_string(), uid.clone()));
+        }
+        let from = filter.created_from;
+        self.list_while::<Unsorted, wire::UnsortedIn>(
+            "/api/v4/leads/unsorted",
+            &query,
+            "unsorted",
+            |page| match (from, page.last().and_then(|u| u.created_at)) {
+                (Some(from), Some(oldest)) => oldest >= from,
+                _ => true,
+            },
+        )
+        .await
+    }
+
     /// The leads with these ids (missing ones are left out), e.g. to see which are still open.
     pub async fn leads_by_ids(&self, ids: &[u64]) -> Result<Vec<Lead>, Error> {
         let mut out = Vec::new();

@@ -213,6 +213,22 @@ impl AmoClient {
     where
         W: DeserializeOwned + Into<T>,
     {
+        self.list_while::<T, W>(path, query, key, |_| true).await
+    }
+
+    /// As [`AmoClient::list`], but stops after the page on which `more` (given that page's
+    /// items) says the rest is not wanted, e.g. a list ordered newest first whose items are
+    /// now older than what is looked for.
+    pub(super) async fn list_while<T, W>(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        key: &str,
+        more: impl Fn(&[T]) -> bool,
+    ) -> Result<Vec<T>, Error>
+    where
+        W: DeserializeOwned + Into<T>,
+    {
         let what = format!("GET {path}");
         let mut out = Vec::new();
         for page in 1..=MAX_PAGES {
@@ -226,8 +242,10 @@ impl AmoClient {
             let mut root = wire::parse_json(&what, &reply.body)?;
             let items: Vec<W> = wire::embedded_list(&what, &mut root, key)?;
             let count = items.len();
-            out.extend(items.into_iter().map(Into::into));
-            if count == 0 || !wire::has_next_page(&root) {
+            let page: Vec<T> = items.into_iter().map(Into::into).collect();
+            let wanted = more(&page);
+            out.extend(page);
+            if count == 0 || !wanted || !wire::has_next_page(&root) {
                 return Ok(out);
             }
         }

@@ -48,6 +48,12 @@ impl EchoesRequest for callbridge_amocrm::ComplexCreated {
     }
 }
 
+impl EchoesRequest for callbridge_amocrm::UnsortedCreated {
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+}
+
 /// Splits work into requests of at most [`BATCH`] items.
 pub(super) fn chunks_of<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
     let mut out = Vec::new();

@@ -42,6 +42,10 @@ pub(super) struct Progress {
     /// The CRM said it does not know the client.
     #[serde(default)]
     pub(super) new_client: bool,
+    /// An unsorted request was sent for this call: if its answer was lost, the request is
+    /// looked for among the pending ones before anything is sent again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) unsorted_sent: bool,
     /// Times the CRM did not find the client callbridge had just created (its search index
     /// lags behind the write); bounds the waiting (see [`NOT_FOUND_AFTER_CREATE_DELAYS_MS`]).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -148,6 +152,16 @@ impl TenantDelivery {
                 }
                 _ => ready.push(call),
             }
+        }
+        // An unsorted request whose answer was lost is looked for among the pending requests
+        // first; one not there (or accepted meanwhile: its call note is then on the lead) goes
+        // on to the look among call notes.
+        let (unsorted, mut uncertain): (Vec<Call>, Vec<Call>) = uncertain
+            .into_iter()
+            .partition(|c| c.progress.unsorted_sent);
+        if !unsorted.is_empty() {
+            self.ensure_lease()?;
+            uncertain.extend(self.settle_unsorted(unsorted).await?);
         }
         if !uncertain.is_empty() {
             self.ensure_lease()?;

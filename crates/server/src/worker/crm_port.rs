@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use callbridge_amocrm::{
     AmoClient, CallCardEvent, CallsOutcome, ComplexCreated, Contact, Created, EntityType, Error,
     Lead, NewCall, NewComplexLead, NewContact, NewLead, NewNote, NewTask, NewUnsortedSip, Note,
-    NotesFilter, Pipeline, Task, TasksFilter, UnsortedCreated,
+    NotesFilter, Pipeline, Task, TasksFilter, Unsorted, UnsortedCreated, UnsortedFilter,
 };
 use std::time::Duration;
 
@@ -35,6 +35,9 @@ pub trait CrmPort: Send + Sync {
         &self,
         items: &[NewUnsortedSip],
     ) -> Result<Vec<UnsortedCreated>, Error>;
+    /// Pending unsorted requests of the `sip` category, newest first (accepted and declined
+    /// ones are not listed).
+    async fn pending_unsorted_sip(&self, filter: &UnsortedFilter) -> Result<Vec<Unsorted>, Error>;
     async fn find_contacts_by_phone(&self, phone: &str) -> Result<Vec<Contact>, Error>;
     async fn pipelines(&self) -> Result<Vec<Pipeline>, Error>;
     async fn contacts_by_ids(&self, ids: &[u64]) -> Result<Vec<Contact>, Error>;
@@ -81,6 +84,9 @@ impl CrmPort for AmoClient {
         items: &[NewUnsortedSip],
     ) -> Result<Vec<UnsortedCreated>, Error> {
         AmoClient::add_unsorted_sip(self, items).await
+    }
+    async fn pending_unsorted_sip(&self, filter: &UnsortedFilter) -> Result<Vec<Unsorted>, Error> {
+        AmoClient::pending_unsorted_sip(self, filter).await
     }
     async fn find_contacts_by_phone(&self, phone: &str) -> Result<Vec<Contact>, Error> {
         AmoClient::find_contacts_by_phone(self, phone).await

@@ -11,7 +11,9 @@
 //! - **Calls.** Optimistic: a call is sent at once; amoCRM attaches it by the client's number.
 //!   "Entity not found" means a new client (C4): the configured new-client action runs (contact,
 //!   contact + lead, unsorted request, or nothing: the item is parked saying so) and the call goes
-//!   out again with the next round. A known client's call lands where amoCRM puts it; the
+//!   out again with the next round. A client whose unsorted request is still pending gets its
+//!   later calls as notes on that request's lead, not a second request (see [`new_client`]).
+//!   A known client's call lands where amoCRM puts it; the
 //!   repeat-client action ("always a lead", "a lead if none is open") is a `lead` follow-up added
 //!   when the call is done (see [`repeat`]).
 //! - **Follow-ups** (M5 tasks, C2 transcripts, C4 leads) wait for their call and go, batched, to
@@ -19,7 +21,7 @@
 //! - **Exactly once.** Items carry stable keys (the `request_id` and the call's `uniq`). An item is
 //!   marked in flight before its request leaves and done with the CRM's ids after; an item still
 //!   marked (crash, timeout, 5xx) is looked up among the CRM's call notes by `uniq` before it is
-//!   sent again. Ids created on the way (contact, lead) are kept as progress, so a retry does not
+//!   sent again (an unsorted request first among the pending requests by `metadata.uniq`). Ids created on the way (contact, lead) are kept as progress, so a retry does not
 //!   create them twice. Remaining window: a contact or lead created by a request whose answer
 //!   was lost is created again only if the call's next attempt (amoCRM's match on the last 10
 //!   digits) does not find it.

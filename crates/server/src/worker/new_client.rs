@@ -1,18 +1,24 @@
 //! The new-client action (C4) for calls whose client the CRM does not know: a contact, a contact
-//! and a lead, an unsorted request, or nothing (the call is parked saying so).
+//! and a lead, an unsorted request, or nothing (the call is parked saying so). A client keeps
+//! one unsorted request: while it is pending, the client's later calls are call notes on its
+//! lead; a lost request is looked for among the pending ones before it is sent again.
 
 use super::answers::{answer_for, chunks_of};
 use super::calls::{rule_list, Call};
+use super::failures::Marks;
 use super::work::OutboxWork;
-use super::{RoundError, TenantDelivery, SOURCE, WAIT_FOR_CALL_MS};
+use super::{RoundError, TenantDelivery, BATCH, CLOCK_MARGIN_S, SOURCE, WAIT_FOR_CALL_MS};
 use crate::state::now_ms;
-use callbridge_amocrm::{Error as CrmError, NewComplexLead, NewContact, NewUnsortedSip};
+use callbridge_amocrm::{
+    CallNoteParams, EntityType, NewComplexLead, NewContact, NewNote, NewUnsortedSip, NoteType,
+    Unsorted, UnsortedCreated, UnsortedFilter,
+};
 use callbridge_core::assembler::Direction;
 use callbridge_core::plan::CallRecord;
 use callbridge_core::settings::{CrmUserId, NewClientAction};
-use callbridge_store::OutboxItem;
+use callbridge_store::{OutboxItem, UnsortedRequest};
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 impl TenantDelivery {
     /// Calls of clients the CRM does not know: the new-client action. The created ids are kept
@@ -231,18 +237,176 @@ impl TenantDelivery {
             }
             return Ok(());
         }
+        // A client with a pending request gets the call attached to it, not a second request.
+        let mut fresh = Vec::new();
+        let mut known = Vec::new();
         for (call, phone) in calls {
+            let request = self
+                .state
+                .store
+                .unsorted_request(self.tenant_id(), &call.crm_client())
+                .await?;
+            match request {
+                Some(request) => known.push((call, request)),
+                None => fresh.push((call, phone)),
+            }
+        }
+        if !known.is_empty() {
+            self.calls_of_known_requests(known).await?;
+        }
+        for (call, phone) in fresh {
             self.ensure_lease()?;
             self.unsorted(call, &phone).await?;
         }
         Ok(())
     }
 
-    pub(super) async fn unsorted(&self, call: Call, phone: &str) -> Result<(), RoundError> {
-        let responsible = call.responsible().map(CrmUserId::get);
+    /// Calls of clients for whom an unsorted request was created earlier. amoCRM lists only
+    /// pending requests, so one listing (by uid, 50 a request) tells which still are: a call of
+    /// a pending one is attached to it; the others are forgotten and their calls go out again
+    /// as new (accepted: the contact now exists and the call lands on it; declined: the call
+    /// finds no one and gets a new request).
+    async fn calls_of_known_requests(
+        &self,
+        calls: Vec<(Call, UnsortedRequest)>,
+    ) -> Result<(), RoundError> {
+        let store = &self.state.store;
+        let mut pending: HashMap<String, Unsorted> = HashMap::new();
+        for chunk in calls.chunks(BATCH) {
+            self.ensure_lease()?;
+            let mut uids: Vec<String> = chunk.iter().map(|(_, r)| r.uid.clone()).collect();
+            uids.sort();
+            uids.dedup();
+            let filter = UnsortedFilter {
+                uids,
+                created_from: None,
+            };
+            match self.client.pending_unsorted_sip(&filter).await {
+                Ok(listed) => pending.extend(listed.into_iter().map(|u| (u.uid.clone(), u))),
+                Err(e) => {
+                    return self
+                        .failed(calls.iter().map(|(c, _)| &c.item), e, false)
+                        .await
+                }
+            }
+        }
+        for (mut call, request) in calls {
+            if let Some(listed) = pending.get(&request.uid) {
+                self.ensure_lease()?;
+                self.attach_to_unsorted(call, &request, listed).await?;
+                continue;
+            }
+            store
+                .forget_unsorted_request(self.tenant_id(), &request.client_phone10, &request.uid)
+                .await?;
+            call.progress.new_client = false;
+            store
+                .save_progress(&call.item.item_key, &json!(call.progress))
+                .await?;
+            store
+                .retry_item(
+                    &call.item.item_key,
+                    &format!(
+                        "the client's unsorted request {} is no longer pending (accepted or \
+                         declined); sending the call again",
+                        request.uid
+                    ),
+                    now_ms(),
+                    false,
+                    false,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the call as a call note on the pending unsorted request's lead (its contact when
+    /// it has no lead): amoCRM shows the request as that lead's card, so the person sorting it
+    /// sees every call of the client there, and accepting it keeps the notes with the lead.
+    async fn attach_to_unsorted(
+        &self,
+        call: Call,
+        request: &UnsortedRequest,
+        listed: &Unsorted,
+    ) -> Result<(), RoundError> {
+        let lead = listed
+            .lead_id
+            .or(request.lead_id.and_then(|id| u64::try_from(id).ok()));
+        let contact = listed
+            .contact_id
+            .or(request.contact_id.and_then(|id| u64::try_from(id).ok()));
+        let (entity, entity_id) = match (lead, contact) {
+            (Some(lead), _) => (EntityType::Leads, lead),
+            (None, Some(contact)) => (EntityType::Contacts, contact),
+            (None, None) => {
+                // Nothing to attach to: a request of its own, as for a new client.
+                let phone = call.phone().to_string();
+                return self.unsorted(call, &phone).await;
+            }
+        };
         let key = call.item.item_key.clone();
+        let sent = self.new_call(&call.item, &call.record);
+        let params = CallNoteParams {
+            uniq: sent.uniq,
+            duration: sent.duration,
+            source: sent.source,
+            phone: sent.phone,
+            link: sent.link,
+            call_status: sent.call_status,
+            call_result: sent.call_result,
+            call_responsible: sent.call_responsible,
+        };
+        let note = NewNote {
+            entity_id,
+            note_type: match call.record.direction {
+                Direction::Outbound => NoteType::CallOut { params },
+                Direction::Inbound | Direction::Internal => NoteType::CallIn { params },
+            },
+            responsible_user_id: sent.responsible_user_id,
+            created_by: sent.created_by,
+            request_id: Some(key.clone()),
+        };
         self.state
             .store
+            .mark_sending(std::slice::from_ref(&key), now_ms())
+            .await?;
+        match self.client.add_notes(entity, &[note]).await {
+            Ok(created) => {
+                let note_id = answer_for(&created, &key, 0).map(|c| c.id);
+                self.state
+                    .store
+                    .complete_items(
+                        &[(
+                            key,
+                            json!({
+                                // Not `entity_id`/`entity_type`: the call's follow-ups
+                                // treat it as gone to unsorted, like the request's first call.
+                                "note_id": note_id,
+                                "unsorted_note_on": {"entity_type": entity.as_str(), "entity_id": entity_id},
+                                "unsorted_uid": request.uid,
+                                "attached_to_pending_unsorted": true,
+                                "reasons": call.record.reasons,
+                            }),
+                        )],
+                        now_ms(),
+                    )
+                    .await?;
+            }
+            Err(e) => self.failed([&call.item], e, true).await?,
+        }
+        Ok(())
+    }
+
+    pub(super) async fn unsorted(&self, mut call: Call, phone: &str) -> Result<(), RoundError> {
+        let responsible = call.responsible().map(CrmUserId::get);
+        let key = call.item.item_key.clone();
+        let store = &self.state.store;
+        // Kept before the request leaves: if its answer is lost, the retry knows to look among
+        // the pending requests for it (see `settle_unsorted`).
+        call.progress.new_client = true;
+        call.progress.unsorted_sent = true;
+        store.save_progress(&key, &json!(call.progress)).await?;
+        store
             .mark_sending(std::slice::from_ref(&key), now_ms())
             .await?;
         let request = NewUnsortedSip {
@@ -263,42 +427,100 @@ impl TenantDelivery {
         };
         match self.client.add_unsorted_sip(&[request]).await {
             Ok(created) => {
-                let first = created.first();
-                self.state
-                    .store
-                    .complete_items(
-                        &[(
-                            key,
-                            json!({
-                                "unsorted_uid": first.map(|c| c.uid.clone()),
-                                "lead_id": first.and_then(|c| c.lead_id),
-                                "contact_id": first.and_then(|c| c.contact_id),
-                                "reasons": call.record.reasons,
-                            }),
-                        )],
-                        now_ms(),
-                    )
-                    .await?;
+                let first = answer_for(&created, &key, 0).cloned();
+                self.unsorted_created(&call, first.as_ref(), false).await?;
             }
-            // The unsorted API refuses a second item with the same uniq: an earlier attempt whose
-            // answer was lost already landed.
-            Err(CrmError::Rejected { message, .. })
-                if call.item.sent_at_ms.is_some() && message.to_lowercase().contains("uniq") =>
-            {
-                self.state
-                    .store
-                    .complete_items(
-                        &[(
-                            key,
-                            json!({"unsorted": "already present", "reasons": call.record.reasons}),
-                        )],
-                        now_ms(),
-                    )
-                    .await?;
-            }
+            // No error text is taken to mean "already there": a retry after a lost answer looks
+            // among the pending requests before it sends again.
             Err(e) => self.failed([&call.item], e, true).await?,
         }
         Ok(())
+    }
+
+    /// Completes a call whose unsorted request exists (`request`: as created or as found after a
+    /// lost answer) and remembers the request for the client's next calls.
+    async fn unsorted_created(
+        &self,
+        call: &Call,
+        request: Option<&UnsortedCreated>,
+        recovered: bool,
+    ) -> Result<(), RoundError> {
+        let store = &self.state.store;
+        let mut answer = json!({
+            "unsorted_uid": request.map(|c| c.uid.clone()),
+            "lead_id": request.and_then(|c| c.lead_id),
+            "contact_id": request.and_then(|c| c.contact_id),
+            "reasons": call.record.reasons,
+        });
+        if recovered {
+            answer["recovered"] = json!(true);
+        }
+        if let Some(request) = request {
+            let client = call.crm_client();
+            if !client.is_empty() {
+                store
+                    .remember_unsorted_request(&UnsortedRequest {
+                        tenant_id: self.tenant_id().to_string(),
+                        client_phone10: client,
+                        uid: request.uid.clone(),
+                        lead_id: request.lead_id.and_then(|id| i64::try_from(id).ok()),
+                        contact_id: request.contact_id.and_then(|id| i64::try_from(id).ok()),
+                        created_at_ms: now_ms(),
+                    })
+                    .await?;
+            }
+        }
+        store
+            .complete_items(&[(call.item.item_key.clone(), answer)], now_ms())
+            .await?;
+        Ok(())
+    }
+
+    /// Calls whose unsorted request left but whose answer was lost: the pending requests created
+    /// since the earliest of them (amoCRM stamps a request with the call's time, which callbridge
+    /// sends) are listed newest first and matched by `metadata.uniq`, the call's key. Found ones
+    /// are done (and remembered for the client's next calls); the others are returned, still
+    /// marked, for the look among call notes and then a new send.
+    pub(super) async fn settle_unsorted(&self, calls: Vec<Call>) -> Result<Vec<Call>, RoundError> {
+        let earliest = calls
+            .iter()
+            .map(|c| (c.item.sent_at_ms.unwrap_or(0) / 1000).min(c.record.started_at))
+            .min()
+            .unwrap_or(0);
+        let filter = UnsortedFilter {
+            uids: Vec::new(),
+            created_from: Some(earliest - CLOCK_MARGIN_S),
+        };
+        let listed = match self.client.pending_unsorted_sip(&filter).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                self.fail_items(calls.iter().map(|c| &c.item).collect(), e, Marks::Keep)
+                    .await?;
+                return Ok(Vec::new());
+            }
+        };
+        let by_uniq: HashMap<&str, &Unsorted> = listed
+            .iter()
+            .filter(|u| u.source_uid.as_deref().is_none_or(|s| s == SOURCE))
+            .filter_map(|u| u.uniq.as_deref().map(|q| (q, u)))
+            .collect();
+        let mut rest = Vec::new();
+        for call in calls {
+            match by_uniq.get(call.item.item_key.as_str()) {
+                Some(found) => {
+                    let created = UnsortedCreated {
+                        uid: found.uid.clone(),
+                        lead_id: found.lead_id,
+                        contact_id: found.contact_id,
+                        request_id: Some(call.item.item_key.clone()),
+                    };
+                    tracing::info!(item = %call.item.item_key, uid = %found.uid, "unsorted request found in the CRM after an interrupted attempt");
+                    self.unsorted_created(&call, Some(&created), true).await?;
+                }
+                None => rest.push(call),
+            }
+        }
+        Ok(rest)
     }
 
     /// Whether another record of the same entry will create the client and is not done yet.

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use callbridge_amocrm::{
     CallCardEvent, CallCreated, CallsOutcome, ComplexCreated, Contact, Created, EntityType,
     Error as CrmError, ItemError, Lead, NewCall, NewComplexLead, NewContact, NewLead, NewNote,
-    NewTask, NewUnsortedSip, Note, NotesFilter, Pipeline, Task, TasksFilter, UnsortedCreated,
+    NewTask, NewUnsortedSip, Note, NotesFilter, Pipeline, Task, TasksFilter, Unsorted,
+    UnsortedCreated, UnsortedFilter,
 };
 use callbridge_core::ValidSettings;
 use callbridge_mango::api::ApiError;
@@ -68,6 +69,15 @@ struct FakeCrm {
     unsorted_off: std::sync::atomic::AtomicBool,
     /// Every unsorted request sent.
     unsorted_sent: Mutex<Vec<NewUnsortedSip>>,
+    /// The unsorted requests created and still pending (uid `u1`, `u2`, ... with lead 600 + n
+    /// and contact 650 + n); `decide_unsorted` takes one out, as accepting or declining does.
+    unsorted_pending: Mutex<Vec<Unsorted>>,
+    /// Answers to `add_unsorted_sip`, in order, before it creates requests.
+    unsorted_answers: Mutex<VecDeque<CrmError>>,
+    /// The filters of every pending-unsorted listing.
+    unsorted_listed: Mutex<Vec<UnsortedFilter>>,
+    /// Every note added, with its entity kind.
+    notes_added: Mutex<Vec<(EntityType, NewNote)>>,
     /// Runs as a call request arrives (a lease lost while it is under way).
     on_calls: Mutex<Option<Box<dyn FnMut() + Send>>>,
 }
@@ -160,7 +170,45 @@ impl CrmPort for FakeCrm {
             .lock()
             .unwrap()
             .extend(items.iter().cloned());
-        Ok(Vec::new())
+        let mut pending = self.unsorted_pending.lock().unwrap();
+        // The request lands whatever the answer: a scripted error is an answer lost on the way.
+        let mut created = Vec::new();
+        for item in items {
+            let n = self.unsorted_sent.lock().unwrap().len() as u64;
+            let request = Unsorted {
+                uid: format!("u{n}"),
+                lead_id: Some(600 + n),
+                contact_id: Some(650 + n),
+                source_uid: Some(item.source_uid.clone()),
+                uniq: Some(item.uniq.clone()),
+                created_at: Some(item.called_at),
+            };
+            created.push(UnsortedCreated {
+                uid: request.uid.clone(),
+                lead_id: request.lead_id,
+                contact_id: request.contact_id,
+                request_id: item.request_id.clone(),
+            });
+            pending.insert(0, request);
+        }
+        match self.unsorted_answers.lock().unwrap().pop_front() {
+            Some(lost) => Err(lost),
+            None => Ok(created),
+        }
+    }
+    async fn pending_unsorted_sip(
+        &self,
+        filter: &UnsortedFilter,
+    ) -> Result<Vec<Unsorted>, CrmError> {
+        self.unsorted_listed.lock().unwrap().push(filter.clone());
+        Ok(self
+            .unsorted_pending
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|u| filter.uids.is_empty() || filter.uids.contains(&u.uid))
+            .cloned()
+            .collect())
     }
     async fn find_contacts_by_phone(&self, _: &str) -> Result<Vec<Contact>, CrmError> {
         Ok(Vec::new())
@@ -185,8 +233,21 @@ impl CrmPort for FakeCrm {
     async fn create_tasks(&self, _: &[NewTask]) -> Result<Vec<Created>, CrmError> {
         Ok(Vec::new())
     }
-    async fn add_notes(&self, _: EntityType, _: &[NewNote]) -> Result<Vec<Created>, CrmError> {
-        Ok(Vec::new())
+    async fn add_notes(
+        &self,
+        kind: EntityType,
+        items: &[NewNote],
+    ) -> Result<Vec<Created>, CrmError> {
+        let mut added = self.notes_added.lock().unwrap();
+        let mut created = Vec::new();
+        for item in items {
+            added.push((kind, item.clone()));
+            created.push(Created {
+                id: 800 + added.len() as u64,
+                request_id: item.request_id.clone(),
+            });
+        }
+        Ok(created)
     }
     async fn show_call_card(&self, _: &[CallCardEvent]) -> Result<(), CrmError> {
         Ok(())
@@ -208,6 +269,12 @@ impl Drop for Harness {
 
 impl Harness {
     async fn new(name: &str) -> Harness {
+        Harness::over(name, None).await
+    }
+
+    /// A harness whose delivery talks to `crm` (a real client) instead of the fake; `crm` then
+    /// stays unused.
+    async fn over(name: &str, real: Option<callbridge_amocrm::AmoClient>) -> Harness {
         let dir =
             std::env::temp_dir().join(format!("callbridge-worker-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -251,12 +318,19 @@ impl Harness {
             settings: Arc::new(settings),
         });
         let crm = Arc::new(FakeCrm::default());
+        let (client, background): (Arc<dyn CrmPort>, Arc<dyn CrmPort>) = match real {
+            Some(real) => {
+                let background = Arc::new(real.background(super::FOLLOWUP_RESERVE));
+                (Arc::new(real), background)
+            }
+            None => (crm.clone(), crm.clone()),
+        };
         let delivery = Arc::new(TenantDelivery {
             lang: callbridge_core::explain::Lang::En,
             state,
             tenant,
-            client: crm.clone(),
-            background: crm.clone(),
+            client,
+            background,
             vpbx: Err(ApiError::Config("no Mango API in these tests".into())),
             holder: "test".into(),
             lease_until: AtomicI64::new(0),
@@ -329,6 +403,26 @@ impl Harness {
             created_by: None,
             created_at: None,
         });
+    }
+
+    /// Moves the in-flight mark of `key` back past the grace for requests still under way.
+    async fn sent_long_ago(&self, key: &str) {
+        let keys = [key.to_string()];
+        self.store().unmark_sending(&keys).await.unwrap();
+        self.store()
+            .mark_sending(&keys, now_ms() - 120_000)
+            .await
+            .unwrap();
+    }
+
+    /// Delivers the in-flight items `keys` again once their marks are past the grace, as the
+    /// call lane does after a lost answer.
+    async fn deliver_after_lost_answer(&self, keys: &[String]) {
+        for key in keys {
+            self.sent_long_ago(key).await;
+        }
+        let calls = self.read_calls(keys).await;
+        assert!(self.delivery.deliver_calls(calls).await.is_ok());
     }
 
     /// The call items `keys` as the call lane reads them.
@@ -675,12 +769,13 @@ async fn a_created_client_the_crm_keeps_not_finding_is_retried_with_backoff_then
     assert_eq!(h.crm.calls_sent().len(), 5);
 }
 
-/// One call item of an unknown client whose new-client action is unsorted, `direction` given;
-/// the CRM does not know the client. Its key.
-async fn unknown_client_call_with_unsorted(h: &Harness, entry: &str, direction: &str) -> String {
+/// Plans one call item of entry `entry`, of `phone`, whose new-client action is unsorted,
+/// `direction` given. Its key.
+async fn plan_unsorted_call(h: &Harness, entry: &str, direction: &str, phone: &str) -> String {
     let mut payload = legacy_call_payload();
     payload["entry_id"] = json!(entry);
     payload["record"]["direction"] = json!(direction);
+    payload["record"]["client_phone"] = json!(phone);
     payload["record"]["entities"]["new_client"] = json!("unsorted");
     let key = format!("{TENANT}/{entry}/0/call");
     h.plan(
@@ -692,6 +787,13 @@ async fn unknown_client_call_with_unsorted(h: &Harness, entry: &str, direction: 
         }],
     )
     .await;
+    key
+}
+
+/// One call item of an unknown client whose new-client action is unsorted, `direction` given;
+/// the CRM does not know the client. Its key.
+async fn unknown_client_call_with_unsorted(h: &Harness, entry: &str, direction: &str) -> String {
+    let key = plan_unsorted_call(h, entry, direction, "79161230021").await;
     h.crm.answer_calls(Ok(CallsOutcome {
         not_found: vec![key.clone()],
         ..CallsOutcome::default()
@@ -823,4 +925,405 @@ async fn a_broken_connection_is_named_for_readyz_and_counted_in_the_gauge() {
         metrics.contains("callbridge_crm_connections_broken 1"),
         "{metrics}"
     );
+}
+
+/// The client's pending unsorted request (the fake's `u1`) after a first call of `entry`.
+async fn first_call_makes_an_unsorted_request(h: &Harness, entry: &str) -> String {
+    let key = unknown_client_call_with_unsorted(h, entry, "inbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    let item = h.item_in(&key, "done", 0).await;
+    assert_eq!(item.crm_response.unwrap()["unsorted_uid"], json!("u1"));
+    let remembered = h
+        .store()
+        .unsorted_request(TENANT, "9161230021")
+        .await
+        .unwrap()
+        .expect("the request is remembered for the client");
+    assert_eq!(
+        (remembered.uid.as_str(), remembered.lead_id),
+        ("u1", Some(601))
+    );
+    key
+}
+
+#[tokio::test]
+async fn a_second_call_while_the_unsorted_request_is_pending_is_attached_to_it() {
+    let h = Harness::new("unsorted-attach").await;
+    first_call_makes_an_unsorted_request(&h, "in1").await;
+    let second = unknown_client_call_with_unsorted(&h, "in2", "inbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    // One request for the client; the second call is a call note on the request's lead.
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 1);
+    let listed = h.crm.unsorted_listed.lock().unwrap().clone();
+    assert_eq!(listed.len(), 1, "one look whether it is still pending");
+    assert_eq!(listed[0].uids, vec!["u1".to_string()]);
+    let notes = h.crm.notes_added.lock().unwrap().clone();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let (kind, note) = &notes[0];
+    assert_eq!((*kind, note.entity_id), (EntityType::Leads, 601));
+    let callbridge_amocrm::NoteType::CallIn { params } = &note.note_type else {
+        panic!("an inbound call is a call_in note: {note:?}");
+    };
+    assert_eq!(params.uniq, second);
+    assert_eq!(params.phone, "79161230021");
+    // The rule ids that decided the record travel with the note.
+    let result = params.call_result.clone().unwrap_or_default();
+    assert!(result.ends_with("[P1, P4, M4, M5]"), "{result}");
+    let answer = h.item_in(&second, "done", 0).await.crm_response.unwrap();
+    assert_eq!(answer["unsorted_uid"], json!("u1"));
+    assert_eq!(answer["attached_to_pending_unsorted"], json!(true));
+    assert_eq!(answer["reasons"], json!(["P1", "P4", "M4", "M5"]));
+}
+
+#[tokio::test]
+async fn a_declined_request_is_forgotten_and_the_next_call_makes_a_new_one() {
+    let h = Harness::new("unsorted-declined").await;
+    first_call_makes_an_unsorted_request(&h, "in1").await;
+    // Declined in the CRM: no longer listed as pending.
+    h.crm.unsorted_pending.lock().unwrap().clear();
+    let second = unknown_client_call_with_unsorted(&h, "in2", "inbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    assert!(h.crm.notes_added.lock().unwrap().is_empty());
+    let item = h.item_in(&second, "pending", 0).await;
+    assert!(
+        item.last_error
+            .unwrap_or_default()
+            .contains("no longer pending"),
+        "the reason is kept"
+    );
+    assert!(h
+        .store()
+        .unsorted_request(TENANT, "9161230021")
+        .await
+        .unwrap()
+        .is_none());
+    // Sent again, it finds no one: a new request.
+    h.crm.answer_calls(Ok(CallsOutcome {
+        not_found: vec![second.clone()],
+        ..CallsOutcome::default()
+    }));
+    assert!(h.delivery.round().await.is_ok());
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 2);
+    let answer = h.item_in(&second, "done", 0).await.crm_response.unwrap();
+    assert_eq!(answer["unsorted_uid"], json!("u2"));
+}
+
+#[tokio::test]
+async fn after_the_request_is_accepted_the_next_call_lands_on_the_contact() {
+    let h = Harness::new("unsorted-accepted").await;
+    first_call_makes_an_unsorted_request(&h, "in1").await;
+    h.crm.unsorted_pending.lock().unwrap().clear();
+    let second = unknown_client_call_with_unsorted(&h, "in2", "inbound").await;
+    assert!(h.delivery.round().await.is_ok());
+    // The accepted contact exists now: the call, sent again, lands on it (the fake's contact 7).
+    assert!(h.delivery.round().await.is_ok());
+    let answer = h.item_in(&second, "done", 0).await.crm_response.unwrap();
+    assert_eq!(answer["entity_id"], json!(7));
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn two_calls_of_one_unknown_number_in_one_round_make_one_request() {
+    let h = Harness::new("unsorted-same-round").await;
+    let mut keys = Vec::new();
+    for entry in ["in1", "in2"] {
+        keys.push(plan_unsorted_call(&h, entry, "inbound", "79161230021").await);
+    }
+    h.crm.answer_calls(Ok(CallsOutcome {
+        not_found: keys.clone(),
+        ..CallsOutcome::default()
+    }));
+    assert!(h.delivery.round().await.is_ok());
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 1);
+    let waiting: Vec<String> = {
+        let mut waiting = Vec::new();
+        for key in &keys {
+            if h.item(key).await.state == "pending" {
+                waiting.push(key.clone());
+            }
+        }
+        waiting
+    };
+    assert_eq!(waiting.len(), 1, "the second waits for the first's request");
+    h.crm.answer_calls(Ok(CallsOutcome {
+        not_found: waiting.clone(),
+        ..CallsOutcome::default()
+    }));
+    assert!(h
+        .delivery
+        .deliver_calls(h.read_calls(&waiting).await)
+        .await
+        .is_ok());
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 1, "still one");
+    assert_eq!(h.crm.notes_added.lock().unwrap().len(), 1);
+    for key in &keys {
+        assert_eq!(h.item(key).await.state, "done", "{key}");
+    }
+}
+
+#[tokio::test]
+async fn an_unsorted_request_whose_answer_was_lost_is_found_among_the_pending_not_sent_again() {
+    let h = Harness::new("unsorted-lost-found").await;
+    let key = unknown_client_call_with_unsorted(&h, "in1", "inbound").await;
+    h.crm
+        .unsorted_answers
+        .lock()
+        .unwrap()
+        .push_back(CrmError::Timeout);
+    assert!(h.delivery.round().await.is_ok());
+    let item = h.item_in(&key, "pending", 1).await;
+    assert!(item.sent_at_ms.is_some(), "the mark stays: {item:?}");
+    h.deliver_after_lost_answer(std::slice::from_ref(&key))
+        .await;
+    let answer = h.item_in(&key, "done", 1).await.crm_response.unwrap();
+    assert_eq!(answer["unsorted_uid"], json!("u1"));
+    assert_eq!(answer["recovered"], json!(true));
+    assert_eq!(answer["reasons"], json!(["P1", "P4", "M4", "M5"]));
+    // Looked up, not sent again: one request, one call attempt (the first), no note search.
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 1);
+    assert_eq!(h.crm.calls_sent().len(), 1);
+    assert_eq!(h.crm.notes_read.load(Ordering::SeqCst), 0);
+    let listed = h.crm.unsorted_listed.lock().unwrap().clone();
+    assert!(
+        listed[0].uids.is_empty() && listed[0].created_from.is_some(),
+        "{listed:?}"
+    );
+    // And remembered for the client's next call.
+    assert!(h
+        .store()
+        .unsorted_request(TENANT, "9161230021")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn an_unsorted_request_lost_on_the_way_is_sent_again_after_looking() {
+    let h = Harness::new("unsorted-lost-missing").await;
+    let key = unknown_client_call_with_unsorted(&h, "in1", "inbound").await;
+    h.crm
+        .unsorted_answers
+        .lock()
+        .unwrap()
+        .push_back(CrmError::Timeout);
+    assert!(h.delivery.round().await.is_ok());
+    // It never arrived: not among the pending requests.
+    h.crm.unsorted_pending.lock().unwrap().clear();
+    h.deliver_after_lost_answer(std::slice::from_ref(&key))
+        .await;
+    // Looked for among the pending requests, then among call notes (an accepted request's
+    // call is a note), then sent again: the client still unknown, straight to a new request.
+    assert_eq!(h.crm.unsorted_listed.lock().unwrap().len(), 1);
+    assert!(h.crm.notes_read.load(Ordering::SeqCst) > 0);
+    assert_eq!(h.crm.unsorted_sent.lock().unwrap().len(), 2);
+    assert_eq!(h.crm.calls_sent().len(), 1);
+    let answer = h.item_in(&key, "done", 1).await.crm_response.unwrap();
+    assert_eq!(answer["unsorted_uid"], json!("u2"));
+}
+
+/// End to end over HTTP: the worker's delivery through a real [`callbridge_amocrm::AmoClient`]
+/// to the amoCRM sandbox, which keeps unsorted requests, companies and customers as amoCRM does.
+mod over_http {
+    use super::*;
+    use callbridge_amocrm::{AccountConfig, AmoClient, AuthConfig, MemoryTokenStore};
+    use callbridge_amocrm_sandbox::{Sandbox, SandboxConfig, Seed};
+
+    /// A client with a pending unsorted request has none of these numbers; the company and the
+    /// customer's contact have the others.
+    const UNKNOWN: &str = "79161230021";
+    const COMPANY: &str = "74951112233";
+    const CUSTOMER: &str = "79165550001";
+
+    /// The harness, the sandbox, and a client of the same account for the test's own reads
+    /// (through the same limiter: the test's looks do not push the account over its limit).
+    async fn start(name: &str) -> (Harness, Sandbox, AmoClient) {
+        let seed = Seed::from_json_str(
+            r#"{"contacts": [{"name": "Petrov", "phone": "+7 916 555-00-01",
+                              "customers": [{"name": "Petrov, monthly box"}]}],
+                "companies": [{"name": "Acme LLC", "phone": "+7 (495) 111-22-33"}]}"#,
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sandbox = callbridge_amocrm_sandbox::start(
+            listener,
+            SandboxConfig {
+                seed,
+                ..SandboxConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let config = AccountConfig {
+            base_url: sandbox.base_url(),
+            auth: AuthConfig::LongLived {
+                token: sandbox.long_lived_token(),
+            },
+            requests_per_second: 7,
+            // Short, so that an answer the sandbox holds back is given up on quickly.
+            timeout: Duration::from_secs(1),
+        };
+        let client = AmoClient::new(config, Arc::new(MemoryTokenStore::new())).unwrap();
+        let harness = Harness::over(name, Some(client.clone())).await;
+        (harness, sandbox, client)
+    }
+
+    /// An inbound call of `phone`, entry `entry`, whose new-client action is unsorted.
+    async fn call_of(h: &Harness, entry: &str, phone: &str) -> String {
+        plan_unsorted_call(h, entry, "inbound", phone).await
+    }
+
+    /// The `uniq`s of the call notes on entities of `kind`, of `ids` only if given.
+    async fn call_note_uniqs(crm: &AmoClient, kind: EntityType, ids: &[u64]) -> Vec<String> {
+        let filter = NotesFilter {
+            note_types: vec!["call_in".into()],
+            entity_ids: ids.to_vec(),
+            ..NotesFilter::default()
+        };
+        let notes = crm.list_notes(kind, &filter).await.unwrap();
+        notes
+            .iter()
+            .filter_map(|n| n.params["uniq"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    async fn round(h: &Harness) {
+        // Each round waits for nothing: its calls were planned as due now.
+        assert!(h.delivery.round().await.is_ok());
+    }
+
+    /// Accepts or declines request `uid` as a person in the CRM would (the client has no call
+    /// for it), after the account's window has room.
+    async fn decide(sandbox: &Sandbox, crm: &AmoClient, uid: &str, accept: bool) {
+        crm.wait_for_place().await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let http = reqwest::Client::new();
+        let url = format!("{}/api/v4/leads/unsorted/{uid}", sandbox.base_url());
+        let request = if accept {
+            http.post(format!("{url}/accept")).json(&json!({}))
+        } else {
+            http.delete(format!("{url}/decline"))
+                .json(&json!({"user_id": 1001}))
+        };
+        let response = request
+            .bearer_auth(sandbox.long_lived_token())
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{response:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_of_a_client_with_a_pending_request_gather_on_it_until_it_is_accepted() {
+        let (h, sandbox, crm) = start("http-unsorted-accept").await;
+        let first = call_of(&h, "in1", UNKNOWN).await;
+        round(&h).await;
+        let answer = h.item_in(&first, "done", 0).await.crm_response.unwrap();
+        let uid = answer["unsorted_uid"].as_str().unwrap().to_string();
+        let lead = answer["lead_id"].as_u64().unwrap();
+
+        let second = call_of(&h, "in2", UNKNOWN).await;
+        round(&h).await;
+        let answer = h.item_in(&second, "done", 0).await.crm_response.unwrap();
+        assert_eq!(answer["attached_to_pending_unsorted"], json!(true));
+        assert_eq!(answer["unsorted_note_on"]["entity_id"], json!(lead));
+        // Still one request, and the second call is a note on its lead, rule ids at the end.
+        let pending = crm.unsorted().await.unwrap();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].uniq.as_deref(), Some(first.as_str()));
+        let filter = NotesFilter {
+            entity_ids: vec![lead],
+            ..NotesFilter::default()
+        };
+        let notes = crm.list_notes(EntityType::Leads, &filter).await.unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].params["uniq"], json!(second));
+        let result = notes[0].params["call_result"].as_str().unwrap_or_default();
+        assert!(result.ends_with("[P1, P4, M4, M5]"), "{result}");
+
+        // Accepted: the contact is known now, and the next call lands on the accepted lead.
+        decide(&sandbox, &crm, &uid, true).await;
+        let third = call_of(&h, "in3", UNKNOWN).await;
+        round(&h).await;
+        let answer = h.item_in(&third, "done", 0).await.crm_response.unwrap();
+        assert_eq!(
+            (answer["entity_type"].clone(), answer["entity_id"].clone()),
+            (json!("leads"), json!(lead))
+        );
+        let mut on_lead = call_note_uniqs(&crm, EntityType::Leads, &[lead]).await;
+        on_lead.sort();
+        assert_eq!(on_lead, vec![first, second, third], "every call once");
+        assert!(crm.unsorted().await.unwrap().is_empty());
+        sandbox.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_decline_the_clients_next_call_makes_a_new_request() {
+        let (h, sandbox, crm) = start("http-unsorted-decline").await;
+        let first = call_of(&h, "in1", UNKNOWN).await;
+        round(&h).await;
+        let answer = h.item_in(&first, "done", 0).await.crm_response.unwrap();
+        decide(
+            &sandbox,
+            &crm,
+            answer["unsorted_uid"].as_str().unwrap(),
+            false,
+        )
+        .await;
+        let second = call_of(&h, "in2", UNKNOWN).await;
+        // The first round learns the request is gone, the next sends the call anew: no one
+        // has the number, so it gets its own request.
+        round(&h).await;
+        round(&h).await;
+        let answer = h.item_in(&second, "done", 0).await.crm_response.unwrap();
+        assert!(answer["unsorted_uid"].is_string(), "{answer}");
+        let pending = crm.unsorted().await.unwrap();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].uniq.as_deref(), Some(second.as_str()));
+        sandbox.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lost_answers_are_found_on_a_company_a_customer_and_among_pending_requests() {
+        let (h, sandbox, crm) = start("http-lost-answers").await;
+        let on_company = call_of(&h, "co1", COMPANY).await;
+        let on_customer = call_of(&h, "cu1", CUSTOMER).await;
+        // The calls land (one batch), and the answer never comes back.
+        sandbox.lose_next_answers(1);
+        round(&h).await;
+        for key in [&on_company, &on_customer] {
+            let item = h.item_in(key, "pending", 1).await;
+            assert!(item.sent_at_ms.is_some(), "{item:?}");
+        }
+        h.deliver_after_lost_answer(&[on_company.clone(), on_customer.clone()])
+            .await;
+        for (key, kind) in [
+            (&on_company, EntityType::Companies),
+            (&on_customer, EntityType::Customers),
+        ] {
+            let answer = h.item_in(key, "done", 1).await.crm_response.unwrap();
+            assert_eq!(answer["entity_type"], json!(kind.as_str()), "{answer}");
+            assert_eq!(answer["recovered"], json!(true));
+            assert_eq!(call_note_uniqs(&crm, kind, &[]).await, vec![key.clone()]);
+        }
+
+        // An unsorted request whose answer is lost.
+        let unknown = call_of(&h, "in1", UNKNOWN).await;
+        sandbox.lose_next_answers(1);
+        let call = h.read_calls(std::slice::from_ref(&unknown)).await.remove(0);
+        assert!(h.delivery.unsorted(call, UNKNOWN).await.is_ok());
+        h.item_in(&unknown, "pending", 1).await;
+        h.deliver_after_lost_answer(std::slice::from_ref(&unknown))
+            .await;
+        let answer = h.item_in(&unknown, "done", 1).await.crm_response.unwrap();
+        assert_eq!(answer["recovered"], json!(true), "{answer}");
+        let pending = crm.unsorted().await.unwrap();
+        assert_eq!(pending.len(), 1, "not sent twice: {pending:?}");
+        assert_eq!(answer["unsorted_uid"], json!(pending[0].uid));
+        assert_eq!(
+            sandbox.stats().rate_limited,
+            0,
+            "within 7 requests a second"
+        );
+        sandbox.shutdown().await;
+    }
 }
