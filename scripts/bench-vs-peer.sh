@@ -107,8 +107,8 @@ cp "$REPO/bench/peer-server.js" "$WORK/peer/"
 API_KEY="bench-vpbx-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 SALT="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" # 32 hex characters
 ADMIN_TOKEN="$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
-# About 7.6 of generate's events per call are kinds the peer handles (sign-bodies.js).
-CALLS=$((BODIES / 7 + 100))
+# About 8.4 of generate's events per call are kinds the peer handles (sign-bodies.js).
+CALLS=$((BODIES / 8 + 100))
 note "generating $CALLS calls with callbridge generate, signing them for tenant '$TENANT'"
 "$BIN" generate --calls "$CALLS" --out "$WORK/events.jsonl" --settings-out "$WORK/settings.toml" >/dev/null 2>&1 ||
     die "callbridge generate failed"
