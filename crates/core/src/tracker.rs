@@ -376,6 +376,7 @@ mod tests {
             end_time: end,
             entry_result: Some(1),
             disconnect_reason: Some(1110),
+            recovered: false,
         })
     }
 

@@ -343,6 +343,7 @@ async fn statistics_come_in_two_steps_as_csv() {
     }
     let api = serve(VpbxConfig {
         stats_delay: Duration::from_secs(1),
+        stats_poll_interval: Duration::from_secs(1),
         ..VpbxConfig::new(KEY, SALT, vpbx.clone())
     })
     .await;
@@ -371,6 +372,10 @@ async fn statistics_come_in_two_steps_as_csv() {
     // Not ready yet.
     let (status, _, body) = signed_post(&api, "stats/result", &json!({ "key": key })).await;
     assert_eq!((status, body.as_str()), (204, ""));
+    // Polled again sooner than the key allows (5 s at Mango; 1 s here): refused.
+    let (status, _, _) = signed_post(&api, "stats/result", &json!({ "key": key })).await;
+    assert_eq!(status, 429);
+    assert_eq!(api.stats().rate_limited["stats/result"], 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, headers, csv) = signed_post(&api, "stats/result", &json!({ "key": key })).await;
     assert_eq!(status, 200);
