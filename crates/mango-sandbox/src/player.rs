@@ -900,4 +900,34 @@ mod tests {
         };
         assert_eq!(fast.default_start(now), now - 59 * 70);
     }
+
+    #[test]
+    fn cut_calls_lose_their_webhooks_from_one_point_on_the_same_way_each_time() {
+        let run = |rate: f64| {
+            let mut cuts = Cuts::new(7, rate);
+            let mut dropped = Vec::new();
+            for call in 0..200 {
+                let entry = format!("entry-{call}");
+                let kept: Vec<bool> = (0..12).map(|_| !cuts.drops(&entry)).collect();
+                // Once a call's webhooks stop, they stay stopped.
+                let first_drop = kept.iter().position(|k| !k).unwrap_or(kept.len());
+                assert!(kept[first_drop..].iter().all(|k| !k), "{entry}: {kept:?}");
+                dropped.push(first_drop);
+            }
+            (dropped, cuts.calls_cut())
+        };
+        let (none, cut) = run(0.0);
+        assert!(none.iter().all(|&d| d == 12) && cut == 0);
+        let (all, cut) = run(1.0);
+        assert_eq!(cut, 200);
+        let whole = all.iter().filter(|&&d| d == 0).count();
+        assert!(
+            (60..=140).contains(&whole),
+            "about half lose every webhook: {whole}"
+        );
+        assert!(all.iter().all(|&d| d <= 8));
+        let (some, cut) = run(0.2);
+        assert!((20..=60).contains(&cut), "{cut} of 200");
+        assert_eq!(run(0.2).0, some, "the same seed drops the same webhooks");
+    }
 }

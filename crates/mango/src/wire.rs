@@ -383,4 +383,38 @@ mod tests {
         );
         assert_eq!(to_json(&samples()[4]).0, "events/record/tagged");
     }
+
+    #[test]
+    fn a_recovered_summary_keeps_its_mark_through_the_log_and_no_webhook_can_claim_it() {
+        let summary = samples()
+            .into_iter()
+            .find_map(|e| match e {
+                PbxEvent::Summary(s) => Some(s),
+                _ => None,
+            })
+            .expect("a summary sample");
+        let recovered = PbxEvent::Summary(SummaryEvent {
+            recovered: true,
+            ..summary
+        });
+        let (path, json) = to_json(&recovered);
+        assert_eq!(path, PATH_RECOVERED_SUMMARY);
+        let text = json.to_string();
+        assert_eq!(
+            crate::webhook::parse_stored(path, &text),
+            Ok(Webhook::Event(recovered.clone()))
+        );
+        // As a webhook, the path is not an event: ignored, never stored as recovered.
+        assert!(matches!(
+            parse_event(path, &text),
+            Ok(Webhook::Ignored { .. })
+        ));
+        // A webhook summary stays a webhook summary through the log.
+        let Webhook::Event(PbxEvent::Summary(plain)) =
+            crate::webhook::parse_stored(PATH_SUMMARY, &text).unwrap()
+        else {
+            panic!("a summary")
+        };
+        assert!(!plain.recovered);
+    }
 }

@@ -466,6 +466,13 @@ impl Processor {
         if self.purged.get(tenant_id).is_some_and(|last| id <= *last) {
             return; // an event of a deleted tenant, read before the deletion
         }
+        // Entries whose plan reconciliation dropped: their recovered events start them again
+        // (registered before those events were appended, so taken before they are folded).
+        for (tenant, entry) in self.state.reconciler.take_reopened() {
+            if let Some(work) = self.tenants.get_mut(&tenant) {
+                work.tracker.reopen(&entry);
+            }
+        }
         let config = self.config();
         if !self.tenants.contains_key(tenant_id) {
             self.tenants.insert(

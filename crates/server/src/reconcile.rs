@@ -4,9 +4,12 @@
 //! event log, from where it takes the same road as a webhook: processor, plan, outbox, CRM.
 //!
 //! Exactly once: an entry already planned is left alone (its plan row is the gate, and what it
-//! planned is delivered or on its way); an entry whose summary is in the log is left to the
-//! processor; only the others get events, whose log keys are those the webhooks would have had,
-//! so a webhook that turns up afterwards is a duplicate, and a second run appends nothing.
+//! planned is delivered or on its way), with one exception that cannot double anything: a plan
+//! made without the summary that gave the CRM nothing (no outbox item at all), for a call the
+//! statistics say was answered, is dropped and the entry planned again from the row. An entry
+//! whose summary is in the log is left to the processor. Only the others get events, whose log
+//! keys are those the webhooks would have had, so a webhook that turns up afterwards is a
+//! duplicate, and a second run appends nothing.
 //!
 //! Triggers: the daily run ([`run_daily`], `reconcile.daily_hour_utc` or a tenant's
 //! `reconcile_hour_utc`), `POST /api/v1/tenants/{id}/reconcile`, and `callbridge reconcile`
@@ -20,6 +23,7 @@ use callbridge_mango::recover::{merge_rows, recovered_events};
 use callbridge_store::{Appended, NewEvent, StoreError};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -92,6 +96,10 @@ pub struct ReconcileReport {
     pub bad_rows: Vec<String>,
     /// Entries already planned: delivered or on their way, left alone.
     pub already_planned: usize,
+    /// Entries planned without their summary and with nothing for the CRM (a missed call
+    /// nobody is told of) that the statistics say were answered: planned again from the
+    /// statistics. Nothing of them had been written, so nothing is written twice.
+    pub replanned: usize,
     /// Entries whose summary the log has: the processor plans them, left alone.
     pub in_progress: usize,
     /// Entries the log had part of (no summary): their end added from the statistics.
@@ -110,6 +118,10 @@ pub struct Reconciler {
     pub config: Reconcile,
     running: Mutex<HashSet<String>>,
     clients: Mutex<HashMap<String, VpbxClient>>,
+    /// `(tenant, entry)` whose plan a run forgot, for the processor to re-open before the
+    /// recovered events reach it; the flag spares the processor a lock per event.
+    reopened: Mutex<Vec<(String, String)>>,
+    reopen_pending: AtomicBool,
 }
 
 /// Marks a tenant as running until dropped.
@@ -144,6 +156,19 @@ impl Reconciler {
             reconciler: self,
             tenant: tenant.to_owned(),
         })
+    }
+
+    fn reopen(&self, tenant: &str, entry: &str) {
+        lock(&self.reopened).push((tenant.to_owned(), entry.to_owned()));
+        self.reopen_pending.store(true, Ordering::Release);
+    }
+
+    /// The entries to re-open since the last call (the processor asks before each event).
+    pub fn take_reopened(&self) -> Vec<(String, String)> {
+        if !self.reopen_pending.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *lock(&self.reopened))
     }
 
     fn client(&self, url: &str, key: &str, salt: &str) -> Result<VpbxClient, ApiError> {
@@ -209,17 +234,35 @@ pub async fn reconcile(
         )
         .await?;
     for (entry_id, row) in &calls {
-        if state.store.entry(tenant_id, entry_id).await?.is_some() {
-            report.already_planned += 1;
-            continue;
-        }
-        match seen.get(entry_id) {
-            Some(true) => {
-                report.in_progress += 1;
+        if let Some(planned) = state.store.entry(tenant_id, entry_id).await? {
+            // The webhooks stopped mid-call and the grace period completed the entry from its
+            // first legs (a voice-menu miss, say) while the PBX says somebody answered: when
+            // that plan gave the CRM nothing, it is dropped and planned again from the row.
+            let unwritten = planned.completed_by != "summary"
+                && planned.outbox.is_empty()
+                && planned.plan["records"].as_array().is_none_or(Vec::is_empty);
+            if unwritten
+                && row.answer.is_some()
+                && state
+                    .store
+                    .forget_unwritten_plan(tenant_id, entry_id)
+                    .await?
+            {
+                reconciler.reopen(tenant_id, entry_id);
+                report.replanned += 1;
+            } else {
+                report.already_planned += 1;
                 continue;
             }
-            Some(false) => report.merged += 1,
-            None => report.recovered += 1,
+        } else {
+            match seen.get(entry_id) {
+                Some(true) => {
+                    report.in_progress += 1;
+                    continue;
+                }
+                Some(false) => report.merged += 1,
+                None => report.recovered += 1,
+            }
         }
         for event in recovered_events(row) {
             let (path, json) = callbridge_mango::wire::to_json(&event);
@@ -245,6 +288,8 @@ pub async fn reconcile(
         .increment(report.recovered as u64);
     metrics::counter!("callbridge_reconcile_entries_total", "kind" => "merged")
         .increment(report.merged as u64);
+    metrics::counter!("callbridge_reconcile_entries_total", "kind" => "replanned")
+        .increment(report.replanned as u64);
     tracing::info!(
         tenant = tenant_id,
         from,
@@ -253,6 +298,7 @@ pub async fn reconcile(
         recovered = report.recovered,
         merged = report.merged,
         already_planned = report.already_planned,
+        replanned = report.replanned,
         in_progress = report.in_progress,
         bad_rows = report.bad_rows.len(),
         events_appended = report.events_appended,

@@ -1,7 +1,7 @@
 //! What reconciliation asks of the event log: which entries of a period it holds events of, and
 //! whether one of them is a summary.
 
-use crate::{with_db, Result, Store};
+use crate::{with_db, with_writer, Result, Store};
 use std::collections::HashMap;
 
 /// The log paths of a summary: received as a webhook, or rebuilt from statistics.
@@ -40,5 +40,32 @@ impl Store {
             .into_iter()
             .map(|(entry, summary)| (entry, summary != 0))
             .collect())
+    }
+
+    /// Forgets the plan of an entry that was completed without its summary (grace or
+    /// abandonment) and gave the CRM nothing to do: no outbox item of it exists. Its events
+    /// stay in the log. True when the plan was forgotten; false when there was none, it came
+    /// from a summary, or something of it is (or was) on its way to the CRM, which a new plan
+    /// could then double. One statement, so a plan's outbox items cannot slip in between the
+    /// check and the delete (they are written in the plan's own transaction).
+    pub async fn forget_unwritten_plan(&self, tenant_id: &str, entry_id: &str) -> Result<bool> {
+        // The outbox's keys start with `tenant/entry/`: a range of its primary key.
+        let low = format!("{tenant_id}/{entry_id}/");
+        let high = format!("{tenant_id}/{entry_id}0");
+        let affected = with_writer!(self, conn => {
+            sqlx::query(
+                "DELETE FROM entries WHERE tenant_id = $1 AND entry_id = $2 \
+                 AND completed_by <> 'summary' AND NOT EXISTS (SELECT 1 FROM outbox \
+                 WHERE item_key >= $3 AND item_key < $4 AND tenant_id = $1 AND entry_id = $2)",
+            )
+            .bind(tenant_id)
+            .bind(entry_id)
+            .bind(&low)
+            .bind(&high)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+        });
+        Ok(affected == 1)
     }
 }

@@ -1,7 +1,7 @@
 //! The log as reconciliation reads it: entries with events in a period, and which have a
 //! summary. On SQLite and on PostgreSQL (`CALLBRIDGE_TEST_POSTGRES_URL`).
 
-use callbridge_store::NewEvent;
+use callbridge_store::{NewEvent, NewOutboxItem};
 use std::collections::HashMap;
 use support::stores;
 
@@ -105,5 +105,73 @@ async fn entries_of_a_period_with_whether_a_summary_came() {
             .await
             .unwrap()
             .is_empty());
+    }
+}
+
+#[tokio::test]
+async fn only_a_plan_without_summary_and_without_crm_work_is_forgotten() {
+    for store in stores("reconcile_forget").await {
+        let plan = serde_json::json!({"records": []});
+        let call = |entry: &str| NewOutboxItem {
+            item_key: format!("t/{entry}/0/call"),
+            kind: "call".into(),
+            payload: serde_json::json!({}),
+        };
+        store
+            .save_plan("t", "grace", "grace", &plan, &[], 1)
+            .await
+            .unwrap();
+        store
+            .save_plan("t", "summary", "summary", &plan, &[], 1)
+            .await
+            .unwrap();
+        store
+            .save_plan("t", "written", "grace", &plan, &[call("written")], 1)
+            .await
+            .unwrap();
+        // An entry id that another one's starts with: its items are not the shorter one's.
+        store
+            .save_plan("t", "ab", "abandoned", &plan, &[], 1)
+            .await
+            .unwrap();
+        store
+            .save_plan("t", "ab/cd", "grace", &plan, &[call("ab/cd")], 1)
+            .await
+            .unwrap();
+        let b = store.backend();
+        assert!(
+            store.forget_unwritten_plan("t", "grace").await.unwrap(),
+            "{b}"
+        );
+        assert!(store.entry("t", "grace").await.unwrap().is_none(), "{b}");
+        assert!(
+            !store.forget_unwritten_plan("t", "grace").await.unwrap(),
+            "{b}: gone"
+        );
+        assert!(
+            !store.forget_unwritten_plan("t", "summary").await.unwrap(),
+            "{b}"
+        );
+        assert!(
+            !store.forget_unwritten_plan("t", "written").await.unwrap(),
+            "{b}"
+        );
+        assert!(
+            !store.forget_unwritten_plan("u", "ab").await.unwrap(),
+            "{b}: other tenant"
+        );
+        assert!(store.forget_unwritten_plan("t", "ab").await.unwrap(), "{b}");
+        assert!(
+            !store.forget_unwritten_plan("t", "ab/cd").await.unwrap(),
+            "{b}"
+        );
+        // Planned again afterwards, as the processor does with the recovered summary.
+        assert!(
+            store
+                .save_plan("t", "grace", "summary", &plan, &[], 2)
+                .await
+                .unwrap(),
+            "{b}"
+        );
     }
 }

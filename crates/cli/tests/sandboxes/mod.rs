@@ -5,6 +5,7 @@
 use callbridge_amocrm_sandbox::{Sandbox, SandboxConfig, Seed};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// Runs the sandboxes (and any fake Mango API) in the background of a blocking test.
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -37,4 +38,33 @@ pub fn start_sandbox(rt: &tokio::runtime::Runtime, users: &BTreeSet<u64>, extra:
             .await
             .unwrap()
     })
+}
+
+/// Reads a list endpoint of the sandbox through its amoCRM API, every page (204 = empty).
+pub fn crm_list(http: &reqwest::blocking::Client, base: &str, path: &str, key: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for page in 1.. {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{path}{sep}limit=250&page={page}");
+        let mut r = http.get(&url).bearer_auth("sandbox-token").send().unwrap();
+        if r.status().as_u16() == 429 {
+            // The worker may still be sending call cards: the account's second is shared.
+            std::thread::sleep(Duration::from_millis(1500));
+            r = http.get(&url).bearer_auth("sandbox-token").send().unwrap();
+        }
+        // Stay well inside the account's 7 requests per second the worker also uses.
+        std::thread::sleep(Duration::from_millis(300));
+        if r.status().as_u16() == 204 {
+            break;
+        }
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        let v: Value = r.json().unwrap();
+        let items = v["_embedded"][key].as_array().cloned().unwrap_or_default();
+        let n = items.len();
+        out.extend(items);
+        if n < 250 {
+            break;
+        }
+    }
+    out
 }
