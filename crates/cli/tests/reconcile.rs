@@ -22,7 +22,10 @@ use support::*;
 const TENANT: &str = "office";
 const KEY: &str = "reconcile-key";
 const SALT: &str = "reconcile-salt-0123456789abcdef0123";
-const SEED: u64 = 11;
+/// An office and traffic whose cut calls take every road of a run: never seen (recovered), seen
+/// in part (merged), and completed by grace with nothing written though answered (replanned).
+/// Should the generator change, pick a seed that still does (the test says which is missing).
+const SEED: u64 = 12;
 const CALLS: u64 = 150;
 
 /// Call notes in the CRM: uniq (the record's key) -> (responsible user, call_result), and the
@@ -234,10 +237,9 @@ fn dropped_webhooks_are_recovered_from_statistics_once_on_the_right_user() {
     let first = reconcile_cli(&server.base, period.0, to);
     assert_eq!(first["rows"].as_u64(), Some(CALLS), "{first}");
     assert_eq!(first["bad_rows"], serde_json::json!([]), "{first}");
-    let recovered = first["recovered"].as_u64().unwrap()
-        + first["merged"].as_u64().unwrap()
-        + first["replanned"].as_u64().unwrap();
-    assert!(recovered > 0, "{first}");
+    for road in ["recovered", "merged", "replanned"] {
+        assert!(first[road].as_u64().unwrap() > 0, "no call {road}: {first}");
+    }
     assert!(first["events_appended"].as_u64().unwrap() > 0, "{first}");
 
     let after = wait_settled(&http, &server.base, Duration::from_secs(3));
