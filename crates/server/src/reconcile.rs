@@ -307,6 +307,14 @@ pub async fn reconcile(
     Ok(report)
 }
 
+/// The day (days since 1970, UTC) to run for when, at `now`, a tenant whose hour is `hour` and
+/// that last ran on `last_day` is due: within its hour, not yet that day. A service started
+/// within the hour still runs that day; one started after it waits for the next.
+fn due_day(now: i64, hour: Option<u8>, last_day: Option<i64>) -> Option<i64> {
+    let (day, now_hour) = (now.div_euclid(86_400), now.rem_euclid(86_400) / 3_600);
+    (hour.map(i64::from) == Some(now_hour) && last_day != Some(day)).then_some(day)
+}
+
 /// The daily run: once a minute, each tenant whose hour (its `reconcile_hour_utc`, else
 /// `daily_hour`) has come and that has not run today is reconciled over the last
 /// `look_back_hours`, up to a minute ago. Tenants run one after another.
@@ -319,15 +327,12 @@ pub async fn run_daily(
     let mut last_day: HashMap<String, i64> = HashMap::new();
     loop {
         let now = now_ms() / 1000;
-        let (day, hour) = (now.div_euclid(86_400), now.rem_euclid(86_400) / 3_600);
         let tenants: Vec<String> = state.tenants.read().await.keys().cloned().collect();
         for tenant in tenants {
-            let Some(due) = tenant_hours.get(&tenant).copied().or(daily_hour) else {
+            let hour = tenant_hours.get(&tenant).copied().or(daily_hour);
+            let Some(day) = due_day(now, hour, last_day.get(&tenant).copied()) else {
                 continue;
             };
-            if i64::from(due) != hour || last_day.get(&tenant) == Some(&day) {
-                continue;
-            }
             last_day.insert(tenant.clone(), day);
             let look_back = state.reconciler.config.look_back_hours * 3_600;
             let to = now - 60;
@@ -375,6 +380,27 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("31 days"));
+    }
+
+    #[test]
+    fn the_daily_run_is_due_once_within_its_hour() {
+        let day = 20_000;
+        let at = |hour: i64, minute: i64| day * 86_400 + hour * 3_600 + minute * 60;
+        assert_eq!(due_day(at(3, 0), Some(3), None), Some(day));
+        assert_eq!(due_day(at(3, 59), Some(3), Some(day - 1)), Some(day));
+        assert_eq!(due_day(at(3, 30), Some(3), Some(day)), None, "ran today");
+        assert_eq!(due_day(at(2, 59), Some(3), None), None);
+        assert_eq!(
+            due_day(at(4, 0), Some(3), None),
+            None,
+            "missed hours wait a day"
+        );
+        assert_eq!(due_day(at(0, 10), Some(0), Some(day - 1)), Some(day));
+        assert_eq!(
+            due_day(at(3, 0), None, None),
+            None,
+            "no hour: on demand only"
+        );
     }
 
     #[test]
