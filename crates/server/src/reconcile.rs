@@ -233,7 +233,20 @@ pub async fn reconcile(
             last_end.max(to) + LOG_MARGIN_SECONDS,
         )
         .await?;
+    let now_s = now_ms() / 1000;
     for (entry_id, row) in &calls {
+        // The bounds a webhook must keep hold for rebuilt events too (times from 2000 to a day
+        // ahead, short text without control characters): an odd row is reported, not stored.
+        let events = recovered_events(row);
+        if let Some(e) = events
+            .iter()
+            .find_map(|e| callbridge_mango::check_plausible(e, Some(now_s)).err())
+        {
+            let fault = format!("entry {entry_id:?}: {e}");
+            tracing::warn!(tenant = tenant_id, %fault, "a statistics row is implausible; skipped");
+            report.bad_rows.push(fault);
+            continue;
+        }
         if let Some(planned) = state.store.entry(tenant_id, entry_id).await? {
             // The webhooks stopped mid-call and the grace period completed the entry from its
             // first legs (a voice-menu miss, say) while the PBX says somebody answered: when
@@ -264,7 +277,7 @@ pub async fn reconcile(
                 None => report.recovered += 1,
             }
         }
-        for event in recovered_events(row) {
+        for event in events {
             let (path, json) = callbridge_mango::wire::to_json(&event);
             let new = NewEvent {
                 tenant_id: tenant_id.to_owned(),

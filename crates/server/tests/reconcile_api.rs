@@ -152,3 +152,109 @@ fn reconcile_keys_out_of_range_are_named() {
     assert_eq!(config.reconcile.daily_hour_utc, Some(3));
     assert_eq!(config.reconcile.poll_ms, 5_000, "Mango's 5 s by default");
 }
+
+/// A VPBX API whose statistics hold one good row, one that cannot be read and one whose entry
+/// id no webhook could carry.
+async fn odd_statistics_mango(now: i64) -> String {
+    let csv = format!(
+        "[];{start};{end};{answer};;79161234567;101;;1100;74951234567;abonent;good-entry\n\
+         [];{start};yesterday;0;;;;;;;;broken\n\
+         [];{start};{end};0;;79161234567;101;;1110;;;{long}\n",
+        start = now - 600,
+        end = now - 500,
+        answer = now - 590,
+        long = "x".repeat(300),
+    );
+    let app = Router::new()
+        .route(
+            "/vpbx/stats/request",
+            post(|| async { axum::Json(json!({"key": "k1"})) }),
+        )
+        .route("/vpbx/stats/result", post(move || async move { csv }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/vpbx/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_rows_are_reported_and_the_good_one_recovered_once() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mango = odd_statistics_mango(now).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(
+        dir.path(),
+        &format!("mango_api_url = \"{mango}\"\n[reconcile]\npoll_ms = 100\nwait_seconds = 5"),
+    );
+    let (config, tenants) = Config::load(Some(&file)).unwrap();
+    let running = callbridge_server::start(config, tenants).await.unwrap();
+    let base = format!("http://{}/api/v1", running.addr);
+    let http = reqwest::Client::new();
+    let run = || async {
+        let r = http
+            .post(format!("{base}/tenants/acme/reconcile"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"from": now - 3600, "to": now}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+    let report = run().await;
+    assert_eq!(report["rows"], 2, "{report}");
+    assert_eq!(report["recovered"], 1, "{report}");
+    let bad = report["bad_rows"].as_array().unwrap();
+    assert_eq!(bad.len(), 2, "{report}");
+    assert!(
+        bad[0]
+            .as_str()
+            .unwrap()
+            .starts_with("statistics line 2: finish:"),
+        "{report}"
+    );
+    assert!(bad[1].as_str().unwrap().contains("entry \"xxx"), "{report}");
+    assert_eq!(report["events_appended"], 1, "{report}");
+    // The processor plans it, marked recovered (A4b).
+    let mut entry = Value::Null;
+    for _ in 0..100 {
+        let r = http
+            .get(format!("{base}/entries/good-entry?tenant=acme"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        if r.status().is_success() {
+            entry = r.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(entry["outcome"], "answered", "{entry}");
+    assert!(
+        entry["reasons"].as_array().unwrap().contains(&json!("A4b")),
+        "{entry}"
+    );
+    // The tenant maps nobody and keeps no unmapped calls: the conversation is ignored (P3),
+    // still saying where it came from.
+    assert!(
+        entry["ignored"][0]["reasons"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("P3")) && r.contains(&json!("A4b"))),
+        "{entry}"
+    );
+    // Again: planned already, nothing appended.
+    let again = run().await;
+    assert_eq!(
+        (
+            again["already_planned"].as_u64(),
+            again["events_appended"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "{again}"
+    );
+    running.shutdown().await;
+}
