@@ -88,6 +88,15 @@ pub fn describe(config: &Config, tenants: &[LoadedTenant]) -> String {
         "processing.abandon_after_hours",
         p.abandon_after_hours.to_string(),
     );
+    let r = &config.reconcile;
+    line(
+        "reconcile.daily_hour_utc",
+        r.daily_hour_utc
+            .map_or("(unset: on demand only)".into(), |h| h.to_string()),
+    );
+    line("reconcile.look_back_hours", r.look_back_hours.to_string());
+    line("reconcile.poll_ms", r.poll_ms.to_string());
+    line("reconcile.wait_seconds", r.wait_seconds.to_string());
     line("tenants", tenants.len().to_string());
     for (i, t) in tenants.iter().enumerate() {
         let key = format!("tenants[{i}]");

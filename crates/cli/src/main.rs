@@ -8,6 +8,7 @@ mod generate;
 mod logging;
 mod pipeline;
 mod probe;
+mod reconcile;
 mod serve;
 mod simulate;
 
@@ -76,6 +77,9 @@ enum Command {
     /// Back the SQLite store up to a new file while the service runs (an online backup, never a
     /// file copy of the live database). PostgreSQL: use pg_dump.
     Backup(backup::Args),
+    /// Ask a running service to reconcile a tenant's period from Mango's call statistics:
+    /// calls whose webhooks never arrived are recovered and written to the CRM, once.
+    Reconcile(reconcile::Args),
     /// The administrator's chores on a service's store: `admin set-password`.
     #[command(subcommand)]
     Admin(admin::Command),
@@ -107,7 +111,7 @@ enum Sandbox {
     /// A stand-in amoCRM API v4 server.
     Amocrm(sandbox_amocrm::Args),
     /// A Mango Office emulator: the VPBX API and signed webhook traffic.
-    Mango(sandbox_mango::Args),
+    Mango(Box<sandbox_mango::Args>),
 }
 
 /// Logs to stderr at `default_level`, unless `CALLBRIDGE_LOG` (a tracing filter) says otherwise,
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config::run(&args),
         Command::Backup(args) => backup::run(&args),
         Command::Admin(command) => admin::run(&command),
+        Command::Reconcile(args) => reconcile::run(&args),
         #[cfg(feature = "sandboxes")]
         Command::BenchIngest(args) => bench_ingest::run(&args),
         #[cfg(feature = "sandboxes")]

@@ -56,6 +56,10 @@ pub struct Args {
     /// Share of calls whose summary is never delivered (default 0.01).
     #[arg(long, requires = "webhook_url", allow_negative_numbers = true)]
     lost_summaries: Option<f64>,
+    /// Share of calls whose webhooks stop part-way, as in an outage (default 0): the emulated
+    /// PBX still has them in its statistics, for `callbridge reconcile` to recover.
+    #[arg(long, requires = "webhook_url", allow_negative_numbers = true)]
+    dropped_calls: Option<f64>,
     /// Share of answered calls that are recorded (default 0.5).
     #[arg(long, requires = "webhook_url", allow_negative_numbers = true)]
     recorded: Option<f64>,
@@ -138,6 +142,11 @@ fn play_config(args: &Args, staff: &StaffConfig) -> Result<Option<PlayConfig>> {
             "--lost-summaries",
             args.lost_summaries,
             defaults.lost_summary_rate,
+        )?,
+        dropped_call_rate: share(
+            "--dropped-calls",
+            args.dropped_calls,
+            defaults.dropped_call_rate,
         )?,
         recorded_rate: share("--recorded", args.recorded, defaults.recorded_rate)?,
         time_compression: positive(

@@ -455,7 +455,8 @@ fn the_configuration_reference_names_every_metric_key_and_variable() {
         if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !key.is_empty() {
             assert!(
                 reference.contains(&format!("`{key}`"))
-                    || reference.contains(&format!("`processing.{key}`")),
+                    || reference.contains(&format!("`processing.{key}`"))
+                    || reference.contains(&format!("`reconcile.{key}`")),
                 "docs/configuration.md lacks the key {key}"
             );
         }

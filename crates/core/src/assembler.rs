@@ -355,6 +355,8 @@ pub struct Assembly {
     /// Digits keyed in voice menus, in time order.
     pub keypresses: Vec<Keypress>,
     pub has_summary: bool,
+    /// The summary was rebuilt from the PBX's statistics by reconciliation (A4b).
+    pub recovered: bool,
 }
 
 /// Who a side of a leg is, at one event. Borrows from the events; a client is an id in the
@@ -826,6 +828,7 @@ fn assemble(ev: &EntryEvents) -> Assembly {
         tracking: tracking.cloned(),
         keypresses: ev.keypresses.iter().cloned().collect(),
         has_summary: summary.is_some(),
+        recovered: summary.is_some_and(|s| s.recovered),
     }
 }
 

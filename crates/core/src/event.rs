@@ -175,6 +175,10 @@ pub struct SummaryEvent {
     /// 1 success, 0 missed; not trusted alone (the PBX's own examples contradict it).
     pub entry_result: Option<u8>,
     pub disconnect_reason: Option<u32>,
+    /// Rebuilt by reconciliation from the PBX's call statistics, not received as a webhook
+    /// (A4b): the plan says so in every record's reasons. Never set by a webhook.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -126,6 +126,12 @@ fn sentence(rule: Rule, s: &Subject<'_>, names: &Names<'_>) -> String {
             "Nothing arrived for this call for a long time while a leg was still up: it was written with what was known."
         }
         .into(),
+        Rule::A4b => if ru {
+            "Восстановлен из статистики АТС: уведомления о звонке (или о его конце) не дошли. Статистика не говорит, кому группа предлагала звонок, о переводах и удержаниях между первым и последним участником, о нажатых клавишах и номере коллтрекинга."
+        } else {
+            "Recovered from the PBX's statistics: the call's webhooks (or those of its end) never arrived. Statistics do not say who a group offered the call to, nor the transfers and holds between the first and the last party, the keys pressed or the call-tracking number."
+        }
+        .into(),
         Rule::A5 => match (s.direction, ru) {
             (Some(Direction::Internal), false) => {
                 "A call between employees, with no client: internal calls are not written to the CRM.".into()

@@ -18,6 +18,10 @@ pub enum Rule {
     /// An entry neither summarised nor hung up within the tracker's horizon (24 h by default),
     /// planned with what was known when it was given up.
     A4a,
+    /// Recovered by reconciliation from the PBX's call statistics: the webhooks of the entry
+    /// (or of its end) never arrived. Statistics cannot say who a group offered the call to,
+    /// nor the transfers and holds in between.
+    A4b,
     P1,
     P2,
     P3,

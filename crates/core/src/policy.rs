@@ -7,6 +7,22 @@ use std::collections::BTreeSet;
 
 /// Decides what the CRM gets for one assembled entry. Pure and total: every entry gets a plan.
 pub fn plan(settings: &ValidSettings, a: &Assembly) -> EntryPlan {
+    let mut plan = plan_entry(settings, a);
+    if a.recovered {
+        // A4b: the entry (or its end) is known only from the PBX's statistics; every record
+        // says so, since what statistics cannot tell (offers, transfers) may be missing from it.
+        plan.reasons.push(Rule::A4b);
+        for record in &mut plan.records {
+            record.reasons.push(Rule::A4b);
+        }
+        for ignored in &mut plan.ignored {
+            ignored.reasons.push(Rule::A4b);
+        }
+    }
+    plan
+}
+
+fn plan_entry(settings: &ValidSettings, a: &Assembly) -> EntryPlan {
     let mut plan = EntryPlan {
         entry_id: a.entry_id.clone(),
         direction: a.direction,

@@ -5,9 +5,10 @@ use crate::plan::Rule;
 
 impl Rule {
     /// Every rule id a plan can carry, in the order of `docs/rules.md`.
-    pub const ALL: [Rule; 19] = [
+    pub const ALL: [Rule; 20] = [
         Rule::A4,
         Rule::A4a,
+        Rule::A4b,
         Rule::A5,
         Rule::A6,
         Rule::P1,
@@ -32,6 +33,7 @@ impl Rule {
         match self {
             Rule::A4 => "entry complete: summary, or all legs down and quiet",
             Rule::A4a => "entry given up after its silence horizon",
+            Rule::A4b => "recovered from the PBX's statistics",
             Rule::A5 => "direction of the call",
             Rule::A6 => "missed call",
             Rule::P1 => "mapped employee's call on their user",

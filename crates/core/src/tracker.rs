@@ -207,6 +207,15 @@ impl Tracker {
         }
     }
 
+    /// Forgets that `entry_id` was released, so its next events start it again: reconciliation
+    /// re-opens an entry whose plan (made without its summary, with nothing to write) it
+    /// dropped, and brings the summary from the PBX's statistics. True when it was remembered.
+    /// (Its old place in the remembering queue may forget it early later on; the store's plan
+    /// row still keeps it from being planned twice.)
+    pub fn reopen(&mut self, entry_id: &str) -> bool {
+        self.released.remove(entry_id)
+    }
+
     /// Moves the clock forward (never back) and returns the entries released by it, in order
     /// of closing.
     pub fn advance(&mut self, now: i64) -> Vec<Completed> {
@@ -376,6 +385,7 @@ mod tests {
             end_time: end,
             entry_result: Some(1),
             disconnect_reason: Some(1110),
+            recovered: false,
         })
     }
 
@@ -407,6 +417,36 @@ mod tests {
             Accepted::Late
         );
         assert_eq!(t.late_events(), 1);
+    }
+
+    #[test]
+    fn a_reopened_entry_is_planned_again_from_what_comes_next() {
+        let mut t = Tracker::new(TrackerConfig {
+            grace_s: 5,
+            settle_s: 1,
+            remember_s: 1000,
+            ..TrackerConfig::default()
+        });
+        feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared));
+        feed(&mut t, call("a", "l1", 2, 110, CallState::Disconnected));
+        // Closed by the grace period, then released after the settle window.
+        assert!(t.advance(200).is_empty());
+        let done = t.advance(210);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].completed_by, CompletedBy::Grace);
+        assert!(t.reopen("a"));
+        assert!(!t.reopen("a"), "no longer remembered");
+        assert!(!t.reopen("never-seen"));
+        // The summary reconciliation brings starts the entry afresh.
+        let mut recovered = summary("a", 190);
+        if let PbxEvent::Summary(s) = &mut recovered {
+            s.recovered = true;
+        }
+        assert_eq!(t.push(recovered), Accepted::New);
+        let done = t.advance(300);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].completed_by, CompletedBy::Summary);
+        assert_eq!(done[0].events.call_event_count(), 0);
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub struct PlayConfig {
     pub reorder_rate: f64,
     /// Share of calls whose summary is never delivered.
     pub lost_summary_rate: f64,
+    /// Share of calls whose webhooks stop reaching the receiver part-way, as when it is down or
+    /// the network is cut and Mango gives up its retries: half of them from their first event
+    /// (the call never reaches it), the others from one of their first eight events on. The PBX
+    /// still knows the whole call (its statistics); reconciliation recovers it.
+    pub dropped_call_rate: f64,
     /// Requests in flight at most.
     pub concurrency: usize,
     /// Office seconds played per wall-clock second within calls (1 = real time).
@@ -86,6 +91,7 @@ impl Default for PlayConfig {
             duplicate_rate: 0.02,
             reorder_rate: 0.02,
             lost_summary_rate: 0.01,
+            dropped_call_rate: 0.0,
             concurrency: 16,
             time_compression: 1.0,
             recorded_rate: 0.5,
@@ -111,6 +117,7 @@ impl fmt::Debug for PlayConfig {
             .field("duplicate_rate", &self.duplicate_rate)
             .field("reorder_rate", &self.reorder_rate)
             .field("lost_summary_rate", &self.lost_summary_rate)
+            .field("dropped_call_rate", &self.dropped_call_rate)
             .field("concurrency", &self.concurrency)
             .field("time_compression", &self.time_compression)
             .field("recorded_rate", &self.recorded_rate)
@@ -152,6 +159,7 @@ impl PlayConfig {
             ("duplicate_rate", self.duplicate_rate),
             ("reorder_rate", self.reorder_rate),
             ("lost_summary_rate", self.lost_summary_rate),
+            ("dropped_call_rate", self.dropped_call_rate),
             ("recorded_rate", self.recorded_rate),
         ] {
             if !(0.0..=1.0).contains(&share) {
@@ -276,6 +284,11 @@ pub struct PlayReport {
     pub duplicates_sent: u64,
     /// Calls whose summary was never sent.
     pub lost_summaries: u64,
+    /// Webhooks never sent because their call was cut ([`PlayConfig::dropped_call_rate`]);
+    /// not counted in `events_sent`.
+    pub webhooks_dropped: u64,
+    /// Calls with at least one webhook dropped that way.
+    pub calls_cut: u64,
     /// Deliveries acknowledged with a 2xx (after retries).
     pub delivered: u64,
     /// Deliveries that never got a 2xx.
@@ -458,6 +471,59 @@ async fn deliver(
     }
 }
 
+/// Which calls lose their webhooks from some event on ([`PlayConfig::dropped_call_rate`]):
+/// decided from the seed and the entry id, so the same play drops the same webhooks.
+struct Cuts {
+    seed: u64,
+    rate: f64,
+    /// Per entry: events seen so far, and the index from which they are dropped (if ever).
+    calls: HashMap<String, (usize, Option<usize>)>,
+}
+
+impl Cuts {
+    fn new(seed: u64, rate: f64) -> Cuts {
+        Cuts {
+            seed,
+            rate,
+            calls: HashMap::new(),
+        }
+    }
+
+    /// Whether this event of `entry_id` (the next one in delivery order) is dropped.
+    fn drops(&mut self, entry_id: &str) -> bool {
+        if self.rate <= 0.0 {
+            return false;
+        }
+        let (seed, rate) = (self.seed, self.rate);
+        let (seen, cut_at) = self.calls.entry(entry_id.to_owned()).or_insert_with(|| {
+            let mut h = DefaultHasher::new();
+            (seed, entry_id).hash(&mut h);
+            let draw = h.finish();
+            // The top 32 bits decide whether the call is cut, the low bits where.
+            let share = (draw >> 32) as f64 / (1u64 << 32) as f64;
+            let cut_at = (share < rate).then(|| {
+                if draw & 1 == 0 {
+                    0
+                } else {
+                    1 + ((draw >> 1) % 8) as usize
+                }
+            });
+            (0, cut_at)
+        });
+        let index = *seen;
+        *seen += 1;
+        cut_at.is_some_and(|at| index >= at)
+    }
+
+    /// Calls that lost at least one webhook.
+    fn calls_cut(&self) -> u64 {
+        self.calls
+            .values()
+            .filter(|(seen, cut_at)| cut_at.is_some_and(|at| at < *seen))
+            .count() as u64
+    }
+}
+
 fn event_hash(path: &str, json: &str) -> u64 {
     let mut h = DefaultHasher::new();
     path.hash(&mut h);
@@ -496,6 +562,8 @@ pub async fn play(
         events_sent: 0,
         duplicates_sent: 0,
         lost_summaries: 0,
+        webhooks_dropped: 0,
+        calls_cut: 0,
         delivered: 0,
         failed: 0,
         retries: 0,
@@ -540,6 +608,7 @@ pub async fn play(
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let mut tasks = JoinSet::new();
     let mut seen: HashSet<u64> = HashSet::new();
+    let mut cuts = Cuts::new(config.seed, config.dropped_call_rate);
     let mut next_progress = clock.at + PROGRESS_EVERY;
     let mut release_at = clock.at;
     let compression = config.time_compression;
@@ -585,6 +654,10 @@ pub async fn play(
         while tasks.try_join_next().is_some() {}
 
         vpbx.observe(&event);
+        if cuts.drops(event.entry_id()) {
+            report.webhooks_dropped += 1;
+            continue;
+        }
         let (path, json) = callbridge_mango::wire::to_json(&event);
         let json = json.to_string();
         let sign = callbridge_mango::sign(&config.api_key, &json, &config.api_salt);
@@ -683,6 +756,7 @@ pub async fn play(
         }
     }
     report.truths = truths;
+    report.calls_cut = cuts.calls_cut();
     report.first_event_unix_ms = report.first_event_at.map(|at| clock.unix_ms(at));
     report.last_event_unix_ms = report.last_event_at.map(|at| clock.unix_ms(at));
     report.elapsed_ms = clock.at.elapsed().as_millis() as u64;
@@ -825,5 +899,35 @@ mod tests {
             ..valid()
         };
         assert_eq!(fast.default_start(now), now - 59 * 70);
+    }
+
+    #[test]
+    fn cut_calls_lose_their_webhooks_from_one_point_on_the_same_way_each_time() {
+        let run = |rate: f64| {
+            let mut cuts = Cuts::new(7, rate);
+            let mut dropped = Vec::new();
+            for call in 0..200 {
+                let entry = format!("entry-{call}");
+                let kept: Vec<bool> = (0..12).map(|_| !cuts.drops(&entry)).collect();
+                // Once a call's webhooks stop, they stay stopped.
+                let first_drop = kept.iter().position(|k| !k).unwrap_or(kept.len());
+                assert!(kept[first_drop..].iter().all(|k| !k), "{entry}: {kept:?}");
+                dropped.push(first_drop);
+            }
+            (dropped, cuts.calls_cut())
+        };
+        let (none, cut) = run(0.0);
+        assert!(none.iter().all(|&d| d == 12) && cut == 0);
+        let (all, cut) = run(1.0);
+        assert_eq!(cut, 200);
+        let whole = all.iter().filter(|&&d| d == 0).count();
+        assert!(
+            (60..=140).contains(&whole),
+            "about half lose every webhook: {whole}"
+        );
+        assert!(all.iter().all(|&d| d <= 8));
+        let (some, cut) = run(0.2);
+        assert!((20..=60).contains(&cut), "{cut} of 200");
+        assert_eq!(run(0.2).0, some, "the same seed drops the same webhooks");
     }
 }

@@ -343,6 +343,7 @@ async fn statistics_come_in_two_steps_as_csv() {
     }
     let api = serve(VpbxConfig {
         stats_delay: Duration::from_secs(1),
+        stats_poll_interval: Duration::from_secs(1),
         ..VpbxConfig::new(KEY, SALT, vpbx.clone())
     })
     .await;
@@ -371,6 +372,10 @@ async fn statistics_come_in_two_steps_as_csv() {
     // Not ready yet.
     let (status, _, body) = signed_post(&api, "stats/result", &json!({ "key": key })).await;
     assert_eq!((status, body.as_str()), (204, ""));
+    // Polled again sooner than the key allows (5 s at Mango; 1 s here): refused.
+    let (status, _, _) = signed_post(&api, "stats/result", &json!({ "key": key })).await;
+    assert_eq!(status, 429);
+    assert_eq!(api.stats().rate_limited["stats/result"], 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, headers, csv) = signed_post(&api, "stats/result", &json!({ "key": key })).await;
     assert_eq!(status, 200);
@@ -486,5 +491,60 @@ async fn malformed_requests_get_mango_codes() {
     assert_eq!(stats.malformed, 6);
     assert_eq!(stats.unknown_endpoints, 1);
     assert_eq!(stats.blocked, 0);
+    api.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_client_reads_the_statistics_as_typed_rows_within_the_limits() {
+    use callbridge_mango::api::StatsPoll;
+    let (traffic, vpbx) = office(9);
+    for e in &traffic.events {
+        vpbx.observe(e);
+    }
+    let api = serve(VpbxConfig {
+        stats_delay: Duration::from_millis(500),
+        stats_poll_interval: Duration::from_millis(300),
+        ..VpbxConfig::new(KEY, SALT, vpbx.clone())
+    })
+    .await;
+    let client = client(&api);
+    let from = traffic.calls[0].started_at;
+    let to = from + 86_400;
+    let table = client
+        .call_stats(
+            from,
+            to,
+            Duration::from_millis(300),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(table.bad_rows, vec![]);
+    assert_eq!(table.rows.len(), traffic.calls.len());
+    for (row, truth) in table.rows.iter().zip(&traffic.calls) {
+        assert_eq!(row.entry_id, truth.entry_id);
+        assert_eq!(row.start, truth.started_at);
+        assert!(row.finish >= row.start);
+        assert_eq!(row.answer.is_some(), truth.answered, "{row:?} {truth:?}");
+        let saved: Vec<String> = truth.recordings.iter().flatten().cloned().collect();
+        assert_eq!(row.records, saved);
+    }
+    // Polled before it was ready, at the pace the key allows: never refused.
+    assert_eq!(api.stats().rate_limit_violations, 0, "{:?}", api.stats());
+    // Not ready within the time given: said so (the client spaces the second request 2 s).
+    let err = client
+        .call_stats(
+            from,
+            to,
+            Duration::from_millis(300),
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApiError::StatsNotReady { .. }), "{err}");
+    assert_eq!(
+        client.stats_result("no-such-key").await.unwrap(),
+        StatsPoll::Expired
+    );
     api.shutdown().await.unwrap();
 }

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod plausible;
+pub mod recover;
 pub mod sign;
 pub mod webhook;
 pub mod wire;

@@ -5,11 +5,15 @@
 //! event back, for every event the parser can produce. Absent optional fields are left out, `false`
 //! flags too (the parser reads absent as `false`), and numbers are JSON numbers, as Mango sends them.
 //!
+//! A summary reconciliation rebuilt from statistics (`recovered`) goes under
+//! [`PATH_RECOVERED_SUMMARY`], which [`crate::webhook::parse_stored`] reads back with the mark.
+//!
 //! One shape has no JSON of its own: a summary whose `line_number` is `None` while `to.line_number`
 //! is set, because the parser fills the first from the second. The parser never produces it.
 
 use crate::webhook::{
-    PATH_CALL, PATH_DTMF, PATH_RECORDING, PATH_RECORD_ADDED, PATH_RECORD_TAGGED, PATH_SUMMARY,
+    PATH_CALL, PATH_DTMF, PATH_RECORDING, PATH_RECORD_ADDED, PATH_RECORD_TAGGED,
+    PATH_RECOVERED_SUMMARY, PATH_SUMMARY,
 };
 use callbridge_core::{
     CallEvent, CallState, CallTracking, DtmfEvent, Location, Party, PbxEvent, RecordStoredEvent,
@@ -21,6 +25,8 @@ use serde_json::{Map, Value};
 pub fn to_json(event: &PbxEvent) -> (&'static str, Value) {
     match event {
         PbxEvent::Call(e) => (PATH_CALL, call(e)),
+        // A summary rebuilt from statistics is logged under its own path, which keeps the mark.
+        PbxEvent::Summary(e) if e.recovered => (PATH_RECOVERED_SUMMARY, summary(e)),
         PbxEvent::Summary(e) => (PATH_SUMMARY, summary(e)),
         PbxEvent::Recording(e) => (PATH_RECORDING, recording(e)),
         PbxEvent::RecordAdded(e) => (PATH_RECORD_ADDED, record_stored(e)),
@@ -247,6 +253,7 @@ mod tests {
             end_time: 4,
             entry_result: Some(0),
             disconnect_reason: Some(1121),
+            recovered: false,
         };
         let recording = RecordingEvent {
             entry_id: "e".into(),
@@ -375,5 +382,39 @@ mod tests {
             ("events/recording", &"Cloud".into())
         );
         assert_eq!(to_json(&samples()[4]).0, "events/record/tagged");
+    }
+
+    #[test]
+    fn a_recovered_summary_keeps_its_mark_through_the_log_and_no_webhook_can_claim_it() {
+        let summary = samples()
+            .into_iter()
+            .find_map(|e| match e {
+                PbxEvent::Summary(s) => Some(s),
+                _ => None,
+            })
+            .expect("a summary sample");
+        let recovered = PbxEvent::Summary(SummaryEvent {
+            recovered: true,
+            ..summary
+        });
+        let (path, json) = to_json(&recovered);
+        assert_eq!(path, PATH_RECOVERED_SUMMARY);
+        let text = json.to_string();
+        assert_eq!(
+            crate::webhook::parse_stored(path, &text),
+            Ok(Webhook::Event(recovered.clone()))
+        );
+        // As a webhook, the path is not an event: ignored, never stored as recovered.
+        assert!(matches!(
+            parse_event(path, &text),
+            Ok(Webhook::Ignored { .. })
+        ));
+        // A webhook summary stays a webhook summary through the log.
+        let Webhook::Event(PbxEvent::Summary(plain)) =
+            crate::webhook::parse_stored(PATH_SUMMARY, &text).unwrap()
+        else {
+            panic!("a summary")
+        };
+        assert!(!plain.recovered);
     }
 }

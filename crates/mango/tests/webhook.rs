@@ -197,6 +197,7 @@ fn summary_example_from_the_docs_parses_fully() {
             end_time: 1399906990,
             entry_result: Some(1),
             disconnect_reason: Some(1100),
+            recovered: false,
         }
     );
 }
@@ -570,6 +571,7 @@ fn summary_minimal_has_defaults() {
             end_time: 0,
             entry_result: None,
             disconnect_reason: None,
+            recovered: false,
         }
     );
 }

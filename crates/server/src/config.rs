@@ -61,6 +61,9 @@ pub struct Config {
     pub max_connections: usize,
     #[serde(default)]
     pub processing: Processing,
+    /// Reconciliation from Mango's call statistics (`reconcile.rs`).
+    #[serde(default)]
+    pub reconcile: Reconcile,
     /// The Mango VPBX API the employee directory is loaded from.
     #[serde(default = "default_mango_api_url")]
     pub mango_api_url: String,
@@ -161,6 +164,10 @@ pub struct TenantConfig {
     /// The CRM connection, as the CRM adapter reads it.
     #[serde(default)]
     pub amocrm: Option<serde_json::Value>,
+    /// This tenant's hour (UTC, 0-23) of the daily reconciliation, instead of
+    /// `reconcile.daily_hour_utc`.
+    #[serde(default)]
+    pub reconcile_hour_utc: Option<u8>,
 }
 
 /// A tenant from the file, with its settings read and validated.
@@ -299,11 +306,15 @@ impl Config {
         }
         config.check_connection_limits(&shown)?;
         config.processing.check(&shown)?;
+        config.reconcile.check(&shown)?;
         let mut tenants = Vec::new();
         for (i, t) in config.tenants.iter().enumerate() {
             let key = format!("tenants[{i}]");
             let id =
                 TenantId::parse(&t.id).map_err(|m| invalid(&shown, format!("{key}.id: {m}")))?;
+            if let Some(hour) = t.reconcile_hour_utc {
+                within(&shown, &format!("{key}.reconcile_hour_utc"), hour, 0..=23)?;
+            }
             let (api_key, salt) = (
                 t.mango_api_key.expose_secret(),
                 t.mango_api_salt.expose_secret(),
@@ -528,6 +539,56 @@ pub fn validate_mango_salt(salt: &str) -> Result<(), InvalidSalt> {
         return Err(InvalidSalt::Whitespace);
     }
     Ok(())
+}
+
+/// Reconciliation from Mango's call statistics: the daily run and how the statistics are read.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reconcile {
+    /// The hour (UTC, 0-23) at which each tenant's last `look_back_hours` are reconciled every
+    /// day; unset: no daily run (on demand only). A tenant's `reconcile_hour_utc` wins.
+    pub daily_hour_utc: Option<u8>,
+    /// How far back the daily run looks, in hours (1 to 744, a month): a day plus an overlap,
+    /// so a call that ended just after the previous run is not missed.
+    pub look_back_hours: i64,
+    /// How often `stats/result` is polled, in milliseconds. Mango allows once per 5 s; lower
+    /// values are for tests against the emulator (100 to 60000).
+    pub poll_ms: u64,
+    /// How long to wait for the statistics to be ready before giving up, in seconds (1 to 3600).
+    pub wait_seconds: u64,
+}
+
+impl Default for Reconcile {
+    fn default() -> Self {
+        Reconcile {
+            daily_hour_utc: None,
+            look_back_hours: 26,
+            poll_ms: 5_000,
+            wait_seconds: 600,
+        }
+    }
+}
+
+impl Reconcile {
+    fn check(&self, shown: &Path) -> Result<(), ConfigError> {
+        if let Some(hour) = self.daily_hour_utc {
+            within(shown, "reconcile.daily_hour_utc", hour, 0..=23)?;
+        }
+        within(
+            shown,
+            "reconcile.look_back_hours",
+            self.look_back_hours,
+            1..=744,
+        )?;
+        within(shown, "reconcile.poll_ms", self.poll_ms, 100..=60_000)?;
+        within(
+            shown,
+            "reconcile.wait_seconds",
+            self.wait_seconds,
+            1..=3_600,
+        )?;
+        Ok(())
+    }
 }
 
 impl Processing {

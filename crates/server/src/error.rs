@@ -126,6 +126,9 @@ pub enum AdminError {
     /// The store failed: logged with its cause, answered without it.
     #[error("the store is unavailable")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A reconciliation refused or failed, in its own words (a bad period names the field).
+    #[error("{0}")]
+    Reconcile(#[from] crate::reconcile::ReconcileError),
 }
 
 impl From<JsonRejection> for AdminError {
@@ -168,6 +171,16 @@ impl Refusal for AdminError {
             }
             AdminError::KeyInUse => StatusCode::CONFLICT,
             AdminError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Reconcile(e) => {
+                use crate::reconcile::ReconcileError;
+                match e {
+                    ReconcileError::NoTenant(_) => StatusCode::NOT_FOUND,
+                    ReconcileError::Period(_) => StatusCode::BAD_REQUEST,
+                    ReconcileError::Busy(_) => StatusCode::CONFLICT,
+                    ReconcileError::Mango(_) => StatusCode::BAD_GATEWAY,
+                    ReconcileError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                }
+            }
         }
     }
 
@@ -184,6 +197,9 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         if let AdminError::Store(e) = &self {
             tracing::error!(error = %e, "store error");
+        }
+        if let AdminError::Reconcile(crate::reconcile::ReconcileError::Store(e)) = &self {
+            tracing::error!(error = %e, "store error during reconciliation");
         }
         problem(&self)
     }

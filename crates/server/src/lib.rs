@@ -13,6 +13,7 @@ pub mod error;
 pub mod oauth;
 pub mod problem;
 pub mod processor;
+pub mod reconcile;
 pub mod recordings;
 pub mod request_span;
 pub mod secret_key;
@@ -354,6 +355,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         connections: Default::default(),
         crm_clients: Default::default(),
         card_pages: Default::default(),
+        reconciler: reconcile::Reconciler::new(config.reconcile),
         file_tenants: state::FileTenants {
             file: config.file.as_ref().map(|f| f.display().to_string()),
             ids: in_file.iter().cloned().collect(),
@@ -365,6 +367,19 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         tokio::spawn(processor::Processor::with_live(state.clone(), Some(live_rx)).run(rx.clone()));
     let worker = tokio::spawn(worker::run(state.clone(), rx.clone()));
     tokio::spawn(token_refresh::run(state.clone(), rx.clone()));
+    let tenant_hours: std::collections::HashMap<String, u8> = config
+        .tenants
+        .iter()
+        .filter_map(|t| Some((t.id.clone(), t.reconcile_hour_utc?)))
+        .collect();
+    if config.reconcile.daily_hour_utc.is_some() || !tenant_hours.is_empty() {
+        tokio::spawn(reconcile::run_daily(
+            state.clone(),
+            config.reconcile.daily_hour_utc,
+            tenant_hours,
+            rx.clone(),
+        ));
+    }
     if config.directory_refresh_seconds > 0 {
         let every = std::time::Duration::from_secs(config.directory_refresh_seconds);
         tokio::spawn(directory::run(state.clone(), every, rx.clone()));

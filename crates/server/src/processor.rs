@@ -19,7 +19,7 @@ use callbridge_core::phone::Phone;
 use callbridge_core::plan::{CompletedBy, EntryPlan, Rule};
 use callbridge_core::tracker::{Accepted, Completed, Tracker, TrackerConfig};
 use callbridge_core::PbxEvent;
-use callbridge_mango::webhook::{parse_event, Webhook};
+use callbridge_mango::webhook::{parse_stored, Webhook};
 use callbridge_store::{Committed, NewOutboxItem, NewPlan, SinkReceiver, StoredEvent};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -426,7 +426,7 @@ impl Processor {
 
     /// Folds one stored event in, parsing it again.
     async fn fold_stored(&mut self, stored: &StoredEvent, live: bool, arrived: i64) {
-        let event: PbxEvent = match parse_event(&stored.path, &stored.json) {
+        let event: PbxEvent = match parse_stored(&stored.path, &stored.json) {
             Ok(Webhook::Event(e)) => e,
             Ok(_) => return,
             Err(e) => {
@@ -465,6 +465,13 @@ impl Processor {
     ) {
         if self.purged.get(tenant_id).is_some_and(|last| id <= *last) {
             return; // an event of a deleted tenant, read before the deletion
+        }
+        // Entries whose plan reconciliation dropped: their recovered events start them again
+        // (registered before those events were appended, so taken before they are folded).
+        for (tenant, entry) in self.state.reconciler.take_reopened() {
+            if let Some(work) = self.tenants.get_mut(&tenant) {
+                work.tracker.reopen(&entry);
+            }
         }
         let config = self.config();
         if !self.tenants.contains_key(tenant_id) {

@@ -67,6 +67,8 @@ pub struct AppState {
     pub crm_clients: crate::crm_clients::CrmClients,
     /// The card pages' revocations and contact lookups.
     pub card_pages: crate::ui::card_page::Live,
+    /// Reconciliation from Mango's statistics: its settings and the runs under way.
+    pub reconciler: crate::reconcile::Reconciler,
 }
 
 /// The configuration file's tenants: the file seeds them, the database keeps later changes

@@ -22,6 +22,7 @@ mod entries;
 mod events;
 mod journal;
 mod outbox;
+mod reconcile;
 mod schema;
 mod secrets;
 mod settings_versions;

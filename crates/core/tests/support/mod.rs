@@ -131,6 +131,7 @@ impl Entry {
             end_time: end,
             entry_result: Some(u8::from(answered)),
             disconnect_reason: Some(reason),
+            recovered: false,
         }));
     }
 

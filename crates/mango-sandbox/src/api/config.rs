@@ -88,13 +88,16 @@ pub struct VpbxConfig {
     pub stats_delay: Duration,
     /// How long a prepared statistics key stays valid.
     pub stats_ttl: Duration,
+    /// One statistics key may be polled (`stats/result`) at most once per this long ("не чаще
+    /// раза в 5 секунд"); a sooner poll gets Mango's 429. Tests shorten it.
+    pub stats_poll_interval: Duration,
     /// How long a recording link works.
     pub link_ttl: Duration,
 }
 
 impl VpbxConfig {
     /// Mango's documented behaviour: its rate limits, the two-minute block, 1 s to prepare
-    /// statistics, ten-minute keys and links.
+    /// statistics, a key polled at most once per 5 s, ten-minute keys and links.
     pub fn new(api_key: impl Into<String>, api_salt: impl Into<String>, vpbx: Vpbx) -> Self {
         VpbxConfig {
             api_key: api_key.into(),
@@ -104,6 +107,7 @@ impl VpbxConfig {
             invalid_block: Some(Duration::from_secs(120)),
             stats_delay: Duration::from_secs(1),
             stats_ttl: Duration::from_secs(600),
+            stats_poll_interval: Duration::from_secs(5),
             link_ttl: Duration::from_secs(600),
         }
     }
@@ -119,6 +123,7 @@ impl fmt::Debug for VpbxConfig {
             .field("invalid_block", &self.invalid_block)
             .field("stats_delay", &self.stats_delay)
             .field("stats_ttl", &self.stats_ttl)
+            .field("stats_poll_interval", &self.stats_poll_interval)
             .field("link_ttl", &self.link_ttl)
             .finish()
     }

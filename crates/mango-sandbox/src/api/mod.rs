@@ -100,6 +100,8 @@ struct StatsJob {
     csv: String,
     ready_at: Instant,
     expires: Instant,
+    /// When the key was last polled: Mango allows once per [`VpbxConfig::stats_poll_interval`].
+    last_poll: Option<Instant>,
 }
 
 #[derive(Default)]

@@ -143,6 +143,7 @@ pub(super) fn stats_request(
             csv,
             ready_at,
             expires: ready_at + state.config.stats_ttl,
+            last_poll: None,
         },
     );
     m.stats.stats_requests += 1;
@@ -157,9 +158,25 @@ pub(super) fn stats_result(
     let key = text(request.get("key"))
         .map_err(|_| bad_params(state, "key must be text"))?
         .ok_or_else(|| missing_param(state, "key"))?;
-    let m = state.lock();
-    match m.jobs.get(&key) {
+    let mut m = state.lock();
+    match m.jobs.get_mut(&key) {
         Some(job) if job.expires > now => {
+            let too_soon = job.last_poll.is_some_and(|last| {
+                now.saturating_duration_since(last) < state.config.stats_poll_interval
+            });
+            if too_soon {
+                m.stats.rate_limit_violations += 1;
+                *m.stats
+                    .rate_limited
+                    .entry(Endpoint::StatsResult.name().into())
+                    .or_default() += 1;
+                return Ok(json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &json!({"name": "Service Unavailable", "message": "Rate limit exceeded.",
+                        "code": 0, "status": 429}),
+                ));
+            }
+            job.last_poll = Some(now);
             if job.ready_at > now {
                 return Ok(empty(StatusCode::NO_CONTENT));
             }

@@ -61,6 +61,16 @@ pub enum ApiError {
         endpoint: &'static str,
         what: String,
     },
+    /// `stats/result` kept answering "not ready" (HTTP 204) for longer than the caller waits.
+    #[error(
+        "Mango's statistics were not ready after {waited_s} s (stats/result kept answering 204)"
+    )]
+    StatsNotReady { waited_s: u64 },
+    /// `stats/result` answered 404: the key is unknown or has expired.
+    #[error(
+        "Mango no longer knows the statistics key (stats/result answered 404: unknown or expired)"
+    )]
+    StatsKeyExpired,
 }
 
 impl ApiError {

@@ -1,6 +1,7 @@
 //! Client for the requests callbridge makes to the Mango VPBX API (API ВАТС): the employee
 //! directory (`config/users/request`), call groups (`groups`), one-time recording links
-//! (`queries/recording/post`) and speech-analytics transcripts (`queries/recording_transcripts`).
+//! (`queries/recording/post`), speech-analytics transcripts (`queries/recording_transcripts`)
+//! and the basic call statistics (`stats/request`, then `stats/result`; see `stats.rs`).
 //!
 //! Every request is a form-encoded POST of `vpbx_api_key`, `sign` and `json`, where `sign` is
 //! [`crate::sign()`] over the exact `json` text that goes on the wire. The salt is never sent and
@@ -32,9 +33,14 @@ use tokio::time::Instant;
 
 mod error;
 mod read;
+mod stats;
 
 pub use error::ApiError;
 use read::{as_int, parse_groups, parse_transcripts, parse_users};
+pub use stats::{
+    parse_stats_csv, BadStatsRow, StatsPoll, StatsRow, StatsTable, MIN_INTERVAL_STATS_REQUEST,
+    STATS_FIELDS, STATS_POLL_INTERVAL,
+};
 
 /// Mango's production API base URL.
 pub const DEFAULT_BASE_URL: &str = "https://app.mango-office.ru/vpbx/";
@@ -162,6 +168,8 @@ struct Inner {
     groups: Throttle,
     recording: Throttle,
     transcripts: Throttle,
+    stats_request: Throttle,
+    stats_result: Throttle,
 }
 
 /// A Mango VPBX API client for one API key. Cheap to clone; clones share the rate limiters.
@@ -229,6 +237,8 @@ impl VpbxClient {
                 groups: Throttle::new(MIN_INTERVAL_GROUPS),
                 recording: Throttle::new(MIN_INTERVAL_RECORDING),
                 transcripts: Throttle::new(MIN_INTERVAL_TRANSCRIPTS),
+                stats_request: Throttle::new(MIN_INTERVAL_STATS_REQUEST),
+                stats_result: Throttle::new(stats::MIN_INTERVAL_STATS_RESULT),
             }),
         })
     }

@@ -55,6 +55,10 @@ pub const PATH_RECORD_ADDED: &str = "events/record/added";
 pub const PATH_RECORD_TAGGED: &str = "events/record/tagged";
 /// `events/dtmf`: the client keyed digits in a voice menu.
 pub const PATH_DTMF: &str = "events/dtmf";
+/// Where the event log keeps a summary that reconciliation rebuilt from the PBX's call
+/// statistics (rule A4b). Not a webhook: [`parse_event`] ignores the path (a webhook cannot claim
+/// to be recovered), [`parse_stored`] reads it.
+pub const PATH_RECOVERED_SUMMARY: &str = "recovered/summary";
 
 /// What one webhook request means to callbridge.
 // Nearly every webhook is an event, and it is moved straight into the core: boxing it to shrink the
@@ -210,6 +214,22 @@ pub fn parse_event(path: &str, json: &str) -> Result<Webhook, WebhookError> {
         Err(e) => e,
     };
     Err(classify(path, &track.path(), &error))
+}
+
+/// Parse an event as the event log keeps it: a webhook's path and `json`, or a summary that
+/// reconciliation rebuilt from statistics ([`PATH_RECOVERED_SUMMARY`], read as a summary and
+/// marked recovered).
+pub fn parse_stored(path: &str, json: &str) -> Result<Webhook, WebhookError> {
+    if normalize_path(path) != PATH_RECOVERED_SUMMARY {
+        return parse_event(path, json);
+    }
+    Ok(match parse_event(PATH_SUMMARY, json)? {
+        Webhook::Event(PbxEvent::Summary(mut summary)) => {
+            summary.recovered = true;
+            Webhook::Event(PbxEvent::Summary(summary))
+        }
+        other => other,
+    })
 }
 
 /// Parse one webhook from its path and the already decoded `json` payload (as in a

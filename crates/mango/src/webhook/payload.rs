@@ -179,6 +179,10 @@ struct SummaryFields {
     entry_result: Option<u8>,
     #[serde(default, deserialize_with = "lenient::int")]
     disconnect_reason: Option<u32>,
+    /// Only reconciliation marks a summary recovered (see `webhook::parse_stored`); a webhook
+    /// cannot.
+    #[serde(skip)]
+    recovered: bool,
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,7 @@ mod cards;
 mod directory;
 mod entries;
 mod outbox;
+mod reconcile;
 mod tenants;
 mod why;
 
@@ -39,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tenants/{id}/directory", get(directory::get_directory))
         .route("/tenants/{id}/outbox", get(outbox::list_outbox))
         .route("/tenants/{id}/outbox/retry", post(outbox::retry_outbox))
+        .route("/tenants/{id}/reconcile", post(reconcile::reconcile_tenant))
         .route(
             "/tenants/{id}/amocrm/authorize",
             get(crate::oauth::authorize),

@@ -303,6 +303,7 @@ impl Harness {
             connections: Default::default(),
             crm_clients: Default::default(),
             card_pages: Default::default(),
+            reconciler: Default::default(),
             file_tenants: Default::default(),
         });
         let settings = ValidSettings::parse_toml("plan = \"extended\"\n").unwrap();

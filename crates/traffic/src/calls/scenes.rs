@@ -341,6 +341,7 @@ impl CallBuilder<'_> {
             end_time,
             entry_result: Some(u8::from(answered)),
             disconnect_reason: Some(reason),
+            recovered: false,
         }));
     }
 }

@@ -350,9 +350,12 @@ async fn run_test(state: &AppState, ctx: &Ctx, tenant: &Tenant) -> TestOutcome {
                 ApiError::RateLimited { .. } => ctx.t.get("connections.test.rate-limited"),
                 ApiError::Transport { .. } => ctx.t.get("connections.test.unreachable"),
                 ApiError::Config(_) => ctx.t.get("connections.test.config"),
-                ApiError::Http { .. } | ApiError::Refused { .. } | ApiError::Malformed { .. } => {
-                    ctx.t.get("connections.test.refused")
-                }
+                // The statistics' own failures cannot come from the users request tested here.
+                ApiError::Http { .. }
+                | ApiError::Refused { .. }
+                | ApiError::Malformed { .. }
+                | ApiError::StatsNotReady { .. }
+                | ApiError::StatsKeyExpired => ctx.t.get("connections.test.refused"),
             };
             tracing::info!(tenant = %tenant.row.id, error = %e, "Mango connection test failed");
             TestOutcome {

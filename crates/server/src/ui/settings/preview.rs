@@ -10,7 +10,7 @@ use callbridge_core::explain::{self, Names};
 use callbridge_core::plan::EntryPlan;
 use callbridge_core::tracker::{Tracker, TrackerConfig};
 use callbridge_core::ValidSettings;
-use callbridge_mango::webhook::{parse_event, Webhook};
+use callbridge_mango::webhook::{parse_stored, Webhook};
 use callbridge_store::{EntryWithEvents, StoredEvent};
 
 /// How many of the newest entries a preview replays when the configuration names no number.
@@ -83,7 +83,7 @@ fn landing(plan: &EntryPlan, names: &Names<'_>) -> Landing {
 fn replay(events: &[StoredEvent], settings: &ValidSettings) -> Option<EntryPlan> {
     let mut tracker = Tracker::new(TrackerConfig::default());
     for stored in events {
-        if let Ok(Webhook::Event(event)) = parse_event(&stored.path, &stored.json) {
+        if let Ok(Webhook::Event(event)) = parse_stored(&stored.path, &stored.json) {
             tracker.push(event);
         }
     }
