@@ -1413,3 +1413,81 @@ fn recovery_after_an_outage_checks_only_the_lost_answers_once() {
     drop(server);
     drop(rt);
 }
+
+/// Issue 21: `tenants` tenants connected to one amoCRM account (one sandbox), traffic to all of
+/// them through `instances` instances: the account's limit holds for all of them together (one
+/// limiter and one lease per account, not per tenant), and every call lands once.
+fn tenants_on_one_account(name: &str, database_url: Option<String>, instances: usize) {
+    const TENANTS: usize = 4;
+    let rt = runtime();
+    let dir = temp_dir(name);
+    let (events, settings, plan) = office_day(&dir, 30);
+    let sandbox = start_sandbox(&rt, &crm_users(&settings), json!({}));
+    let mango = start_fake_mango(&rt);
+    let tenants: Vec<Tenant> = (0..TENANTS)
+        .map(|i| Tenant {
+            id: format!("shop{i}"),
+            key: format!("k-shop{i}"),
+            salt: format!("s-shop{i}-000000000000000000000000000"),
+            settings: settings.clone(),
+            amocrm: Some(amocrm_section(&sandbox)),
+        })
+        .collect();
+    let options = Options {
+        database_url: database_url.clone(),
+        grace: Some(60),
+        settle: Some(1),
+        extra: format!("mango_api_url = \"{mango}\""),
+        ..Options::default()
+    };
+    let servers: Vec<Server> = (0..instances)
+        .map(|_| Server::start_with(&dir, &tenants, &options))
+        .collect();
+    let http = client();
+    let shown = get(&http, &format!("{}/api/v1/tenants/shop0", servers[0].base));
+    assert_eq!(
+        shown["crm_account"]["shared_with"],
+        json!(["shop1", "shop2", "shop3"]),
+        "{shown}"
+    );
+    // Interleaved: every tenant has work at the same time.
+    let lines = lines_of(&events);
+    for (i, line) in lines.iter().enumerate() {
+        for (n, t) in tenants.iter().enumerate() {
+            let base = &servers[(i + n) % instances].base;
+            assert_eq!(post_line(&http, base, t, line), 200);
+        }
+    }
+    let mut want = BTreeSet::new();
+    for t in &tenants {
+        wait_delivered(
+            &http,
+            &servers[0].base,
+            &t.id,
+            plan["entries"].as_array().unwrap().len(),
+            Duration::from_secs(120),
+        );
+        want.extend(planned_keys(&t.id, &plan));
+    }
+    let stats = sandbox.stats();
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert!(stats.max_requests_in_any_second <= 7, "{stats:?}");
+    assert!(!stats.blocked, "{stats:?}");
+    assert_each_call_once(&http, &sandbox, &want);
+    drop(servers);
+    drop(rt);
+    if let Some(url) = database_url {
+        drop_postgres_database(&url);
+    }
+}
+
+#[test]
+fn tenants_sharing_one_crm_account_keep_its_limit_together() {
+    tenants_on_one_account("delivery-shared-account", None, 1);
+}
+
+#[test]
+fn tenants_sharing_one_crm_account_keep_its_limit_across_two_instances_on_postgres() {
+    let url = fresh_postgres_database("shared_account");
+    tenants_on_one_account("delivery-shared-account-pg", Some(url), 2);
+}

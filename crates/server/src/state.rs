@@ -115,6 +115,7 @@ impl AppState {
         }
         self.directories.write().await.remove(id);
         self.tenants.write().await.remove(id);
+        self.crm_clients.forget(id);
         // Wakes the processor, so it forgets the tenant before a new one of that id is created,
         // and the worker, so the tenant's delivery stops now rather than at its next look.
         self.new_events.notify_one();

@@ -1,8 +1,10 @@
 //! The outbox worker: executes stored plans against each tenant's CRM account.
 //!
 //! - **One deliverer per account.** A tenant's items are delivered by the instance holding its
-//!   lease (`delivery_leases`), through one [`AmoClient`](callbridge_amocrm::AmoClient), whose limiter is shared by every kind of
-//!   work for that account (calls, contacts, leads, tasks, notes, call cards).
+//!   CRM account's lease (`delivery_leases`, see [`lease`]), through one
+//!   [`AmoClient`](callbridge_amocrm::AmoClient) per tenant whose limiter is the account's,
+//!   shared by every tenant connected to that account and every kind of work (calls, contacts,
+//!   leads, tasks, notes, call cards).
 //! - **Two lanes.** The call lane takes call items as soon as they are due (woken by the
 //!   processor); the follow-up lane (tasks, transcripts, repeat-client leads) gathers for at least
 //!   a second between rounds and uses a handle of the client that leaves places of the account's
@@ -49,7 +51,7 @@ use callbridge_mango::api::{ApiError, VpbxClient};
 use callbridge_store::Lane;
 use crm_port::CrmPort;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -108,6 +110,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     );
     let mut running: HashMap<String, (i64, watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
         HashMap::new();
+    let mut leases = lease::AccountLeases::new(state.store.clone(), holder, shutdown.clone());
     loop {
         let tenants: Vec<Arc<Tenant>> = state.tenants.read().await.values().cloned().collect();
         let mut seen = HashSet::new();
@@ -143,6 +146,9 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                     continue;
                 }
             };
+            let Some(account) = crate::crm_clients::account_of(&tenant) else {
+                continue;
+            };
             let (stop, stop_rx) = watch::channel(false);
             // The language of the words written to the CRM; a change takes effect when the
             // tenant's delivery restarts (any change of the tenant restarts it).
@@ -161,8 +167,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                     tenant.row.mango_api_key.clone(),
                     tenant.row.mango_api_salt.clone(),
                 ),
-                holder: holder.clone(),
-                lease_until: AtomicI64::new(0),
+                lease: leases.lease(&lease::account_lease_key(&account)),
                 outage_failures: AtomicI64::new(0),
             };
             let task = tokio::spawn(delivery.run(stop_rx));
@@ -179,6 +184,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                 }
             }
         }
+        leases.prune();
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = state.tenants_changed.notified() => {}
@@ -192,6 +198,9 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
         let _ = stop.send(true);
         let _ = task.await;
     }
+    // Give the accounts' leases up, so another instance takes them over at once rather than
+    // when they expire.
+    leases.released(Duration::from_secs(2)).await;
 }
 
 /// Why a tenant's delivery stopped for good (until the tenant is changed).
@@ -211,9 +220,9 @@ struct TenantDelivery {
     background: Arc<dyn CrmPort>,
     /// The tenant's Mango API, for transcripts (one client, so its rate limits hold).
     vpbx: Result<VpbxClient, ApiError>,
-    holder: String,
-    /// Until when (Unix ms) this instance holds the tenant's delivery lease; 0 when it does not.
-    lease_until: AtomicI64,
+    /// This instance's hold on the CRM account's lease, shared with the deliveries of the
+    /// account's other tenants.
+    lease: Arc<lease::AccountLease>,
     /// Requests in a row the CRM did not answer (see [`OUTAGE_RETRY_MAX_MS`]); 0 when it does.
     outage_failures: AtomicI64,
 }
@@ -231,19 +240,11 @@ impl TenantDelivery {
             .store
             .set_crm_status(this.tenant_id(), "ok", "", now_ms())
             .await;
-        let renewer = tokio::spawn(this.clone().keep_lease(stop.clone()));
         let followups = tokio::spawn(this.clone().lane(Lane::FollowUps, stop.clone()));
         this.clone().lane(Lane::Calls, stop.clone()).await;
         let _ = followups.await;
-        renewer.abort();
-        let _ = renewer.await;
-        this.lease_until.store(0, Ordering::SeqCst);
-        let _ = this
-            .state
-            .store
-            .release_lease(this.tenant_id(), &this.holder)
-            .await;
         cards.abort();
+        // The account's lease is given up when the last delivery holding it is dropped.
     }
 }
 

@@ -258,8 +258,7 @@ impl Harness {
             client: crm.clone(),
             background: crm.clone(),
             vpbx: Err(ApiError::Config("no Mango API in these tests".into())),
-            holder: "test".into(),
-            lease_until: AtomicI64::new(0),
+            lease: super::lease::AccountLease::unrenewed(),
             outage_failures: AtomicI64::new(0),
         });
         let harness = Harness { delivery, crm, dir };
@@ -269,7 +268,8 @@ impl Harness {
 
     fn hold_lease(&self) {
         self.delivery
-            .lease_until
+            .lease
+            .until
             .store(now_ms() + 60_000, Ordering::SeqCst);
     }
 
@@ -538,7 +538,7 @@ async fn a_lease_lost_mid_round_stops_the_round_and_nothing_is_delivered_twice()
     let keys = h.calls(160).await;
     let delivery = h.delivery.clone();
     *h.crm.on_calls.lock().unwrap() = Some(Box::new(move || {
-        delivery.lease_until.store(0, Ordering::SeqCst);
+        delivery.lease.until.store(0, Ordering::SeqCst);
     }));
     assert!(matches!(
         h.delivery.round().await,
