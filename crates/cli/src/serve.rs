@@ -16,7 +16,7 @@ pub fn run(args: &Args) -> Result<()> {
     let (config, tenants) = Config::load(args.config.as_deref()).map_err(|e| anyhow!("{e}"))?;
     crate::logging::init("info", crate::logging::chosen_format(config.log_format));
     let runtime = crate::runtime()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let running = callbridge_server::start(config, tenants)
             .await
             .map_err(|e| anyhow!("{e}"))?;
@@ -69,5 +69,9 @@ pub fn run(args: &Args) -> Result<()> {
         }
         running.wait().await;
         Ok(())
-    })
+    });
+    // What `wait` abandoned at the shutdown bound may still hold a blocking thread (a store
+    // call); the process does not wait for it, the store's transactions keep it consistent.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    served
 }

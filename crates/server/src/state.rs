@@ -67,6 +67,9 @@ pub struct AppState {
     pub crm_clients: crate::crm_clients::CrmClients,
     /// The card pages' revocations and contact lookups.
     pub card_pages: crate::ui::card_page::Live,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on, so a balancer stops sending
+    /// before the listener closes.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The configuration file's tenants: the file seeds them, the database keeps later changes

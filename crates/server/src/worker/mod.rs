@@ -194,8 +194,15 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
             break;
         }
     }
-    for (_, (_, stop, task)) in running {
-        let _ = stop.send(true);
+    // Every delivery is told at once, then awaited: each abandons what it waits for.
+    let stopping: Vec<_> = running
+        .into_values()
+        .map(|(_, stop, task)| {
+            let _ = stop.send(true);
+            (stop, task)
+        })
+        .collect();
+    for (_, task) in stopping {
         let _ = task.await;
     }
     // Give the accounts' leases up, so another instance takes them over at once rather than

@@ -28,9 +28,21 @@ impl TenantDelivery {
                 continue;
             }
             let started = tokio::time::Instant::now();
-            let result = match lane {
-                Lane::FollowUps => self.followup_round().await,
-                _ => self.round().await,
+            let round = async {
+                match lane {
+                    Lane::FollowUps => self.followup_round().await,
+                    _ => self.round().await,
+                }
+            };
+            // Shutdown abandons the round wherever it waits (the account's 429 pause, a
+            // back-off, a slow answer): items not sent stay pending, items marked in flight are
+            // settled by the lost-answer lookup at the next start, as after a crash.
+            let result = tokio::select! {
+                result = round => result,
+                _ = stop.wait_for(|stop| *stop) => {
+                    tracing::debug!(tenant = %self.tenant_id(), ?lane, "shutdown: round abandoned, its work stays pending");
+                    break;
+                }
             };
             match result {
                 Ok(true) if lane == Lane::Calls => {}

@@ -237,6 +237,7 @@ impl Harness {
             crm_clients: Default::default(),
             card_pages: Default::default(),
             file_tenants: Default::default(),
+            stopping: Default::default(),
         });
         let settings = ValidSettings::parse_toml("plan = \"extended\"\n").unwrap();
         let tenant = Arc::new(Tenant {
