@@ -2,8 +2,8 @@
 //! flight is still answered, and the service stops well within `shutdown_timeout_seconds`.
 //! (SIGTERM with CRM work in a 429 pause: `cli/tests/delivery.rs`.)
 
-use callbridge_server::config::Config;
-use callbridge_test_support::{one_tenant_config, TestTenant};
+mod support;
+
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
@@ -30,18 +30,8 @@ async fn readyz(router: &axum::Router) -> (u16, String) {
 
 #[tokio::test]
 async fn readyz_goes_red_at_once_in_flight_requests_are_answered_and_the_service_stops() {
-    let dir = std::env::temp_dir().join(format!("callbridge-shutdown-{}", std::process::id()));
-    let file = one_tenant_config(
-        &dir,
-        "shutdown-admin-token-1f4e",
-        &TestTenant {
-            id: "acme",
-            mango_api_key: KEY,
-            mango_api_salt: SALT,
-        },
-    );
-    let (config, tenants) = Config::load(Some(&file)).unwrap();
-    let running = callbridge_server::start(config, tenants).await.unwrap();
+    let (running, dir) =
+        support::start_acme("shutdown", "shutdown-admin-token-1f4e", KEY, SALT).await;
     let addr = running.addr;
     let router = callbridge_server::router(
         running.state.clone(),
