@@ -224,7 +224,7 @@ async fn connect(state: &AppState, tenant_id: &str, code: &str) -> Result<(), OA
         .upsert_tenant(&row)
         .await
         .map_err(OAuthError::StoreWrite)?;
-    let _ = state.reload_tenants().await;
+    let _ = state.reload_tenant(tenant_id).await;
     let _ = state
         .store
         .set_crm_status(tenant_id, "ok", "authorized", now_ms())

@@ -17,6 +17,22 @@ pub struct Tenant {
     pub settings: Arc<ValidSettings>,
 }
 
+impl Tenant {
+    /// The tenant of a stored row, its settings parsed and validated.
+    pub fn from_row(row: TenantRow) -> Result<Tenant, ReloadError> {
+        let settings = ValidSettings::parse_toml(&row.settings_toml).map_err(|source| {
+            ReloadError::Settings {
+                tenant: row.id.clone(),
+                source,
+            }
+        })?;
+        Ok(Tenant {
+            row,
+            settings: Arc::new(settings),
+        })
+    }
+}
+
 /// A card change for one tenant, as sent on the stream.
 #[derive(Debug, Clone)]
 pub struct TenantCard {
@@ -82,26 +98,34 @@ pub struct FileTenants {
 }
 
 impl AppState {
-    /// Reloads every tenant from the store into the cache.
+    /// Loads every tenant from the store into the cache: at start only. A change to one tenant
+    /// goes through [`AppState::reload_tenant`], which leaves the others as they are.
     pub async fn reload_tenants(&self) -> Result<(), ReloadError> {
         let rows = self.store.tenants().await?;
         let mut map = HashMap::new();
         for row in rows {
-            let settings = ValidSettings::parse_toml(&row.settings_toml).map_err(|source| {
-                ReloadError::Settings {
-                    tenant: row.id.clone(),
-                    source,
-                }
-            })?;
-            map.insert(
-                row.id.clone(),
-                Arc::new(Tenant {
-                    row,
-                    settings: Arc::new(settings),
-                }),
-            );
+            let tenant = Tenant::from_row(row)?;
+            map.insert(tenant.row.id.clone(), Arc::new(tenant));
         }
         *self.tenants.write().await = map;
+        Ok(())
+    }
+
+    /// Reloads one tenant from the store (the one source of truth, with the configuration file
+    /// that seeds it) after it was written: only its row is read and only its settings parsed,
+    /// so a change costs the same with ten tenants or ten thousand. A tenant no longer stored
+    /// leaves the cache. Wakes the CRM worker, which restarts the tenant's delivery.
+    pub async fn reload_tenant(&self, id: &str) -> Result<(), ReloadError> {
+        match self.store.tenant(id).await? {
+            Some(row) => {
+                let tenant = Arc::new(Tenant::from_row(row)?);
+                self.tenants.write().await.insert(id.to_string(), tenant);
+            }
+            None => {
+                self.tenants.write().await.remove(id);
+            }
+        }
+        self.tenants_changed.notify_one();
         Ok(())
     }
 

@@ -154,7 +154,7 @@ pub async fn put_tenant(
         &row.settings_toml,
     )
     .await;
-    state.reload_tenants().await?;
+    state.reload_tenant(&row.id).await?;
     let status = if existing.is_some() {
         StatusCode::OK
     } else {

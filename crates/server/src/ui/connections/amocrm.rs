@@ -371,8 +371,8 @@ pub async fn save(
         return super::mango::store_failed(&state, ctx, &tenant, e).await;
     }
     state.connections.forget_account(&id);
-    if let Err(e) = state.reload_tenants().await {
-        tracing::error!(tenant = %id, error = %e, "tenants not reloaded after an amoCRM change");
+    if let Err(e) = state.reload_tenant(&id).await {
+        tracing::error!(tenant = %id, error = %e, "tenant not reloaded after an amoCRM change");
     }
     tracing::info!(tenant = %id, "amoCRM connection settings changed in the web UI");
     Redirect::to(&format!("/t/{id}/connections?saved=amocrm")).into_response()
