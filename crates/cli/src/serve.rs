@@ -43,14 +43,22 @@ pub fn run(args: &Args) -> Result<()> {
         });
         // Scripts and tests read this line to find the port.
         println!("callbridge: listening on http://{}", running.addr);
-        for tenant in running.state.tenants.read().await.values() {
-            println!(
-                "callbridge: tenant {} webhook URL {}/mango/{}/",
-                tenant.row.id,
+        // One summary line, however many tenants: an integrator's thousands of tenants would
+        // otherwise bury the start in lines. Each tenant's webhook URL is in the web UI, and
+        // in the log at debug level.
+        let tenants = running.state.tenants.read().await;
+        let summary = callbridge_server::crm_clients::tenant_summary(tenants.values());
+        println!("callbridge: {summary}");
+        tracing::info!("{summary}");
+        for tenant in tenants.values() {
+            tracing::debug!(
+                tenant = %tenant.row.id,
+                "webhook URL {}/mango/{}/",
                 running.state.public_url.trim_end_matches('/'),
                 tenant.row.id
             );
         }
+        drop(tenants);
         println!(
             "callbridge: web UI at {}/",
             running.state.public_url.trim_end_matches('/')

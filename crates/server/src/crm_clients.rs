@@ -119,3 +119,70 @@ pub fn sharing_account<'a>(
     others.sort();
     others
 }
+
+/// "N tenants, M with a CRM (K accounts)": the start's summary line.
+pub fn tenant_summary<'a>(tenants: impl IntoIterator<Item = &'a Arc<Tenant>>) -> String {
+    let mut all = 0;
+    let mut with_crm = 0;
+    let mut accounts = std::collections::HashSet::new();
+    for tenant in tenants {
+        all += 1;
+        if let Some(account) = account_of(tenant) {
+            with_crm += 1;
+            accounts.insert(account);
+        }
+    }
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        "{}, {with_crm} with a CRM ({})",
+        plural(all, "tenant", "tenants"),
+        plural(accounts.len(), "account", "accounts")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callbridge_store::TenantRow;
+
+    fn tenant(id: &str, crm: serde_json::Value) -> Arc<Tenant> {
+        Arc::new(
+            Tenant::from_row(TenantRow {
+                id: id.into(),
+                mango_api_key: format!("key-{id}"),
+                mango_api_salt: "salt".into(),
+                settings_toml: String::new(),
+                crm,
+                updated_at_ms: 1,
+            })
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn tenants_on_one_account_are_found_and_counted_by_its_origin() {
+        let section = |base: &str| serde_json::json!({"base_url": base, "long_lived_token": "t"});
+        let tenants = [
+            tenant("a", section("https://Acme.amocrm.ru/")),
+            tenant("b", section("https://acme.amocrm.ru")),
+            tenant("c", section("https://other.amocrm.ru")),
+            tenant("d", serde_json::Value::Null),
+        ];
+        assert_eq!(
+            account_of(&tenants[0]).as_deref(),
+            Some("https://acme.amocrm.ru")
+        );
+        assert_eq!(sharing_account(&tenants[0], &tenants), ["b"]);
+        assert!(sharing_account(&tenants[2], &tenants).is_empty());
+        assert!(sharing_account(&tenants[3], &tenants).is_empty());
+        assert_eq!(
+            tenant_summary(&tenants),
+            "4 tenants, 3 with a CRM (2 accounts)"
+        );
+        assert_eq!(
+            tenant_summary(&tenants[..1]),
+            "1 tenant, 1 with a CRM (1 account)"
+        );
+    }
+}

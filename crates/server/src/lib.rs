@@ -299,7 +299,8 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         let existing = store.tenant(&t.id).await.map_err(in_tenant)?;
         let applied = store.file_seed_hash(&t.id).await.map_err(in_tenant)?;
         if existing.is_some() && applied.as_deref() == Some(hash.as_str()) {
-            tracing::info!(
+            // Debug: at every start, for every tenant of the file.
+            tracing::debug!(
                 tenant = %t.id,
                 "config file entry unchanged since it was applied: the stored tenant is kept"
             );
