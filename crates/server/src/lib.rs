@@ -367,7 +367,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
             .unwrap_or_else(|| format!("http://{addr}")),
         processing: config.processing,
         new_events: Notify::new(),
-        outbox_ready: Notify::new(),
+        outbox_ready: Default::default(),
         cards,
         metrics: metrics_handle(),
         directories: RwLock::new(Default::default()),

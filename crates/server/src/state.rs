@@ -50,8 +50,9 @@ pub struct AppState {
     pub processing: Processing,
     /// Wakes the processor when a webhook was stored.
     pub new_events: Notify,
-    /// Wakes the CRM worker's call lanes when plans with outbox items were stored.
-    pub outbox_ready: Notify,
+    /// Wakes a tenant's delivery lanes when it has new outbox work (plans stored, items
+    /// retried, follow-ups added): an idle lane sleeps until then or until its next item is due.
+    pub outbox_ready: OutboxWakes,
     pub cards: broadcast::Sender<TenantCard>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The PBX staff of each tenant, from the VPBX API.
@@ -86,6 +87,46 @@ pub struct AppState {
     /// Set when shutdown begins: `/readyz` answers 503 from then on, so a balancer stops sending
     /// before the listener closes.
     pub stopping: std::sync::atomic::AtomicBool,
+}
+
+/// One wake-up per tenant for its delivery lanes, so new work for one tenant wakes that
+/// tenant's lanes only: with thousands of tenants, waking every lane for every stored plan
+/// would cost a query per tenant per plan.
+#[derive(Default)]
+pub struct OutboxWakes {
+    by_tenant: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl OutboxWakes {
+    /// The tenant's wake-up; a lane registers on it (`notified()`) before it looks for work.
+    pub fn of(&self, tenant_id: &str) -> Arc<Notify> {
+        let mut map = self
+            .by_tenant
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(tenant_id.to_string()).or_default().clone()
+    }
+
+    /// Wakes the tenant's lanes that are waiting (a lane mid-round looks again after it).
+    pub fn wake(&self, tenant_id: &str) {
+        let notify = self
+            .by_tenant
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(tenant_id)
+            .cloned();
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Forgets a deleted tenant's wake-up.
+    pub fn forget(&self, tenant_id: &str) {
+        self.by_tenant
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(tenant_id);
+    }
 }
 
 /// The configuration file's tenants: the file seeds them, the database keeps later changes
@@ -143,6 +184,7 @@ impl AppState {
         self.directories.write().await.remove(id);
         self.tenants.write().await.remove(id);
         self.crm_clients.forget(id);
+        self.outbox_ready.forget(id);
         // Wakes the processor, so it forgets the tenant before a new one of that id is created,
         // and the worker, so the tenant's delivery stops now rather than at its next look.
         self.new_events.notify_one();

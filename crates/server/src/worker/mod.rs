@@ -82,6 +82,17 @@ const FOLLOWUP_RESERVE: usize = 3;
 /// The follow-up lane gathers work at least this long between rounds, so its requests carry
 /// more items each.
 const FOLLOWUP_ROUND_MS: u64 = 1_000;
+/// An idle lane with nothing pending sleeps at most this long on SQLite, where every writer of
+/// outbox work is this process and wakes it (see `rounds::sleep_until_work`).
+const IDLE_MAX_MS: i64 = 30_000;
+/// ... and this long on PostgreSQL, where another instance may have stored the work.
+const SHARED_DB_IDLE_MS: i64 = 1_000;
+/// The shortest idle sleep: what was due but not taken (an in-flight mark still in its grace)
+/// is looked at again this often, as before lanes slept until work.
+const MIN_IDLE_MS: i64 = 100;
+/// How often the worker compares its deliveries with the tenants when nothing told it of a
+/// change (every change does: `tenants_changed`).
+const TENANTS_LOOK_MS: u64 = 5_000;
 /// amoCRM's documented batch limit.
 const BATCH: usize = 50;
 /// Call batches of one round sent concurrently (the limiter still paces them).
@@ -186,7 +197,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
         }
         leases.prune();
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(TENANTS_LOOK_MS)) => {}
             _ = state.tenants_changed.notified() => {}
             _ = shutdown.changed() => {}
         }

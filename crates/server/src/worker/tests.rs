@@ -221,7 +221,7 @@ impl Harness {
             public_url: "http://callbridge.test".into(),
             processing: Default::default(),
             new_events: Notify::new(),
-            outbox_ready: Notify::new(),
+            outbox_ready: Default::default(),
             cards,
             metrics: crate::metrics_handle(),
             directories: RwLock::new(Default::default()),
