@@ -69,7 +69,7 @@ mod tokens;
 mod wire;
 
 pub use client::{
-    AmoClient, MAX_BATCH, MAX_PAGES, PAGE_LIMIT, REFRESH_BEFORE_EXPIRY_SECS,
+    shared_http_client, AmoClient, MAX_BATCH, MAX_PAGES, PAGE_LIMIT, REFRESH_BEFORE_EXPIRY_SECS,
     REFRESH_TOKEN_LIFETIME_SECS, SCHEDULED_REFRESH_AFTER_SECS,
 };
 pub use config::{
@@ -77,7 +77,9 @@ pub use config::{
     DEFAULT_REQUESTS_PER_SECOND, DEFAULT_TIMEOUT,
 };
 pub use error::{Error, ItemError};
-pub use limiter::{COOLDOWN_INITIAL, COOLDOWN_MAX, RATE_WINDOW, RATE_WINDOW_MARGIN};
+pub use limiter::{
+    AccountLimiter, COOLDOWN_INITIAL, COOLDOWN_MAX, RATE_WINDOW, RATE_WINDOW_MARGIN,
+};
 pub use model::*;
 pub use phone::same_phone_number;
 pub use tokens::{MemoryTokenStore, OAuthTokens, TokenStore, TokenStoreError};

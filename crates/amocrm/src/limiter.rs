@@ -13,7 +13,8 @@
 //! no window of that length ever holds more than N grants.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::{sleep_until, Instant};
@@ -56,7 +57,8 @@ struct Slot {
 
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
-    max: usize,
+    /// Requests per window; only ever lowered (see [`AccountLimiter::limit_to`]).
+    max: AtomicUsize,
     window: Duration,
     /// Whose turn it is. The tokio mutex is fair (FIFO), so waiting requests go in the order
     /// they asked, and the one holding it sleeps with it held: the queue cannot jump ahead.
@@ -96,7 +98,7 @@ impl RateLimiter {
     pub(crate) fn new(max_per_window: u32, window: Duration) -> Self {
         let max = (max_per_window as usize).max(1);
         RateLimiter {
-            max,
+            max: AtomicUsize::new(max),
             window,
             turn: tokio::sync::Mutex::new(()),
             slots: Mutex::new(Slots::default()),
@@ -162,6 +164,7 @@ impl RateLimiter {
     /// `None` when a request leaving `reserve` places could go now; else the instant to look
     /// again.
     fn free_at(&self, reserve: usize) -> Option<Instant> {
+        let max = self.max.load(Ordering::Relaxed);
         let now = Instant::now();
         if let Some(until) = self.pause().until.filter(|until| *until > now) {
             return Some(until);
@@ -171,7 +174,7 @@ impl RateLimiter {
         slots
             .slots
             .retain(|s| !(s.done && now.duration_since(s.at) >= window));
-        if slots.slots.len() + reserve.min(self.max - 1) < self.max {
+        if slots.slots.len() + reserve.min(max - 1) < max {
             return None;
         }
         // The place the waiter needs frees when enough finished requests leave the window.
@@ -182,7 +185,7 @@ impl RateLimiter {
             .map(|s| s.at + window)
             .collect();
         ends.sort_unstable();
-        let needed = slots.slots.len() + reserve.min(self.max - 1) + 1 - self.max;
+        let needed = slots.slots.len() + reserve.min(max - 1) + 1 - max;
         // Every counted request still in flight (or not enough finished): look again shortly.
         Some(
             ends.get(needed - 1)
@@ -237,6 +240,42 @@ impl RateLimiter {
         if pause.started.is_none_or(|started| granted_at >= started) {
             pause.streak = 0;
         }
+    }
+}
+
+/// One CRM account's limiter, to share between the clients of every tenant connected to that
+/// account ([`AmoClient::with_shared`](crate::AmoClient::with_shared)): amoCRM counts requests
+/// per account, whoever sends them, so two tenants on one account with a limiter each would send
+/// twice the account's limit. Cheap to clone; clones are the same limiter.
+#[derive(Debug, Clone)]
+pub struct AccountLimiter(pub(crate) Arc<RateLimiter>);
+
+impl AccountLimiter {
+    /// A limiter letting `requests_per_second` (at least 1) requests go in any second.
+    pub fn new(requests_per_second: u32) -> Self {
+        AccountLimiter(Arc::new(RateLimiter::new(
+            requests_per_second,
+            RATE_WINDOW + RATE_WINDOW_MARGIN,
+        )))
+    }
+
+    /// Requests it lets go in any second.
+    pub fn requests_per_second(&self) -> u32 {
+        self.0.max.load(Ordering::Relaxed) as u32
+    }
+
+    /// Lowers the limit to `requests_per_second` if that is lower (never raises it): tenants of
+    /// one account may ask for different rates, and the account gets the most careful one.
+    pub fn limit_to(&self, requests_per_second: u32) {
+        self.0
+            .max
+            .fetch_min((requests_per_second as usize).max(1), Ordering::Relaxed);
+    }
+
+    /// How many handles of this limiter exist (clients and the caller's own), so a registry can
+    /// drop limiters nobody uses any more.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.0)
     }
 }
 
@@ -329,6 +368,21 @@ mod tests {
         let lone = RateLimiter::new(3, WINDOW);
         let at = lone.acquire_leaving(10).await.at;
         assert_eq!(at, Instant::now());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_limiter_is_only_ever_lowered() {
+        let shared = AccountLimiter::new(7);
+        shared.limit_to(3);
+        shared.limit_to(5);
+        assert_eq!(shared.requests_per_second(), 3);
+        shared.limit_to(0);
+        assert_eq!(shared.requests_per_second(), 1, "never below one");
+        let start = Instant::now();
+        let a = shared.0.acquire().await.at;
+        let b = shared.0.acquire().await.at;
+        assert_eq!(a, start);
+        assert!(b.duration_since(start) >= RATE_WINDOW, "{:?}", b - start);
     }
 
     #[tokio::test(start_paused = true)]

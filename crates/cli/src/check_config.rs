@@ -77,6 +77,10 @@ pub fn describe(config: &Config, tenants: &[LoadedTenant]) -> String {
     );
     line("preview_entries", config.preview_entries.to_string());
     line(
+        "shutdown_timeout_seconds",
+        config.shutdown_timeout_seconds.to_string(),
+    );
+    line(
         "allow_insecure_crm_hosts",
         config.allow_insecure_crm_hosts.to_string(),
     );

@@ -16,7 +16,7 @@ pub fn run(args: &Args) -> Result<()> {
     let (config, tenants) = Config::load(args.config.as_deref()).map_err(|e| anyhow!("{e}"))?;
     crate::logging::init("info", crate::logging::chosen_format(config.log_format));
     let runtime = crate::runtime()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let running = callbridge_server::start(config, tenants)
             .await
             .map_err(|e| anyhow!("{e}"))?;
@@ -43,14 +43,22 @@ pub fn run(args: &Args) -> Result<()> {
         });
         // Scripts and tests read this line to find the port.
         println!("callbridge: listening on http://{}", running.addr);
-        for tenant in running.state.tenants.read().await.values() {
-            println!(
-                "callbridge: tenant {} webhook URL {}/mango/{}/",
-                tenant.row.id,
+        // One summary line, however many tenants: an integrator's thousands of tenants would
+        // otherwise bury the start in lines. Each tenant's webhook URL is in the web UI, and
+        // in the log at debug level.
+        let tenants = running.state.tenants.read().await;
+        let summary = callbridge_server::crm_clients::tenant_summary(tenants.values());
+        println!("callbridge: {summary}");
+        tracing::info!("{summary}");
+        for tenant in tenants.values() {
+            tracing::debug!(
+                tenant = %tenant.row.id,
+                "webhook URL {}/mango/{}/",
                 running.state.public_url.trim_end_matches('/'),
                 tenant.row.id
             );
         }
+        drop(tenants);
         println!(
             "callbridge: web UI at {}/",
             running.state.public_url.trim_end_matches('/')
@@ -69,5 +77,9 @@ pub fn run(args: &Args) -> Result<()> {
         }
         running.wait().await;
         Ok(())
-    })
+    });
+    // What `wait` abandoned at the shutdown bound may still hold a blocking thread (a store
+    // call); the process does not wait for it, the store's transactions keep it consistent.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    served
 }

@@ -1260,3 +1260,169 @@ fn recovery_after_an_outage_checks_only_the_lost_answers_once() {
     drop(server);
     drop(rt);
 }
+
+/// Issue 21: `tenants` tenants connected to one amoCRM account (one sandbox), traffic to all of
+/// them through `instances` instances: the account's limit holds for all of them together (one
+/// limiter and one lease per account, not per tenant), and every call lands once.
+fn tenants_on_one_account(name: &str, database_url: Option<String>, instances: usize) {
+    const TENANTS: usize = 4;
+    let rt = runtime();
+    let dir = temp_dir(name);
+    let (events, settings, plan) = office_day(&dir, 30);
+    let sandbox = start_sandbox(&rt, &crm_users(&settings), json!({}));
+    let mango = start_fake_mango(&rt);
+    let tenants: Vec<Tenant> = (0..TENANTS)
+        .map(|i| Tenant {
+            id: format!("shop{i}"),
+            key: format!("k-shop{i}"),
+            salt: format!("s-shop{i}-000000000000000000000000000"),
+            settings: settings.clone(),
+            amocrm: Some(amocrm_section(&sandbox)),
+        })
+        .collect();
+    let options = Options {
+        database_url: database_url.clone(),
+        grace: Some(60),
+        settle: Some(1),
+        extra: format!("mango_api_url = \"{mango}\""),
+        ..Options::default()
+    };
+    let servers: Vec<Server> = (0..instances)
+        .map(|_| Server::start_with(&dir, &tenants, &options))
+        .collect();
+    let http = client();
+    let shown = get(&http, &format!("{}/api/v1/tenants/shop0", servers[0].base));
+    assert_eq!(
+        shown["crm_account"]["shared_with"],
+        json!(["shop1", "shop2", "shop3"]),
+        "{shown}"
+    );
+    // Interleaved: every tenant has work at the same time.
+    let lines = lines_of(&events);
+    for (i, line) in lines.iter().enumerate() {
+        for (n, t) in tenants.iter().enumerate() {
+            let base = &servers[(i + n) % instances].base;
+            assert_eq!(post_line(&http, base, t, line), 200);
+        }
+    }
+    let mut want = BTreeSet::new();
+    for t in &tenants {
+        wait_delivered(
+            &http,
+            &servers[0].base,
+            &t.id,
+            plan["entries"].as_array().unwrap().len(),
+            Duration::from_secs(120),
+        );
+        want.extend(planned_keys(&t.id, &plan));
+    }
+    let stats = sandbox.stats();
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert!(stats.max_requests_in_any_second <= 7, "{stats:?}");
+    assert!(!stats.blocked, "{stats:?}");
+    assert_each_call_once(&http, &sandbox, &want);
+    drop(servers);
+    drop(rt);
+    if let Some(url) = database_url {
+        drop_postgres_database(&url);
+    }
+}
+
+#[test]
+fn tenants_sharing_one_crm_account_keep_its_limit_together() {
+    tenants_on_one_account("delivery-shared-account", None, 1);
+}
+
+#[test]
+fn tenants_sharing_one_crm_account_keep_its_limit_across_two_instances_on_postgres() {
+    let url = fresh_postgres_database("shared_account");
+    tenants_on_one_account("delivery-shared-account-pg", Some(url), 2);
+}
+
+/// Issue 21 item 4: SIGTERM while the account sits in a 429 pause and one request hangs (its
+/// answer will never come): the process exits at once, well within `shutdown_timeout_seconds`,
+/// leaving the work pending; after a restart every call lands exactly once, the hung request's
+/// items settled by the lost-answer lookup.
+#[test]
+fn sigterm_with_crm_work_in_back_off_exits_promptly_and_the_work_lands_once_after_restart() {
+    let rt = runtime();
+    let dir = temp_dir("delivery-sigterm");
+    let (events, settings, plan) = office_day(&dir, 40);
+    let sandbox = start_sandbox(&rt, &crm_users(&settings), json!({}));
+    let mango = start_fake_mango(&rt);
+    // The first request hangs (the sandbox holds it a minute); the next ones get 429, so the
+    // account pauses 1 s, 2 s, 4 s, ...
+    sandbox.set_faults(Faults {
+        hang_next: 1,
+        fail_next: vec![429; 8],
+        ..Faults::default()
+    });
+    let t = Tenant {
+        id: "acme".into(),
+        key: "k-acme".into(),
+        salt: "s-acme-0000000000000000000000000".into(),
+        settings: settings.clone(),
+        // A request timeout longer than the test waits: only abandoning it ends the wait.
+        amocrm: Some(format!(
+            "base_url = \"{}\"\nlong_lived_token = \"sandbox-token\"\ntimeout_seconds = 20\n",
+            sandbox.base_url()
+        )),
+    };
+    let options = Options {
+        grace: Some(60),
+        settle: Some(1),
+        extra: format!("mango_api_url = \"{mango}\"\nshutdown_timeout_seconds = 10"),
+        ..Options::default()
+    };
+    let http = client();
+    let mut server = Server::start_with(&dir, std::slice::from_ref(&t), &options);
+    for line in lines_of(&events) {
+        assert_eq!(post_line(&http, &server.base, &t, &line), 200);
+    }
+    // Three batches went at once (one hangs, two got 429), then one 429 after each pause: with
+    // five requests seen the account is in its 4 s pause and the first request still hangs.
+    wait_until(
+        "five requests at the sandbox",
+        Duration::from_secs(60),
+        || (sandbox.stats().requests >= 5).then_some(()),
+    );
+    let asked = Instant::now();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "still running {:?} after SIGTERM",
+            asked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = asked.elapsed();
+    assert!(status.success(), "{status:?}");
+    // Far within the bound: the pause and the hung request were abandoned, not waited out.
+    assert!(took < Duration::from_secs(5), "exited after {took:?}");
+    eprintln!("SIGTERM to exit: {took:?}");
+    let before = sandbox.stats().requests;
+    sandbox.set_faults(Faults::default());
+    let server = Server::start_with(&dir, std::slice::from_ref(&t), &options);
+    wait_delivered(
+        &http,
+        &server.base,
+        "acme",
+        plan["entries"].as_array().unwrap().len(),
+        Duration::from_secs(120),
+    );
+    let stats = sandbox.stats();
+    assert_each_call_once(&http, &sandbox, &planned_keys("acme", &plan));
+    // The injected 429s are not counted here: the worker itself never exceeded the limit.
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert!(stats.requests > before, "{stats:?}");
+    drop(server);
+    drop(rt);
+}

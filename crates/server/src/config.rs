@@ -70,6 +70,10 @@ pub struct Config {
     /// How often each tenant's employee directory is reloaded; 0 turns loading off.
     #[serde(default = "default_directory_refresh")]
     pub directory_refresh_seconds: u64,
+    /// After SIGTERM the process exits within this many seconds, whatever is still running
+    /// (CRM work left is pending for the next start).
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_seconds: u64,
     /// The key secrets at rest are encrypted with (32 bytes, hex or base64); best given as
     /// `CALLBRIDGE_SECRET_KEY`. See `secret_key.rs` for the order and the first start.
     #[serde(default)]
@@ -217,6 +221,9 @@ fn default_mango_api_url() -> String {
 fn default_directory_refresh() -> u64 {
     3600
 }
+fn default_shutdown_timeout() -> u64 {
+    10
+}
 fn default_recording_link_days() -> u64 {
     crate::recordings::DEFAULT_LINK_DAYS
 }
@@ -292,6 +299,12 @@ impl Config {
             1..=3650,
         )?;
         within(&shown, "preview_entries", config.preview_entries, 1..=5000)?;
+        within(
+            &shown,
+            "shutdown_timeout_seconds",
+            config.shutdown_timeout_seconds,
+            1..=600,
+        )?;
         if config.processing.abandon_after_hours < 1 {
             return Err(invalid(
                 &shown,

@@ -9,12 +9,9 @@
 //! elsewhere ([`DbTokenStore`]).
 
 use crate::state::now_ms;
-use callbridge_amocrm::{
-    AccountConfig, AmoClient, AuthConfig, OAuthTokens, TokenStore, TokenStoreError,
-};
-use callbridge_store::{Store, TenantRow};
+use callbridge_amocrm::{AccountConfig, AuthConfig, OAuthTokens, TokenStore, TokenStoreError};
+use callbridge_store::Store;
 use serde::Deserialize;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// `[tenants.amocrm]` as written in the config file or sent to the admin API.
@@ -241,26 +238,6 @@ impl TokenStore for DbTokenStore {
             .await
             .map_err(|e| TokenStoreError::new(e.to_string()))
     }
-}
-
-/// The client of a tenant's CRM account; its base URL passed the host rule (see the module
-/// docs) under `allow_insecure_hosts`.
-pub fn client(
-    store: &Store,
-    row: &TenantRow,
-    allow_insecure_hosts: bool,
-) -> Result<Option<AmoClient>, CrmConnectionError> {
-    let Some(conn) = checked_connection(&row.crm, allow_insecure_hosts)? else {
-        return Ok(None);
-    };
-    let tokens = Arc::new(DbTokenStore {
-        store: store.clone(),
-        tenant_id: row.id.clone(),
-        origin: conn.account.base_url.clone(),
-    });
-    AmoClient::new(conn.account, tokens)
-        .map(Some)
-        .map_err(CrmConnectionError::Client)
 }
 
 #[cfg(test)]

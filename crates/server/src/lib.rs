@@ -77,6 +77,9 @@ pub fn routes(state: Arc<AppState>, body: webhooks::BodyLimits) -> Router {
 /// Ready while the store both answers and can write: after a failed write (a full disk) it
 /// answers 503 with the reason until a probe write commits again.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string());
+    }
     if let Err(reason) = state.store.check_writable().await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -160,6 +163,8 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     processor: tokio::task::JoinHandle<()>,
     worker: tokio::task::JoinHandle<()>,
+    /// `shutdown_timeout_seconds`: how long after the shutdown signal [`Running::wait`] waits.
+    shutdown_timeout: std::time::Duration,
     /// The administrator's password when this start set the first one (none was set): shown
     /// once, by whoever started the service, and never stored in clear.
     pub first_admin_password: Option<secrecy::SecretString>,
@@ -171,16 +176,38 @@ impl Running {
     /// Stops accepting requests, lets in-flight ones finish, and stops the processor.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.server.await;
-        let _ = self.processor.await;
-        let _ = self.worker.await;
+        self.wait().await;
     }
 
-    /// Waits until the server stops (after a shutdown signal).
-    pub async fn wait(self) {
-        let _ = self.server.await;
-        let _ = self.processor.await;
-        let _ = self.worker.await;
+    /// Waits until the service stops after a shutdown signal: the listener closes, requests in
+    /// flight are answered, the processor stores what it holds, the CRM worker abandons what
+    /// waits on the CRM (left pending, exactly once still holding: see `worker`). Whatever is
+    /// still running `shutdown_timeout_seconds` after the signal is abandoned too, so an
+    /// orchestrator never sees a hung process.
+    pub async fn wait(mut self) {
+        let mut signalled = self.shutdown.subscribe();
+        let bound = self.shutdown_timeout;
+        let deadline = async move {
+            let _ = signalled.wait_for(|stop| *stop).await;
+            tokio::time::sleep(bound).await;
+        };
+        let finished = async {
+            let _ = (&mut self.server).await;
+            let _ = (&mut self.processor).await;
+            let _ = (&mut self.worker).await;
+        };
+        tokio::select! {
+            _ = finished => {}
+            _ = deadline => {
+                tracing::warn!(
+                    bound_seconds = bound.as_secs(),
+                    "shutdown: still busy after shutdown_timeout_seconds; exiting anyway (unfinished CRM work stays pending)"
+                );
+                self.server.abort();
+                self.processor.abort();
+                self.worker.abort();
+            }
+        }
     }
 
     pub fn shutdown_handle(&self) -> watch::Sender<bool> {
@@ -273,7 +300,8 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         let existing = store.tenant(&t.id).await.map_err(in_tenant)?;
         let applied = store.file_seed_hash(&t.id).await.map_err(in_tenant)?;
         if existing.is_some() && applied.as_deref() == Some(hash.as_str()) {
-            tracing::info!(
+            // Debug: at every start, for every tenant of the file.
+            tracing::debug!(
                 tenant = %t.id,
                 "config file entry unchanged since it was applied: the stored tenant is kept"
             );
@@ -340,7 +368,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
             .unwrap_or_else(|| format!("http://{addr}")),
         processing: config.processing,
         new_events: Notify::new(),
-        outbox_ready: Notify::new(),
+        outbox_ready: Default::default(),
         cards,
         metrics: metrics_handle(),
         directories: RwLock::new(Default::default()),
@@ -356,6 +384,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         crm_clients: Default::default(),
         card_pages: Default::default(),
         reconciler: reconcile::Reconciler::new(config.reconcile),
+        stopping: Default::default(),
         file_tenants: state::FileTenants {
             file: config.file.as_ref().map(|f| f.display().to_string()),
             ids: in_file.iter().cloned().collect(),
@@ -363,6 +392,18 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
     });
     state.reload_tenants().await?;
     let (shutdown, rx) = watch::channel(false);
+    {
+        // `/readyz` goes red the moment shutdown begins, before anything else stops.
+        let state = state.clone();
+        let mut signalled = rx.clone();
+        tokio::spawn(async move {
+            if signalled.wait_for(|stop| *stop).await.is_ok() {
+                state
+                    .stopping
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
     let processor =
         tokio::spawn(processor::Processor::with_live(state.clone(), Some(live_rx)).run(rx.clone()));
     let worker = tokio::spawn(worker::run(state.clone(), rx.clone()));
@@ -421,6 +462,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         server,
         processor,
         worker,
+        shutdown_timeout: std::time::Duration::from_secs(config.shutdown_timeout_seconds),
         first_admin_password,
         _data_dir_lock: data_dir_lock,
     })

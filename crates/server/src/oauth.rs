@@ -206,7 +206,10 @@ async fn connect(state: &AppState, tenant_id: &str, code: &str) -> Result<(), OA
     let Some(tenant) = state.tenant(tenant_id).await else {
         return Err(OAuthError::StateRefused);
     };
-    let client = crate::crm::client(&state.store, &tenant.row, state.allow_insecure_crm_hosts)
+    // The tenant's shared client: the exchange counts in the account's limiter.
+    let client = state
+        .crm_clients
+        .client(&state.store, &tenant, state.allow_insecure_crm_hosts)
         .map_err(OAuthError::InvalidCrmConnection)?
         .ok_or(OAuthError::CrmSectionGone)?;
     client
@@ -221,7 +224,7 @@ async fn connect(state: &AppState, tenant_id: &str, code: &str) -> Result<(), OA
         .upsert_tenant(&row)
         .await
         .map_err(OAuthError::StoreWrite)?;
-    let _ = state.reload_tenants().await;
+    let _ = state.reload_tenant(tenant_id).await;
     let _ = state
         .store
         .set_crm_status(tenant_id, "ok", "authorized", now_ms())

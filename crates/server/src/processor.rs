@@ -407,8 +407,12 @@ impl Processor {
         }
         // Kept until stored: a failed save is tried again on the next step.
         let saved = self.state.store.save_plans(&self.unsaved, now_ms()).await?;
-        // Every tenant's call lane looks: one of them has new work.
-        self.state.outbox_ready.notify_waiters();
+        // The lanes of the tenants with new work look, and only theirs.
+        let tenants: std::collections::HashSet<&str> =
+            self.unsaved.iter().map(|p| p.tenant_id.as_str()).collect();
+        for tenant in tenants {
+            self.state.outbox_ready.wake(tenant);
+        }
         let unsaved = std::mem::take(&mut self.unsaved);
         for plan in &unsaved {
             self.forget_first_id(&plan.tenant_id, &plan.entry_id);

@@ -17,6 +17,22 @@ pub struct Tenant {
     pub settings: Arc<ValidSettings>,
 }
 
+impl Tenant {
+    /// The tenant of a stored row, its settings parsed and validated.
+    pub fn from_row(row: TenantRow) -> Result<Tenant, ReloadError> {
+        let settings = ValidSettings::parse_toml(&row.settings_toml).map_err(|source| {
+            ReloadError::Settings {
+                tenant: row.id.clone(),
+                source,
+            }
+        })?;
+        Ok(Tenant {
+            row,
+            settings: Arc::new(settings),
+        })
+    }
+}
+
 /// A card change for one tenant, as sent on the stream.
 #[derive(Debug, Clone)]
 pub struct TenantCard {
@@ -34,8 +50,9 @@ pub struct AppState {
     pub processing: Processing,
     /// Wakes the processor when a webhook was stored.
     pub new_events: Notify,
-    /// Wakes the CRM worker's call lanes when plans with outbox items were stored.
-    pub outbox_ready: Notify,
+    /// Wakes a tenant's delivery lanes when it has new outbox work (plans stored, items
+    /// retried, follow-ups added): an idle lane sleeps until then or until its next item is due.
+    pub outbox_ready: OutboxWakes,
     pub cards: broadcast::Sender<TenantCard>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The PBX staff of each tenant, from the VPBX API.
@@ -69,6 +86,49 @@ pub struct AppState {
     pub card_pages: crate::ui::card_page::Live,
     /// Reconciliation from Mango's statistics: its settings and the runs under way.
     pub reconciler: crate::reconcile::Reconciler,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on, so a balancer stops sending
+    /// before the listener closes.
+    pub stopping: std::sync::atomic::AtomicBool,
+}
+
+/// One wake-up per tenant for its delivery lanes, so new work for one tenant wakes that
+/// tenant's lanes only: with thousands of tenants, waking every lane for every stored plan
+/// would cost a query per tenant per plan.
+#[derive(Default)]
+pub struct OutboxWakes {
+    by_tenant: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl OutboxWakes {
+    /// The tenant's wake-up; a lane registers on it (`notified()`) before it looks for work.
+    pub fn of(&self, tenant_id: &str) -> Arc<Notify> {
+        let mut map = self
+            .by_tenant
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(tenant_id.to_string()).or_default().clone()
+    }
+
+    /// Wakes the tenant's lanes that are waiting (a lane mid-round looks again after it).
+    pub fn wake(&self, tenant_id: &str) {
+        let notify = self
+            .by_tenant
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(tenant_id)
+            .cloned();
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Forgets a deleted tenant's wake-up.
+    pub fn forget(&self, tenant_id: &str) {
+        self.by_tenant
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(tenant_id);
+    }
 }
 
 /// The configuration file's tenants: the file seeds them, the database keeps later changes
@@ -81,26 +141,34 @@ pub struct FileTenants {
 }
 
 impl AppState {
-    /// Reloads every tenant from the store into the cache.
+    /// Loads every tenant from the store into the cache: at start only. A change to one tenant
+    /// goes through [`AppState::reload_tenant`], which leaves the others as they are.
     pub async fn reload_tenants(&self) -> Result<(), ReloadError> {
         let rows = self.store.tenants().await?;
         let mut map = HashMap::new();
         for row in rows {
-            let settings = ValidSettings::parse_toml(&row.settings_toml).map_err(|source| {
-                ReloadError::Settings {
-                    tenant: row.id.clone(),
-                    source,
-                }
-            })?;
-            map.insert(
-                row.id.clone(),
-                Arc::new(Tenant {
-                    row,
-                    settings: Arc::new(settings),
-                }),
-            );
+            let tenant = Tenant::from_row(row)?;
+            map.insert(tenant.row.id.clone(), Arc::new(tenant));
         }
         *self.tenants.write().await = map;
+        Ok(())
+    }
+
+    /// Reloads one tenant from the store (the one source of truth, with the configuration file
+    /// that seeds it) after it was written: only its row is read and only its settings parsed,
+    /// so a change costs the same with ten tenants or ten thousand. A tenant no longer stored
+    /// leaves the cache. Wakes the CRM worker, which restarts the tenant's delivery.
+    pub async fn reload_tenant(&self, id: &str) -> Result<(), ReloadError> {
+        match self.store.tenant(id).await? {
+            Some(row) => {
+                let tenant = Arc::new(Tenant::from_row(row)?);
+                self.tenants.write().await.insert(id.to_string(), tenant);
+            }
+            None => {
+                self.tenants.write().await.remove(id);
+            }
+        }
+        self.tenants_changed.notify_one();
         Ok(())
     }
 
@@ -117,6 +185,8 @@ impl AppState {
         }
         self.directories.write().await.remove(id);
         self.tenants.write().await.remove(id);
+        self.crm_clients.forget(id);
+        self.outbox_ready.forget(id);
         // Wakes the processor, so it forgets the tenant before a new one of that id is created,
         // and the worker, so the tenant's delivery stops now rather than at its next look.
         self.new_events.notify_one();

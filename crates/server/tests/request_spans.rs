@@ -1,8 +1,8 @@
 //! Request spans: every log line written while a request is served names the request, and for a
 //! webhook its tenant and entry; no token or signature from a URL reaches the log.
 
-use callbridge_server::config::Config;
-use callbridge_test_support::{one_tenant_config, TestTenant};
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -41,18 +41,7 @@ async fn a_webhooks_log_lines_carry_its_tenant_and_entry_and_no_url_secret() {
         .with_writer(move || writer.clone())
         .init();
 
-    let dir = std::env::temp_dir().join(format!("callbridge-spans-{}", std::process::id()));
-    let file = one_tenant_config(
-        &dir,
-        "spans-admin-token",
-        &TestTenant {
-            id: "acme",
-            mango_api_key: KEY,
-            mango_api_salt: SALT,
-        },
-    );
-    let (config, tenants) = Config::load(Some(&file)).unwrap();
-    let running = callbridge_server::start(config, tenants).await.unwrap();
+    let (running, dir) = support::start_acme("spans", "spans-admin-token", KEY, SALT).await;
     let base = format!("http://{}", running.addr);
     let http = reqwest::Client::new();
 

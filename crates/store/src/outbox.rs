@@ -223,6 +223,21 @@ impl Store {
         }))
     }
 
+    /// The earliest `next_attempt_at_ms` among the tenant's pending items of one lane: when
+    /// that lane has work next (an index range read: `outbox_by_tenant`).
+    pub async fn next_due_in(&self, tenant_id: &str, lane: Lane) -> Result<Option<i64>> {
+        let sql = format!(
+            "SELECT MIN(next_attempt_at_ms) FROM outbox WHERE tenant_id = $1 AND state = 'pending'{}",
+            lane.condition()
+        );
+        Ok(with_db!(self.db(), pool => {
+            sqlx::query_scalar::<_, Option<i64>>(&sql)
+                .bind(tenant_id)
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+
     pub async fn outbox_item(&self, item_key: &str) -> Result<Option<OutboxItem>> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM outbox WHERE item_key = $1");
         let row: Option<ItemRow> = with_db!(self.db(), pool => {

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::config::{AccountConfig, AuthConfig};
 use crate::error::Error;
-use crate::limiter::{RateLimiter, RATE_WINDOW, RATE_WINDOW_MARGIN};
+use crate::limiter::AccountLimiter;
 use crate::tokens::{OAuthTokens, TokenStore};
 use auth::RefreshState;
 use transport::{transport_message, CONNECT_TIMEOUT, USER_AGENT};
@@ -60,7 +60,7 @@ struct Inner {
     base: String,
     http: reqwest::Client,
     auth: AuthConfig,
-    limiter: RateLimiter,
+    limiter: AccountLimiter,
     timeout: Duration,
     store: Arc<dyn TokenStore>,
     /// The latest tokens this process knows; `None` until first loaded from the store.
@@ -83,8 +83,24 @@ pub(super) fn non_empty(what: &str, field: &str, value: &str) -> Result<(), Erro
 }
 
 impl AmoClient {
-    /// Check the configuration and build the client. No request is sent.
+    /// Check the configuration and build the client, with its own limiter and HTTP client. No
+    /// request is sent.
     pub fn new(config: AccountConfig, tokens: Arc<dyn TokenStore>) -> Result<Self, Error> {
+        let limiter = AccountLimiter::new(config.requests_per_second.max(1));
+        AmoClient::with_shared(config, tokens, limiter, shared_http_client()?)
+    }
+
+    /// Like [`AmoClient::new`], for a client of an account other clients talk to as well: it
+    /// counts its requests in the account's `limiter` (lowered to this configuration's
+    /// `requests_per_second` if that is lower) and sends them through `http`, which may be one
+    /// client for every account ([`shared_http_client`]: one connection pool per host). Only the
+    /// tokens are this client's own.
+    pub fn with_shared(
+        config: AccountConfig,
+        tokens: Arc<dyn TokenStore>,
+        limiter: AccountLimiter,
+        http: reqwest::Client,
+    ) -> Result<Self, Error> {
         let base = config.base_url.trim().trim_end_matches('/').to_string();
         let url = Url::parse(&base).map_err(|e| {
             Error::Config(format!("base_url {:?} is not a URL: {e}", config.base_url))
@@ -121,28 +137,13 @@ impl AmoClient {
                 non_empty("auth", "redirect_uri", redirect_uri)?;
             }
         }
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .timeout(config.timeout)
-            .connect_timeout(CONNECT_TIMEOUT.min(config.timeout))
-            // A redirect would carry the bearer token somewhere base_url did not name.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| {
-                Error::Config(format!(
-                    "cannot build the HTTP client: {}",
-                    transport_message(e)
-                ))
-            })?;
+        limiter.limit_to(config.requests_per_second);
         Ok(AmoClient {
             inner: Arc::new(Inner {
                 base,
                 http,
                 auth: config.auth,
-                limiter: RateLimiter::new(
-                    config.requests_per_second,
-                    RATE_WINDOW + RATE_WINDOW_MARGIN,
-                ),
+                limiter,
                 timeout: config.timeout,
                 store: tokens,
                 cache: Mutex::new(None),
@@ -166,7 +167,7 @@ impl AmoClient {
     /// Waits until a request of this account could go at once, without taking its place: work
     /// gathered after this wait includes whatever came due while the account was busy.
     pub async fn wait_for_place(&self) {
-        self.inner.limiter.wait_for_place().await;
+        self.inner.limiter.0.wait_for_place().await;
     }
 
     /// The whole-request timeout: a request older than this has been given up.
@@ -178,4 +179,22 @@ impl AmoClient {
     pub fn base_url(&self) -> &str {
         &self.inner.base
     }
+}
+
+/// An HTTP client fit for any amoCRM account, to share between them: one connection pool per
+/// host, so a thousand idle tenants do not keep a thousand pools. Each request carries its
+/// client's own timeout; the connect timeout is the same for all.
+pub fn shared_http_client() -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        // A redirect would carry the bearer token somewhere base_url did not name.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot build the HTTP client: {}",
+                transport_message(e)
+            ))
+        })
 }

@@ -86,7 +86,12 @@ impl AmoClient {
         if !req.query.is_empty() {
             url.query_pairs_mut().extend_pairs(req.query.iter());
         }
-        let mut builder = self.inner.http.request(req.method.clone(), url);
+        // The client's own timeout: the HTTP client may be shared by accounts with others.
+        let mut builder = self
+            .inner
+            .http
+            .request(req.method.clone(), url)
+            .timeout(self.inner.timeout);
         if let Some(token) = bearer {
             let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 Error::Config("the access token has characters a header cannot carry".into())
@@ -101,7 +106,7 @@ impl AmoClient {
                 .body(body.clone());
         }
 
-        let permit = self.inner.limiter.acquire_leaving(self.reserve).await;
+        let permit = self.inner.limiter.0.acquire_leaving(self.reserve).await;
         let granted_at = permit.at;
         let started = Instant::now();
         let sent = builder.send().await;
@@ -121,7 +126,7 @@ impl AmoClient {
         let status = response.status();
         // Before the body: a 429 must pause the account even if its body never arrives.
         if status == StatusCode::TOO_MANY_REQUESTS {
-            match self.inner.limiter.on_rate_limited(granted_at) {
+            match self.inner.limiter.0.on_rate_limited(granted_at) {
                 Some(cooldown) => tracing::warn!(
                     request = %what,
                     cooldown_ms = cooldown.as_millis() as u64,
@@ -133,7 +138,7 @@ impl AmoClient {
             }
             return Err(Error::RateLimited);
         }
-        self.inner.limiter.on_passed(granted_at);
+        self.inner.limiter.0.on_passed(granted_at);
         let mut body = Vec::new();
         loop {
             match response.chunk().await {

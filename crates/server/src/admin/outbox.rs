@@ -83,6 +83,9 @@ pub async fn retry_outbox(
             retried.push(key.clone());
         }
     }
+    if !retried.is_empty() {
+        state.outbox_ready.wake(&id);
+    }
     if let (true, Some(first)) = (retried.is_empty(), keys.first()) {
         return Err(AdminError::NoParkedItem {
             tenant: id,

@@ -49,7 +49,24 @@ pub async fn get_tenant(
     v["entries"] = state.store.count_entries(&id).await?.into();
     v["outbox"] = serde_json::json!(state.store.outbox_counts(&id).await?);
     v["crm_status"] = serde_json::json!(state.store.crm_status(&id).await?);
+    v["crm_account"] = crm_account_json(&state, &id).await;
     Ok(Json(v))
+}
+
+/// The CRM account the tenant is connected to and the other tenants connected to it (they share
+/// its limit of 7 requests a second and its delivery lease); null without a CRM.
+async fn crm_account_json(state: &AppState, id: &str) -> serde_json::Value {
+    let tenants = state.tenants.read().await;
+    let Some(tenant) = tenants.get(id) else {
+        return serde_json::Value::Null;
+    };
+    match crate::crm_clients::account_of(tenant) {
+        Some(origin) => serde_json::json!({
+            "origin": origin,
+            "shared_with": crate::crm_clients::sharing_account(tenant, tenants.values()),
+        }),
+        None => serde_json::Value::Null,
+    }
 }
 
 #[derive(Deserialize)]
@@ -137,7 +154,7 @@ pub async fn put_tenant(
         &row.settings_toml,
     )
     .await;
-    state.reload_tenants().await?;
+    state.reload_tenant(&row.id).await?;
     let status = if existing.is_some() {
         StatusCode::OK
     } else {

@@ -296,7 +296,7 @@ async fn add(
         }
         Err(CreateTenantError::Store(e)) => return store_error(ctx, e),
     }
-    if let Err(e) = state.reload_tenants().await {
+    if let Err(e) = state.reload_tenant(&id).await {
         return store_error(ctx, e);
     }
     tracing::info!(tenant = %id, "tenant created in the web UI");

@@ -1,43 +1,162 @@
-//! The tenant's delivery lease: one instance delivers an account's work at a time.
+//! The CRM account's delivery lease: one instance sends to an account at a time, for every
+//! tenant connected to it, so the account's limiter (one per account in each instance, see
+//! `crm_clients`) is the only one counting its requests, however many instances share the
+//! database.
+//!
+//! Each instance keeps one [`AccountLease`] per account it delivers for, shared by the
+//! deliveries of that account's tenants; a task renews it while any of them holds it and gives
+//! it up when the last one lets go (or at shutdown).
 
 use super::{wait, RoundError, TenantDelivery, LEASE_SAFETY_MS, LEASE_TTL_MS};
 use crate::state::now_ms;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use callbridge_store::Store;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-impl TenantDelivery {
-    /// Takes and keeps the tenant's lease, renewing it well before it expires, independently of
-    /// how long a round takes.
-    pub(super) async fn keep_lease(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        loop {
-            let now = now_ms();
-            match self
-                .state
-                .store
-                .acquire_lease(self.tenant_id(), &self.holder, LEASE_TTL_MS, now)
-                .await
-            {
-                // Trust the lease a little less long than the database keeps it, so this
-                // instance stops before another may start.
-                Ok(true) => self
-                    .lease_until
-                    .store(now + LEASE_TTL_MS - LEASE_SAFETY_MS, Ordering::SeqCst),
-                Ok(false) => self.lease_until.store(0, Ordering::SeqCst),
-                Err(e) => tracing::warn!(tenant = %self.tenant_id(), "lease: {e}"),
-            }
-            let every = if self.lease_ok() {
-                LEASE_TTL_MS / 5
-            } else {
-                2_000
-            };
-            if wait(&mut stop, Duration::from_millis(every as u64)).await {
-                return;
-            }
+/// This instance's hold on one account's lease.
+pub(super) struct AccountLease {
+    /// Until when (Unix ms) this instance may send to the account; 0 when it may not.
+    pub(super) until: Arc<AtomicI64>,
+    /// Dropped with the last delivery holding the lease: the renewing task then gives it up.
+    _holders: watch::Sender<bool>,
+}
+
+impl AccountLease {
+    /// Whether this instance may talk to the account now.
+    pub(super) fn ok(&self) -> bool {
+        now_ms() < self.until.load(Ordering::SeqCst)
+    }
+
+    /// A lease nobody renews (held only as the caller sets `until`): the worker's unit tests.
+    #[cfg(test)]
+    pub(super) fn unrenewed() -> Arc<AccountLease> {
+        let (holders, _) = watch::channel(false);
+        Arc::new(AccountLease {
+            until: Arc::new(AtomicI64::new(0)),
+            _holders: holders,
+        })
+    }
+}
+
+/// The lease key of an account in `delivery_leases` (whose `tenant_id` column holds it): tenant
+/// ids cannot contain ':', so the two kinds of key never meet.
+pub(super) fn account_lease_key(origin: &str) -> String {
+    format!("amocrm:{origin}")
+}
+
+/// The accounts this instance holds (or tries to hold) leases for.
+pub(super) struct AccountLeases {
+    store: Store,
+    /// Names this instance in the lease table.
+    holder: String,
+    /// Told at shutdown: every renewing task gives its lease up.
+    shutdown: watch::Receiver<bool>,
+    /// Distinguishes successive holds of one account by this instance: a hold given up while a
+    /// new one begins must not delete the new one's row.
+    generation: AtomicU64,
+    held: HashMap<String, (Weak<AccountLease>, JoinHandle<()>)>,
+}
+
+impl AccountLeases {
+    pub(super) fn new(store: Store, holder: String, shutdown: watch::Receiver<bool>) -> Self {
+        AccountLeases {
+            store,
+            holder,
+            shutdown,
+            generation: AtomicU64::new(0),
+            held: HashMap::new(),
         }
     }
 
+    /// The account's lease, shared with the other deliveries of this instance to that account;
+    /// a renewing task is started for an account not held yet.
+    pub(super) fn lease(&mut self, key: &str) -> Arc<AccountLease> {
+        if let Some(lease) = self.held.get(key).and_then(|(weak, _)| weak.upgrade()) {
+            return lease;
+        }
+        let (holders, gone) = watch::channel(false);
+        let lease = Arc::new(AccountLease {
+            until: Arc::new(AtomicI64::new(0)),
+            _holders: holders,
+        });
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let task = tokio::spawn(keep(
+            self.store.clone(),
+            key.to_string(),
+            format!("{}/{generation}", self.holder),
+            lease.until.clone(),
+            gone,
+            self.shutdown.clone(),
+        ));
+        self.held
+            .insert(key.to_string(), (Arc::downgrade(&lease), task));
+        lease
+    }
+
+    /// Forgets accounts no delivery holds any more (their tasks have given the lease up, or are
+    /// about to).
+    pub(super) fn prune(&mut self) {
+        self.held
+            .retain(|_, (weak, task)| weak.strong_count() > 0 || !task.is_finished());
+    }
+
+    /// Waits, at most `bound`, for every renewing task to give its lease up (after shutdown was
+    /// signalled), so another instance may take the accounts over at once.
+    pub(super) async fn released(self, bound: Duration) {
+        let all = async {
+            for (_, task) in self.held.into_values() {
+                let _ = task.await;
+            }
+        };
+        let _ = tokio::time::timeout(bound, all).await;
+    }
+}
+
+/// Takes and keeps the account's lease, renewing it well before it expires, independently of
+/// how long a round takes, until no delivery holds it or the service stops; then gives it up.
+async fn keep(
+    store: Store,
+    key: String,
+    holder: String,
+    until: Arc<AtomicI64>,
+    mut gone: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let now = now_ms();
+        match store.acquire_lease(&key, &holder, LEASE_TTL_MS, now).await {
+            // Trust the lease a little less long than the database keeps it, so this
+            // instance stops before another may start.
+            Ok(true) => until.store(now + LEASE_TTL_MS - LEASE_SAFETY_MS, Ordering::SeqCst),
+            Ok(false) => until.store(0, Ordering::SeqCst),
+            Err(e) => tracing::warn!(account = %key, "lease: {e}"),
+        }
+        let every = if now_ms() < until.load(Ordering::SeqCst) {
+            LEASE_TTL_MS / 5
+        } else {
+            2_000
+        };
+        let pause = Duration::from_millis(every as u64);
+        let stop = tokio::select! {
+            // The last holder let go: `gone`'s sender was dropped.
+            stopped = wait(&mut gone, pause) => stopped,
+            _ = shutdown.changed() => true,
+        };
+        if stop || *shutdown.borrow() {
+            break;
+        }
+    }
+    until.store(0, Ordering::SeqCst);
+    if let Err(e) = store.release_lease(&key, &holder).await {
+        tracing::warn!(account = %key, "lease release: {e}");
+    }
+}
+
+impl TenantDelivery {
     pub(super) fn ensure_lease(&self) -> Result<(), RoundError> {
         if self.lease_ok() {
             Ok(())
@@ -46,9 +165,9 @@ impl TenantDelivery {
         }
     }
 
-    /// Whether this instance may talk to the tenant's CRM now. Checked before every request
-    /// that changes the CRM, so a round that outlives the lease stops sending.
+    /// Whether this instance may talk to the tenant's CRM account now. Checked before every
+    /// request that changes the CRM, so a round that outlives the lease stops sending.
     pub(super) fn lease_ok(&self) -> bool {
-        now_ms() < self.lease_until.load(Ordering::SeqCst)
+        self.lease.ok()
     }
 }

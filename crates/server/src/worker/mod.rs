@@ -1,8 +1,10 @@
 //! The outbox worker: executes stored plans against each tenant's CRM account.
 //!
 //! - **One deliverer per account.** A tenant's items are delivered by the instance holding its
-//!   lease (`delivery_leases`), through one [`AmoClient`](callbridge_amocrm::AmoClient), whose limiter is shared by every kind of
-//!   work for that account (calls, contacts, leads, tasks, notes, call cards).
+//!   CRM account's lease (`delivery_leases`, see [`lease`]), through one
+//!   [`AmoClient`](callbridge_amocrm::AmoClient) per tenant whose limiter is the account's,
+//!   shared by every tenant connected to that account and every kind of work (calls, contacts,
+//!   leads, tasks, notes, call cards).
 //! - **Two lanes.** The call lane takes call items as soon as they are due (woken by the
 //!   processor); the follow-up lane (tasks, transcripts, repeat-client leads) gathers for at least
 //!   a second between rounds and uses a handle of the client that leaves places of the account's
@@ -51,7 +53,7 @@ use callbridge_mango::api::{ApiError, VpbxClient};
 use callbridge_store::Lane;
 use crm_port::CrmPort;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -82,6 +84,17 @@ const FOLLOWUP_RESERVE: usize = 3;
 /// The follow-up lane gathers work at least this long between rounds, so its requests carry
 /// more items each.
 const FOLLOWUP_ROUND_MS: u64 = 1_000;
+/// An idle lane with nothing pending sleeps at most this long on SQLite, where every writer of
+/// outbox work is this process and wakes it (see `rounds::sleep_until_work`).
+const IDLE_MAX_MS: i64 = 30_000;
+/// ... and this long on PostgreSQL, where another instance may have stored the work.
+const SHARED_DB_IDLE_MS: i64 = 1_000;
+/// The shortest idle sleep: what was due but not taken (an in-flight mark still in its grace)
+/// is looked at again this often, as before lanes slept until work.
+const MIN_IDLE_MS: i64 = 100;
+/// How often the worker compares its deliveries with the tenants when nothing told it of a
+/// change (every change does: `tenants_changed`).
+const TENANTS_LOOK_MS: u64 = 5_000;
 /// amoCRM's documented batch limit.
 const BATCH: usize = 50;
 /// Call batches of one round sent concurrently (the limiter still paces them).
@@ -110,6 +123,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     );
     let mut running: HashMap<String, (i64, watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
         HashMap::new();
+    let mut leases = lease::AccountLeases::new(state.store.clone(), holder, shutdown.clone());
     loop {
         let tenants: Vec<Arc<Tenant>> = state.tenants.read().await.values().cloned().collect();
         let mut seen = HashSet::new();
@@ -145,6 +159,9 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                     continue;
                 }
             };
+            let Some(account) = crate::crm_clients::account_of(&tenant) else {
+                continue;
+            };
             let (stop, stop_rx) = watch::channel(false);
             // The language of the words written to the CRM; a change takes effect when the
             // tenant's delivery restarts (any change of the tenant restarts it).
@@ -163,8 +180,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                     tenant.row.mango_api_key.clone(),
                     tenant.row.mango_api_salt.clone(),
                 ),
-                holder: holder.clone(),
-                lease_until: AtomicI64::new(0),
+                lease: leases.lease(&lease::account_lease_key(&account)),
                 outage_failures: AtomicI64::new(0),
             };
             let task = tokio::spawn(delivery.run(stop_rx));
@@ -181,8 +197,9 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                 }
             }
         }
+        leases.prune();
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(TENANTS_LOOK_MS)) => {}
             _ = state.tenants_changed.notified() => {}
             _ = shutdown.changed() => {}
         }
@@ -190,10 +207,20 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
             break;
         }
     }
-    for (_, (_, stop, task)) in running {
-        let _ = stop.send(true);
+    // Every delivery is told at once, then awaited: each abandons what it waits for.
+    let stopping: Vec<_> = running
+        .into_values()
+        .map(|(_, stop, task)| {
+            let _ = stop.send(true);
+            (stop, task)
+        })
+        .collect();
+    for (_, task) in stopping {
         let _ = task.await;
     }
+    // Give the accounts' leases up, so another instance takes them over at once rather than
+    // when they expire.
+    leases.released(Duration::from_secs(2)).await;
 }
 
 /// Why a tenant's delivery stopped for good (until the tenant is changed).
@@ -213,9 +240,9 @@ struct TenantDelivery {
     background: Arc<dyn CrmPort>,
     /// The tenant's Mango API, for transcripts (one client, so its rate limits hold).
     vpbx: Result<VpbxClient, ApiError>,
-    holder: String,
-    /// Until when (Unix ms) this instance holds the tenant's delivery lease; 0 when it does not.
-    lease_until: AtomicI64,
+    /// This instance's hold on the CRM account's lease, shared with the deliveries of the
+    /// account's other tenants.
+    lease: Arc<lease::AccountLease>,
     /// Requests in a row the CRM did not answer (see [`OUTAGE_RETRY_MAX_MS`]); 0 when it does.
     outage_failures: AtomicI64,
 }
@@ -233,19 +260,11 @@ impl TenantDelivery {
             .store
             .set_crm_status(this.tenant_id(), "ok", "", now_ms())
             .await;
-        let renewer = tokio::spawn(this.clone().keep_lease(stop.clone()));
         let followups = tokio::spawn(this.clone().lane(Lane::FollowUps, stop.clone()));
         this.clone().lane(Lane::Calls, stop.clone()).await;
         let _ = followups.await;
-        renewer.abort();
-        let _ = renewer.await;
-        this.lease_until.store(0, Ordering::SeqCst);
-        let _ = this
-            .state
-            .store
-            .release_lease(this.tenant_id(), &this.holder)
-            .await;
         cards.abort();
+        // The account's lease is given up when the last delivery holding it is dropped.
     }
 }
 

@@ -4,6 +4,7 @@
 use super::calls::Call;
 use super::{wait, RoundError, Stop, TenantDelivery};
 use super::{CALL_RETRIES_PER_ROUND, FOLLOWUP_ROUND_MS, FRESH_PER_ROUND, RETRIES_PER_ROUND};
+use super::{IDLE_MAX_MS, MIN_IDLE_MS, SHARED_DB_IDLE_MS};
 use crate::state::now_ms;
 use callbridge_store::Lane;
 use std::sync::Arc;
@@ -13,10 +14,8 @@ use tokio::sync::watch;
 impl TenantDelivery {
     /// Runs one lane's rounds until shutdown, or until the connection is broken or blocked.
     pub(super) async fn lane(self: Arc<Self>, lane: Lane, mut stop: watch::Receiver<bool>) {
-        let idle = match lane {
-            Lane::FollowUps => Duration::from_millis(FOLLOWUP_ROUND_MS),
-            _ => Duration::from_millis(100),
-        };
+        // The follow-up lane gathers work between rounds.
+        let idle = Duration::from_millis(FOLLOWUP_ROUND_MS);
         loop {
             if *stop.borrow() {
                 break;
@@ -28,25 +27,39 @@ impl TenantDelivery {
                 continue;
             }
             let started = tokio::time::Instant::now();
-            let result = match lane {
-                Lane::FollowUps => self.followup_round().await,
-                _ => self.round().await,
+            let round = async {
+                match lane {
+                    Lane::FollowUps => self.followup_round().await,
+                    _ => self.round().await,
+                }
+            };
+            // Shutdown abandons the round wherever it waits (the account's 429 pause, a
+            // back-off, a slow answer): items not sent stay pending, items marked in flight are
+            // settled by the lost-answer lookup at the next start, as after a crash.
+            let result = tokio::select! {
+                result = round => result,
+                _ = stop.wait_for(|stop| *stop) => {
+                    tracing::debug!(tenant = %self.tenant_id(), ?lane, "shutdown: round abandoned, its work stays pending");
+                    break;
+                }
             };
             match result {
-                Ok(true) if lane == Lane::Calls => {}
+                Ok(true) if lane == Lane::Calls => {
+                    // Calls done may have added follow-ups (repeat-client leads) and let others
+                    // waiting for their call go: the follow-up lane looks.
+                    self.state.outbox_ready.wake(self.tenant_id());
+                }
                 Ok(false) if lane == Lane::Calls => {
-                    // Idle: look again when the processor stores new plans, or shortly (retries
-                    // come due on their own).
-                    let woken = self.state.outbox_ready.notified();
-                    tokio::select! {
-                        _ = woken => {}
-                        _ = tokio::time::sleep(idle) => {}
-                        _ = stop.changed() => break,
+                    if self.sleep_until_work(lane, &mut stop).await {
+                        break;
                     }
                 }
-                Ok(_) => {
+                Ok(did_work) => {
                     let rest = idle.saturating_sub(started.elapsed());
                     if wait(&mut stop, rest.max(Duration::from_millis(100))).await {
+                        break;
+                    }
+                    if !did_work && self.sleep_until_work(lane, &mut stop).await {
                         break;
                     }
                 }
@@ -84,6 +97,41 @@ impl TenantDelivery {
                     break;
                 }
             }
+        }
+    }
+
+    /// An idle lane sleeps until its next item is due or it is woken ([`AppState::outbox_ready`]:
+    /// plans stored, items retried, calls done), not polling: a thousand idle tenants cost
+    /// nothing. True when asked to stop.
+    ///
+    /// [`AppState::outbox_ready`]: crate::state::AppState::outbox_ready
+    async fn sleep_until_work(&self, lane: Lane, stop: &mut watch::Receiver<bool>) -> bool {
+        let wakes = self.state.outbox_ready.of(self.tenant_id());
+        let woken = wakes.notified();
+        tokio::pin!(woken);
+        // Registered before looking, so work stored after the look still wakes the lane.
+        woken.as_mut().enable();
+        // On SQLite every writer of outbox work is this process and wakes the lane, so the cap
+        // is a safety net; on PostgreSQL another instance may have stored it.
+        let cap = if self.state.store.backend() == "sqlite" {
+            IDLE_MAX_MS
+        } else {
+            SHARED_DB_IDLE_MS
+        };
+        let sleep_ms = match self.state.store.next_due_in(self.tenant_id(), lane).await {
+            Ok(Some(at)) => (at - now_ms()).clamp(0, cap),
+            Ok(None) => cap,
+            Err(e) => {
+                tracing::warn!(tenant = %self.tenant_id(), "outbox: {e}");
+                SHARED_DB_IDLE_MS
+            }
+        };
+        // Never a busy loop, whatever the store says is due.
+        let sleep = Duration::from_millis(sleep_ms.max(MIN_IDLE_MS) as u64);
+        tokio::select! {
+            _ = woken => false,
+            _ = tokio::time::sleep(sleep) => *stop.borrow(),
+            _ = stop.changed() => true,
         }
     }
 

@@ -288,7 +288,7 @@ impl Harness {
             public_url: "http://callbridge.test".into(),
             processing: Default::default(),
             new_events: Notify::new(),
-            outbox_ready: Notify::new(),
+            outbox_ready: Default::default(),
             cards,
             metrics: crate::metrics_handle(),
             directories: RwLock::new(Default::default()),
@@ -305,6 +305,7 @@ impl Harness {
             card_pages: Default::default(),
             reconciler: Default::default(),
             file_tenants: Default::default(),
+            stopping: Default::default(),
         });
         let settings = ValidSettings::parse_toml("plan = \"extended\"\n").unwrap();
         let tenant = Arc::new(Tenant {
@@ -333,8 +334,7 @@ impl Harness {
             client,
             background,
             vpbx: Err(ApiError::Config("no Mango API in these tests".into())),
-            holder: "test".into(),
-            lease_until: AtomicI64::new(0),
+            lease: super::lease::AccountLease::unrenewed(),
             outage_failures: AtomicI64::new(0),
         });
         let harness = Harness { delivery, crm, dir };
@@ -344,7 +344,8 @@ impl Harness {
 
     fn hold_lease(&self) {
         self.delivery
-            .lease_until
+            .lease
+            .until
             .store(now_ms() + 60_000, Ordering::SeqCst);
     }
 
@@ -633,7 +634,7 @@ async fn a_lease_lost_mid_round_stops_the_round_and_nothing_is_delivered_twice()
     let keys = h.calls(160).await;
     let delivery = h.delivery.clone();
     *h.crm.on_calls.lock().unwrap() = Some(Box::new(move || {
-        delivery.lease_until.store(0, Ordering::SeqCst);
+        delivery.lease.until.store(0, Ordering::SeqCst);
     }));
     assert!(matches!(
         h.delivery.round().await,

@@ -1,6 +1,6 @@
 //! What the web UI's HTTP tests share: a client that shows redirects instead of following them,
 //! cookies read off responses, hidden form fields read off pages, and signing in as a browser
-//! does (the sign-in form's token and its cookie).
+//! does (the sign-in form's token and its cookie); a service with one tenant.
 
 // Each test binary that includes this module uses only some of it.
 #![allow(dead_code)]
@@ -96,4 +96,27 @@ pub async fn sign_in(http: &reqwest::Client, base: &str, password: &str) -> Stri
         "callbridge_session={}",
         set_cookie(&r, "callbridge_session").unwrap()
     )
+}
+
+/// A service started in a fresh folder `callbridge-<name>-<pid>` (returned) with one tenant
+/// `acme` holding this Mango key and salt.
+pub async fn start_acme(
+    name: &str,
+    admin_token: &str,
+    key: &str,
+    salt: &str,
+) -> (callbridge_server::Running, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("callbridge-{name}-{}", std::process::id()));
+    let file = callbridge_test_support::one_tenant_config(
+        &dir,
+        admin_token,
+        &callbridge_test_support::TestTenant {
+            id: "acme",
+            mango_api_key: key,
+            mango_api_salt: salt,
+        },
+    );
+    let (config, tenants) = callbridge_server::config::Config::load(Some(&file)).unwrap();
+    let running = callbridge_server::start(config, tenants).await.unwrap();
+    (running, dir)
 }

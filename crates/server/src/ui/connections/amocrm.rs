@@ -37,6 +37,9 @@ pub struct CrmView {
     pub connect_label: Option<String>,
     /// Connected with a long-lived token (no consent needed).
     pub long_lived: bool,
+    /// The other tenants connected to the same amoCRM account (they share its limit), in
+    /// words; `None` when no other tenant is.
+    pub shared_with: Option<String>,
 }
 
 /// The settings form, as stored or as given (never the client secret itself).
@@ -113,6 +116,16 @@ pub async fn view(state: &AppState, ctx: &Ctx, tenant: &Tenant) -> CrmView {
     let t = ctx.t;
     let id = &tenant.row.id;
     let (mut view, connected) = state_view(state, t, tenant).await;
+    let others = {
+        let tenants = state.tenants.read().await;
+        crate::crm_clients::sharing_account(tenant, tenants.values())
+    };
+    if !others.is_empty() {
+        view.shared_with = Some(t.fmt(
+            "connections.crm.shared",
+            &[("tenants", others.join(", ").as_str())],
+        ));
+    }
     if let Some(Connected {
         origin,
         may_read_account,
@@ -123,7 +136,9 @@ pub async fn view(state: &AppState, ctx: &Ctx, tenant: &Tenant) -> CrmView {
             Some(seen) => Some(seen),
             None if !may_read_account => None,
             None => {
-                match crate::crm::client(&state.store, &tenant.row, state.allow_insecure_crm_hosts)
+                match state
+                    .crm_clients
+                    .client(&state.store, tenant, state.allow_insecure_crm_hosts)
                 {
                     Ok(Some(client)) => {
                         Some(state.connections.read_account(id, &client, now).await)
@@ -172,6 +187,7 @@ pub async fn state_view(
         account_error: None,
         reason: None,
         connect_label: None,
+        shared_with: None,
         long_lived: false,
     };
     let conn = match crate::crm::checked_connection(&tenant.row.crm, state.allow_insecure_crm_hosts)
@@ -355,8 +371,8 @@ pub async fn save(
         return super::mango::store_failed(&state, ctx, &tenant, e).await;
     }
     state.connections.forget_account(&id);
-    if let Err(e) = state.reload_tenants().await {
-        tracing::error!(tenant = %id, error = %e, "tenants not reloaded after an amoCRM change");
+    if let Err(e) = state.reload_tenant(&id).await {
+        tracing::error!(tenant = %id, error = %e, "tenant not reloaded after an amoCRM change");
     }
     tracing::info!(tenant = %id, "amoCRM connection settings changed in the web UI");
     Redirect::to(&format!("/t/{id}/connections?saved=amocrm")).into_response()

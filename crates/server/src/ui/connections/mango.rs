@@ -230,8 +230,8 @@ pub async fn save(
         }
         return store_failed(&state, ctx, &tenant, e).await;
     }
-    if let Err(e) = state.reload_tenants().await {
-        tracing::error!(tenant = %id, error = %e, "tenants not reloaded after a Mango key change");
+    if let Err(e) = state.reload_tenant(&id).await {
+        tracing::error!(tenant = %id, error = %e, "tenant not reloaded after a Mango key change");
     }
     tracing::info!(tenant = %id, "Mango API key or salt changed in the web UI");
     Redirect::to(&format!("/t/{id}/connections?saved=mango")).into_response()

@@ -337,7 +337,7 @@ async fn retry(
         }
     }
     if retried > 0 {
-        state.outbox_ready.notify_waiters();
+        state.outbox_ready.wake(&tenant_id);
     }
     let enc = form_urlencoded::byte_serialize(entry_id.as_bytes()).collect::<String>();
     Redirect::to(&format!("/t/{tenant_id}/journal/{enc}?retried={retried}")).into_response()

@@ -209,8 +209,8 @@ pub async fn save(
         .await
         .map_err(|e| SaveError::Store(e.to_string()))?
         .ok_or_else(|| SaveError::Store(format!("tenant {tenant_id} no longer exists")))?;
-    if let Err(e) = state.reload_tenants().await {
-        tracing::error!(error = %e, "tenants could not be reloaded after a settings save");
+    if let Err(e) = state.reload_tenant(tenant_id).await {
+        tracing::error!(error = %e, "the tenant could not be reloaded after a settings save");
     }
     tracing::info!(
         tenant = tenant_id,
