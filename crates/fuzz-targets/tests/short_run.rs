@@ -120,10 +120,10 @@ fn run(name: &str, target: fn(&[u8]), mutations: usize) {
         }
         executed += 1;
     }
-    eprintln!(
-        "{name}: {executed} inputs ({} from the corpus), no panic",
+    callbridge_test_support::note_figures(&format!(
+        "fuzz short run: {name}: {executed} inputs ({} from the corpus), no panic",
         seeds.len()
-    );
+    ));
 }
 
 #[test]
