@@ -224,11 +224,13 @@ async fn connect(state: &AppState, tenant_id: &str, code: &str) -> Result<(), OA
         .upsert_tenant(&row)
         .await
         .map_err(OAuthError::StoreWrite)?;
-    let _ = state.reload_tenant(tenant_id).await;
+    // Marked before the delivery restarts, so that the delivery's own word on the connection
+    // (written when it starts, or when the CRM refuses it) is the last one.
     let _ = state
         .store
         .set_crm_status(tenant_id, "ok", "authorized", now_ms())
         .await;
+    let _ = state.reload_tenant(tenant_id).await;
     // The account's name, through the client that holds the account's limiter for this
     // exchange; the page shows the connection without it if amoCRM does not answer.
     state

@@ -636,6 +636,20 @@ async fn amocrm_connects_through_the_page_and_comes_back_to_it_with_the_account_
     assert_eq!(v["amocrm"], "connected", "{v}");
 
     // A connection the CRM stopped accepting: broken, with the reason and "Reconnect".
+    // The callback above restarted the tenant's delivery, which marks the connection ok (with
+    // no detail) when it starts: wait for that, so that the state written here is the last.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = ui.running.state.store.crm_status("acme").await.unwrap();
+        if status.is_some_and(|s| s.state == "ok" && s.detail.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted delivery never marked the connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     ui.running
         .state
         .store
