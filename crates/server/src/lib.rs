@@ -370,6 +370,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         new_events: Notify::new(),
         outbox_ready: Default::default(),
         cards,
+        card_routes: Default::default(),
         metrics: metrics_handle(),
         directories: RwLock::new(Default::default()),
         mango_api_url: config.mango_api_url.clone(),

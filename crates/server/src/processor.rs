@@ -21,7 +21,7 @@ use callbridge_core::tracker::{Accepted, Completed, Tracker, TrackerConfig};
 use callbridge_core::PbxEvent;
 use callbridge_mango::webhook::{parse_stored, Webhook};
 use callbridge_store::{Committed, NewOutboxItem, NewPlan, SinkReceiver, StoredEvent};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -85,6 +85,11 @@ pub type LiveEvents = SinkReceiver<PbxEvent>;
 pub struct Processor {
     state: Arc<AppState>,
     tenants: HashMap<String, TenantWork>,
+    /// Tenants with an entry in flight: the only ones a step visits, so a step's cost follows
+    /// the calls under way, not the number of tenants.
+    active: HashSet<String>,
+    /// When the quiet tenants were last swept (see [`Processor::sweep_quiet_tenants`]).
+    swept_at: Option<Instant>,
     cursor: Cursor,
     live: Option<LiveEvents>,
     /// Every event of the log passes through this instance's appender (SQLite), so with `live`
@@ -128,6 +133,8 @@ impl Processor {
         Processor {
             state,
             tenants: HashMap::new(),
+            active: HashSet::new(),
+            swept_at: None,
             cursor: Cursor {
                 through: 0,
                 seen: BTreeSet::new(),
@@ -365,13 +372,22 @@ impl Processor {
     /// Plans every entry whose windows have passed, and stores the plans in one transaction.
     async fn plan_completed(&mut self) -> Result<(), ProcessorError> {
         let now = now_ms();
-        let tenants: Vec<String> = self.tenants.keys().cloned().collect();
+        self.sweep_quiet_tenants(now);
+        let tenants: Vec<String> = self.active.iter().cloned().collect();
         for tenant_id in tenants {
-            let done = self
-                .tenants
-                .get_mut(&tenant_id)
-                .map(|w| w.tracker.advance(now))
-                .unwrap_or_default();
+            let done = match self.tenants.get_mut(&tenant_id) {
+                Some(work) => {
+                    let done = work.tracker.advance(now);
+                    if work.tracker.in_flight() == 0 {
+                        self.active.remove(&tenant_id);
+                    }
+                    done
+                }
+                None => {
+                    self.active.remove(&tenant_id);
+                    Vec::new()
+                }
+            };
             for completed in done {
                 let entry_id = completed.events.entry_id.clone();
                 if !completed.events.has_call_facts() {
@@ -428,6 +444,33 @@ impl Processor {
         Ok(())
     }
 
+    /// Once a minute, the tenants with nothing in flight: their trackers forget the released
+    /// entries past the remembering window, and a tenant with nothing left to remember (quiet
+    /// for that whole window) is dropped, to be made again by its next event. Thousands of
+    /// quiet tenants then cost neither memory nor a visit at every step.
+    fn sweep_quiet_tenants(&mut self, now: i64) {
+        if self
+            .swept_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.swept_at = Some(Instant::now());
+        let active = &self.active;
+        self.tenants.retain(|tenant_id, work| {
+            if active.contains(tenant_id) {
+                return true;
+            }
+            // Nothing is in flight, so nothing completes here: only the memory is trimmed.
+            let _ = work.tracker.advance(now);
+            work.tracker.in_flight() > 0
+                || work.tracker.remembered() > 0
+                || work.cards.showing() > 0
+        });
+        self.first_ids.retain(|_, entries| !entries.is_empty());
+        metrics::gauge!("callbridge_processor_tenants_held").set(self.tenants.len() as f64);
+    }
+
     /// Folds one stored event in, parsing it again.
     async fn fold_stored(&mut self, stored: &StoredEvent, live: bool, arrived: i64) {
         let event: PbxEvent = match parse_stored(&stored.path, &stored.json) {
@@ -451,6 +494,7 @@ impl Processor {
         };
         for (tenant_id, last_event) in purged {
             self.tenants.remove(&tenant_id);
+            self.active.remove(&tenant_id);
             self.first_ids.remove(&tenant_id);
             self.unsaved.retain(|p| p.tenant_id != tenant_id);
             self.purged.insert(tenant_id, last_event);
@@ -477,8 +521,8 @@ impl Processor {
                 work.tracker.reopen(&entry);
             }
         }
-        let config = self.config();
         if !self.tenants.contains_key(tenant_id) {
+            let config = self.config();
             self.tenants.insert(
                 tenant_id.to_string(),
                 TenantWork {
@@ -493,6 +537,8 @@ impl Processor {
                 if let Some(tenant) = self.state.tenant(tenant_id).await {
                     for change in work.cards.on_call_event(&tenant.settings, call) {
                         metrics::counter!("callbridge_cards_total", "action" => format!("{:?}", change.action)).increment(1);
+                        self.state.card_routes.send(tenant_id, change.clone());
+                        // Sent only while a stream listens (no receiver is no error worth a word).
                         let _ = self.state.cards.send(TenantCard {
                             tenant_id: tenant_id.to_string(),
                             change,
@@ -514,6 +560,9 @@ impl Processor {
         // A late event of an entry already released changes nothing and is never planned: it
         // must not hold the recovery mark back.
         if work.tracker.push_at(event, arrived) != Accepted::Late {
+            if !self.active.contains(tenant_id) {
+                self.active.insert(tenant_id.to_string());
+            }
             if let Some(entry_id) = entry_id {
                 self.first_ids
                     .entry(tenant_id.to_string())
@@ -615,4 +664,80 @@ pub fn outbox_items(tenant_id: &str, plan: &EntryPlan) -> Vec<NewOutboxItem> {
         }
     }
     items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Processing;
+    use callbridge_store::Store;
+
+    fn event(path: &str, json: serde_json::Value) -> PbxEvent {
+        match parse_stored(path, &json.to_string()) {
+            Ok(Webhook::Event(e)) => e,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    fn summary(entry: &str) -> PbxEvent {
+        event(
+            "events/summary",
+            serde_json::json!({
+                "entry_id": entry, "call_direction": 1,
+                "from": {"number": "79161234567"}, "to": {"extension": "101"},
+                "create_time": 1764000000, "forward_time": 1764000001,
+                "talk_time": 1764000002, "end_time": 1764000030, "entry_result": 1,
+            }),
+        )
+    }
+
+    fn ringing(entry: &str) -> PbxEvent {
+        event(
+            "events/call",
+            serde_json::json!({
+                "entry_id": entry, "call_id": "C1", "timestamp": 1764000000, "seq": 1,
+                "call_state": "Appeared", "location": "abonent",
+                "from": {"number": "79161234567"}, "to": {"extension": "101"},
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_step_visits_only_tenants_with_calls_in_flight_and_quiet_ones_are_dropped() {
+        let dir =
+            std::env::temp_dir().join(format!("callbridge-processor-quiet-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(None, &dir).await.unwrap();
+        let processing = Processing {
+            settle_seconds: 0,
+            ..Processing::default()
+        };
+        let state = Arc::new(AppState::for_tests(store, processing));
+        let mut p = Processor::new(state);
+        let now = now_ms();
+        // Two tenants whose calls end (a summary), one whose call is still ringing.
+        p.fold_event("done-a", summary("A1"), false, now, 1).await;
+        p.fold_event("done-b", summary("B1"), false, now, 2).await;
+        p.fold_event("ringing", ringing("R1"), false, now, 3).await;
+        assert_eq!(p.active.len(), 3);
+        p.plan_completed().await.unwrap();
+        // Released: no longer visited, but still held to recognise a late re-delivery.
+        assert_eq!(
+            p.active.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["ringing"]
+        );
+        assert_eq!(p.tenants.len(), 3);
+        p.fold_event("done-a", summary("A1"), false, now, 4).await;
+        assert!(!p.active.contains("done-a"), "a late event is not work");
+
+        // Past the remembering window the quiet tenants are dropped; the ringing one stays.
+        let remember_ms = TrackerConfig::default().remember_s * 1000;
+        p.swept_at = None; // the step above swept (nothing yet), and sweeps once a minute
+        p.sweep_quiet_tenants(now + remember_ms + 1);
+        assert_eq!(p.tenants.keys().collect::<Vec<_>>(), ["ringing"]);
+        // A dropped tenant's next call makes its state again.
+        p.fold_event("done-a", summary("A2"), false, now, 5).await;
+        assert!(p.active.contains("done-a") && p.tenants.contains_key("done-a"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -40,6 +40,49 @@ pub struct TenantCard {
     pub change: CardChange,
 }
 
+/// The card changes of each tenant, to the task that pops its cards in amoCRM. Through the
+/// stream's broadcast every change would wake every tenant's task, so with thousands of tenants
+/// one ringing phone would cost thousands of wake-ups; here it reaches its own tenant only.
+#[derive(Default)]
+pub struct CardRoutes {
+    routes: std::sync::Mutex<HashMap<String, tokio::sync::mpsc::Sender<CardChange>>>,
+}
+
+impl CardRoutes {
+    /// Card changes a tenant's card task waits on: cards are only worth popping while the
+    /// phone rings, so what does not fit is dropped, not queued.
+    const CAPACITY: usize = 256;
+
+    /// The tenant's card changes from now on; replaces the receiver of an earlier delivery of
+    /// the tenant (whose task then ends).
+    pub fn register(&self, tenant_id: &str) -> tokio::sync::mpsc::Receiver<CardChange> {
+        let (tx, rx) = tokio::sync::mpsc::channel(Self::CAPACITY);
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.insert(tenant_id.to_string(), tx);
+        }
+        rx
+    }
+
+    /// Hands a change to the tenant's card task, if it has one.
+    pub fn send(&self, tenant_id: &str, change: CardChange) {
+        let Ok(mut routes) = self.routes.lock() else {
+            return;
+        };
+        let Some(tx) = routes.get(tenant_id) else {
+            return;
+        };
+        match tx.try_send(change) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("callbridge_crm_cards_dropped_total").increment(1);
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                routes.remove(tenant_id);
+            }
+        }
+    }
+}
+
 pub struct AppState {
     pub store: Store,
     /// Carries each parsed event along, handed to the processor once committed.
@@ -53,7 +96,10 @@ pub struct AppState {
     /// Wakes a tenant's delivery lanes when it has new outbox work (plans stored, items
     /// retried, follow-ups added): an idle lane sleeps until then or until its next item is due.
     pub outbox_ready: OutboxWakes,
+    /// Every card change, for the card streams (`GET /api/v1/cards/stream`, card pages).
     pub cards: broadcast::Sender<TenantCard>,
+    /// Each CRM-connected tenant's card task, reached directly (see [`CardRoutes`]).
+    pub card_routes: CardRoutes,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The PBX staff of each tenant, from the VPBX API.
     pub directories: RwLock<HashMap<String, crate::directory::Directory>>,
@@ -141,6 +187,41 @@ pub struct FileTenants {
 }
 
 impl AppState {
+    /// A state over `store` with no tenants, the given processing windows and defaults
+    /// elsewhere: the unit tests of the worker and the processor.
+    #[cfg(test)]
+    pub(crate) fn for_tests(store: Store, processing: Processing) -> AppState {
+        let (cards, _) = broadcast::channel(16);
+        AppState {
+            appender: Appender::spawn_with_sink(store.clone(), 16, None),
+            store,
+            tenants: RwLock::new(Default::default()),
+            admin_token: String::new().into(),
+            public_url: "http://callbridge.test".into(),
+            processing,
+            new_events: Notify::new(),
+            outbox_ready: Default::default(),
+            cards,
+            card_routes: Default::default(),
+            metrics: crate::metrics_handle(),
+            directories: RwLock::new(Default::default()),
+            mango_api_url: "http://mango.test".into(),
+            recording_link_days: 7,
+            preview_entries: 200,
+            card_token_key: [0; 32],
+            purged_tenants: Default::default(),
+            tenants_changed: Notify::new(),
+            allow_insecure_crm_hosts: true,
+            crm_users: Default::default(),
+            connections: Default::default(),
+            crm_clients: Default::default(),
+            card_pages: Default::default(),
+            reconciler: Default::default(),
+            file_tenants: Default::default(),
+            stopping: Default::default(),
+        }
+    }
+
     /// Loads every tenant from the store into the cache: at start only. A change to one tenant
     /// goes through [`AppState::reload_tenant`], which leaves the others as they are.
     pub async fn reload_tenants(&self) -> Result<(), ReloadError> {

@@ -2,7 +2,7 @@
 
 use super::{TenantDelivery, CARD_MAX_AGE};
 use callbridge_amocrm::CallCardEvent;
-use callbridge_core::cards::CardAction;
+use callbridge_core::cards::{CardAction, CardChange};
 use callbridge_core::settings::CrmUserId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,25 +12,21 @@ use tokio::sync::watch;
 impl TenantDelivery {
     /// Sends card pops for this tenant's mapped users while this instance holds the lease.
     pub(super) async fn deliver_cards(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut rx = self.state.cards.subscribe();
+        // This tenant's changes only: a phone ringing at another tenant does not wake this task.
+        let mut rx = self.state.card_routes.register(self.tenant_id());
         loop {
             let first = tokio::select! {
                 r = rx.recv() => r,
                 _ = stop.changed() => return,
             };
-            let mut pending: Vec<(tokio::time::Instant, crate::state::TenantCard)> = Vec::new();
-            match first {
-                Ok(card) => pending.push((tokio::time::Instant::now(), card)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(tenant = %self.tenant_id(), n, "call cards dropped: the stream lagged");
-                    continue;
-                }
-                Err(_) => return,
-            }
+            // None: a newer delivery of the tenant took the route over.
+            let Some(first) = first else { return };
+            let mut pending: Vec<(tokio::time::Instant, CardChange)> =
+                vec![(tokio::time::Instant::now(), first)];
             // Gather what rings within a second into one request: at most one of the account's
             // seven requests a second goes to cards, however busy the phones are.
             let deadline = tokio::time::Instant::now() + Duration::from_millis(1000);
-            while let Ok(Ok(card)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            while let Ok(Some(card)) = tokio::time::timeout_at(deadline, rx.recv()).await {
                 pending.push((tokio::time::Instant::now(), card));
             }
             if !self.lease_ok() {
@@ -39,19 +35,16 @@ impl TenantDelivery {
             let mut by_phone: BTreeMap<String, Vec<CrmUserId>> = BTreeMap::new();
             let mut oldest: Option<tokio::time::Instant> = None;
             for (at, card) in pending {
-                if card.tenant_id != self.tenant.row.id
-                    || card.change.action != CardAction::Show
-                    || at.elapsed() > CARD_MAX_AGE
-                {
+                if card.action != CardAction::Show || at.elapsed() > CARD_MAX_AGE {
                     continue;
                 }
                 oldest = Some(oldest.map_or(at, |o| o.min(at)));
-                let Some(phone) = card.change.client_phone.clone() else {
+                let Some(phone) = card.client_phone.clone() else {
                     continue;
                 };
                 let users = by_phone.entry(phone).or_default();
-                if !users.contains(&card.change.crm_user_id) {
-                    users.push(card.change.crm_user_id);
+                if !users.contains(&card.crm_user_id) {
+                    users.push(card.crm_user_id);
                 }
             }
             if by_phone.is_empty() {

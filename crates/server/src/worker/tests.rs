@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, watch, Notify, RwLock};
+use tokio::sync::watch;
 
 const TENANT: &str = "acme";
 
@@ -80,6 +80,8 @@ struct FakeCrm {
     notes_added: Mutex<Vec<(EntityType, NewNote)>>,
     /// Runs as a call request arrives (a lease lost while it is under way).
     on_calls: Mutex<Option<Box<dyn FnMut() + Send>>>,
+    /// Every call card request, with its events.
+    cards_shown: Mutex<Vec<Vec<CallCardEvent>>>,
 }
 
 impl FakeCrm {
@@ -249,7 +251,8 @@ impl CrmPort for FakeCrm {
         }
         Ok(created)
     }
-    async fn show_call_card(&self, _: &[CallCardEvent]) -> Result<(), CrmError> {
+    async fn show_call_card(&self, events: &[CallCardEvent]) -> Result<(), CrmError> {
+        self.cards_shown.lock().unwrap().push(events.to_vec());
         Ok(())
     }
 }
@@ -279,34 +282,7 @@ impl Harness {
             std::env::temp_dir().join(format!("callbridge-worker-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = Store::open(None, &dir).await.unwrap();
-        let (cards, _) = broadcast::channel(16);
-        let state = Arc::new(AppState {
-            appender: callbridge_store::Appender::spawn_with_sink(store.clone(), 16, None),
-            store,
-            tenants: RwLock::new(Default::default()),
-            admin_token: String::new().into(),
-            public_url: "http://callbridge.test".into(),
-            processing: Default::default(),
-            new_events: Notify::new(),
-            outbox_ready: Default::default(),
-            cards,
-            metrics: crate::metrics_handle(),
-            directories: RwLock::new(Default::default()),
-            mango_api_url: "http://mango.test".into(),
-            recording_link_days: 7,
-            preview_entries: 200,
-            card_token_key: [0; 32],
-            purged_tenants: Default::default(),
-            tenants_changed: Notify::new(),
-            allow_insecure_crm_hosts: true,
-            crm_users: Default::default(),
-            connections: Default::default(),
-            crm_clients: Default::default(),
-            card_pages: Default::default(),
-            reconciler: Default::default(),
-            file_tenants: Default::default(),
-            stopping: Default::default(),
-        });
+        let state = Arc::new(AppState::for_tests(store, Default::default()));
         let settings = ValidSettings::parse_toml("plan = \"extended\"\n").unwrap();
         let tenant = Arc::new(Tenant {
             row: TenantRow {
@@ -1328,4 +1304,51 @@ mod over_http {
         );
         sandbox.shutdown().await;
     }
+}
+
+fn card(tenant: &str, phone: &str, user: u64) -> (String, callbridge_core::cards::CardChange) {
+    use callbridge_core::cards::{CardAction, CardChange};
+    let change = CardChange {
+        action: CardAction::Show,
+        crm_user_id: callbridge_core::settings::CrmUserId::new(user).unwrap(),
+        entry_id: format!("E-{phone}"),
+        call_id: "C1".into(),
+        employee_extension: "101".into(),
+        client_phone: Some(phone.into()),
+        at: 1,
+    };
+    (tenant.to_string(), change)
+}
+
+#[tokio::test]
+async fn a_tenants_card_task_gets_its_own_cards_only_and_a_newer_delivery_takes_the_route() {
+    let h = Harness::new("card-routes").await;
+    let (stop_tx, stop) = watch::channel(false);
+    let task = tokio::spawn(h.delivery.clone().deliver_cards(stop));
+    // Registered once the task runs.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for (tenant, change) in [
+        card(TENANT, "79160000001", 5),
+        card("another-tenant", "79160000002", 6),
+    ] {
+        h.delivery.state.card_routes.send(&tenant, change);
+    }
+    // The task gathers a second's cards into one request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while h.crm.cards_shown.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no card was shown");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shown = h.crm.cards_shown.lock().unwrap().clone();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0].len(), 1, "{shown:?}");
+    assert_eq!(shown[0][0].phone_number, "79160000001");
+    assert_eq!(shown[0][0].users, vec![5]);
+    // A newer delivery of the tenant registers: the older task ends by itself.
+    let _newer = h.delivery.state.card_routes.register(TENANT);
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("the older card task ended")
+        .unwrap();
+    drop(stop_tx);
 }
