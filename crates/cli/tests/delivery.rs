@@ -6,7 +6,9 @@ mod sandboxes;
 mod support;
 
 use callbridge_amocrm_sandbox::{Faults, Sandbox};
-use callbridge_test_support::{drop_postgres_database, fresh_postgres_database, wait_until};
+use callbridge_test_support::{
+    drop_postgres_database, fresh_postgres_database, postgres_text_rows, wait_until,
+};
 use sandboxes::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -435,13 +437,7 @@ fn two_instances_on_one_postgres_deliver_each_call_once_within_the_limit() {
         settings: settings.clone(),
         amocrm: Some(amocrm_section(&sandbox)),
     };
-    let options = Options {
-        database_url: Some(url.clone()),
-        grace: Some(60),
-        settle: Some(1),
-        extra: format!("mango_api_url = \"{mango}\""),
-        ..Options::default()
-    };
+    let options = postgres_options(&url, &mango);
     let a = Server::start_with(&dir, std::slice::from_ref(&t), &options);
     let b = Server::start_with(&dir, std::slice::from_ref(&t), &options);
     let http = client();
@@ -1337,6 +1333,173 @@ fn tenants_sharing_one_crm_account_keep_its_limit_together() {
 fn tenants_sharing_one_crm_account_keep_its_limit_across_two_instances_on_postgres() {
     let url = fresh_postgres_database("shared_account");
     tenants_on_one_account("delivery-shared-account-pg", Some(url), 2);
+}
+
+/// The instance (by process id) holding each CRM account's lease now, from the lease table: an
+/// instance's holder names are `<host>-<pid>-<start>/<n>`.
+/// Options of an instance on the PostgreSQL at `url`, fetching its staff from `mango`.
+fn postgres_options(url: &str, mango: &str) -> Options {
+    Options {
+        database_url: Some(url.to_string()),
+        grace: Some(60),
+        settle: Some(1),
+        extra: format!("mango_api_url = \"{mango}\""),
+        ..Options::default()
+    }
+}
+
+fn account_holders(url: &str) -> BTreeMap<String, u32> {
+    postgres_text_rows(
+        url,
+        "SELECT tenant_id, holder FROM delivery_leases WHERE tenant_id LIKE 'amocrm:%' \
+         AND expires_at_ms > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint",
+    )
+    .into_iter()
+    .map(|row| {
+        let instance = row[1].split('/').next().unwrap_or_default();
+        let pid = instance
+            .rsplit('-')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("a holder name without a process id: {}", row[1]));
+        (row[0].clone(), pid)
+    })
+    .collect()
+}
+
+/// Issue 21 item 6: three instances on one PostgreSQL share 300 tenants on 30 CRM accounts (10
+/// tenants each). Each account is delivered by one instance and the accounts spread over all
+/// three; the instance holding the most is killed (SIGKILL) right after the calls arrive, while
+/// they are being delivered; the other two take its accounts over within about the lease time
+/// (15 s), and every call lands once, no account over its limit.
+#[test]
+fn three_instances_on_postgres_share_300_tenants_and_take_over_a_killed_ones_accounts() {
+    const ACCOUNTS: usize = 30;
+    const PER_ACCOUNT: usize = 10;
+    let url = fresh_postgres_database("fleet");
+    let rt = runtime();
+    let dir = temp_dir("delivery-fleet");
+    let (events, settings, plan) = office_day(&dir, 2);
+    let users = crm_users(&settings);
+    let sandboxes: Vec<Sandbox> = (0..ACCOUNTS)
+        .map(|_| start_sandbox(&rt, &users, json!({})))
+        .collect();
+    let mango = start_fake_mango(&rt);
+    let account_of = |tenant: usize| tenant % ACCOUNTS;
+    let tenants: Vec<Tenant> = (0..ACCOUNTS * PER_ACCOUNT)
+        .map(|i| Tenant {
+            id: format!("t{i:03}"),
+            key: format!("k-t{i:03}"),
+            salt: format!("s-t{i:03}-{}", "0".repeat(28)),
+            settings: settings.clone(),
+            amocrm: Some(amocrm_section(&sandboxes[account_of(i)])),
+        })
+        .collect();
+    let options = postgres_options(&url, &mango);
+    let mut servers: Vec<Server> = (0..3)
+        .map(|_| Server::start_with(&dir, &tenants, &options))
+        .collect();
+    let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+
+    // Every account held, by all three instances between them.
+    let spread = wait_until(
+        "every account held, by all three",
+        Duration::from_secs(30),
+        || {
+            let held = account_holders(&url);
+            let mut per_instance = BTreeMap::new();
+            for pid in held.values() {
+                *per_instance.entry(*pid).or_insert(0usize) += 1;
+            }
+            (held.len() == ACCOUNTS && per_instance.len() == 3).then_some(per_instance)
+        },
+    );
+    eprintln!("accounts per instance: {spread:?}");
+    assert!(spread.values().all(|&n| n >= 2), "{spread:?}");
+    assert!(
+        spread.keys().all(|pid| pids.contains(pid)),
+        "{spread:?} {pids:?}"
+    );
+
+    // The calls of every tenant, each webhook through any of the instances.
+    let lines = lines_of(&events);
+    std::thread::scope(|scope| {
+        for part in tenants.chunks(50) {
+            let (lines, servers) = (&lines, &servers);
+            scope.spawn(move || {
+                let http = client();
+                for (i, line) in lines.iter().enumerate() {
+                    for (n, t) in part.iter().enumerate() {
+                        let base = &servers[(i + n) % servers.len()].base;
+                        assert_eq!(post_line(&http, base, t, line), 200);
+                    }
+                }
+            });
+        }
+    });
+
+    // The instance holding the most accounts dies while delivering.
+    let (&victim_pid, _) = spread.iter().max_by_key(|(_, n)| **n).unwrap();
+    let victim = servers
+        .iter()
+        .position(|s| s.child.id() == victim_pid)
+        .unwrap();
+    servers.remove(victim).kill();
+    let killed = Instant::now();
+    wait_until(
+        "the killed instance's accounts taken over",
+        Duration::from_secs(45),
+        || {
+            let held = account_holders(&url);
+            (held.len() == ACCOUNTS && held.values().all(|pid| *pid != victim_pid)).then_some(())
+        },
+    );
+    let handed_over = killed.elapsed();
+    eprintln!("accounts taken over {handed_over:?} after the kill");
+    assert!(
+        handed_over < Duration::from_secs(25),
+        "taking over took {handed_over:?}, the lease lasts 15 s"
+    );
+
+    // Every tenant's calls delivered, each once, and no account over its limit.
+    let http = client();
+    let entries = plan["entries"].as_array().unwrap().len() as i64;
+    let mut waiting: Vec<&Tenant> = tenants.iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !waiting.is_empty() {
+        waiting.retain(|t| {
+            let shown = get(
+                &http,
+                &format!("{}/api/v1/tenants/{}", servers[0].base, t.id),
+            );
+            !(shown["entries"].as_i64() >= Some(entries)
+                && shown["outbox"]["pending"].as_i64() == Some(0))
+        });
+        assert!(
+            Instant::now() < deadline,
+            "still pending: {:?}",
+            waiting.iter().map(|t| &t.id).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    for (a, sandbox) in sandboxes.iter().enumerate() {
+        let stats = sandbox.stats();
+        assert_eq!(stats.rate_limited, 0, "account {a}: {stats:?}");
+        assert!(
+            stats.max_requests_in_any_second <= 7,
+            "account {a}: {stats:?}"
+        );
+        assert!(!stats.blocked, "account {a}: {stats:?}");
+        let want: BTreeSet<String> = (0..tenants.len())
+            .filter(|&i| account_of(i) == a)
+            .flat_map(|i| planned_keys(&tenants[i].id, &plan))
+            .collect();
+        assert_each_call_once(&http, sandbox, &want);
+    }
+    drop(servers);
+    drop(rt);
+    drop_postgres_database(&url);
 }
 
 /// Issue 21 item 4: SIGTERM while the account sits in a 429 pause and one request hangs (its

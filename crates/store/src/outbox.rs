@@ -165,6 +165,62 @@ impl Store {
         Ok(())
     }
 
+    /// Says that the instance `name` is alive at `now_ms`, and answers the names of every
+    /// instance seen within `ttl_ms` (this one included), sorted.
+    pub async fn instance_heartbeat(
+        &self,
+        name: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<String>> {
+        let names = with_db!(self.db(), pool => {
+            sqlx::query(
+                "INSERT INTO delivery_instances (name, seen_at_ms) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET seen_at_ms = excluded.seen_at_ms",
+            )
+            .bind(name)
+            .bind(now_ms)
+            .execute(pool)
+            .await?;
+            // Instances gone long ago are forgotten, so the table stays as small as the fleet.
+            sqlx::query("DELETE FROM delivery_instances WHERE seen_at_ms < $1")
+                .bind(now_ms - 100 * ttl_ms)
+                .execute(pool)
+                .await?;
+            sqlx::query_scalar::<_, String>(
+                "SELECT name FROM delivery_instances WHERE seen_at_ms >= $1 ORDER BY name",
+            )
+            .bind(now_ms - ttl_ms)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(names)
+    }
+
+    /// The instance `name` stops: the others stop counting it at once.
+    pub async fn instance_leaves(&self, name: &str) -> Result<()> {
+        with_db!(self.db(), pool => {
+            sqlx::query("DELETE FROM delivery_instances WHERE name = $1")
+                .bind(name)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The leases held at `now_ms`: key and holder.
+    pub async fn leases_held(&self, now_ms: i64) -> Result<Vec<(String, String)>> {
+        let held = with_db!(self.db(), pool => {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT tenant_id, holder FROM delivery_leases WHERE expires_at_ms >= $1",
+            )
+            .bind(now_ms)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(held)
+    }
+
     /// Pending items of a tenant that are due: fresh ones (never tried) first, up to `fresh`,
     /// then retries up to `retries`, so a backlog of failing items never starves new calls.
     pub async fn due_items(

@@ -252,6 +252,17 @@ Migration {
         created_at_ms BIGINT NOT NULL,
         PRIMARY KEY (tenant_id, client_phone10))",
     ],
+},
+Migration {
+    version: 13,
+    name: "delivery instances: who shares the CRM work",
+    steps: &[
+        // Every instance on a shared database says here that it is alive; the CRM accounts are
+        // spread over the live ones (see the server's `worker::instances`).
+        "CREATE TABLE IF NOT EXISTS delivery_instances (
+        name TEXT PRIMARY KEY,
+        seen_at_ms BIGINT NOT NULL)",
+    ],
 }];
 
 /// The migration adding the journal's columns; its rows are filled after its steps.

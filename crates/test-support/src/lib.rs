@@ -12,7 +12,8 @@ mod wait;
 
 pub use figures::{note_figures, FIGURES_LOG_VAR};
 pub use postgres::{
-    drop_postgres_database, fresh_postgres_database, postgres_admin_url, POSTGRES_URL_VAR,
+    drop_postgres_database, fresh_postgres_database, postgres_admin_url, postgres_text_rows,
+    POSTGRES_URL_VAR,
 };
 pub use rng::SeededRng;
 pub use service_config::{one_tenant_config, TestTenant};

@@ -77,27 +77,54 @@ pub fn drop_postgres_database(url: &str) {
     let _left_behind = run_admin(&[format!("DROP DATABASE IF EXISTS {name}")]);
 }
 
+/// The rows `query` answers on the database at `url`, every column read as text (cast in the
+/// query: `SELECT a::text, ...`). Blocking, and safe to call from async tests too.
+pub fn postgres_text_rows(url: &str, query: &str) -> Vec<Vec<String>> {
+    use sqlx::Row;
+    on_a_runtime_of_its_own(|| async {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let rows = sqlx::query(query).fetch_all(&mut conn).await?;
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| row.try_get::<String, _>(i))
+                    .collect()
+            })
+            .collect::<Result<Vec<Vec<String>>, sqlx::Error>>()
+    })
+    .unwrap_or_else(|e| panic!("{query}: {e}"))
+}
+
+/// Runs `work` to its end on a thread and a current-thread runtime of its own, so blocking
+/// callers and async tests (whose runtime must not be blocked from inside) can both use it.
+/// The future is made on that thread (`make`), so it need not be `Send`.
+fn on_a_runtime_of_its_own<T: Send, F: std::future::Future<Output = T>>(
+    make: impl FnOnce() -> F + Send,
+) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime of its own")
+                    .block_on(make())
+            })
+            .join()
+            .expect("the thread running the work")
+    })
+}
+
 /// Runs `statements` in order on the administrative connection. Blocking, and safe to call from
 /// async tests too: the work runs on a thread and a runtime of its own.
 fn run_admin(statements: &[String]) -> Result<(), sqlx::Error> {
     let admin_url = postgres_admin_url();
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for the administrative connection");
-                runtime.block_on(async {
-                    let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                    for statement in statements {
-                        sqlx::raw_sql(statement).execute(&mut admin).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .join()
-            .expect("the thread running the statements")
+    on_a_runtime_of_its_own(|| async {
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+        for statement in statements {
+            sqlx::raw_sql(statement).execute(&mut admin).await?;
+        }
+        Ok(())
     })
 }
 

@@ -6,7 +6,12 @@
 //! Each instance keeps one [`AccountLease`] per account it delivers for, shared by the
 //! deliveries of that account's tenants; a task renews it while any of them holds it and gives
 //! it up when the last one lets go (or at shutdown).
+//!
+//! On PostgreSQL only the account's owner in the fleet (see [`super::instances`]) takes the
+//! lease, so the accounts spread over the instances. On SQLite this process is the only one
+//! (the data folder's lock says so): the lease is held in memory, with no write to renew it.
 
+use super::instances::Fleet;
 use super::{wait, RoundError, TenantDelivery, LEASE_SAFETY_MS, LEASE_TTL_MS};
 use crate::state::now_ms;
 use callbridge_store::Store;
@@ -55,6 +60,8 @@ pub(super) struct AccountLeases {
     holder: String,
     /// Told at shutdown: every renewing task gives its lease up.
     shutdown: watch::Receiver<bool>,
+    /// The instances sharing the database; `None` on SQLite, where this process is alone.
+    fleet: Option<Fleet>,
     /// Distinguishes successive holds of one account by this instance: a hold given up while a
     /// new one begins must not delete the new one's row.
     generation: AtomicU64,
@@ -62,11 +69,17 @@ pub(super) struct AccountLeases {
 }
 
 impl AccountLeases {
-    pub(super) fn new(store: Store, holder: String, shutdown: watch::Receiver<bool>) -> Self {
+    pub(super) fn new(
+        store: Store,
+        holder: String,
+        shutdown: watch::Receiver<bool>,
+        fleet: Option<Fleet>,
+    ) -> Self {
         AccountLeases {
             store,
             holder,
             shutdown,
+            fleet,
             generation: AtomicU64::new(0),
             held: HashMap::new(),
         }
@@ -84,14 +97,18 @@ impl AccountLeases {
             _holders: holders,
         });
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        let task = tokio::spawn(keep(
-            self.store.clone(),
-            key.to_string(),
-            format!("{}/{generation}", self.holder),
-            lease.until.clone(),
-            gone,
-            self.shutdown.clone(),
-        ));
+        let task = match &self.fleet {
+            Some(fleet) => tokio::spawn(keep(
+                self.store.clone(),
+                fleet.clone(),
+                key.to_string(),
+                format!("{}/{generation}", self.holder),
+                lease.until.clone(),
+                gone,
+                self.shutdown.clone(),
+            )),
+            None => tokio::spawn(keep_alone(lease.until.clone(), gone, self.shutdown.clone())),
+        };
         self.held
             .insert(key.to_string(), (Arc::downgrade(&lease), task));
         lease
@@ -116,10 +133,31 @@ impl AccountLeases {
     }
 }
 
-/// Takes and keeps the account's lease, renewing it well before it expires, independently of
-/// how long a round takes, until no delivery holds it or the service stops; then gives it up.
+/// SQLite: this process is the only one that can deliver (the data folder's lock), so the lease
+/// is held from the start until no delivery holds it or the service stops, with nothing stored.
+async fn keep_alone(
+    until: Arc<AtomicI64>,
+    mut gone: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    until.store(i64::MAX, Ordering::SeqCst);
+    if !*shutdown.borrow() {
+        tokio::select! {
+            // The last holder let go: `gone`'s sender was dropped.
+            _ = gone.changed() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    until.store(0, Ordering::SeqCst);
+}
+
+/// Takes and keeps the account's lease while this instance owns the account in the fleet,
+/// renewing it well before it expires, independently of how long a round takes, until no
+/// delivery holds it, the account passes to another instance, or the service stops; then gives
+/// it up.
 async fn keep(
     store: Store,
+    fleet: Fleet,
     key: String,
     holder: String,
     until: Arc<AtomicI64>,
@@ -128,12 +166,31 @@ async fn keep(
 ) {
     loop {
         let now = now_ms();
-        match store.acquire_lease(&key, &holder, LEASE_TTL_MS, now).await {
-            // Trust the lease a little less long than the database keeps it, so this
-            // instance stops before another may start.
-            Ok(true) => until.store(now + LEASE_TTL_MS - LEASE_SAFETY_MS, Ordering::SeqCst),
-            Ok(false) => until.store(0, Ordering::SeqCst),
-            Err(e) => tracing::warn!(account = %key, "lease: {e}"),
+        let holding = now < until.load(Ordering::SeqCst);
+        if fleet.owns(&key) {
+            match store.acquire_lease(&key, &holder, LEASE_TTL_MS, now).await {
+                // Trust the lease a little less long than the database keeps it, so this
+                // instance stops before another may start.
+                Ok(true) => until.store(now + LEASE_TTL_MS - LEASE_SAFETY_MS, Ordering::SeqCst),
+                Ok(false) => until.store(0, Ordering::SeqCst),
+                Err(e) => tracing::warn!(account = %key, "lease: {e}"),
+            }
+        } else if holding {
+            // Another instance owns the account now (one joined): stop sending at once, and
+            // give the lease up only after the safety margin, as if it had expired, so requests
+            // still under way end before the new owner starts.
+            until.store(0, Ordering::SeqCst);
+            tracing::info!(account = %key, "account passes to another instance");
+            let stop = tokio::select! {
+                stopped = wait(&mut gone, Duration::from_millis(LEASE_SAFETY_MS as u64)) => stopped,
+                _ = shutdown.changed() => true,
+            };
+            if stop {
+                break;
+            }
+            if let Err(e) = store.release_lease(&key, &holder).await {
+                tracing::warn!(account = %key, "lease release: {e}");
+            }
         }
         let every = if now_ms() < until.load(Ordering::SeqCst) {
             LEASE_TTL_MS / 5

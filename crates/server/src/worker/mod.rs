@@ -39,6 +39,7 @@ mod cards;
 pub mod crm_port;
 mod failures;
 mod followups;
+mod instances;
 mod lease;
 mod new_client;
 mod repeat;
@@ -123,7 +124,22 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     );
     let mut running: HashMap<String, (i64, watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
         HashMap::new();
-    let mut leases = lease::AccountLeases::new(state.store.clone(), holder, shutdown.clone());
+    // On a shared database the instances spread the accounts between them; the first
+    // heartbeat is stored before any delivery starts, so this instance starts knowing the others.
+    let membership = if state.store.backend() == "sqlite" {
+        None
+    } else {
+        Some(
+            instances::Membership::join(state.store.clone(), holder.clone(), shutdown.clone())
+                .await,
+        )
+    };
+    let mut leases = lease::AccountLeases::new(
+        state.store.clone(),
+        holder,
+        shutdown.clone(),
+        membership.as_ref().map(|m| m.fleet.clone()),
+    );
     loop {
         let tenants: Vec<Arc<Tenant>> = state.tenants.read().await.values().cloned().collect();
         let mut seen = HashSet::new();
@@ -221,6 +237,9 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     // Give the accounts' leases up, so another instance takes them over at once rather than
     // when they expire.
     leases.released(Duration::from_secs(2)).await;
+    if let Some(membership) = membership {
+        membership.left(Duration::from_secs(1)).await;
+    }
 }
 
 /// Why a tenant's delivery stopped for good (until the tenant is changed).
