@@ -171,14 +171,16 @@ fn signed_bodies(n: usize, dir: &std::path::Path, key: &str) -> Result<Vec<(Stri
     Ok(out)
 }
 
-struct Report {
-    latencies_us: Vec<u64>,
-    elapsed: Duration,
-    failures: usize,
+/// What [`post_all`] measured: each request's latency, the wall time, and the requests not
+/// acknowledged with 200 (an error status or a broken connection).
+pub(crate) struct Report {
+    pub(crate) latencies_us: Vec<u64>,
+    pub(crate) elapsed: Duration,
+    pub(crate) failures: usize,
 }
 
 impl Report {
-    fn percentile(&self, p: f64) -> f64 {
+    pub(crate) fn percentile(&self, p: f64) -> f64 {
         let mut v = self.latencies_us.clone();
         v.sort_unstable();
         let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -186,7 +188,9 @@ impl Report {
     }
 }
 
-async fn post_all(
+/// Posts every body to `{prefix}{path}` over `concurrency` keep-alive connections (`bench-tenants`
+/// gives each body its whole path and an empty prefix).
+pub(crate) async fn post_all(
     addr: std::net::SocketAddr,
     prefix: String,
     bodies: Vec<(String, String)>,

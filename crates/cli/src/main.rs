@@ -21,6 +21,8 @@ mod bench_ingest;
 #[cfg(feature = "sandboxes")]
 mod bench_journal;
 #[cfg(feature = "sandboxes")]
+mod bench_tenants;
+#[cfg(feature = "sandboxes")]
 mod crm_reader;
 #[cfg(feature = "sandboxes")]
 mod demo;
@@ -95,6 +97,11 @@ enum Command {
     /// number searches and filters timed.
     #[cfg(feature = "sandboxes")]
     BenchJournal(bench_journal::Args),
+    /// Many tenants: N tenants created through the admin API, each connected to one of a few
+    /// amoCRM sandbox accounts; reports creation time, RSS, idle CPU, CPU per event with the
+    /// traffic spread over all of them against one tenant, shutdown and restart times.
+    #[cfg(feature = "sandboxes")]
+    BenchTenants(bench_tenants::Args),
     /// See the whole product work on this machine: the service, an amoCRM sandbox and a Mango
     /// emulator playing realistic calls, then a report of what landed in the CRM and why.
     #[cfg(feature = "sandboxes")]
@@ -180,6 +187,8 @@ fn main() -> ExitCode {
         Command::BenchDelivery(args) => bench_delivery::run(&args),
         #[cfg(feature = "sandboxes")]
         Command::BenchJournal(args) => bench_journal::run(&args),
+        #[cfg(feature = "sandboxes")]
+        Command::BenchTenants(args) => bench_tenants::run(&args),
         #[cfg(feature = "sandboxes")]
         Command::Demo(args) => demo::run(&args),
         #[cfg(feature = "sandboxes")]

@@ -1,0 +1,599 @@
+//! `callbridge bench-tenants`: what thousands of tenants on one instance cost (issue 21).
+//!
+//! Starts `--crm-accounts` amoCRM sandboxes in this process (each its own account, at amoCRM's
+//! 7 requests a second) and the service as a child process (`callbridge serve`, SQLite in a
+//! temporary folder or the PostgreSQL given), so that the CPU time and RSS read from
+//! `/proc/<pid>/stat` and `/proc/<pid>/status` are the service's alone, not the load
+//! generator's or the sandboxes'. Then, each figure measured in this run:
+//!
+//! 1. `--tenants` tenants created through the admin API, one `PUT /api/v1/tenants/{id}` after
+//!    the other, each with its Mango keys, the generated office's settings and a connection to
+//!    one of the sandboxes (several tenants share an account, round robin): the time and the PUT
+//!    latency percentiles;
+//! 2. the service's RSS right after;
+//! 3. its CPU over `--idle-seconds` with every tenant CRM-connected and nothing to send (after
+//!    the CRM requests the connections made settle), and the CRM requests made meanwhile;
+//! 4. `--events` signed webhooks of generated traffic posted to ONE extra tenant (the baseline),
+//!    then the same events spread over all the tenants (whole calls, round robin): events a
+//!    second and the service's CPU time per event over each posting, and the ratios;
+//! 5. the time from SIGTERM to the service's exit, and from starting it again to `/readyz` 200,
+//!    with every tenant, and the RSS then.
+//!
+//! Every webhook must be acknowledged with 200 and the baseline tenant must hold every event it
+//! was sent; otherwise the command fails naming what was missing.
+
+use crate::bench_ingest::{post_all, Report};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use callbridge_amocrm_sandbox::{Sandbox, SandboxConfig, Seed};
+use callbridge_mango::wire::to_json;
+use callbridge_traffic::{Config as TrafficConfig, Generator};
+use serde_json::json;
+use std::collections::{BTreeSet, HashMap};
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Tenants to create through the admin API.
+    #[arg(long, default_value_t = 1_000)]
+    tenants: usize,
+    /// Webhook events to post, once to one tenant and once spread over all of them.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// amoCRM sandbox accounts the tenants are connected to (round robin).
+    #[arg(long, default_value_t = 10)]
+    crm_accounts: usize,
+    /// How long to measure the service's CPU with every tenant connected and nothing to send.
+    #[arg(long, default_value_t = 10.0)]
+    idle_seconds: f64,
+    /// Concurrent HTTP connections posting webhooks.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// `postgres://...` to measure PostgreSQL; otherwise SQLite in a temporary folder. The
+    /// tenants stay in that database after the run (their ids name the run).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+const SALT: &str = "bench-salt-000000000000000000000";
+const ADMIN_TOKEN: &str = "bench-admin-token";
+
+pub fn run(args: &Args) -> Result<()> {
+    ensure!(args.tenants > 0, "--tenants must be positive");
+    ensure!(args.events > 0, "--events must be positive");
+    ensure!(args.concurrency > 0, "--concurrency must be positive");
+    ensure!(args.crm_accounts > 0, "--crm-accounts must be positive");
+    ensure!(
+        args.idle_seconds > 0.0 && args.idle_seconds.is_finite(),
+        "--idle-seconds must be a positive number"
+    );
+    ensure!(
+        Path::new("/proc/self/stat").exists(),
+        "bench-tenants reads the service's CPU and memory from /proc (Linux only)"
+    );
+    let dir = std::env::temp_dir().join(format!("callbridge-bench-tenants-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let result = crate::runtime()?.block_on(measure(args, &dir));
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// The run's traffic, signed before any clock starts.
+struct Traffic {
+    settings_toml: String,
+    /// CRM user ids the settings name (the sandboxes know them).
+    users: BTreeSet<u64>,
+    /// Per event: its path (`events/call`, ...), its JSON, and the call it belongs to (an index
+    /// in order of first appearance).
+    events: Vec<(&'static str, String, usize)>,
+    calls: usize,
+}
+
+fn traffic(n: usize) -> Result<Traffic> {
+    let mut generator = Generator::new(TrafficConfig {
+        calls: n / 6 + 10,
+        seed: 11,
+        rate: 5.0,
+        ..TrafficConfig::default()
+    });
+    let settings_toml = generator.staff().settings_toml();
+    let users = settings_toml
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.trim().ends_with("crm_user_id"))
+        .filter_map(|(_, v)| v.trim().parse().ok())
+        .collect();
+    let mut calls = HashMap::<String, usize>::new();
+    let mut events = Vec::with_capacity(n);
+    for event in generator.by_ref().take(n) {
+        let next = calls.len();
+        let call = *calls.entry(event.entry_id().to_string()).or_insert(next);
+        let (path, json) = to_json(&event);
+        events.push((path, json.to_string(), call));
+    }
+    ensure!(
+        events.len() == n,
+        "the generator gave only {} events",
+        events.len()
+    );
+    Ok(Traffic {
+        settings_toml,
+        users,
+        events,
+        calls: calls.len(),
+    })
+}
+
+/// A Mango webhook's form body, signed with the tenant's key.
+fn signed(key: &str, json: &str) -> String {
+    let sign = callbridge_mango::sign(key, json, SALT);
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("vpbx_api_key", key)
+        .append_pair("sign", &sign)
+        .append_pair("json", json)
+        .finish()
+}
+
+async fn measure(args: &Args, dir: &Path) -> Result<()> {
+    // Ids and keys of their own per run: on a shared PostgreSQL an earlier run's tenants stay.
+    let run = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+            % 100_000_000
+    );
+    let tenant_id = |i: usize| format!("bt{run}-{i:05}");
+    let tenant_key = |i: usize| format!("bench-key-{run}-{i:05}");
+    let one_id = format!("bt{run}-one");
+    let one_key = format!("bench-key-{run}-one");
+
+    let traffic = traffic(args.events)?;
+    // The same events twice: all to the baseline tenant, then each call to one tenant in turn.
+    let one_bodies: Vec<(String, String)> = traffic
+        .events
+        .iter()
+        .map(|(path, json, _)| (format!("/mango/{one_id}/{path}"), signed(&one_key, json)))
+        .collect();
+    let spread_bodies: Vec<(String, String)> = traffic
+        .events
+        .iter()
+        .map(|(path, json, call)| {
+            let i = call % args.tenants;
+            (
+                format!("/mango/{}/{path}", tenant_id(i)),
+                signed(&tenant_key(i), json),
+            )
+        })
+        .collect();
+    let tenants_with_traffic = traffic.calls.min(args.tenants);
+
+    // The CRM accounts: each sandbox its own account (its own origin and id), at 7 requests/s.
+    let mut sandboxes = Vec::with_capacity(args.crm_accounts);
+    for a in 0..args.crm_accounts {
+        let seed = json!({
+            "long_lived_token": format!("bench-token-{a}"),
+            "account": {"id": 31_000_000 + a as u64, "name": format!("Bench account {a}"), "subdomain": format!("bench{a}")},
+            "users": traffic.users.iter().map(|id| json!({"id": id, "name": format!("User {id}")})).collect::<Vec<_>>(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sandbox = callbridge_amocrm_sandbox::start(
+            listener,
+            SandboxConfig {
+                seed: Seed::from_json_str(&seed.to_string()).map_err(|e| anyhow!("{e}"))?,
+                ..SandboxConfig::default()
+            },
+        )
+        .await?;
+        sandboxes.push(sandbox);
+    }
+    let crm_of = |i: usize| {
+        let a = i % args.crm_accounts;
+        json!({"base_url": sandboxes[a].base_url(), "long_lived_token": format!("bench-token-{a}")})
+    };
+
+    let mut config = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
+         directory_refresh_seconds = 0\nallow_insecure_crm_hosts = true\n\
+         # Nothing leaves this machine: the Mango API is a closed loopback port.\n\
+         mango_api_url = \"http://127.0.0.1:9\"\n"
+    );
+    if let Some(url) = &args.database_url {
+        config = format!("database_url = \"{url}\"\n{config}");
+    }
+    let config_path = dir.join("callbridge.toml");
+    std::fs::write(&config_path, config)?;
+
+    let mut service = Service::start(&config_path, dir)?;
+    let result = async {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let base = format!("http://{}", service.addr);
+
+        // 1. Creation, one PUT after the other.
+        let mut put_ms = Vec::with_capacity(args.tenants);
+        let started = Instant::now();
+        for i in 0..args.tenants {
+            let t = Instant::now();
+            put_tenant(&http, &base, &tenant_id(i), &tenant_key(i), &traffic.settings_toml, crm_of(i)).await?;
+            put_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let create_s = started.elapsed().as_secs_f64();
+        // 2.
+        let rss_created = service.rss_kb()?;
+        println!(
+            "create: {} tenants in {create_s:.3} s ({:.1} a second), PUT p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            args.tenants,
+            args.tenants as f64 / create_s,
+            percentile(&put_ms, 0.50),
+            percentile(&put_ms, 0.99),
+            percentile(&put_ms, 1.0),
+        );
+        println!(
+            "rss: {:.1} MB after creating {} tenants",
+            rss_created as f64 / 1024.0,
+            args.tenants
+        );
+
+        // 3. Idle, once the connections' own requests are over.
+        let (settled_after, settle_requests) = crm_settle(&sandboxes).await;
+        let before = crm_requests(&sandboxes);
+        let cpu = service.cpu_seconds()?;
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_secs_f64(args.idle_seconds)).await;
+        let idle_cpu = (service.cpu_seconds()? - cpu) / t.elapsed().as_secs_f64();
+        let idle_requests = crm_requests(&sandboxes) - before;
+        println!(
+            "idle_cpu: {:.2} % of one core over {:.1} s, {} tenants CRM-connected to {} accounts, {idle_requests} CRM requests meanwhile (the connections made {settle_requests} requests, settled {:.1} s after the last PUT)",
+            idle_cpu * 100.0,
+            t.elapsed().as_secs_f64(),
+            args.tenants,
+            args.crm_accounts,
+            settled_after.as_secs_f64(),
+        );
+
+        // 4. The baseline tenant, then the same traffic over all of them.
+        put_tenant(&http, &base, &one_id, &one_key, &traffic.settings_toml, crm_of(0)).await?;
+        crm_settle(&sandboxes).await;
+        let one = service.post(one_bodies, args.concurrency, &sandboxes).await?;
+        let stored = stored_events(&http, &base, &one_id).await?;
+        ensure!(
+            stored == args.events as u64,
+            "the baseline tenant holds {stored} events of the {} it acknowledged",
+            args.events
+        );
+        println!(
+            "one_tenant: {:.0} events/s, {:.1} us CPU per event ({} events to 1 tenant in {:.3} s, p50 {:.2} ms, p99 {:.2} ms, all 200, {stored} stored, {} CRM requests meanwhile)",
+            one.events_per_second(),
+            one.cpu_us_per_event(),
+            one.events,
+            one.report.elapsed.as_secs_f64(),
+            one.report.percentile(0.50),
+            one.report.percentile(0.99),
+            one.crm_requests,
+        );
+        let spread = service.post(spread_bodies, args.concurrency, &sandboxes).await?;
+        println!(
+            "spread: {:.0} events/s, {:.1} us CPU per event ({} events, {} calls over {tenants_with_traffic} of {} tenants in {:.3} s, p50 {:.2} ms, p99 {:.2} ms, all 200, {} CRM requests meanwhile)",
+            spread.events_per_second(),
+            spread.cpu_us_per_event(),
+            spread.events,
+            traffic.calls,
+            args.tenants,
+            spread.report.elapsed.as_secs_f64(),
+            spread.report.percentile(0.50),
+            spread.report.percentile(0.99),
+            spread.crm_requests,
+        );
+        println!(
+            "spread_vs_one: {:.3} CPU per event, {:.3} events/s",
+            spread.cpu_us_per_event() / one.cpu_us_per_event(),
+            spread.events_per_second() / one.events_per_second(),
+        );
+
+        // 5. Shutdown and restart with every tenant.
+        let shutdown = service.stop()?;
+        println!("shutdown: {:.3} s from SIGTERM to exit", shutdown.as_secs_f64());
+        let started = Instant::now();
+        service = Service::start(&config_path, dir)?;
+        service.wait_ready(&http).await?;
+        let restart = started.elapsed();
+        let rss_restarted = service.rss_kb()?;
+        println!(
+            "restart: {:.3} s from process start to /readyz 200 with {} tenants, RSS then {:.1} MB",
+            restart.as_secs_f64(),
+            args.tenants + 1,
+            rss_restarted as f64 / 1024.0
+        );
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let stopped = service.stop();
+    let stats: Vec<_> = sandboxes.iter().map(Sandbox::stats).collect();
+    for sandbox in sandboxes {
+        sandbox.shutdown().await;
+    }
+    if let Err(e) = result {
+        return Err(e.context(format!("service log: {}", service.log.display())));
+    }
+    stopped?;
+    let requests: u64 = stats.iter().map(|s| s.requests).sum();
+    let rate_limited: u64 = stats.iter().map(|s| s.rate_limited).sum();
+    let blocked = stats.iter().filter(|s| s.blocked).count();
+    let busiest = stats
+        .iter()
+        .map(|s| s.max_requests_in_any_second)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "crm: {requests} requests to {} accounts, {rate_limited} answered 429, {blocked} accounts blocked, at most {busiest} requests in any second to one account",
+        stats.len()
+    );
+    ensure!(
+        rate_limited == 0 && blocked == 0,
+        "the service broke an account's rate limit: {rate_limited} 429s, {blocked} accounts blocked"
+    );
+    Ok(())
+}
+
+async fn put_tenant(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    key: &str,
+    settings_toml: &str,
+    amocrm: serde_json::Value,
+) -> Result<()> {
+    let response = http
+        .put(format!("{base}/api/v1/tenants/{id}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({
+            "mango_api_key": key,
+            "mango_api_salt": SALT,
+            "settings_toml": settings_toml,
+            "amocrm": amocrm,
+        }))
+        .send()
+        .await
+        .with_context(|| format!("PUT tenant {id}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!(
+            "PUT tenant {id}: {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn stored_events(http: &reqwest::Client, base: &str, id: &str) -> Result<u64> {
+    let v: serde_json::Value = http
+        .get(format!("{base}/api/v1/tenants/{id}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    v["events"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("GET tenant {id}: no event count in {v}"))
+}
+
+fn crm_requests(sandboxes: &[Sandbox]) -> u64 {
+    sandboxes.iter().map(|s| s.stats().requests).sum()
+}
+
+/// Waits until the sandboxes have seen no request for 2 s (at most 120 s); returns how long that
+/// took after the call, less the quiet 2 s, and the requests meanwhile.
+async fn crm_settle(sandboxes: &[Sandbox]) -> (Duration, u64) {
+    let quiet = Duration::from_secs(2);
+    let start = Instant::now();
+    let first = crm_requests(sandboxes);
+    let (mut last, mut since) = (first, Instant::now());
+    while since.elapsed() < quiet && start.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = crm_requests(sandboxes);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    (since.duration_since(start), last - first)
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or(0.0)
+}
+
+/// One posting of the traffic, with the service's CPU time over it.
+struct Posted {
+    events: usize,
+    report: Report,
+    cpu_seconds: f64,
+    crm_requests: u64,
+}
+
+impl Posted {
+    fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.report.elapsed.as_secs_f64()
+    }
+
+    fn cpu_us_per_event(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.events as f64
+    }
+}
+
+/// `callbridge serve` as a child process.
+struct Service {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Starts the service and returns once it printed its address.
+    fn start(config: &Path, dir: &Path) -> Result<Service> {
+        let log = dir.join("service.log");
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--config"])
+            .arg(config)
+            .current_dir(dir)
+            .env("CALLBRIDGE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)?,
+            )
+            .spawn()
+            .context("start callbridge serve")?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the address, then keeps the pipe drained until the service exits.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("callbridge: listening on http://") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(addr) => addr.parse()?,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "callbridge serve did not start; its log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        Ok(Service { child, addr, log })
+    }
+
+    async fn wait_ready(&self, http: &reqwest::Client) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(r) = http
+                .get(format!("http://{}/readyz", self.addr))
+                .send()
+                .await
+            {
+                if r.status() == reqwest::StatusCode::OK {
+                    return Ok(());
+                }
+            }
+            ensure!(Instant::now() < deadline, "/readyz not 200 within 120 s");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User and system CPU time of the whole process (every thread, live or ended).
+    fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // After the command name in parentheses: state is field 3, utime 14 and stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .ok_or_else(|| anyhow!("unreadable /proc stat"))?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| -> Result<u64> {
+            fields
+                .get(i)
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| anyhow!("unreadable /proc stat field {i}"))
+        };
+        Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_second())
+    }
+
+    fn rss_kb(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.pid()))
+    }
+
+    async fn post(
+        &self,
+        bodies: Vec<(String, String)>,
+        concurrency: usize,
+        sandboxes: &[Sandbox],
+    ) -> Result<Posted> {
+        let events = bodies.len();
+        let (cpu, requests) = (self.cpu_seconds()?, crm_requests(sandboxes));
+        let report = post_all(self.addr, String::new(), bodies, concurrency, 0.0).await?;
+        let cpu_seconds = self.cpu_seconds()? - cpu;
+        let crm_requests = crm_requests(sandboxes) - requests;
+        ensure!(
+            report.failures == 0,
+            "{} of {events} webhooks were not acknowledged with 200 (service log: {})",
+            report.failures,
+            self.log.display()
+        );
+        Ok(Posted {
+            events,
+            report,
+            cpu_seconds,
+            crm_requests,
+        })
+    }
+
+    /// SIGTERM, then waits for the exit; returns how long it took.
+    fn stop(&mut self) -> Result<Duration> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(Duration::ZERO);
+        }
+        let pid = libc::pid_t::try_from(self.pid())?;
+        let started = Instant::now();
+        // SAFETY: kill(2) with the pid of our own child, not yet reaped (try_wait above), so
+        // the pid cannot have been reused by another process.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        ensure!(sent == 0, "SIGTERM: {}", std::io::Error::last_os_error());
+        // On the runtime's worker: the sandboxes keep answering on the others meanwhile.
+        let status = tokio::task::block_in_place(|| self.child.wait())?;
+        let took = started.elapsed();
+        ensure!(status.success(), "callbridge serve exited with {status}");
+        Ok(took)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf reads a constant of the system; no memory is passed.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}

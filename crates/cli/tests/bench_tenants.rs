@@ -1,0 +1,98 @@
+//! `callbridge bench-tenants` on tiny numbers: every figure of its report is printed, measured
+//! and sane, so the figures in `docs/benchmarks.md` can be trusted.
+
+use std::process::Command;
+
+/// The numbers of the report's line `label: ...`, in order (`1,000` is not written; `12.5 %`
+/// and `(20 a second)` give 12.5 and 20).
+fn numbers(report: &str, label: &str) -> Vec<f64> {
+    let line = report
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{label}: ")))
+        .unwrap_or_else(|| panic!("no line {label:?} in:\n{report}"));
+    line.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
+        .filter_map(|w| w.parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .collect()
+}
+
+#[test]
+fn bench_tenants_reports_every_figure_from_a_small_run() {
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args([
+            "bench-tenants",
+            "--tenants",
+            "20",
+            "--events",
+            "200",
+            "--crm-accounts",
+            "2",
+            "--idle-seconds",
+            "1",
+            "--concurrency",
+            "4",
+        ])
+        .output()
+        .expect("run callbridge");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed().as_secs() < 60, "{report}");
+
+    // create: 20 tenants in S s (R a second), PUT p50 A ms, p99 B ms, max C ms
+    let create = numbers(&report, "create");
+    assert_eq!(create[0], 20.0, "{report}");
+    let (seconds, p50, p99, max) = (create[1], create[3], create[4], create[5]);
+    assert!(seconds > 0.0 && seconds < 30.0, "{report}");
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report}");
+    assert!(max <= seconds * 1000.0, "{report}");
+
+    let rss = numbers(&report, "rss")[0];
+    assert!(1.0 < rss && rss < 2000.0, "{report}");
+
+    // idle_cpu: P % of one core over S s, 20 tenants CRM-connected to 2 accounts, ...
+    let idle = numbers(&report, "idle_cpu");
+    assert!((0.0..=200.0).contains(&idle[0]), "{report}");
+    assert!(idle[1] >= 1.0, "{report}");
+    assert_eq!((idle[2], idle[3]), (20.0, 2.0), "{report}");
+
+    // one_tenant / spread: E events/s, C us CPU per event (200 events ...)
+    for label in ["one_tenant", "spread"] {
+        let v = numbers(&report, label);
+        assert!(v[0] > 0.0, "{report}");
+        assert!(v[1] > 0.0 && v[1] < 1_000_000.0, "{report}");
+        assert_eq!(v[2], 200.0, "{report}");
+    }
+    assert!(report.contains("200 stored"), "{report}");
+    // Whole calls in turn: 200 events are more than 20 calls, so every tenant had traffic.
+    assert!(report.contains("over 20 of 20 tenants"), "{report}");
+    let ratio = numbers(&report, "spread_vs_one");
+    assert!(ratio[0] > 0.0 && ratio[1] > 0.0, "{report}");
+
+    let shutdown = numbers(&report, "shutdown")[0];
+    assert!(0.0 < shutdown && shutdown < 30.0, "{report}");
+    // restart: S s from process start to /readyz 200 with 21 tenants, RSS then M MB
+    let restart = numbers(&report, "restart");
+    assert!(0.0 < restart[0] && restart[0] < 30.0, "{report}");
+    assert_eq!(restart[2], 21.0, "{report}");
+    assert!(1.0 < restart[3] && restart[3] < 2000.0, "{report}");
+
+    // crm: N requests to 2 accounts, 0 answered 429, 0 accounts blocked, ...
+    let crm = numbers(&report, "crm");
+    assert_eq!((crm[1], crm[2], crm[4]), (2.0, 0.0, 0.0), "{report}");
+}
+
+#[test]
+fn bench_tenants_refuses_zero_tenants() {
+    let out = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(["bench-tenants", "--tenants", "0"])
+        .output()
+        .expect("run callbridge");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--tenants must be positive"), "{stderr}");
+}
