@@ -19,7 +19,8 @@
 //!    to the last answer: ingest and the processor's folding; planning follows each summary by
 //!    the settle time, and the entries planned within the window are reported), and the ratios;
 //! 5. the time from SIGTERM to the service's exit, and from starting it again to `/readyz` 200,
-//!    with every tenant, and the RSS then.
+//!    with every tenant, and the RSS then: once after the idle measurement (no event yet), once
+//!    after the traffic (its calls in flight, to recover at the start).
 //!
 //! Every webhook must be acknowledged with 200 and the baseline tenant must hold every event it
 //! was sent; otherwise the command fails naming what was missing. A last line sums up what the
@@ -230,7 +231,7 @@ async fn measure(args: &Args, dir: &Path) -> Result<()> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()?;
-        let base = format!("http://{}", service.addr);
+        let mut base = format!("http://{}", service.addr);
 
         // 1. Creation, one PUT after the other.
         let mut put_ms = Vec::with_capacity(args.tenants);
@@ -272,6 +273,22 @@ async fn measure(args: &Args, dir: &Path) -> Result<()> {
             args.tenants,
             args.crm_accounts,
             settled_after.as_secs_f64(),
+        );
+
+        // 5a. Shutdown and restart with every tenant and no event yet: what the tenants cost
+        // alone (5b below restarts with the traffic's calls in flight).
+        let shutdown = service.stop()?;
+        let started = Instant::now();
+        service = Service::start(&config_path, dir)?;
+        service.wait_ready(&http).await?;
+        let restart = started.elapsed();
+        base = format!("http://{}", service.addr);
+        println!(
+            "restart_idle: {:.3} s from process start to /readyz 200 with {} tenants and no event, RSS then {:.1} MB; shutdown before it {:.3} s from SIGTERM to exit",
+            restart.as_secs_f64(),
+            args.tenants,
+            service.rss_kb()? as f64 / 1024.0,
+            shutdown.as_secs_f64(),
         );
 
         // 4. The baseline tenant, then the same traffic over all of them.
@@ -325,16 +342,19 @@ async fn measure(args: &Args, dir: &Path) -> Result<()> {
             spread.events_per_second() / one.events_per_second(),
         );
 
-        // 5. Shutdown and restart with every tenant.
+        // 5b. Shutdown and restart with every tenant, the spread calls in flight.
         let shutdown = service.stop()?;
-        println!("shutdown: {:.3} s from SIGTERM to exit", shutdown.as_secs_f64());
+        println!(
+            "shutdown: {:.3} s from SIGTERM to exit, after the traffic",
+            shutdown.as_secs_f64()
+        );
         let started = Instant::now();
         service = Service::start(&config_path, dir)?;
         service.wait_ready(&http).await?;
         let restart = started.elapsed();
         let rss_restarted = service.rss_kb()?;
         println!(
-            "restart: {:.3} s from process start to /readyz 200 with {} tenants, RSS then {:.1} MB",
+            "restart: {:.3} s from process start to /readyz 200 with {} tenants, after the traffic, RSS then {:.1} MB",
             restart.as_secs_f64(),
             args.tenants + 1,
             rss_restarted as f64 / 1024.0

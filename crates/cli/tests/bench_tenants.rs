@@ -83,6 +83,16 @@ fn bench_tenants_reports_every_figure_from_a_small_run() {
 
     let shutdown = numbers(&report, "shutdown")[0];
     assert!(0.0 < shutdown && shutdown < 30.0, "{report}");
+    // restart_idle: S s from process start to /readyz 200 with 20 tenants and no event, RSS then
+    // M MB; shutdown before it D s ...
+    let idle_restart = numbers(&report, "restart_idle");
+    assert!(0.0 < idle_restart[0] && idle_restart[0] < 30.0, "{report}");
+    assert_eq!(idle_restart[2], 20.0, "{report}");
+    assert!(
+        1.0 < idle_restart[3] && idle_restart[3] < 2000.0,
+        "{report}"
+    );
+    assert!(0.0 < idle_restart[4] && idle_restart[4] < 30.0, "{report}");
     // restart: S s from process start to /readyz 200 with 21 tenants, RSS then M MB
     let restart = numbers(&report, "restart");
     assert!(0.0 < restart[0] && restart[0] < 30.0, "{report}");
