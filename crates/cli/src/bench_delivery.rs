@@ -39,6 +39,51 @@ pub struct Args {
 
 const TENANT: &str = "bench";
 
+/// Completed calls to deliver, as the delivery benchmarks use them: answered calls only, each
+/// one call record of a client the CRM knows, under the generated office's settings with the
+/// repeat-client action "manual" (a call is then one item of a batched `/api/v4/calls`
+/// request; "lead if none open" would add, per 50 calls that land on a contact, a read of
+/// their leads and a lead creation, as follow-ups), and no "save all calls" user.
+pub(crate) struct KnownClientCalls {
+    pub(crate) settings_toml: String,
+    pub(crate) plans: Vec<callbridge_core::plan::EntryPlan>,
+    /// The CRM users the settings name, and 9000.
+    pub(crate) users: BTreeSet<u64>,
+}
+
+pub(crate) fn known_client_calls(calls: usize, seed: u64) -> Result<KnownClientCalls> {
+    let generator = Generator::new(TrafficConfig {
+        calls,
+        seed,
+        recorded: 0.0,
+        mix: Mix(vec![
+            (CallKind::DirectAnswered, 3.0),
+            (CallKind::OutboundAnswered, 1.0),
+        ]),
+        ..TrafficConfig::default()
+    });
+    let settings_toml = generator
+        .staff()
+        .settings_toml()
+        .replace("\"lead_if_no_open\"", "\"manual\"")
+        .replace("\"always_lead\"", "\"manual\"")
+        .replace("save = true", "save = false");
+    let settings = ValidSettings::parse_toml(&settings_toml).map_err(|e| anyhow!("{e}"))?;
+    let mut users: BTreeSet<u64> = settings_toml
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.trim().ends_with("crm_user_id"))
+        .filter_map(|(_, v)| v.trim().parse().ok())
+        .collect();
+    users.insert(9000);
+    let plans = crate::pipeline::plan_all(&settings, generator);
+    Ok(KnownClientCalls {
+        settings_toml,
+        plans,
+        users,
+    })
+}
+
 pub fn run(args: &Args) -> Result<()> {
     ensure!(args.calls > 0, "--calls must be positive");
     ensure!((1..=50).contains(&args.rps), "--rps must be within 1..=50");
@@ -47,42 +92,12 @@ pub fn run(args: &Args) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
 
-    // Answered calls only: each becomes one call record of a known client.
-    let generator = Generator::new(TrafficConfig {
-        calls: args.calls,
-        seed: 42,
-        recorded: 0.0,
-        mix: Mix(vec![
-            (CallKind::DirectAnswered, 3.0),
-            (CallKind::OutboundAnswered, 1.0),
-        ]),
-        ..TrafficConfig::default()
-    });
-    // Known clients, no lead bookkeeping: the repeat-client action is "manual", so a call is
-    // one item of a batched /api/v4/calls request.
-    let settings_toml = generator
-        .staff()
-        .settings_toml()
-        .replace(
-            "repeat_client = \"lead_if_no_open\"",
-            "repeat_client = \"manual\"",
-        )
-        .replace(
-            "repeat_client = \"always_lead\"",
-            "repeat_client = \"manual\"",
-        )
-        .replace("save = true", "save = false");
-    let settings = ValidSettings::parse_toml(&settings_toml).map_err(|e| anyhow!("{e}"))?;
+    let KnownClientCalls {
+        settings_toml,
+        plans,
+        users,
+    } = known_client_calls(args.calls, 42)?;
     std::fs::write(dir.join("settings.toml"), &settings_toml)?;
-    let mut users: BTreeSet<u64> = settings_toml
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| k.trim().ends_with("crm_user_id"))
-        .filter_map(|(_, v)| v.trim().parse().ok())
-        .collect();
-    users.insert(9000);
-
-    let plans = crate::pipeline::plan_all(&settings, generator);
     let records: usize = plans.iter().map(|p| p.records.len()).sum();
     let phones: BTreeSet<String> = plans
         .iter()

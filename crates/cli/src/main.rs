@@ -21,6 +21,8 @@ mod bench_ingest;
 #[cfg(feature = "sandboxes")]
 mod bench_journal;
 #[cfg(feature = "sandboxes")]
+mod bench_scale_out;
+#[cfg(feature = "sandboxes")]
 mod bench_tenants;
 #[cfg(feature = "sandboxes")]
 mod crm_reader;
@@ -93,6 +95,10 @@ enum Command {
     /// rate limit; reports calls logged per second and CRM requests per call.
     #[cfg(feature = "sandboxes")]
     BenchDelivery(bench_delivery::Args),
+    /// Scale-out benchmark: CRM delivery throughput with 1, 2, 3... instances on one PostgreSQL,
+    /// many tenants on several sandbox accounts; reports calls per second and CPU per call.
+    #[cfg(feature = "sandboxes")]
+    BenchScaleOut(bench_scale_out::Args),
     /// Call journal benchmark: many generated entries stored, then the journal's first page,
     /// number searches and filters timed.
     #[cfg(feature = "sandboxes")]
@@ -185,6 +191,8 @@ fn main() -> ExitCode {
         Command::BenchIngest(args) => bench_ingest::run(&args),
         #[cfg(feature = "sandboxes")]
         Command::BenchDelivery(args) => bench_delivery::run(&args),
+        #[cfg(feature = "sandboxes")]
+        Command::BenchScaleOut(args) => bench_scale_out::run(&args),
         #[cfg(feature = "sandboxes")]
         Command::BenchJournal(args) => bench_journal::run(&args),
         #[cfg(feature = "sandboxes")]

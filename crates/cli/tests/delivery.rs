@@ -7,7 +7,8 @@ mod support;
 
 use callbridge_amocrm_sandbox::{Faults, Sandbox};
 use callbridge_test_support::{
-    drop_postgres_database, fresh_postgres_database, postgres_text_rows, wait_until,
+    drop_postgres_database, fresh_postgres_database, postgres_admin_url, postgres_text_rows,
+    wait_until,
 };
 use sandboxes::*;
 use serde_json::{json, Value};
@@ -488,6 +489,62 @@ fn the_delivery_benchmark_runs_at_the_crms_limit() {
     assert!(
         report["crm_requests_per_call"].as_f64().unwrap() <= 0.05,
         "{report}"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "sandboxes"),
+    ignore = "runs a command of the sandboxes feature"
+)]
+fn the_scale_out_benchmark_spreads_the_accounts_and_keeps_their_limit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(["bench-scale-out", "--database-url"])
+        .arg(postgres_admin_url())
+        .args(["--instances", "1,2", "--calls", "600", "--accounts", "4"])
+        .args(["--tenants", "8", "--timeout-seconds", "120"])
+        .env("CALLBRIDGE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        rows.len(),
+        3,
+        "a line per instance count and a summary: {rows:?}"
+    );
+    for (row, instances) in rows[..2].iter().zip([1, 2]) {
+        assert_eq!(row["instances"], instances, "{row}");
+        assert_eq!(row["outbox_items_done"], row["calls"], "{row}");
+        assert_eq!(row["rate_limited_429"], 0, "{row}");
+        assert!(
+            row["max_requests_in_any_second"].as_u64().unwrap() <= 7,
+            "{row}"
+        );
+        assert!(row["calls_per_second"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["cpu_ms_per_call"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    // With two instances, both held accounts, together all four, before the work was released.
+    let held: Vec<u64> = rows[1]["accounts_held_per_instance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert_eq!(held.len(), 2, "{}", rows[1]);
+    assert_eq!(held.iter().sum::<u64>(), 4, "{}", rows[1]);
+    assert_eq!(
+        rows[2]["summary"].as_array().unwrap().len(),
+        2,
+        "{}",
+        rows[2]
     );
 }
 

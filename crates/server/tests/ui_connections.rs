@@ -701,3 +701,53 @@ async fn amocrm_connects_through_the_page_and_comes_back_to_it_with_the_account_
     ui.running.shutdown().await;
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn tenants_on_one_amocrm_account_are_told_they_share_its_limit() {
+    let ui = start().await;
+    let callback = format!("{}/amocrm/oauth/callback", ui.base);
+    // Saves a tenant's amoCRM settings with the account at `base`.
+    let save = |tenant: &'static str, base: &'static str| {
+        let (ui, callback) = (&ui, &callback);
+        async move {
+            let fields = [
+                ("base_url", base),
+                ("client_id", "conn-client"),
+                ("client_secret", "conn-client-secret-4Fh8"),
+                ("redirect_uri", callback.as_str()),
+            ];
+            let r = ui
+                .post(&format!("/t/{tenant}/connections/amocrm"), &fields)
+                .await;
+            assert_eq!(
+                r.status(),
+                StatusCode::SEE_OTHER,
+                "{}",
+                r.text().await.unwrap()
+            );
+        }
+    };
+    // One tenant on an account: nothing to say.
+    save("acme", "http://127.0.0.1:9/").await;
+    let (_, html) = ui.page("/t/acme/connections").await;
+    assert!(!html.contains("crm-shared"), "{html}");
+    // The other tenant on the same account (its address written differently): both are told,
+    // each naming the other.
+    save("other", "http://127.0.0.1:9").await;
+    let (_, html) = ui.page("/t/acme/connections").await;
+    assert!(
+        html.contains(
+            "<p class=\"hint crm-shared\">This amoCRM account is also connected to the tenants other:"
+        ),
+        "{html}"
+    );
+    let (_, html) = ui.page("/t/other/connections").await;
+    assert!(
+        html.contains("also connected to the tenants acme:"),
+        "{html}"
+    );
+    // Moved to an account of its own: no longer shared.
+    save("other", "http://127.0.0.1:10/").await;
+    let (_, html) = ui.page("/t/acme/connections").await;
+    assert!(!html.contains("crm-shared"), "{html}");
+}

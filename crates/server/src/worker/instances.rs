@@ -41,6 +41,13 @@ impl Fleet {
     pub(super) fn owns(&self, key: &str) -> bool {
         owner(&self.live.borrow(), &self.me, key) == self.me
     }
+
+    /// Waits until the list of live instances changes (for ever once the heartbeat task ended).
+    pub(super) async fn changed(&mut self) {
+        if self.live.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// The owner of `key` among `live`, `me` counted in whatever the list says.

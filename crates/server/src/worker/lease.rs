@@ -157,7 +157,7 @@ async fn keep_alone(
 /// it up.
 async fn keep(
     store: Store,
-    fleet: Fleet,
+    mut fleet: Fleet,
     key: String,
     holder: String,
     until: Arc<AtomicI64>,
@@ -192,8 +192,13 @@ async fn keep(
                 tracing::warn!(account = %key, "lease release: {e}");
             }
         }
+        // Renew well inside the lease's time; an owner waiting for the previous holder to give
+        // the account up asks often, so the hand-over leaves the account idle no longer than
+        // the holder's safety margin.
         let every = if now_ms() < until.load(Ordering::SeqCst) {
             LEASE_TTL_MS / 5
+        } else if fleet.owns(&key) {
+            500
         } else {
             2_000
         };
@@ -202,6 +207,9 @@ async fn keep(
             // The last holder let go: `gone`'s sender was dropped.
             stopped = wait(&mut gone, pause) => stopped,
             _ = shutdown.changed() => true,
+            // An instance joined or left: the account may change hands now, not at the next
+            // renewal.
+            () = fleet.changed() => false,
         };
         if stop || *shutdown.borrow() {
             break;
