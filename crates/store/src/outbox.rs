@@ -267,6 +267,20 @@ impl Store {
         rows.into_iter().map(item).collect()
     }
 
+    /// The tenants with pending items due by `now_ms`: on a shared database, one query a second
+    /// for the whole instance tells which tenants' lanes to wake (an index range read:
+    /// `outbox_due`), instead of every idle lane asking for itself.
+    pub async fn tenants_with_due_work(&self, now_ms: i64) -> Result<Vec<String>> {
+        Ok(with_db!(self.db(), pool => {
+            sqlx::query_scalar::<_, String>(
+                "SELECT DISTINCT tenant_id FROM outbox WHERE state = 'pending' AND next_attempt_at_ms <= $1",
+            )
+            .bind(now_ms)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
     /// The earliest `next_attempt_at_ms` among the tenant's pending items.
     pub async fn next_due_at(&self, tenant_id: &str) -> Result<Option<i64>> {
         Ok(with_db!(self.db(), pool => {

@@ -85,10 +85,14 @@ const FOLLOWUP_RESERVE: usize = 3;
 /// The follow-up lane gathers work at least this long between rounds, so its requests carry
 /// more items each.
 const FOLLOWUP_ROUND_MS: u64 = 1_000;
-/// An idle lane with nothing pending sleeps at most this long on SQLite, where every writer of
-/// outbox work is this process and wakes it (see `rounds::sleep_until_work`).
-const IDLE_MAX_MS: i64 = 30_000;
-/// ... and this long on PostgreSQL, where another instance may have stored the work.
+/// An idle lane with nothing pending sleeps at most this long (less a share of its own, so the
+/// lanes of tenants started together do not all wake together): every writer of outbox work in
+/// this process wakes it, and on PostgreSQL the due-work poller wakes it for what other
+/// instances stored (see `rounds::sleep_until_work`), so this is a safety net. With thousands of
+/// idle tenants it sets the idle cost: 5,000 tenants' lanes wake about 40 times a second.
+const IDLE_MAX_MS: i64 = 300_000;
+/// How often, on PostgreSQL, the instance asks which tenants have due work (one query for all
+/// tenants) and wakes their lanes; also an idle lane's sleep after a failed look.
 const SHARED_DB_IDLE_MS: i64 = 1_000;
 /// The shortest idle sleep: what was due but not taken (an in-flight mark still in its grace)
 /// is looked at again this often, as before lanes slept until work.
@@ -134,6 +138,10 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                 .await,
         )
     };
+    // On a shared database another instance may store work for this one's tenants: one query a
+    // second for every tenant wakes the lanes with due work, so idle lanes need not poll.
+    let due_poller = (state.store.backend() != "sqlite")
+        .then(|| tokio::spawn(wake_tenants_with_due_work(state.clone(), shutdown.clone())));
     let mut leases = lease::AccountLeases::new(
         state.store.clone(),
         holder,
@@ -240,6 +248,9 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     if let Some(membership) = membership {
         membership.left(Duration::from_secs(1)).await;
     }
+    if let Some(poller) = due_poller {
+        poller.abort();
+    }
 }
 
 /// Why a tenant's delivery stopped for good (until the tenant is changed).
@@ -302,6 +313,29 @@ impl From<callbridge_store::StoreError> for RoundError {
 }
 
 /// Sleeps, or returns true at once when asked to stop.
+/// The due-work poller of a shared database (see `run`): wakes the lanes of every tenant with
+/// pending items due, once a second, until shutdown.
+async fn wake_tenants_with_due_work(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if wait(
+            &mut shutdown,
+            Duration::from_millis(SHARED_DB_IDLE_MS as u64),
+        )
+        .await
+        {
+            return;
+        }
+        match state.store.tenants_with_due_work(now_ms()).await {
+            Ok(tenants) => {
+                for tenant in tenants {
+                    state.outbox_ready.wake(&tenant);
+                }
+            }
+            Err(e) => tracing::warn!("outbox: looking for due work: {e}"),
+        }
+    }
+}
+
 async fn wait(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => *stop.borrow(),

@@ -111,13 +111,10 @@ impl TenantDelivery {
         tokio::pin!(woken);
         // Registered before looking, so work stored after the look still wakes the lane.
         woken.as_mut().enable();
-        // On SQLite every writer of outbox work is this process and wakes the lane, so the cap
-        // is a safety net; on PostgreSQL another instance may have stored it.
-        let cap = if self.state.store.backend() == "sqlite" {
-            IDLE_MAX_MS
-        } else {
-            SHARED_DB_IDLE_MS
-        };
+        // Every writer of outbox work wakes the lane (this process's directly, other instances'
+        // through the due-work poller), so the cap is a safety net. Each tenant's lane takes up
+        // to a fifth off it, its own share, so lanes started together drift apart.
+        let cap = IDLE_MAX_MS - idle_share(self.tenant_id(), lane, IDLE_MAX_MS / 5);
         let sleep_ms = match self.state.store.next_due_in(self.tenant_id(), lane).await {
             Ok(Some(at)) => (at - now_ms()).clamp(0, cap),
             Ok(None) => cap,
@@ -187,4 +184,14 @@ impl TenantDelivery {
         self.deliver_followups(items).await?;
         Ok(true)
     }
+}
+
+/// A share of `span` fixed for the tenant's lane (a stable hash, no randomness needed).
+fn idle_share(tenant_id: &str, lane: Lane, span: i64) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    tenant_id.hash(&mut hasher);
+    matches!(lane, Lane::Calls).hash(&mut hasher);
+    let span = u64::try_from(span.max(1)).unwrap_or(1);
+    i64::try_from(hasher.finish() % span).unwrap_or(0)
 }
