@@ -128,7 +128,8 @@ enum Sandbox {
 }
 
 /// Logs to stderr at `default_level`, unless `CALLBRIDGE_LOG` (a tracing filter) says otherwise,
-/// in the format `--log-format` or `CALLBRIDGE_LOG_FORMAT` chose.
+/// in the format `--log-format` or `CALLBRIDGE_LOG_FORMAT` chose. (The sandboxes' own logging.)
+#[cfg(feature = "sandboxes")]
 pub(crate) fn init_logging(default_level: &str) {
     logging::init(default_level, logging::chosen_format(None));
 }

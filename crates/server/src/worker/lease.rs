@@ -66,6 +66,8 @@ pub(super) struct AccountLeases {
     /// new one begins must not delete the new one's row.
     generation: AtomicU64,
     held: HashMap<String, (Weak<AccountLease>, JoinHandle<()>)>,
+    /// No request goes to an account before this (SQLite; see `keep_alone`).
+    first_send_at: tokio::time::Instant,
 }
 
 impl AccountLeases {
@@ -82,6 +84,9 @@ impl AccountLeases {
             fleet,
             generation: AtomicU64::new(0),
             held: HashMap::new(),
+            first_send_at: tokio::time::Instant::now()
+                + callbridge_amocrm::RATE_WINDOW
+                + callbridge_amocrm::RATE_WINDOW_MARGIN,
         }
     }
 
@@ -107,7 +112,12 @@ impl AccountLeases {
                 gone,
                 self.shutdown.clone(),
             )),
-            None => tokio::spawn(keep_alone(lease.until.clone(), gone, self.shutdown.clone())),
+            None => tokio::spawn(keep_alone(
+                lease.until.clone(),
+                self.first_send_at,
+                gone,
+                self.shutdown.clone(),
+            )),
         };
         self.held
             .insert(key.to_string(), (Arc::downgrade(&lease), task));
@@ -134,12 +144,21 @@ impl AccountLeases {
 }
 
 /// SQLite: this process is the only one that can deliver (the data folder's lock), so the lease
-/// is held from the start until no delivery holds it or the service stops, with nothing stored.
+/// is held until no delivery holds it or the service stops, with nothing stored. It is taken
+/// only once the account's rate window has passed since the worker started (`first_send_at`):
+/// a process that replaced a crashed one cannot know what that one sent in its last second,
+/// which amoCRM still counts.
 async fn keep_alone(
     until: Arc<AtomicI64>,
+    first_send_at: tokio::time::Instant,
     mut gone: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    tokio::select! {
+        _ = tokio::time::sleep_until(first_send_at) => {}
+        _ = gone.changed() => return,
+        _ = shutdown.changed() => return,
+    }
     until.store(i64::MAX, Ordering::SeqCst);
     if !*shutdown.borrow() {
         tokio::select! {
