@@ -129,6 +129,24 @@ impl Tracker {
         self.open.len()
     }
 
+    /// The earliest time [`Tracker::advance`] can change anything (close a quiet entry, release
+    /// a settled one, abandon a silent one, forget a remembered id); `None` when nothing waits.
+    /// Until then, and until the next push, advancing is a no-op: a caller with many trackers
+    /// advances only those that are due.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let grace = self.grace.peek().map(|Reverse((at, _))| *at);
+        let abandon = self.abandon.peek().map(|Reverse((at, _))| *at);
+        let settle = self
+            .settling
+            .front()
+            .map(|(closed_at, _)| closed_at.saturating_add(self.config.settle_s));
+        let forget = self
+            .released_order
+            .front()
+            .map(|(at, _)| at.saturating_add(self.config.remember_s));
+        [grace, abandon, settle, forget].into_iter().flatten().min()
+    }
+
     /// Ids of released entries still remembered.
     pub fn remembered(&self) -> usize {
         self.released.len()
@@ -393,6 +411,32 @@ mod tests {
         let now = e.timestamp();
         t.push(e);
         t.advance(now)
+    }
+
+    #[test]
+    fn the_next_deadline_says_when_advancing_can_change_anything() {
+        let mut t = Tracker::new(TrackerConfig {
+            grace_s: 5,
+            settle_s: 10,
+            remember_s: 100,
+            abandon_s: 1000,
+        });
+        assert_eq!(t.next_deadline(), None);
+        t.push_at(call("a", "l1", 1, 100, CallState::Appeared), 100);
+        // Open, a leg up: only its abandonment waits.
+        assert_eq!(t.next_deadline(), Some(1100));
+        t.push_at(summary("a", 130), 130);
+        // Closed by its summary at 130: released after the settle window, not before.
+        assert_eq!(t.next_deadline(), Some(140));
+        assert!(t.advance(139).is_empty());
+        assert_eq!(t.advance(140).len(), 1);
+        // Its id is remembered until 240; the abandonment check queued at its start comes
+        // due once more at 1100 and finds nothing.
+        assert_eq!(t.next_deadline(), Some(240));
+        assert!(t.advance(240).is_empty());
+        assert_eq!(t.next_deadline(), Some(1100));
+        assert!(t.advance(1100).is_empty());
+        assert_eq!(t.next_deadline(), None);
     }
 
     #[test]

@@ -29,6 +29,11 @@ use tokio::sync::watch;
 struct TenantWork {
     tracker: Tracker,
     cards: LiveCards,
+    /// When advancing the tracker can next change anything (`Tracker::next_deadline`); an
+    /// event pushed or an entry reopened sets it to now. A step advances only the tenants
+    /// that are due, so its cost follows the tenants with something to do, not those with a
+    /// call in flight.
+    due_at: i64,
 }
 
 /// Reading the log in id order, tolerating ids that commit out of order (PostgreSQL sequences
@@ -373,11 +378,17 @@ impl Processor {
     async fn plan_completed(&mut self) -> Result<(), ProcessorError> {
         let now = now_ms();
         self.sweep_quiet_tenants(now);
-        let tenants: Vec<String> = self.active.iter().cloned().collect();
+        let tenants: Vec<String> = self
+            .active
+            .iter()
+            .filter(|id| self.tenants.get(*id).is_none_or(|work| work.due_at <= now))
+            .cloned()
+            .collect();
         for tenant_id in tenants {
             let done = match self.tenants.get_mut(&tenant_id) {
                 Some(work) => {
                     let done = work.tracker.advance(now);
+                    work.due_at = work.tracker.next_deadline().unwrap_or(i64::MAX);
                     if work.tracker.in_flight() == 0 {
                         self.active.remove(&tenant_id);
                     }
@@ -519,6 +530,7 @@ impl Processor {
         for (tenant, entry) in self.state.reconciler.take_reopened() {
             if let Some(work) = self.tenants.get_mut(&tenant) {
                 work.tracker.reopen(&entry);
+                work.due_at = i64::MIN;
             }
         }
         if !self.tenants.contains_key(tenant_id) {
@@ -528,6 +540,7 @@ impl Processor {
                 TenantWork {
                     tracker: Tracker::new(config),
                     cards: LiveCards::default(),
+                    due_at: i64::MIN,
                 },
             );
         }
@@ -560,6 +573,7 @@ impl Processor {
         // A late event of an entry already released changes nothing and is never planned: it
         // must not hold the recovery mark back.
         if work.tracker.push_at(event, arrived) != Accepted::Late {
+            work.due_at = i64::MIN;
             if !self.active.contains(tenant_id) {
                 self.active.insert(tenant_id.to_string());
             }
