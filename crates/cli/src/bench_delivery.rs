@@ -51,6 +51,34 @@ pub(crate) struct KnownClientCalls {
     pub(crate) users: BTreeSet<u64>,
 }
 
+/// Stores the plans with their outbox items, as the processor would have (in batches, by the
+/// store's `save_plans`), the `n`th for the tenant `tenant_of(n)`.
+pub(crate) async fn store_plans(
+    store: &callbridge_store::Store,
+    plans: &[callbridge_core::plan::EntryPlan],
+    tenant_of: impl Fn(usize) -> String,
+) -> Result<()> {
+    let now = callbridge_server::state::now_ms();
+    let mut batch = Vec::with_capacity(500);
+    for (n, plan) in plans.iter().enumerate() {
+        let tenant_id = tenant_of(n);
+        batch.push(callbridge_store::NewPlan {
+            outbox: callbridge_server::processor::outbox_items(&tenant_id, plan),
+            tenant_id,
+            entry_id: plan.entry_id.clone(),
+            completed_by: "summary".into(),
+            plan: serde_json::to_value(plan)?,
+            first_event_id: None,
+            last_event_id: None,
+        });
+        if batch.len() == 500 || n + 1 == plans.len() {
+            store.save_plans(&batch, now).await?;
+            batch.clear();
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn known_client_calls(calls: usize, seed: u64) -> Result<KnownClientCalls> {
     let generator = Generator::new(TrafficConfig {
         calls,
@@ -129,20 +157,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
         // The plans are stored first, as the processor would have, so only delivery is timed.
         let store = callbridge_store::Store::open(None, &dir.join("data")).await?;
-        let now = callbridge_server::state::now_ms();
-        for plan in &plans {
-            let items = callbridge_server::processor::outbox_items(TENANT, plan);
-            store
-                .save_plan(
-                    TENANT,
-                    &plan.entry_id,
-                    "summary",
-                    &serde_json::to_value(plan)?,
-                    &items,
-                    now,
-                )
-                .await?;
-        }
+        store_plans(&store, &plans, |_| TENANT.to_string()).await?;
         drop(store);
         let config_text = format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nadmin_token = \"bench-admin-token\"\ndirectory_refresh_seconds = 0\nallow_insecure_crm_hosts = true\n\

@@ -157,24 +157,9 @@ async fn measure(
 
     // The plans are stored first, as the processor would have, so only delivery is timed.
     let store = callbridge_store::Store::open(Some(url), &dir.join("data")).await?;
-    let now = callbridge_server::state::now_ms();
-    let mut records = 0;
-    for (n, plan) in work.plans.iter().enumerate() {
-        let tenant_id = tenant(n % args.tenants);
-        let items = callbridge_server::processor::outbox_items(&tenant_id, plan);
-        records += plan.records.len();
-        store
-            .save_plan(
-                &tenant_id,
-                &plan.entry_id,
-                "summary",
-                &serde_json::to_value(plan)?,
-                &items,
-                now,
-            )
-            .await?;
-    }
+    crate::bench_delivery::store_plans(&store, &work.plans, |n| tenant(n % args.tenants)).await?;
     drop(store);
+    let records: usize = work.plans.iter().map(|p| p.records.len()).sum();
     eprintln!(
         "bench-scale-out: {records} calls of {} tenants stored; starting {instances} instance(s)",
         args.tenants
@@ -414,7 +399,7 @@ fn database_url(base: &str, name: &str) -> Result<String> {
 async fn create_database(base: &str, name: &str) -> Result<String> {
     let mut admin = sqlx::PgConnection::connect(base)
         .await
-        .with_context(|| format!("connecting to {}", redact(base)))?;
+        .with_context(|| format!("connecting to {}", callbridge_store::redact(base)))?;
     sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .await
@@ -432,18 +417,6 @@ async fn drop_database(base: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The URL without a password, for messages.
-fn redact(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, rest)), Some(_)) => {
-            let (auth, host) = rest.rsplit_once('@').unwrap_or(("", rest));
-            let user = auth.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}@{host}")
-        }
-        _ => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,10 +428,7 @@ mod tests {
             "postgres://u:pw@h:5432/x"
         );
         assert!(database_url("postgres://h:5432", "x").is_err());
-        assert_eq!(
-            redact("postgres://u:pw@h:5432/db"),
-            "postgres://u@h:5432/db"
-        );
-        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        // Messages name the server through the store's redaction.
+        assert!(!callbridge_store::redact("postgres://u:pw@h:5432/db").contains("pw"));
     }
 }

@@ -208,19 +208,6 @@ impl Store {
         Ok(())
     }
 
-    /// The leases held at `now_ms`: key and holder.
-    pub async fn leases_held(&self, now_ms: i64) -> Result<Vec<(String, String)>> {
-        let held = with_db!(self.db(), pool => {
-            sqlx::query_as::<_, (String, String)>(
-                "SELECT tenant_id, holder FROM delivery_leases WHERE expires_at_ms >= $1",
-            )
-            .bind(now_ms)
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(held)
-    }
-
     /// Pending items of a tenant that are due: fresh ones (never tried) first, up to `fresh`,
     /// then retries up to `retries`, so a backlog of failing items never starves new calls.
     pub async fn due_items(

@@ -130,18 +130,21 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
         HashMap::new();
     // On a shared database the instances spread the accounts between them; the first
     // heartbeat is stored before any delivery starts, so this instance starts knowing the others.
-    let membership = if state.store.backend() == "sqlite" {
-        None
-    } else {
+    let shared_database = state.store.backend() != "sqlite";
+    let membership = if shared_database {
         Some(
             instances::Membership::join(state.store.clone(), holder.clone(), shutdown.clone())
                 .await,
         )
+    } else {
+        None
     };
     // On a shared database another instance may store work for this one's tenants: one query a
-    // second for every tenant wakes the lanes with due work, so idle lanes need not poll.
-    let due_poller = (state.store.backend() != "sqlite")
-        .then(|| tokio::spawn(wake_tenants_with_due_work(state.clone(), shutdown.clone())));
+    // second for every tenant wakes the lanes with due work, so idle lanes need not poll. It
+    // ends by itself at shutdown.
+    if shared_database {
+        tokio::spawn(wake_tenants_with_due_work(state.clone(), shutdown.clone()));
+    }
     let mut leases = lease::AccountLeases::new(
         state.store.clone(),
         holder,
@@ -248,9 +251,6 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     if let Some(membership) = membership {
         membership.left(Duration::from_secs(1)).await;
     }
-    if let Some(poller) = due_poller {
-        poller.abort();
-    }
 }
 
 /// Why a tenant's delivery stopped for good (until the tenant is changed).
@@ -312,7 +312,6 @@ impl From<callbridge_store::StoreError> for RoundError {
     }
 }
 
-/// Sleeps, or returns true at once when asked to stop.
 /// The due-work poller of a shared database (see `run`): wakes the lanes of every tenant with
 /// pending items due, once a second, until shutdown.
 async fn wake_tenants_with_due_work(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
@@ -336,6 +335,7 @@ async fn wake_tenants_with_due_work(state: Arc<AppState>, mut shutdown: watch::R
     }
 }
 
+/// Sleeps, or returns true at once when asked to stop.
 async fn wait(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => *stop.borrow(),
