@@ -17,14 +17,13 @@
 //! machine of 2 cores more instances cannot add CPU, so the figure shows what spreading costs or
 //! saves, not what more machines would add.
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use crate::bench_tenants::Service;
+use anyhow::{anyhow, ensure, Context, Result};
 use callbridge_amocrm_sandbox::{Sandbox, SandboxConfig, Seed};
 use serde_json::json;
 use sqlx::{Connection, Row};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -165,9 +164,11 @@ async fn measure(
         args.tenants
     );
 
+    // One secret key for every instance, as a deployment has (a throwaway one: the run's
+    // database is dropped after it).
     let mut config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndatabase_url = \"{url}\"\nadmin_token = \"bench-admin-token\"\n\
-         directory_refresh_seconds = 0\nallow_insecure_crm_hosts = true\n",
+         directory_refresh_seconds = 0\nallow_insecure_crm_hosts = true\nsecret_key = \"{SECRET_KEY}\"\n",
         dir.join("data").display()
     );
     for i in 0..args.tenants {
@@ -191,7 +192,7 @@ async fn measure(
     let launched = Instant::now();
     let mut children = Vec::with_capacity(instances);
     for _ in 0..instances {
-        children.push(Instance::start(&config_path)?);
+        children.push(Service::start(&config_path, dir)?);
     }
     let spread = loop {
         let spread = lease_spread(&mut conn, &children).await?;
@@ -209,7 +210,10 @@ async fn measure(
     };
     let spread_seconds = launched.elapsed().as_secs_f64();
     // The CPU the instances spent before the work was released is not the work's.
-    let cpu_before: f64 = children.iter().map(Instance::cpu_ms).sum::<Result<f64>>()?;
+    let cpu_before: f64 = children
+        .iter()
+        .map(Service::cpu_seconds)
+        .sum::<Result<f64>>()?;
     sqlx::query("UPDATE outbox SET next_attempt_at_ms = $1")
         .bind(callbridge_server::state::now_ms())
         .execute(&mut conn)
@@ -230,7 +234,12 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let finished = Instant::now();
-    let cpu_ms = children.iter().map(Instance::cpu_ms).sum::<Result<f64>>()? - cpu_before;
+    let cpu_ms = (children
+        .iter()
+        .map(Service::cpu_seconds)
+        .sum::<Result<f64>>()?
+        - cpu_before)
+        * 1000.0;
     drop(children);
     conn.close().await?;
     let elapsed = finished.duration_since(started).as_secs_f64();
@@ -277,80 +286,6 @@ async fn measure(
     }))
 }
 
-/// One `callbridge serve` process on the run's config.
-struct Instance {
-    child: Child,
-}
-
-impl Instance {
-    fn start(config: &Path) -> Result<Instance> {
-        let exe = std::env::current_exe().context("the path of this callbridge")?;
-        let mut child = Command::new(exe)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("CALLBRIDGE_LOG", "warn")
-            // One key for every instance, as a deployment has (a throwaway one: the run's
-            // database is dropped after it).
-            .env("CALLBRIDGE_SECRET_KEY", SECRET_KEY)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting callbridge serve")?;
-        let stdout = child.stdout.take().context("serve's stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with("callbridge: listening on ") => break,
-                Some(Ok(_)) => continue,
-                _ => {
-                    let _ = child.kill();
-                    let status = child.wait()?;
-                    bail!("callbridge serve stopped before it listened ({status})");
-                }
-            }
-        }
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Instance { child })
-    }
-
-    fn check_running(&mut self) -> Result<()> {
-        match self.child.try_wait()? {
-            None => Ok(()),
-            Some(status) => bail!("an instance exited during the run ({status})"),
-        }
-    }
-
-    /// The process's CPU time (user + system) so far, in milliseconds, from `/proc/<pid>/stat`.
-    fn cpu_ms(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .context("reading the instance's /proc stat (Linux only)")?;
-        // The fields after the command name, which is in parentheses and may hold spaces.
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .context("an unexpected /proc stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| -> Result<f64> {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .context("an unexpected /proc stat")
-        };
-        // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name and state.
-        let (utime, stime) = (ticks(11)?, ticks(12)?);
-        // Linux reports them in clock ticks of 1/100 s on every common configuration.
-        Ok((utime + stime) * 10.0)
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn outbox_states(conn: &mut sqlx::PgConnection) -> Result<BTreeMap<String, i64>> {
     let rows = sqlx::query("SELECT state, COUNT(*) FROM outbox GROUP BY state")
         .fetch_all(conn)
@@ -364,14 +299,14 @@ async fn outbox_states(conn: &mut sqlx::PgConnection) -> Result<BTreeMap<String,
 /// `<host>-<pid>-<ms>/<n>`).
 async fn lease_spread(
     conn: &mut sqlx::PgConnection,
-    children: &[Instance],
+    children: &[Service],
 ) -> Result<BTreeMap<u32, usize>> {
     let now = callbridge_server::state::now_ms();
     let rows = sqlx::query("SELECT holder FROM delivery_leases WHERE expires_at_ms > $1")
         .bind(now)
         .fetch_all(conn)
         .await?;
-    let mut spread: BTreeMap<u32, usize> = children.iter().map(|c| (c.child.id(), 0)).collect();
+    let mut spread: BTreeMap<u32, usize> = children.iter().map(|c| (c.pid(), 0)).collect();
     for row in rows {
         let holder: String = row.try_get(0)?;
         let pid = holder

@@ -499,8 +499,9 @@ impl Posted {
     }
 }
 
-/// `callbridge serve` as a child process.
-struct Service {
+/// `callbridge serve` as a child process (also `bench-scale-out`'s instances), so what `/proc`
+/// says of it is the service's alone.
+pub(crate) struct Service {
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
@@ -508,7 +509,7 @@ struct Service {
 
 impl Service {
     /// Starts the service and returns once it printed its address.
-    fn start(config: &Path, dir: &Path) -> Result<Service> {
+    pub(crate) fn start(config: &Path, dir: &Path) -> Result<Service> {
         let log = dir.join("service.log");
         let mut child = Command::new(std::env::current_exe()?)
             .args(["serve", "--config"])
@@ -615,12 +616,20 @@ impl Service {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// An error when the process has exited.
+    pub(crate) fn check_running(&mut self) -> Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => bail!("callbridge serve exited during the run ({status})"),
+        }
+    }
+
     /// User and system CPU time of the whole process (every thread, live or ended).
-    fn cpu_seconds(&self) -> Result<f64> {
+    pub(crate) fn cpu_seconds(&self) -> Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
         // After the command name in parentheses: state is field 3, utime 14 and stime 15.
         let fields: Vec<&str> = stat
