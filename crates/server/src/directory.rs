@@ -3,9 +3,8 @@
 //! the mapping table so an administrator sees who is mapped and who is not.
 
 use crate::state::{now_ms, AppState};
-use callbridge_mango::api::{ApiError, VpbxClient, VpbxGroup, VpbxUser};
+use callbridge_mango::api::{ApiError, VpbxGroup, VpbxUser};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -23,10 +22,8 @@ pub struct Directory {
 
 /// Loads every tenant's directory now, then every `every` until shutdown.
 pub async fn run(state: Arc<AppState>, every: Duration, mut shutdown: watch::Receiver<bool>) {
-    // One client per API key: clones share the per-endpoint rate limiters.
-    let mut clients: HashMap<String, VpbxClient> = HashMap::new();
     loop {
-        refresh_all(&state, &mut clients).await;
+        refresh_all(&state).await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => {
@@ -38,27 +35,24 @@ pub async fn run(state: Arc<AppState>, every: Duration, mut shutdown: watch::Rec
     }
 }
 
-pub async fn refresh_all(state: &AppState, clients: &mut HashMap<String, VpbxClient>) {
+pub async fn refresh_all(state: &AppState) {
     let tenants: Vec<_> = state.tenants.read().await.values().cloned().collect();
+    // The clients of keys no tenant has any more go; the loop below makes what is missing.
+    state
+        .vpbx_clients
+        .retain_keys(tenants.iter().map(|t| t.row.mango_api_key.as_str()));
     for tenant in tenants {
-        let url = state.mango_api_url.clone();
-        let cache_key = format!("{url}|{}", tenant.row.mango_api_key);
-        let client = match clients.get(&cache_key) {
-            Some(c) => c.clone(),
-            None => match VpbxClient::with_base_url(
-                &url,
-                &tenant.row.mango_api_key,
-                &tenant.row.mango_api_salt,
-            ) {
-                Ok(c) => {
-                    clients.insert(cache_key, c.clone());
-                    c
-                }
-                Err(e) => {
-                    record(state, &tenant.row.id, Err(e)).await;
-                    continue;
-                }
-            },
+        // The tenant's one client (its request spacing shared with the worker's calls).
+        let client = match state.vpbx_clients.client(
+            &state.mango_api_url,
+            &tenant.row.mango_api_key,
+            &tenant.row.mango_api_salt,
+        ) {
+            Ok(client) => client,
+            Err(e) => {
+                record(state, &tenant.row.id, Err(e)).await;
+                continue;
+            }
         };
         let loaded = match client.users().await {
             Ok(users) => client.groups().await.map(|groups| (users, groups)),

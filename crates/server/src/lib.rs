@@ -22,6 +22,7 @@ pub mod tenant_id;
 pub mod token_refresh;
 pub mod tokens;
 pub mod ui;
+pub mod vpbx_clients;
 pub mod warnings;
 pub mod webhooks;
 pub mod worker;
@@ -383,6 +384,7 @@ pub async fn start(config: Config, tenants: Vec<LoadedTenant>) -> Result<Running
         crm_users: Default::default(),
         connections: Default::default(),
         crm_clients: Default::default(),
+        vpbx_clients: Default::default(),
         card_pages: Default::default(),
         reconciler: reconcile::Reconciler::new(config.reconcile),
         stopping: Default::default(),

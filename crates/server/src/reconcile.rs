@@ -18,7 +18,7 @@
 
 use crate::config::Reconcile;
 use crate::state::{now_ms, AppState};
-use callbridge_mango::api::{ApiError, VpbxClient};
+use callbridge_mango::api::ApiError;
 use callbridge_mango::recover::{merge_rows, recovered_events};
 use callbridge_store::{Appended, NewEvent, StoreError};
 use serde::Serialize;
@@ -111,13 +111,12 @@ pub struct ReconcileReport {
     pub seconds: f64,
 }
 
-/// The reconciliation's configuration, the tenants running now, and one Mango client per key
-/// (clones share the per-endpoint spacing).
+/// The reconciliation's configuration and the tenants running now (their Mango clients are the
+/// shared ones of `AppState::vpbx_clients`).
 #[derive(Default)]
 pub struct Reconciler {
     pub config: Reconcile,
     running: Mutex<HashSet<String>>,
-    clients: Mutex<HashMap<String, VpbxClient>>,
     /// `(tenant, entry)` whose plan a run forgot, for the processor to re-open before the
     /// recovered events reach it; the flag spares the processor a lock per event.
     reopened: Mutex<Vec<(String, String)>>,
@@ -170,17 +169,6 @@ impl Reconciler {
         }
         std::mem::take(&mut *lock(&self.reopened))
     }
-
-    fn client(&self, url: &str, key: &str, salt: &str) -> Result<VpbxClient, ApiError> {
-        let cache_key = format!("{url}|{key}");
-        let mut clients = lock(&self.clients);
-        if let Some(c) = clients.get(&cache_key) {
-            return Ok(c.clone());
-        }
-        let client = VpbxClient::with_base_url(url, key, salt)?;
-        clients.insert(cache_key, client.clone());
-        Ok(client)
-    }
 }
 
 /// Reconciles `tenant_id`'s calls that started within `from..=to` (Unix seconds).
@@ -198,7 +186,7 @@ pub async fn reconcile(
         .ok_or_else(|| ReconcileError::NoTenant(tenant_id.to_owned()))?;
     let reconciler = &state.reconciler;
     let _running = reconciler.start(tenant_id)?;
-    let client = reconciler.client(
+    let client = state.vpbx_clients.client(
         &state.mango_api_url,
         &tenant.row.mango_api_key,
         &tenant.row.mango_api_salt,

@@ -19,7 +19,6 @@ use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use callbridge_mango::api::VpbxClient;
 use callbridge_mango::sign::{sign, verify};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -142,10 +141,10 @@ pub async fn fresh_link(
     tenant: &crate::state::Tenant,
     recording_id: &str,
 ) -> Result<String, callbridge_mango::api::ApiError> {
-    let client = VpbxClient::with_base_url(
+    let client = state.vpbx_clients.client(
         &state.mango_api_url,
-        tenant.row.mango_api_key.clone(),
-        tenant.row.mango_api_salt.clone(),
+        &tenant.row.mango_api_key,
+        &tenant.row.mango_api_salt,
     )?;
     client.recording_link(recording_id).await.inspect_err(|e| {
         tracing::warn!(tenant = %tenant.row.id, recording = recording_id, "recording link: {e}");

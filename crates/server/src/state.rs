@@ -128,6 +128,8 @@ pub struct AppState {
     pub file_tenants: FileTenants,
     /// One CRM client per tenant account, shared by the worker and the card pages.
     pub crm_clients: crate::crm_clients::CrmClients,
+    /// One Mango API client per API key, on one HTTP client.
+    pub vpbx_clients: crate::vpbx_clients::VpbxClients,
     /// The card pages' revocations and contact lookups.
     pub card_pages: crate::ui::card_page::Live,
     /// Reconciliation from Mango's statistics: its settings and the runs under way.
@@ -215,6 +217,7 @@ impl AppState {
             crm_users: Default::default(),
             connections: Default::default(),
             crm_clients: Default::default(),
+            vpbx_clients: Default::default(),
             card_pages: Default::default(),
             reconciler: Default::default(),
             file_tenants: Default::default(),

@@ -195,18 +195,53 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// The HTTP client the API's requests need: no redirects followed (the recording link is the
+/// Location of a 302) and the API's timeouts. One may serve every key's [`VpbxClient`].
+pub fn http_client() -> Result<reqwest::Client, ApiError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .map_err(|e| ApiError::Config(format!("HTTP client: {e}")))
+}
+
 impl VpbxClient {
+    /// Whether this client signs with `api_key` and `api_salt` (a cache of clients by key
+    /// must not keep signing with a salt the tenant has changed).
+    pub fn signs_with(&self, api_key: &str, api_salt: &str) -> bool {
+        self.inner.api_key == api_key && self.inner.api_salt == api_salt
+    }
+
+    /// Whether `other` is this client or a clone of it (sharing its request spacing).
+    pub fn same_as(&self, other: &VpbxClient) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// A client for Mango's production API ([`DEFAULT_BASE_URL`]).
     pub fn new(api_key: impl Into<String>, api_salt: impl Into<String>) -> Result<Self, ApiError> {
         Self::with_base_url(DEFAULT_BASE_URL, api_key, api_salt)
     }
 
     /// A client for the API at `base_url` (the part before `config/users/request`; a missing
-    /// trailing `/` is added).
+    /// trailing `/` is added), on an HTTP client of its own.
     pub fn with_base_url(
         base_url: &str,
         api_key: impl Into<String>,
         api_salt: impl Into<String>,
+    ) -> Result<Self, ApiError> {
+        Self::with_http(base_url, api_key, api_salt, http_client()?)
+    }
+
+    /// A client for the API at `base_url` on `http`, an HTTP client shared with other keys'
+    /// clients (one connection pool, and one TLS setup, for thousands of tenants); build it
+    /// with [`http_client`], which does not follow redirects (a recording link is the
+    /// Location of a 302).
+    pub fn with_http(
+        base_url: &str,
+        api_key: impl Into<String>,
+        api_salt: impl Into<String>,
+        http: reqwest::Client,
     ) -> Result<Self, ApiError> {
         let mut base = base_url.trim().to_owned();
         if !base.ends_with('/') {
@@ -220,13 +255,6 @@ impl VpbxClient {
                 base_url.as_str()
             )));
         }
-        let http = reqwest::Client::builder()
-            // The recording link is the Location of a 302, which must not be followed.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| ApiError::Config(format!("HTTP client: {e}")))?;
         Ok(VpbxClient {
             inner: Arc::new(Inner {
                 base_url,

@@ -202,10 +202,10 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                 lang,
                 background: Arc::new(client.background(FOLLOWUP_RESERVE)),
                 client: Arc::new(client),
-                vpbx: VpbxClient::with_base_url(
+                vpbx: state.vpbx_clients.client(
                     &state.mango_api_url,
-                    tenant.row.mango_api_key.clone(),
-                    tenant.row.mango_api_salt.clone(),
+                    &tenant.row.mango_api_key,
+                    &tenant.row.mango_api_salt,
                 ),
                 lease: leases.lease(&lease::account_lease_key(&account)),
                 outage_failures: AtomicI64::new(0),
