@@ -45,9 +45,14 @@ pub struct Args {
     /// Tenants to create through the admin API.
     #[arg(long, default_value_t = 1_000)]
     tenants: usize,
-    /// Webhook events to post, once to one tenant and once spread over all of them.
+    /// Webhook events to post in each window, to one tenant or spread over all of them.
     #[arg(long, default_value_t = 20_000)]
     events: usize,
+    /// Rounds of the comparison, each a window of fresh calls to the baseline tenant then one
+    /// spread over all the tenants: the figures are the rounds' medians, since one pair of
+    /// windows on two shared cores can be off by a third either way.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// amoCRM sandbox accounts the tenants are connected to (round robin).
     #[arg(long, default_value_t = 10)]
     crm_accounts: usize,
@@ -58,8 +63,9 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// The service's `processing.settle_seconds` (5 by default): planning waits this long after
-    /// a call's summary, longer than a posting, so that no posting window holds any planning.
-    #[arg(long, default_value_t = 30)]
+    /// a call's summary, longer than all the rounds, so that no window holds any planning, nor
+    /// the CRM delivery that follows it (a window that does is warned of).
+    #[arg(long, default_value_t = 120)]
     settle_seconds: u64,
     /// `postgres://...` to measure PostgreSQL; otherwise SQLite in a temporary folder. The
     /// tenants stay in that database after the run (their ids name the run).
@@ -73,6 +79,7 @@ const ADMIN_TOKEN: &str = "bench-admin-token";
 pub fn run(args: &Args) -> Result<()> {
     ensure!(args.tenants > 0, "--tenants must be positive");
     ensure!(args.events > 0, "--events must be positive");
+    ensure!(args.rounds > 0, "--rounds must be positive");
     ensure!(args.concurrency > 0, "--concurrency must be positive");
     ensure!(args.crm_accounts > 0, "--crm-accounts must be positive");
     ensure!(
@@ -94,6 +101,9 @@ pub fn run(args: &Args) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
+
+/// One webhook to post: its path and its signed form body.
+type Posting = (String, String);
 
 /// The run's traffic, signed before any clock starts.
 struct Traffic {
@@ -166,25 +176,31 @@ async fn measure(args: &Args, dir: &Path) -> Result<()> {
     let one_id = format!("bt{run}-one");
     let one_key = format!("bench-key-{run}-one");
 
-    let traffic = traffic(args.events)?;
-    // The same events twice: all to the baseline tenant, then each call to one tenant in turn.
-    let one_bodies: Vec<(String, String)> = traffic
+    // Fresh calls for every window: the same call twice would be a duplicate, which costs less.
+    let traffic = traffic(args.events * args.rounds)?;
+    // The traffic cut into rounds of --events events; in the spread windows call c goes to
+    // tenant c % tenants, whole (but for the few calls a cut falls in the middle of).
+    let rounds: Vec<(Vec<Posting>, Vec<Posting>)> = traffic
         .events
-        .iter()
-        .map(|(path, json, _)| (format!("/mango/{one_id}/{path}"), signed(&one_key, json)))
-        .collect();
-    let spread_bodies: Vec<(String, String)> = traffic
-        .events
-        .iter()
-        .map(|(path, json, call)| {
-            let i = call % args.tenants;
-            (
-                format!("/mango/{}/{path}", tenant_id(i)),
-                signed(&tenant_key(i), json),
-            )
+        .chunks(args.events)
+        .map(|slice| {
+            slice
+                .iter()
+                .map(|(path, json, call)| {
+                    let i = call % args.tenants;
+                    (
+                        (format!("/mango/{one_id}/{path}"), signed(&one_key, json)),
+                        (
+                            format!("/mango/{}/{path}", tenant_id(i)),
+                            signed(&tenant_key(i), json),
+                        ),
+                    )
+                })
+                .unzip()
         })
         .collect();
-    let tenants_with_traffic = traffic.calls.min(args.tenants);
+    let calls_per_round = traffic.calls / args.rounds;
+    let tenants_with_traffic = calls_per_round.min(args.tenants);
 
     // The CRM accounts: each sandbox its own account (its own origin and id), at 7 requests/s.
     let mut sandboxes = Vec::with_capacity(args.crm_accounts);
@@ -291,56 +307,85 @@ async fn measure(args: &Args, dir: &Path) -> Result<()> {
             shutdown.as_secs_f64(),
         );
 
-        // 4. The baseline tenant, then the same traffic over all of them.
+        // 4. The baseline tenant, then the same traffic over all of them, round after round:
+        // the two kinds of window alternate, so the machine's noise falls on both alike.
         put_tenant(&http, &base, &one_id, &one_key, &traffic.settings_toml, crm_of(0)).await?;
         crm_settle(&sandboxes).await;
-        let one = service.post(one_bodies, args.concurrency, &sandboxes, &http).await?;
+        let mut ones = Vec::with_capacity(args.rounds);
+        let mut spreads = Vec::with_capacity(args.rounds);
+        for (round, (one_bodies, spread_bodies)) in rounds.into_iter().enumerate() {
+            let one = service.post(one_bodies, args.concurrency, &sandboxes, &http).await?;
+            // A pause, so that what one window left to do (the processor's tail, the cards'
+            // one-second gathering) is not counted in the next.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let spread = service.post(spread_bodies, args.concurrency, &sandboxes, &http).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            println!(
+                "round {}: one_tenant {:.1} us CPU per event at {:.0} events/s, spread {:.1} us at {:.0} events/s, ratio {:.3}",
+                round + 1,
+                one.cpu_us_per_event(),
+                one.events_per_second(),
+                spread.cpu_us_per_event(),
+                spread.events_per_second(),
+                spread.cpu_us_per_event() / one.cpu_us_per_event(),
+            );
+            ones.push(one);
+            spreads.push(spread);
+        }
         let stored = stored_events(&http, &base, &one_id).await?;
+        let posted: usize = ones.iter().map(|p| p.events).sum();
         ensure!(
-            stored == args.events as u64,
-            "the baseline tenant holds {stored} events of the {} it acknowledged",
-            args.events
+            stored == posted as u64,
+            "the baseline tenant holds {stored} events of the {posted} it acknowledged"
         );
+        let one = Medians::of(&ones);
+        let spread = Medians::of(&spreads);
         println!(
-            "one_tenant: {:.0} events/s, {:.1} us CPU per event ({} events to 1 tenant in {:.3} s, p50 {:.2} ms, p99 {:.2} ms, all 200, {stored} stored, {} CRM requests and {} entries planned meanwhile)",
-            one.events_per_second(),
-            one.cpu_us_per_event(),
-            one.events,
-            one.report.elapsed.as_secs_f64(),
-            one.report.percentile(0.50),
-            one.report.percentile(0.99),
+            "one_tenant: {:.0} events/s, {:.1} us CPU per event ({} events to 1 tenant in each of {} rounds, medians; p50 {:.2} ms, p99 {:.2} ms, all 200, {stored} stored, {} CRM requests and {} entries planned meanwhile in all)",
+            one.events_per_second,
+            one.cpu_us_per_event,
+            ones[0].events,
+            args.rounds,
+            one.p50_ms,
+            one.p99_ms,
             one.crm_requests,
             one.planned,
         );
-        // The baseline's calls planned (their summaries' settle time out) before the spread
-        // posting starts: its window holds none of the baseline's planning.
-        let (planned, planned_after) = service.wait_planned(&http, args.settle_seconds).await?;
-        let one_row = tenant_json(&http, &base, &one_id).await?;
         println!(
-            "one_tenant_planned: {planned} entries planned {:.1} s after the last answer; the baseline tenant's outbox then {}, CRM status {}",
-            planned_after.as_secs_f64(),
-            one_row["outbox"],
-            one_row["crm_status"],
-        );
-        let spread = service.post(spread_bodies, args.concurrency, &sandboxes, &http).await?;
-        println!(
-            "spread: {:.0} events/s, {:.1} us CPU per event ({} events, {} calls over {tenants_with_traffic} of {} tenants in {:.3} s, p50 {:.2} ms, p99 {:.2} ms, all 200, {} CRM requests and {} entries planned meanwhile)",
-            spread.events_per_second(),
-            spread.cpu_us_per_event(),
-            spread.events,
-            traffic.calls,
+            "spread: {:.0} events/s, {:.1} us CPU per event ({} events, {} calls over {tenants_with_traffic} of {} tenants in each of {} rounds, medians; p50 {:.2} ms, p99 {:.2} ms, all 200, {} CRM requests and {} entries planned meanwhile in all)",
+            spread.events_per_second,
+            spread.cpu_us_per_event,
+            spreads[0].events,
+            calls_per_round,
             args.tenants,
-            spread.report.elapsed.as_secs_f64(),
-            spread.report.percentile(0.50),
-            spread.report.percentile(0.99),
+            args.rounds,
+            spread.p50_ms,
+            spread.p99_ms,
             spread.crm_requests,
             spread.planned,
         );
+        let ratios: Vec<f64> = ones
+            .iter()
+            .zip(&spreads)
+            .map(|(o, s)| s.cpu_us_per_event() / o.cpu_us_per_event())
+            .collect();
+        let speed: Vec<f64> = ones
+            .iter()
+            .zip(&spreads)
+            .map(|(o, s)| s.events_per_second() / o.events_per_second())
+            .collect();
         println!(
-            "spread_vs_one: {:.3} CPU per event, {:.3} events/s",
-            spread.cpu_us_per_event() / one.cpu_us_per_event(),
-            spread.events_per_second() / one.events_per_second(),
+            "spread_vs_one: {:.3} CPU per event, {:.3} events/s (medians of the rounds' ratios; CPU per event from {:.3} to {:.3})",
+            percentile(&ratios, 0.5),
+            percentile(&speed, 0.5),
+            percentile(&ratios, 0.0),
+            percentile(&ratios, 1.0),
         );
+        if one.planned + spread.planned > 0 {
+            eprintln!(
+                "callbridge: warning: entries were planned during the windows (raise --settle-seconds): the CRM work that follows weighs on them"
+            );
+        }
 
         // 5b. Shutdown and restart with every tenant, the spread calls in flight.
         let shutdown = service.stop()?;
@@ -499,6 +544,31 @@ impl Posted {
     }
 }
 
+/// The medians of the rounds' windows, and what they did in all.
+struct Medians {
+    events_per_second: f64,
+    cpu_us_per_event: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    crm_requests: u64,
+    planned: u64,
+}
+
+impl Medians {
+    fn of(windows: &[Posted]) -> Medians {
+        let median =
+            |f: fn(&Posted) -> f64| percentile(&windows.iter().map(f).collect::<Vec<_>>(), 0.5);
+        Medians {
+            events_per_second: median(Posted::events_per_second),
+            cpu_us_per_event: median(Posted::cpu_us_per_event),
+            p50_ms: median(|p| p.report.percentile(0.50)),
+            p99_ms: median(|p| p.report.percentile(0.99)),
+            crm_requests: windows.iter().map(|p| p.crm_requests).sum(),
+            planned: windows.iter().map(|p| p.planned).sum(),
+        }
+    }
+}
+
 /// `callbridge serve` as a child process (also `bench-scale-out`'s instances), so what `/proc`
 /// says of it is the service's alone.
 pub(crate) struct Service {
@@ -571,34 +641,6 @@ impl Service {
             .sum::<f64>() as u64)
     }
 
-    /// Waits until the processor has planned for 2 s no entry more, and at least the settle
-    /// time and a second have passed (at most 5 minutes); returns the entries planned and when
-    /// the last was.
-    async fn wait_planned(
-        &self,
-        http: &reqwest::Client,
-        settle_seconds: u64,
-    ) -> Result<(u64, Duration)> {
-        let start = Instant::now();
-        let first = self.entries_planned(http).await?;
-        let (mut last, mut since) = (first, start);
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let now = self.entries_planned(http).await?;
-            if now != last {
-                (last, since) = (now, Instant::now());
-            }
-            let settled = start.elapsed() > Duration::from_secs(settle_seconds + 1);
-            if settled && since.elapsed() > Duration::from_secs(2) {
-                return Ok((last - first, since.duration_since(start)));
-            }
-            ensure!(
-                start.elapsed() < Duration::from_secs(300),
-                "the processor was still planning 5 minutes after the posting"
-            );
-        }
-    }
-
     async fn wait_ready(&self, http: &reqwest::Client) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -658,7 +700,7 @@ impl Service {
 
     async fn post(
         &self,
-        bodies: Vec<(String, String)>,
+        bodies: Vec<Posting>,
         concurrency: usize,
         sandboxes: &[Sandbox],
         http: &reqwest::Client,
