@@ -73,18 +73,16 @@ pub async fn refresh_due(state: &AppState) {
 /// `/readyz` detail: the service stays ready (other tenants deliver), but says whose
 /// connection needs re-authorizing and why.
 pub async fn broken_connections(state: &AppState) -> Vec<String> {
-    let ids: Vec<String> = state.tenants.read().await.keys().cloned().collect();
-    let mut lines = Vec::new();
-    for id in ids {
-        if let Ok(Some(status)) = state.store.crm_status(&id).await {
-            if status.state == "broken" {
-                lines.push(format!(
-                    "crm connection broken for tenant {id}: {}",
-                    status.detail
-                ));
-            }
-        }
-    }
-    lines.sort();
-    lines
+    // One query for all the tenants (a probe asks often), then only the tenants running now.
+    let broken = state
+        .store
+        .crm_statuses_in("broken")
+        .await
+        .unwrap_or_default();
+    let tenants = state.tenants.read().await;
+    broken
+        .into_iter()
+        .filter(|(id, _)| tenants.contains_key(id))
+        .map(|(id, status)| format!("crm connection broken for tenant {id}: {}", status.detail))
+        .collect()
 }

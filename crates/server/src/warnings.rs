@@ -17,6 +17,14 @@ pub async fn tenant_warnings(state: &AppState) -> Vec<String> {
         .values()
         .map(|t| (t.row.id.clone(), t.row.crm.clone()))
         .collect();
+    // Every tenant's recent refusal in one query, not one a tenant: a probe asks often.
+    let refusals: std::collections::HashMap<String, _> = state
+        .store
+        .webhook_refusals_since(now_ms() - REFUSALS_WINDOW_MS)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let mut out = Vec::new();
     for (id, crm) in tenants {
         if matches!(crate::crm::connection(&crm), Ok(None)) {
@@ -25,17 +33,15 @@ pub async fn tenant_warnings(state: &AppState) -> Vec<String> {
                  (add [tenants.amocrm] to the config file, or connect amoCRM on its Connections page)"
             ));
         }
-        if let Ok(Some(refusal)) = state.store.webhook_refusal(&id).await {
+        if let Some(refusal) = refusals.get(&id) {
             let ago_ms = now_ms() - refusal.refused_at_ms;
-            if ago_ms < REFUSALS_WINDOW_MS {
-                out.push(format!(
-                    "tenant {id}: {} webhooks refused since the last accepted one, the last {} s ago \
-                     ({}): check the Mango API key and salt (see callbridge_webhooks_total in /metrics)",
-                    refusal.count_since_accepted,
-                    ago_ms.max(0) / 1000,
-                    refusal.reason
-                ));
-            }
+            out.push(format!(
+                "tenant {id}: {} webhooks refused since the last accepted one, the last {} s ago \
+                 ({}): check the Mango API key and salt (see callbridge_webhooks_total in /metrics)",
+                refusal.count_since_accepted,
+                ago_ms.max(0) / 1000,
+                refusal.reason
+            ));
         }
     }
     out.sort();

@@ -643,6 +643,32 @@ impl Store {
         Ok(())
     }
 
+    /// The tenants whose CRM status is `state` (`broken`, ...), with it, by tenant id: one
+    /// query for `/readyz`, however many tenants.
+    pub async fn crm_statuses_in(&self, state: &str) -> Result<Vec<(String, CrmStatus)>> {
+        let rows: Vec<(String, String, String, i64)> = with_db!(self.db(), pool => {
+            sqlx::query_as(
+                "SELECT tenant_id, state, detail, updated_at_ms FROM crm_status WHERE state = $1 ORDER BY tenant_id",
+            )
+            .bind(state)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(tenant, state, detail, updated_at_ms)| {
+                (
+                    tenant,
+                    CrmStatus {
+                        state,
+                        detail,
+                        updated_at_ms,
+                    },
+                )
+            })
+            .collect())
+    }
+
     pub async fn crm_status(&self, tenant_id: &str) -> Result<Option<CrmStatus>> {
         let row: Option<(String, String, i64)> = with_db!(self.db(), pool => {
             sqlx::query_as("SELECT state, detail, updated_at_ms FROM crm_status WHERE tenant_id = $1")

@@ -361,6 +361,34 @@ async fn the_outbox_lifecycle_leases_tokens_and_status() {
             ("ok", 4),
             "{b}"
         );
+        // The broken ones of all tenants, in one query.
+        assert!(
+            store.crm_statuses_in("broken").await.unwrap().is_empty(),
+            "{b}"
+        );
+        store
+            .set_crm_status("u", "broken", "401 Unauthorized", 5)
+            .await
+            .unwrap();
+        store
+            .set_crm_status("v", "broken", "account blocked", 6)
+            .await
+            .unwrap();
+        let broken: Vec<(String, String)> = store
+            .crm_statuses_in("broken")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, s)| (id, s.detail))
+            .collect();
+        assert_eq!(
+            broken,
+            [
+                ("u".to_string(), "401 Unauthorized".to_string()),
+                ("v".to_string(), "account blocked".to_string())
+            ],
+            "{b}"
+        );
     }
 }
 
