@@ -144,12 +144,29 @@ pub struct AppState {
 /// would cost a query per tenant per plan.
 #[derive(Default)]
 pub struct OutboxWakes {
-    by_tenant: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+    by_tenant: std::sync::Mutex<HashMap<String, Arc<TenantWake>>>,
+}
+
+/// One tenant's wake-up, and how many times it was woken.
+#[derive(Default)]
+pub struct TenantWake {
+    pub notify: Notify,
+    /// Counts the wakes: a lane that skipped its first look because its tenant had no work at
+    /// start (one query for all the tenants instead of one per lane) compares it with the
+    /// count read before that query, so work stored in between is still seen.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl TenantWake {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl OutboxWakes {
-    /// The tenant's wake-up; a lane registers on it (`notified()`) before it looks for work.
-    pub fn of(&self, tenant_id: &str) -> Arc<Notify> {
+    /// The tenant's wake-up; a lane registers on it (`notify.notified()`) before it looks for
+    /// work.
+    pub fn of(&self, tenant_id: &str) -> Arc<TenantWake> {
         let mut map = self
             .by_tenant
             .lock()
@@ -165,8 +182,10 @@ impl OutboxWakes {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(tenant_id)
             .cloned();
-        if let Some(notify) = notify {
-            notify.notify_waiters();
+        if let Some(wake) = notify {
+            wake.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            wake.notify.notify_waiters();
         }
     }
 

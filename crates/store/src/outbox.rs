@@ -621,6 +621,37 @@ impl Store {
             }))
     }
 
+    /// Sets the CRM status of every tenant in `tenant_ids` to `state`, in one transaction (the
+    /// worker starting thousands of deliveries at once).
+    pub async fn set_crm_statuses(
+        &self,
+        tenant_ids: &[String],
+        state: &str,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        if tenant_ids.is_empty() {
+            return Ok(());
+        }
+        with_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            for tenant_id in tenant_ids {
+                sqlx::query(
+                    "INSERT INTO crm_status (tenant_id, state, detail, updated_at_ms) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET state = excluded.state, detail = excluded.detail, updated_at_ms = excluded.updated_at_ms",
+                )
+                .bind(tenant_id)
+                .bind(state)
+                .bind(detail)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     pub async fn set_crm_status(
         &self,
         tenant_id: &str,

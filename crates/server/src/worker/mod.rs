@@ -117,6 +117,10 @@ const CARD_MAX_AGE: Duration = Duration::from_secs(10);
 /// The source name amoCRM shows on call notes.
 const SOURCE: &str = "callbridge";
 
+/// The running deliveries by tenant: the tenant's version they started at, their stop signal
+/// and their task.
+type Running = HashMap<String, (i64, watch::Sender<bool>, tokio::task::JoinHandle<()>)>;
+
 /// Runs until shutdown: keeps one delivery task per tenant with a CRM connection, restarting it
 /// when the tenant changes.
 pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
@@ -126,8 +130,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
         std::process::id(),
         now_ms()
     );
-    let mut running: HashMap<String, (i64, watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
-        HashMap::new();
+    let mut running: Running = HashMap::new();
     // On a shared database the instances spread the accounts between them; the first
     // heartbeat is stored before any delivery starts, so this instance starts knowing the others.
     let shared_database = state.store.backend() != "sqlite";
@@ -154,6 +157,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let tenants: Vec<Arc<Tenant>> = state.tenants.read().await.values().cloned().collect();
         let mut seen = HashSet::new();
+        let mut to_start = Vec::new();
         for tenant in tenants {
             seen.insert(tenant.row.id.clone());
             let current = running.get(&tenant.row.id).map(|r| r.0);
@@ -164,57 +168,26 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
                 let _ = stop.send(true);
                 let _ = task.await;
             }
-            let client = match state.crm_clients.client(
-                &state.store,
-                &tenant,
-                state.allow_insecure_crm_hosts,
-            ) {
-                Ok(Some(client)) => client,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(tenant = %tenant.row.id, "CRM connection not usable: {e}");
-                    let _ = state
-                        .store
-                        .set_crm_status(&tenant.row.id, "broken", &e.to_string(), now_ms())
-                        .await;
-                    // Remember the version, so the error is not repeated every second.
-                    let (stop, _) = watch::channel(false);
-                    running.insert(
-                        tenant.row.id.clone(),
-                        (tenant.row.updated_at_ms, stop, tokio::spawn(async {})),
-                    );
-                    continue;
-                }
-            };
-            let Some(account) = crate::crm_clients::account_of(&tenant) else {
-                continue;
-            };
-            let (stop, stop_rx) = watch::channel(false);
-            // The language of the words written to the CRM; a change takes effect when the
-            // tenant's delivery restarts (any change of the tenant restarts it).
-            let lang = match state.store.tenant_language(&tenant.row.id).await {
-                Ok(Some(code)) => Lang::from_code(&code),
-                _ => Lang::default(),
-            };
-            let delivery = TenantDelivery {
-                state: state.clone(),
-                tenant: tenant.clone(),
-                lang,
-                background: Arc::new(client.background(FOLLOWUP_RESERVE)),
-                client: Arc::new(client),
-                vpbx: state.vpbx_clients.client(
-                    &state.mango_api_url,
-                    &tenant.row.mango_api_key,
-                    &tenant.row.mango_api_salt,
-                ),
-                lease: leases.lease(&lease::account_lease_key(&account)),
-                outage_failures: AtomicI64::new(0),
-            };
-            let task = tokio::spawn(delivery.run(stop_rx));
-            running.insert(
-                tenant.row.id.clone(),
-                (tenant.row.updated_at_ms, stop, task),
-            );
+            to_start.push(tenant);
+        }
+        if !to_start.is_empty() {
+            let deliveries = deliveries_to_start(&state, &mut leases, to_start, &mut running).await;
+            // Marked "ok" before any delivery runs, so a failure it meets right away is what
+            // stays; one transaction for all of them (thousands at a start).
+            let ids: Vec<String> = deliveries
+                .iter()
+                .map(|d| d.tenant_id().to_string())
+                .collect();
+            let _ = state.store.set_crm_statuses(&ids, "ok", "", now_ms()).await;
+            for delivery in deliveries {
+                let (stop, stop_rx) = watch::channel(false);
+                let (id, version) = (
+                    delivery.tenant.row.id.clone(),
+                    delivery.tenant.row.updated_at_ms,
+                );
+                let task = tokio::spawn(delivery.run(stop_rx));
+                running.insert(id, (version, stop, task));
+            }
         }
         for id in running.keys().cloned().collect::<Vec<_>>() {
             if !seen.contains(&id) {
@@ -253,6 +226,97 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// The deliveries of the tenants to (re)start, built with one query each for all of them (their
+/// languages, which have pending work) rather than several per tenant: a start with 5,000
+/// tenants asked the store some 25,000 times before it went quiet. A tenant whose CRM connection
+/// cannot be used is marked broken and remembered in `running` at its version, so the error is
+/// not repeated every look.
+async fn deliveries_to_start(
+    state: &Arc<AppState>,
+    leases: &mut lease::AccountLeases,
+    tenants: Vec<Arc<Tenant>>,
+    running: &mut Running,
+) -> Vec<TenantDelivery> {
+    let languages: HashMap<String, String> = state
+        .store
+        .tenant_languages()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    // The wake counts are read before the store is asked, so work stored after the answer
+    // still wakes a lane that skips its first look (see `TenantWake`).
+    let wake_counts: HashMap<String, u64> = tenants
+        .iter()
+        .map(|t| {
+            let id = t.row.id.clone();
+            let count = state.outbox_ready.of(&id).generation();
+            (id, count)
+        })
+        .collect();
+    // `None` when the store could not say: every lane then looks for itself.
+    let with_work: Option<HashSet<String>> = state
+        .store
+        .tenants_with_due_work(i64::MAX)
+        .await
+        .ok()
+        .map(|ids| ids.into_iter().collect());
+    let mut deliveries = Vec::with_capacity(tenants.len());
+    for tenant in tenants {
+        let client =
+            match state
+                .crm_clients
+                .client(&state.store, &tenant, state.allow_insecure_crm_hosts)
+            {
+                Ok(Some(client)) => client,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.row.id, "CRM connection not usable: {e}");
+                    let _ = state
+                        .store
+                        .set_crm_status(&tenant.row.id, "broken", &e.to_string(), now_ms())
+                        .await;
+                    // Remember the version, so the error is not repeated every second.
+                    let (stop, _) = watch::channel(false);
+                    running.insert(
+                        tenant.row.id.clone(),
+                        (tenant.row.updated_at_ms, stop, tokio::spawn(async {})),
+                    );
+                    continue;
+                }
+            };
+        let Some(account) = crate::crm_clients::account_of(&tenant) else {
+            continue;
+        };
+        // The language of the words written to the CRM; a change takes effect when the
+        // tenant's delivery restarts (any change of the tenant restarts it).
+        let lang = languages
+            .get(&tenant.row.id)
+            .map(|code| Lang::from_code(code))
+            .unwrap_or_default();
+        let quiet_since = match &with_work {
+            Some(ids) if !ids.contains(&tenant.row.id) => wake_counts.get(&tenant.row.id).copied(),
+            _ => None,
+        };
+        deliveries.push(TenantDelivery {
+            state: state.clone(),
+            tenant: tenant.clone(),
+            lang,
+            background: Arc::new(client.background(FOLLOWUP_RESERVE)),
+            client: Arc::new(client),
+            vpbx: state.vpbx_clients.client(
+                &state.mango_api_url,
+                &tenant.row.mango_api_key,
+                &tenant.row.mango_api_salt,
+            ),
+            lease: leases.lease(&lease::account_lease_key(&account)),
+            outage_failures: AtomicI64::new(0),
+            quiet_since,
+        });
+    }
+    deliveries
+}
+
 /// Why a tenant's delivery stopped for good (until the tenant is changed).
 #[derive(Debug)]
 enum Stop {
@@ -275,6 +339,9 @@ struct TenantDelivery {
     lease: Arc<lease::AccountLease>,
     /// Requests in a row the CRM did not answer (see [`OUTAGE_RETRY_MAX_MS`]); 0 when it does.
     outage_failures: AtomicI64,
+    /// The tenant's wake count when it had no pending outbox item at start: its lanes sleep
+    /// until woken instead of looking first. `None`: they look.
+    quiet_since: Option<u64>,
 }
 
 impl TenantDelivery {
@@ -285,11 +352,6 @@ impl TenantDelivery {
     async fn run(self, stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let cards = tokio::spawn(this.clone().deliver_cards(stop.clone()));
-        let _ = this
-            .state
-            .store
-            .set_crm_status(this.tenant_id(), "ok", "", now_ms())
-            .await;
         let followups = tokio::spawn(this.clone().lane(Lane::FollowUps, stop.clone()));
         this.clone().lane(Lane::Calls, stop.clone()).await;
         let _ = followups.await;

@@ -16,12 +16,24 @@ impl TenantDelivery {
     pub(super) async fn lane(self: Arc<Self>, lane: Lane, mut stop: watch::Receiver<bool>) {
         // The follow-up lane gathers work between rounds.
         let idle = Duration::from_millis(FOLLOWUP_ROUND_MS);
+        // A tenant without pending work at start sleeps first instead of looking: thousands of
+        // tenants starting together would otherwise each ask the store twice a lane.
+        let mut quiet_at_start = self.quiet_since;
         loop {
             if *stop.borrow() {
                 break;
             }
             if !self.lease_ok() {
                 if wait(&mut stop, Duration::from_millis(500)).await {
+                    break;
+                }
+                continue;
+            }
+            if let Some(count) = quiet_at_start.take() {
+                if self
+                    .sleep_until_work_since(lane, &mut stop, Some(count))
+                    .await
+                {
                     break;
                 }
                 continue;
@@ -106,16 +118,34 @@ impl TenantDelivery {
     ///
     /// [`AppState::outbox_ready`]: crate::state::AppState::outbox_ready
     async fn sleep_until_work(&self, lane: Lane, stop: &mut watch::Receiver<bool>) -> bool {
+        self.sleep_until_work_since(lane, stop, None).await
+    }
+
+    /// [`Self::sleep_until_work`]; with `quiet_since`, the tenant had no pending item when its
+    /// wake count was that: unless it was woken since, there is nothing to look for.
+    async fn sleep_until_work_since(
+        &self,
+        lane: Lane,
+        stop: &mut watch::Receiver<bool>,
+        quiet_since: Option<u64>,
+    ) -> bool {
         let wakes = self.state.outbox_ready.of(self.tenant_id());
-        let woken = wakes.notified();
+        let woken = wakes.notify.notified();
         tokio::pin!(woken);
         // Registered before looking, so work stored after the look still wakes the lane.
         woken.as_mut().enable();
+        if quiet_since.is_some_and(|count| count != wakes.generation()) {
+            return false; // woken since the tenants were asked: look now
+        }
         // Every writer of outbox work wakes the lane (this process's directly, other instances'
         // through the due-work poller), so the cap is a safety net. Each tenant's lane takes up
         // to a fifth off it, its own share, so lanes started together drift apart.
         let cap = IDLE_MAX_MS - idle_share(self.tenant_id(), lane, IDLE_MAX_MS / 5);
-        let sleep_ms = match self.state.store.next_due_in(self.tenant_id(), lane).await {
+        let next_due = match quiet_since {
+            Some(_) => Ok(None),
+            None => self.state.store.next_due_in(self.tenant_id(), lane).await,
+        };
+        let sleep_ms = match next_due {
             Ok(Some(at)) => (at - now_ms()).clamp(0, cap),
             Ok(None) => cap,
             Err(e) => {

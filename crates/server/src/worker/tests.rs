@@ -312,6 +312,7 @@ impl Harness {
             vpbx: Err(ApiError::Config("no Mango API in these tests".into())),
             lease: super::lease::AccountLease::unrenewed(),
             outage_failures: AtomicI64::new(0),
+            quiet_since: None,
         });
         let harness = Harness { delivery, crm, dir };
         harness.hold_lease();
