@@ -13,11 +13,13 @@
 //! 2. the service's RSS right after;
 //! 3. its CPU over `--idle-seconds` with every tenant CRM-connected and nothing to send (after
 //!    the CRM requests the connections made settle), and the CRM requests made meanwhile;
-//! 4. `--events` signed webhooks of generated traffic posted to ONE extra tenant (the baseline),
-//!    then the same events spread over all the tenants (whole calls, round robin): events a
-//!    second and the service's CPU time per event over each posting (from the first request
-//!    to the last answer: ingest and the processor's folding; planning follows each summary by
-//!    the settle time, and the entries planned within the window are reported), and the ratios;
+//! 4. in `--rounds` rounds of fresh calls, `--events` signed webhooks of generated traffic
+//!    posted to ONE extra tenant (the baseline), then the same round's events spread over all
+//!    the tenants (whole calls, round robin): events a second and the service's CPU time per
+//!    event over each posting (from the first request to the last answer: ingest, the
+//!    processor's folding and the call cards; planning follows each summary by the settle time,
+//!    longer than all the rounds, and the entries planned within the windows are reported),
+//!    each round's ratio, and the medians over the rounds;
 //! 5. the time from SIGTERM to the service's exit, and from starting it again to `/readyz` 200,
 //!    with every tenant, and the RSS then: once after the idle measurement (no event yet), once
 //!    after the traffic (its calls in flight, to recover at the start).
@@ -231,8 +233,8 @@ async fn measure(args: &Args, dir: &Path) -> Result<()> {
          directory_refresh_seconds = 0\nallow_insecure_crm_hosts = true\n\
          # Nothing leaves this machine: the Mango API is a closed loopback port.\n\
          mango_api_url = \"http://127.0.0.1:9\"\n\
-         # Planning waits --settle-seconds after a call's summary, so that no posting window\n\
-         # holds any; the baseline's planning is waited out before the spread posting.\n\
+         # Planning waits --settle-seconds after a call's summary, longer than all the\n\
+         # rounds' windows, so that none holds planning or the CRM delivery after it.\n\
          [processing]\nsettle_seconds = {}\n",
         args.settle_seconds
     );

@@ -97,6 +97,9 @@ const SHARED_DB_IDLE_MS: i64 = 1_000;
 /// The shortest idle sleep: what was due but not taken (an in-flight mark still in its grace)
 /// is looked at again this often, as before lanes slept until work.
 const MIN_IDLE_MS: i64 = 100;
+/// Up to this many deliveries starting together ask the store for their own language and let
+/// their lanes look for work; more (a start) ask once for all the tenants.
+const FEW_TO_START: usize = 8;
 /// How often the worker compares its deliveries with the tenants when nothing told it of a
 /// change (every change does: `tenants_changed`).
 const TENANTS_LOOK_MS: u64 = 5_000;
@@ -226,24 +229,35 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// The deliveries of the tenants to (re)start, built with one query each for all of them (their
-/// languages, which have pending work) rather than several per tenant: a start with 5,000
-/// tenants asked the store some 25,000 times before it went quiet. A tenant whose CRM connection
-/// cannot be used is marked broken and remembered in `running` at its version, so the error is
-/// not repeated every look.
+/// The deliveries of the tenants to (re)start. Many at once (a start) are built with one query
+/// each for all the tenants (their languages, which have pending work) rather than several per
+/// tenant: a start with 5,000 tenants asked the store some 25,000 times before it went quiet. A
+/// few (a tenant changed) ask for theirs alone, so a PUT's cost does not grow with the tenants.
+/// A tenant whose CRM connection cannot be used is marked broken and remembered in `running` at
+/// its version, so the error is not repeated every look.
 async fn deliveries_to_start(
     state: &Arc<AppState>,
     leases: &mut lease::AccountLeases,
     tenants: Vec<Arc<Tenant>>,
     running: &mut Running,
 ) -> Vec<TenantDelivery> {
-    let languages: HashMap<String, String> = state
-        .store
-        .tenant_languages()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let many = tenants.len() > FEW_TO_START;
+    let mut languages: HashMap<String, String> = HashMap::new();
+    if many {
+        languages = state
+            .store
+            .tenant_languages()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+    } else {
+        for tenant in &tenants {
+            if let Ok(Some(code)) = state.store.tenant_language(&tenant.row.id).await {
+                languages.insert(tenant.row.id.clone(), code);
+            }
+        }
+    }
     // The wake counts are read before the store is asked, so work stored after the answer
     // still wakes a lane that skips its first look (see `TenantWake`).
     let wake_counts: HashMap<String, u64> = tenants
@@ -254,13 +268,16 @@ async fn deliveries_to_start(
             (id, count)
         })
         .collect();
-    // `None` when the store could not say: every lane then looks for itself.
-    let with_work: Option<HashSet<String>> = state
-        .store
-        .tenants_with_due_work(i64::MAX)
-        .await
-        .ok()
-        .map(|ids| ids.into_iter().collect());
+    // `None` when the store could not say, or for a few: every lane then looks for itself.
+    let with_work: Option<HashSet<String>> = match many {
+        true => state
+            .store
+            .tenants_with_due_work(i64::MAX)
+            .await
+            .ok()
+            .map(|ids| ids.into_iter().collect()),
+        false => None,
+    };
     let mut deliveries = Vec::with_capacity(tenants.len());
     for tenant in tenants {
         let client =
