@@ -452,6 +452,72 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// The harness's delivery, but told its tenant had no pending work at start, when its wake
+    /// count was `count` (as the worker starting many tenants tells it).
+    fn quiet_since(&self, count: u64) -> Arc<TenantDelivery> {
+        let d = &self.delivery;
+        Arc::new(TenantDelivery {
+            lang: d.lang,
+            state: d.state.clone(),
+            tenant: d.tenant.clone(),
+            client: d.client.clone(),
+            background: d.background.clone(),
+            vpbx: Err(ApiError::Config("no Mango API in these tests".into())),
+            lease: d.lease.clone(),
+            outage_failures: AtomicI64::new(0),
+            quiet_since: Some(count),
+        })
+    }
+
+    /// Waits (up to 5 s) for the item to be done.
+    async fn until_done(&self, key: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.item(key).await.state != "done" {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{key} was never delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lane_quiet_at_start_does_not_look_until_its_tenant_is_woken() {
+    let h = Harness::new("quiet-start").await;
+    let wakes = h.delivery.state.outbox_ready.of(TENANT);
+    let quiet = h.quiet_since(wakes.generation());
+    // Work stored without a wake (the processor always wakes; this shows the lane did not look).
+    let key = h.calls(1).await.remove(0);
+    let (stop, stop_rx) = watch::channel(false);
+    let lane = tokio::spawn(quiet.lane(Lane::Calls, stop_rx));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.item_in(&key, "pending", 0).await;
+    assert!(h.crm.calls_sent.lock().unwrap().is_empty());
+    // Woken: it looks, and delivers.
+    h.delivery.state.outbox_ready.wake(TENANT);
+    h.until_done(&key).await;
+    stop.send(true).unwrap();
+    lane.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lane_quiet_at_start_looks_at_once_when_woken_before_it_started() {
+    let h = Harness::new("quiet-woken").await;
+    let wakes = h.delivery.state.outbox_ready.of(TENANT);
+    // The count read before the store was asked; work then stored and its wake sent before
+    // the lane runs: the lane must not miss it.
+    let quiet = h.quiet_since(wakes.generation());
+    let key = h.calls(1).await.remove(0);
+    h.delivery.state.outbox_ready.wake(TENANT);
+    let (stop, stop_rx) = watch::channel(false);
+    let lane = tokio::spawn(quiet.lane(Lane::Calls, stop_rx));
+    h.until_done(&key).await;
+    stop.send(true).unwrap();
+    lane.await.unwrap();
+}
+
 /// A call of one item, answered with `error` by the CRM.
 async fn one_call_failing_with(name: &str, error: CrmError) -> (Harness, String) {
     let h = Harness::new(name).await;
