@@ -14,10 +14,11 @@
 
 use crate::crm::{self, CrmConnectionError, DbTokenStore};
 use crate::state::Tenant;
+use crate::sync::lock;
 use callbridge_amocrm::{AccountLimiter, AmoClient};
 use callbridge_store::Store;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Default)]
 pub struct CrmClients {
@@ -27,13 +28,6 @@ pub struct CrmClients {
     accounts: Mutex<HashMap<String, AccountLimiter>>,
     /// The HTTP client of every CRM client, built on first use.
     http: OnceLock<reqwest::Client>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The maps hold whole values only; a panic elsewhere cannot leave one half-written.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl CrmClients {

@@ -18,6 +18,7 @@ pub mod recordings;
 pub mod request_span;
 pub mod secret_key;
 pub mod state;
+mod sync;
 pub mod tenant_id;
 pub mod token_refresh;
 pub mod tokens;

@@ -37,6 +37,17 @@ struct TenantWork {
     due_at: i64,
 }
 
+impl TenantWork {
+    /// Due at the next step (an event pushed, an entry reopened): queued once, however many
+    /// events the step brings.
+    fn due_now(&mut self, due: &mut BinaryHeap<Reverse<(i64, String)>>, tenant_id: &str) {
+        if self.due_at != i64::MIN {
+            self.due_at = i64::MIN;
+            due.push(Reverse((i64::MIN, tenant_id.to_string())));
+        }
+    }
+}
+
 /// Reading the log in id order, tolerating ids that commit out of order (PostgreSQL sequences
 /// hand out ids before commit): a gap is waited for a while before it is taken as permanent.
 struct Cursor {
@@ -556,10 +567,7 @@ impl Processor {
         for (tenant, entry) in self.state.reconciler.take_reopened() {
             if let Some(work) = self.tenants.get_mut(&tenant) {
                 work.tracker.reopen(&entry);
-                if work.due_at != i64::MIN {
-                    work.due_at = i64::MIN;
-                    self.due.push(Reverse((i64::MIN, tenant)));
-                }
+                work.due_now(&mut self.due, &tenant);
             }
         }
         if !self.tenants.contains_key(tenant_id) {
@@ -602,10 +610,7 @@ impl Processor {
         // A late event of an entry already released changes nothing and is never planned: it
         // must not hold the recovery mark back.
         if work.tracker.push_at(event, arrived) != Accepted::Late {
-            if work.due_at != i64::MIN {
-                work.due_at = i64::MIN;
-                self.due.push(Reverse((i64::MIN, tenant_id.to_string())));
-            }
+            work.due_now(&mut self.due, tenant_id);
             if !self.active.contains(tenant_id) {
                 self.active.insert(tenant_id.to_string());
             }

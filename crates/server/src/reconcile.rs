@@ -18,13 +18,14 @@
 
 use crate::config::Reconcile;
 use crate::state::{now_ms, AppState};
+use crate::sync::lock;
 use callbridge_mango::api::ApiError;
 use callbridge_mango::recover::{merge_rows, recovered_events};
 use callbridge_store::{Appended, NewEvent, StoreError};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -133,10 +134,6 @@ impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         lock(&self.reconciler.running).remove(&self.tenant);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Reconciler {

@@ -7,9 +7,10 @@
 //! each (its own connection pool and TLS setup) cost time and memory per tenant at start-up
 //! with thousands of tenants, for an API that is one host.
 
+use crate::sync::lock;
 use callbridge_mango::api::{http_client, ApiError, VpbxClient};
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 #[derive(Default)]
 pub struct VpbxClients {
@@ -17,13 +18,6 @@ pub struct VpbxClients {
     clients: Mutex<HashMap<(String, String), VpbxClient>>,
     /// The HTTP client of every API client, built on first use.
     http: OnceLock<reqwest::Client>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The map holds whole values only; a panic elsewhere cannot leave one half-written.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl VpbxClients {

@@ -127,6 +127,10 @@ pub(crate) fn item(r: ItemRow) -> Result<OutboxItem> {
     })
 }
 
+/// Sets one tenant's CRM status, whatever it was (`set_crm_status`, `set_crm_statuses`).
+const CRM_STATUS_UPSERT: &str = "INSERT INTO crm_status (tenant_id, state, detail, updated_at_ms) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (tenant_id) DO UPDATE SET state = excluded.state, detail = excluded.detail, updated_at_ms = excluded.updated_at_ms";
+
 impl Store {
     /// Takes or renews the tenant's delivery lease for `holder`. True when `holder` has it.
     pub async fn acquire_lease(
@@ -636,10 +640,7 @@ impl Store {
         with_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
             for tenant_id in tenant_ids {
-                sqlx::query(
-                    "INSERT INTO crm_status (tenant_id, state, detail, updated_at_ms) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (tenant_id) DO UPDATE SET state = excluded.state, detail = excluded.detail, updated_at_ms = excluded.updated_at_ms",
-                )
+                sqlx::query(CRM_STATUS_UPSERT)
                 .bind(tenant_id)
                 .bind(state)
                 .bind(detail)
@@ -660,10 +661,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<()> {
         with_db!(self.db(), pool => {
-            sqlx::query(
-                "INSERT INTO crm_status (tenant_id, state, detail, updated_at_ms) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (tenant_id) DO UPDATE SET state = excluded.state, detail = excluded.detail, updated_at_ms = excluded.updated_at_ms",
-            )
+            sqlx::query(CRM_STATUS_UPSERT)
             .bind(tenant_id)
             .bind(state)
             .bind(detail)

@@ -242,42 +242,44 @@ async fn deliveries_to_start(
     running: &mut Running,
 ) -> Vec<TenantDelivery> {
     let many = tenants.len() > FEW_TO_START;
-    let mut languages: HashMap<String, String> = HashMap::new();
-    if many {
-        languages = state
+    let languages: HashMap<String, String> = if many {
+        state
             .store
             .tenant_languages()
             .await
             .unwrap_or_default()
             .into_iter()
-            .collect();
+            .collect()
     } else {
+        let mut languages = HashMap::new();
         for tenant in &tenants {
             if let Ok(Some(code)) = state.store.tenant_language(&tenant.row.id).await {
                 languages.insert(tenant.row.id.clone(), code);
             }
         }
-    }
-    // The wake counts are read before the store is asked, so work stored after the answer
-    // still wakes a lane that skips its first look (see `TenantWake`).
-    let wake_counts: HashMap<String, u64> = tenants
-        .iter()
-        .map(|t| {
-            let id = t.row.id.clone();
-            let count = state.outbox_ready.of(&id).generation();
-            (id, count)
-        })
-        .collect();
-    // `None` when the store could not say, or for a few: every lane then looks for itself.
-    let with_work: Option<HashSet<String>> = match many {
-        true => state
-            .store
-            .tenants_with_due_work(i64::MAX)
-            .await
-            .ok()
-            .map(|ids| ids.into_iter().collect()),
-        false => None,
+        languages
     };
+    // Many: the tenants with no pending item, each with its wake count, read before the store
+    // was asked, so work stored after the answer still wakes a lane that skips its first look
+    // (see `TenantWake`). A few, or the store could not say: every lane looks for itself.
+    let mut quiet: HashMap<String, u64> = HashMap::new();
+    if many {
+        let counts: Vec<(String, u64)> = tenants
+            .iter()
+            .map(|t| {
+                let count = state.outbox_ready.of(&t.row.id).generation();
+                (t.row.id.clone(), count)
+            })
+            .collect();
+        // Due by the end of time: every tenant with a pending item.
+        if let Ok(with_work) = state.store.tenants_with_due_work(i64::MAX).await {
+            let with_work: HashSet<String> = with_work.into_iter().collect();
+            quiet = counts
+                .into_iter()
+                .filter(|(id, _)| !with_work.contains(id))
+                .collect();
+        }
+    }
     let mut deliveries = Vec::with_capacity(tenants.len());
     for tenant in tenants {
         let client =
@@ -311,10 +313,7 @@ async fn deliveries_to_start(
             .get(&tenant.row.id)
             .map(|code| Lang::from_code(code))
             .unwrap_or_default();
-        let quiet_since = match &with_work {
-            Some(ids) if !ids.contains(&tenant.row.id) => wake_counts.get(&tenant.row.id).copied(),
-            _ => None,
-        };
+        let quiet_since = quiet.get(&tenant.row.id).copied();
         deliveries.push(TenantDelivery {
             state: state.clone(),
             tenant: tenant.clone(),
