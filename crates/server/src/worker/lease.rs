@@ -103,15 +103,18 @@ impl AccountLeases {
         });
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let task = match &self.fleet {
-            Some(fleet) => tokio::spawn(keep(
-                self.store.clone(),
-                fleet.clone(),
-                key.to_string(),
-                format!("{}/{generation}", self.holder),
-                lease.until.clone(),
-                gone,
-                self.shutdown.clone(),
-            )),
+            Some(fleet) => {
+                fleet.add_account(key);
+                tokio::spawn(keep(
+                    self.store.clone(),
+                    fleet.clone(),
+                    key.to_string(),
+                    format!("{}/{generation}", self.holder),
+                    lease.until.clone(),
+                    gone,
+                    self.shutdown.clone(),
+                ))
+            }
             None => tokio::spawn(keep_alone(
                 lease.until.clone(),
                 self.first_send_at,
@@ -127,8 +130,15 @@ impl AccountLeases {
     /// Forgets accounts no delivery holds any more (their tasks have given the lease up, or are
     /// about to).
     pub(super) fn prune(&mut self) {
-        self.held
-            .retain(|_, (weak, task)| weak.strong_count() > 0 || !task.is_finished());
+        let fleet = &self.fleet;
+        self.held.retain(|key, (weak, task)| {
+            let kept = weak.strong_count() > 0 || !task.is_finished();
+            if let (false, Some(fleet)) = (kept, fleet) {
+                // No longer one of this instance's accounts: the others' shares grow back.
+                fleet.remove_account(key);
+            }
+            kept
+        });
     }
 
     /// Waits, at most `bound`, for every renewing task to give its lease up (after shutdown was
