@@ -11,6 +11,7 @@
 //! lease, so the accounts spread over the instances. On SQLite this process is the only one
 //! (the data folder's lock says so): the lease is held in memory, with no write to renew it.
 
+use super::cards::AccountCards;
 use super::instances::Fleet;
 use super::{wait, RoundError, TenantDelivery, LEASE_SAFETY_MS, LEASE_TTL_MS};
 use crate::state::now_ms;
@@ -26,6 +27,9 @@ use tokio::task::JoinHandle;
 pub(super) struct AccountLease {
     /// Until when (Unix ms) this instance may send to the account; 0 when it may not.
     pub(super) until: Arc<AtomicI64>,
+    /// The account's call cards, from all its tenants, in one request a second; sent only
+    /// while this lease is held.
+    pub(super) cards: AccountCards,
     /// Dropped with the last delivery holding the lease: the renewing task then gives it up.
     _holders: watch::Sender<bool>,
 }
@@ -40,8 +44,10 @@ impl AccountLease {
     #[cfg(test)]
     pub(super) fn unrenewed() -> Arc<AccountLease> {
         let (holders, _) = watch::channel(false);
+        let until = Arc::new(AtomicI64::new(0));
         Arc::new(AccountLease {
-            until: Arc::new(AtomicI64::new(0)),
+            cards: AccountCards::start("test-account".into(), until.clone()),
+            until,
             _holders: holders,
         })
     }
@@ -97,8 +103,10 @@ impl AccountLeases {
             return lease;
         }
         let (holders, gone) = watch::channel(false);
+        let until = Arc::new(AtomicI64::new(0));
         let lease = Arc::new(AccountLease {
-            until: Arc::new(AtomicI64::new(0)),
+            cards: AccountCards::start(key.to_string(), until.clone()),
+            until,
             _holders: holders,
         });
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);

@@ -1388,6 +1388,82 @@ fn card(tenant: &str, phone: &str, user: u64) -> (String, callbridge_core::cards
 }
 
 #[tokio::test]
+async fn tenants_sharing_a_crm_account_pop_their_cards_in_one_request_a_second() {
+    let h = Harness::new("card-account").await;
+    // A second tenant on the same account: its own client, the account's lease (and batch).
+    let other_crm = Arc::new(FakeCrm::default());
+    let d = &h.delivery;
+    let other = Arc::new(TenantDelivery {
+        lang: d.lang,
+        state: d.state.clone(),
+        tenant: Arc::new(Tenant {
+            row: TenantRow {
+                id: "second-tenant".into(),
+                ..d.tenant.row.clone()
+            },
+            settings: d.tenant.settings.clone(),
+        }),
+        client: other_crm.clone(),
+        background: other_crm.clone(),
+        vpbx: Err(ApiError::Config("no Mango API in these tests".into())),
+        lease: d.lease.clone(),
+        outage_failures: AtomicI64::new(0),
+        quiet_since: None,
+    });
+    let (stop_tx, stop) = watch::channel(false);
+    let tasks = [
+        tokio::spawn(d.clone().deliver_cards(stop.clone())),
+        tokio::spawn(other.clone().deliver_cards(stop)),
+    ];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Both tenants' phones ring within the second, one client calling both.
+    for (tenant, change) in [
+        card(TENANT, "79160000001", 5),
+        card("second-tenant", "79160000002", 6),
+        card("second-tenant", "79160000001", 7),
+    ] {
+        d.state.card_routes.send(&tenant, change);
+    }
+    let requests = || {
+        let mut all = h.crm.cards_shown.lock().unwrap().clone();
+        all.extend(other_crm.cards_shown.lock().unwrap().clone());
+        all
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while requests().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no card was shown");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another second passes: no second request comes.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let shown = requests();
+    assert_eq!(shown.len(), 1, "one request for the account: {shown:?}");
+    let mut events: Vec<(String, Vec<u64>)> = shown[0]
+        .iter()
+        .map(|e| (e.phone_number.clone(), e.users.clone()))
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            ("79160000001".to_string(), vec![5, 7]),
+            ("79160000002".to_string(), vec![6])
+        ]
+    );
+    // Without the lease nothing goes out.
+    d.lease.until.store(0, Ordering::SeqCst);
+    d.state
+        .card_routes
+        .send(TENANT, card(TENANT, "79160000003", 5).1);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(requests().len(), 1, "{:?}", requests());
+    drop(stop_tx);
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+#[tokio::test]
 async fn a_tenants_card_task_gets_its_own_cards_only_and_a_newer_delivery_takes_the_route() {
     let h = Harness::new("card-routes").await;
     let (stop_tx, stop) = watch::channel(false);
