@@ -177,6 +177,32 @@ async fn plans_saved_together_each_once() {
         assert_eq!(store.count_entries("t").await.unwrap(), 3);
         let b = store.entry("t", "b").await.unwrap().unwrap();
         assert_eq!((b.planned_at_ms, b.outbox.len()), (1, 1));
+        // The same entry twice in one save: the first is saved, the repeat is not.
+        assert_eq!(
+            store.save_plans(&[plan("d"), plan("d")], 3).await.unwrap(),
+            vec![true, false],
+            "{}",
+            store.backend()
+        );
+        // A save larger than one multi-row statement, unordered, with planned entries among
+        // the new: each answer is its own plan's, and every new entry has its outbox item.
+        let many: Vec<_> = (0..950)
+            .rev()
+            .map(|n| plan(&format!("m{n:04}")))
+            .chain([plan("a"), plan("c")])
+            .collect();
+        let saved = store.save_plans(&many, 4).await.unwrap();
+        assert_eq!(saved.iter().filter(|s| **s).count(), 950);
+        assert_eq!(saved[950..], [false, false]);
+        assert_eq!(store.count_entries("t").await.unwrap(), 954);
+        let m = store.entry("t", "m0421").await.unwrap().unwrap();
+        assert_eq!(
+            (m.planned_at_ms, m.outbox.len()),
+            (4, 1),
+            "{}",
+            store.backend()
+        );
+        assert_eq!(m.outbox[0].1, "pending", "{:?}", m.outbox);
     }
 }
 
