@@ -284,6 +284,11 @@ impl Processor {
                 _ = tokio::time::sleep(tick) => {}
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
+                        // Plans held back are stored now, not planned again at the next start.
+                        self.save_every = Duration::ZERO;
+                        if let Err(e) = self.plan_completed().await {
+                            tracing::warn!(error = %e, "saving the last plans at shutdown failed; the next start plans them again");
+                        }
                         return;
                     }
                 }
