@@ -86,13 +86,13 @@ fn connections_test_mango_and_connect_amocrm_through_oauth() {
     for _ in 0..5 {
         submit(&browser, &action(&browser, "Test connection"));
         tested = messages(&browser).join(" | ");
-        if tested.contains("Mango lists 4 employee") {
+        if tested.contains("Employees in Mango: 4") {
             break;
         }
         std::thread::sleep(Duration::from_millis(2500));
     }
     assert!(
-        tested.contains("Mango lists 4 employee"),
+        tested.contains("Employees in Mango: 4"),
         "the test loads the office's 4 employees: {tested}"
     );
     browser.screen("mango-tested");
