@@ -113,9 +113,12 @@ impl Store {
                 (p, JournalColumns::of_plan(&p.plan), p.plan.to_string())
             })
             .collect();
-        let mut inserted: std::collections::HashSet<(String, String)> =
-            std::collections::HashSet::new();
+        // Whether each of `rows` was stored. The row inserted for an entry answers its first
+        // plan; a repeat in the same save, or an entry planned before, was not saved.
+        let mut stored: Vec<bool> = Vec::new();
         with_writer!(self, conn => {
+            let mut inserted: std::collections::HashSet<(String, String)> =
+                std::collections::HashSet::new();
             let mut tx = sqlx::Connection::begin(conn).await?;
             for chunk in rows.chunks(ENTRY_CHUNK) {
                 let mut q = sqlx::QueryBuilder::new(
@@ -140,11 +143,17 @@ impl Store {
                 let new: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
                 inserted.extend(new);
             }
-            // An entry planned already keeps the outbox it was planned with.
+            stored = rows
+                .iter()
+                .map(|(p, _, _)| inserted.remove(&(p.tenant_id.clone(), p.entry_id.clone())))
+                .collect();
+            // Only a stored plan's outbox is written: an entry planned already keeps the outbox
+            // it was planned with.
             let items: Vec<(&NewPlan, &crate::NewOutboxItem, String)> = rows
                 .iter()
-                .filter(|(p, _, _)| inserted.contains(&(p.tenant_id.clone(), p.entry_id.clone())))
-                .flat_map(|(p, _, _)| p.outbox.iter().map(move |item| (*p, item, item.payload.to_string())))
+                .zip(&stored)
+                .filter(|(_, stored)| **stored)
+                .flat_map(|((p, _, _), _)| p.outbox.iter().map(move |item| (*p, item, item.payload.to_string())))
                 .collect();
             for chunk in items.chunks(OUTBOX_CHUNK) {
                 let mut q = sqlx::QueryBuilder::new(
@@ -166,11 +175,10 @@ impl Store {
             }
             tx.commit().await?;
         });
-        // The row inserted for an entry answers its first plan; a repeat in the same save, or an
-        // entry planned before, was not saved.
+        // Back in the order the plans came in.
         let mut saved = vec![false; plans.len()];
-        for &i in &order {
-            saved[i] = inserted.remove(&(plans[i].tenant_id.clone(), plans[i].entry_id.clone()));
+        for (&i, stored) in order.iter().zip(stored) {
+            saved[i] = stored;
         }
         Ok(saved)
     }

@@ -184,6 +184,15 @@ async fn plans_saved_together_each_once() {
             "{}",
             store.backend()
         );
+        // A repeat with other outbox items writes none of them: only the stored plan's go.
+        let mut other = plan("e");
+        other.outbox[0].item_key = "t/e/9/call".into();
+        assert_eq!(
+            store.save_plans(&[plan("e"), other], 3).await.unwrap(),
+            vec![true, false]
+        );
+        let e = store.entry("t", "e").await.unwrap().unwrap();
+        assert_eq!(e.outbox.len(), 1, "{} {:?}", store.backend(), e.outbox);
         // A save larger than one multi-row statement, unordered, with planned entries among
         // the new: each answer is its own plan's, and every new entry has its outbox item.
         let many: Vec<_> = (0..950)
@@ -194,7 +203,7 @@ async fn plans_saved_together_each_once() {
         let saved = store.save_plans(&many, 4).await.unwrap();
         assert_eq!(saved.iter().filter(|s| **s).count(), 950);
         assert_eq!(saved[950..], [false, false]);
-        assert_eq!(store.count_entries("t").await.unwrap(), 954);
+        assert_eq!(store.count_entries("t").await.unwrap(), 955);
         let m = store.entry("t", "m0421").await.unwrap().unwrap();
         assert_eq!(
             (m.planned_at_ms, m.outbox.len()),
