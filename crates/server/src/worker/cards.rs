@@ -9,13 +9,13 @@
 //! second, which the limiter then spread over 70 seconds, ahead of the calls' notes.)
 
 use super::crm_port::CrmPort;
+use super::lease::held_now;
 use super::{TenantDelivery, CARD_MAX_AGE};
-use crate::state::now_ms;
 use callbridge_amocrm::CallCardEvent;
 use callbridge_core::cards::{CardAction, CardChange};
 use callbridge_core::settings::CrmUserId;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -28,10 +28,11 @@ const GATHER: Duration = Duration::from_millis(1000);
 /// worth popping while the phone rings).
 const ACCOUNT_CAPACITY: usize = 1024;
 
-/// One card on its way to the account's batch.
+/// One card to show on its way to the account's batch: the client's phone and the user.
 struct PendingCard {
     at: Instant,
-    change: CardChange,
+    phone: String,
+    user: CrmUserId,
     /// The client of the tenant whose call it is: the batch goes out with one of them (they
     /// talk to the same account, through its one limiter).
     client: Arc<dyn CrmPort>,
@@ -71,12 +72,19 @@ impl TenantDelivery {
             };
             // None: a newer delivery of the tenant took the route over.
             let Some(change) = change else { return };
-            if change.action != CardAction::Show || change.client_phone.is_none() {
+            let CardChange {
+                action: CardAction::Show,
+                client_phone: Some(phone),
+                crm_user_id: user,
+                ..
+            } = change
+            else {
                 continue;
-            }
+            };
             self.lease.cards.offer(PendingCard {
                 at: Instant::now(),
-                change,
+                phone,
+                user,
                 client: self.client.clone(),
             });
         }
@@ -96,7 +104,7 @@ async fn send_account_cards(
         while let Ok(Some(card)) = tokio::time::timeout_at(deadline, rx.recv()).await {
             pending.push(card);
         }
-        if now_ms() >= until.load(Ordering::SeqCst) {
+        if !held_now(&until) {
             // Another instance delivers for the account (or none may yet).
             continue;
         }
@@ -107,13 +115,10 @@ async fn send_account_cards(
             if card.at.elapsed() > CARD_MAX_AGE {
                 continue;
             }
-            let Some(phone) = card.change.client_phone else {
-                continue;
-            };
             oldest = Some(oldest.map_or(card.at, |o| o.min(card.at)));
-            let users = by_phone.entry(phone).or_default();
-            if !users.contains(&card.change.crm_user_id) {
-                users.push(card.change.crm_user_id);
+            let users = by_phone.entry(card.phone).or_default();
+            if !users.contains(&card.user) {
+                users.push(card.user);
             }
             client = Some(card.client);
         }

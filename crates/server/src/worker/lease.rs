@@ -34,22 +34,32 @@ pub(super) struct AccountLease {
     _holders: watch::Sender<bool>,
 }
 
+/// Whether a lease held until `until` (Unix ms) lets this instance talk to the account now.
+pub(super) fn held_now(until: &AtomicI64) -> bool {
+    now_ms() < until.load(Ordering::SeqCst)
+}
+
 impl AccountLease {
+    /// A lease not held yet, with the account's card batch; `holders` is dropped with the last
+    /// delivery holding it.
+    fn new(key: &str, holders: watch::Sender<bool>) -> Arc<AccountLease> {
+        let until = Arc::new(AtomicI64::new(0));
+        Arc::new(AccountLease {
+            cards: AccountCards::start(key.to_string(), until.clone()),
+            until,
+            _holders: holders,
+        })
+    }
+
     /// Whether this instance may talk to the account now.
     pub(super) fn ok(&self) -> bool {
-        now_ms() < self.until.load(Ordering::SeqCst)
+        held_now(&self.until)
     }
 
     /// A lease nobody renews (held only as the caller sets `until`): the worker's unit tests.
     #[cfg(test)]
     pub(super) fn unrenewed() -> Arc<AccountLease> {
-        let (holders, _) = watch::channel(false);
-        let until = Arc::new(AtomicI64::new(0));
-        Arc::new(AccountLease {
-            cards: AccountCards::start("test-account".into(), until.clone()),
-            until,
-            _holders: holders,
-        })
+        AccountLease::new("test-account", watch::channel(false).0)
     }
 }
 
@@ -103,12 +113,7 @@ impl AccountLeases {
             return lease;
         }
         let (holders, gone) = watch::channel(false);
-        let until = Arc::new(AtomicI64::new(0));
-        let lease = Arc::new(AccountLease {
-            cards: AccountCards::start(key.to_string(), until.clone()),
-            until,
-            _holders: holders,
-        });
+        let lease = AccountLease::new(key, holders);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let task = match &self.fleet {
             Some(fleet) => {

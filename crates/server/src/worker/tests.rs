@@ -457,16 +457,34 @@ impl Harness {
     /// count was `count` (as the worker starting many tenants tells it).
     fn quiet_since(&self, count: u64) -> Arc<TenantDelivery> {
         let d = &self.delivery;
+        self.delivery_beside(
+            d.tenant.clone(),
+            d.client.clone(),
+            d.background.clone(),
+            Some(count),
+        )
+    }
+
+    /// Another delivery on the harness's state and CRM account (its lease), for `tenant`
+    /// through `client` and `background`.
+    fn delivery_beside(
+        &self,
+        tenant: Arc<Tenant>,
+        client: Arc<dyn CrmPort>,
+        background: Arc<dyn CrmPort>,
+        quiet_since: Option<u64>,
+    ) -> Arc<TenantDelivery> {
+        let d = &self.delivery;
         Arc::new(TenantDelivery {
             lang: d.lang,
             state: d.state.clone(),
-            tenant: d.tenant.clone(),
-            client: d.client.clone(),
-            background: d.background.clone(),
+            tenant,
+            client,
+            background,
             vpbx: Err(ApiError::Config("no Mango API in these tests".into())),
             lease: d.lease.clone(),
             outage_failures: AtomicI64::new(0),
-            quiet_since: Some(count),
+            quiet_since,
         })
     }
 
@@ -1393,23 +1411,14 @@ async fn tenants_sharing_a_crm_account_pop_their_cards_in_one_request_a_second()
     // A second tenant on the same account: its own client, the account's lease (and batch).
     let other_crm = Arc::new(FakeCrm::default());
     let d = &h.delivery;
-    let other = Arc::new(TenantDelivery {
-        lang: d.lang,
-        state: d.state.clone(),
-        tenant: Arc::new(Tenant {
-            row: TenantRow {
-                id: "second-tenant".into(),
-                ..d.tenant.row.clone()
-            },
-            settings: d.tenant.settings.clone(),
-        }),
-        client: other_crm.clone(),
-        background: other_crm.clone(),
-        vpbx: Err(ApiError::Config("no Mango API in these tests".into())),
-        lease: d.lease.clone(),
-        outage_failures: AtomicI64::new(0),
-        quiet_since: None,
+    let second = Arc::new(Tenant {
+        row: TenantRow {
+            id: "second-tenant".into(),
+            ..d.tenant.row.clone()
+        },
+        settings: d.tenant.settings.clone(),
     });
+    let other = h.delivery_beside(second, other_crm.clone(), other_crm.clone(), None);
     let (stop_tx, stop) = watch::channel(false);
     let tasks = [
         tokio::spawn(d.clone().deliver_cards(stop.clone())),
