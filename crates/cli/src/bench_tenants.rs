@@ -234,9 +234,11 @@ async fn measure(args: &Args, dir: &Path) -> Result<()> {
          # Nothing leaves this machine: the Mango API is a closed loopback port.\n\
          mango_api_url = \"http://127.0.0.1:9\"\n\
          # Planning waits --settle-seconds after a call's summary, longer than all the\n\
-         # rounds' windows, so that none holds planning or the CRM delivery after it.\n\
-         [processing]\nsettle_seconds = {}\n",
-        args.settle_seconds
+         # rounds' windows, so that none holds planning or the CRM delivery after it,\n\
+         # even for calls that wait for nothing (settle_complete_ms as long).\n\
+         [processing]\nsettle_seconds = {}\nsettle_complete_ms = {}\n",
+        args.settle_seconds,
+        args.settle_seconds * 1000
     );
     if let Some(url) = &args.database_url {
         config = format!("database_url = \"{url}\"\n{config}");

@@ -87,6 +87,10 @@ pub fn describe(config: &Config, tenants: &[LoadedTenant]) -> String {
     let p = &config.processing;
     line("processing.grace_seconds", p.grace_seconds.to_string());
     line("processing.settle_seconds", p.settle_seconds.to_string());
+    line(
+        "processing.settle_complete_ms",
+        p.settle_complete_ms.to_string(),
+    );
     line("processing.tick_ms", p.tick_ms.to_string());
     line(
         "processing.abandon_after_hours",

@@ -477,3 +477,70 @@ fn the_recovery_mark_passes_every_planned_event_and_a_restart_reads_from_it() {
         want
     );
 }
+
+/// One Mango `events/call` line of entry `entry`'s leg `leg`.
+fn call_line(entry: &str, leg: &str, seq: u64, state: &str) -> String {
+    serde_json::json!({"path": "events/call", "json": {
+        "entry_id": entry, "call_id": leg, "timestamp": 1764103800 + seq, "seq": seq,
+        "call_state": state, "location": "abonent",
+        "from": {"number": "79161230016"}, "to": {"extension": "101"},
+    }})
+    .to_string()
+}
+
+fn summary_line(entry: &str) -> String {
+    serde_json::json!({"path": "events/summary", "json": {
+        "entry_id": entry, "call_direction": 1, "from": {"number": "79161230016"},
+        "to": {"extension": "101"}, "create_time": 1764103800, "forward_time": 1764103801,
+        "talk_time": 1764103802, "end_time": 1764103810, "entry_result": 1,
+        "disconnect_reason": 1110,
+    }})
+    .to_string()
+}
+
+#[test]
+fn a_call_that_waits_for_nothing_is_planned_without_waiting_out_the_settle_window() {
+    let dir = temp_dir("settle-complete");
+    let case = scenarios_dir().join("a1-two-interleaved-entries");
+    let tenant = acme(&case);
+    // A settle window far longer than the test: only the quiet time can plan within it.
+    let server = Server::start_with(
+        &dir,
+        std::slice::from_ref(&tenant),
+        &Options {
+            settle: Some(120),
+            processing: "settle_complete_ms = 300".into(),
+            ..Options::default()
+        },
+    );
+    let http = client();
+    let post = |line: String| assert_eq!(post_line(&http, &server.base, &tenant, &line), 200);
+    // "done": every leg hung up, then the summary. "ringing": the summary came while a leg is
+    // still up (its Disconnected reordered after it).
+    for (seq, state) in [(1, "Appeared"), (2, "Connected"), (3, "Disconnected")] {
+        post(call_line("done", "done-leg", seq, state));
+    }
+    post(summary_line("done"));
+    post(call_line("ringing", "ringing-leg", 1, "Appeared"));
+    post(summary_line("ringing"));
+    let started = Instant::now();
+    let entries = wait_for_entries(&http, &server.base, "acme", 1, Duration::from_secs(20));
+    let ids: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["entry_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["done"], "planned after the quiet time");
+    assert_eq!(entries[0]["completed_by"], "summary");
+    // The entry with a leg up waits: still unplanned a while after the first.
+    std::thread::sleep(Duration::from_millis(1500));
+    let entries = wait_for_entries(&http, &server.base, "acme", 2, Duration::ZERO);
+    assert_eq!(entries.len(), 1, "the ringing entry waits for its leg");
+    // Its leg hangs up: it waits for nothing now and follows within the quiet time.
+    post(call_line("ringing", "ringing-leg", 2, "Disconnected"));
+    let entries = wait_for_entries(&http, &server.base, "acme", 2, Duration::from_secs(20));
+    assert_eq!(entries.len(), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "both planned well inside the 120 s window"
+    );
+}

@@ -177,6 +177,17 @@ impl EntryEvents {
         !self.legs.is_empty() && self.legs_up == 0
     }
 
+    /// True when nothing more is expected for this entry: every leg has hung up and every
+    /// recording that started has finished (saved or not). A recording known only from
+    /// `record/added` or `record/tagged` is finished.
+    pub fn awaits_nothing(&self) -> bool {
+        self.all_legs_disconnected()
+            && self
+                .recordings
+                .values()
+                .all(|r| r.first.is_none() || r.completed_ok || r.completed_failed)
+    }
+
     pub fn call_event_count(&self) -> usize {
         self.legs.values().map(Vec::len).sum()
     }

@@ -6,6 +6,13 @@
 //! the summary) still count. Memory holds only open and settling entries, plus the ids of
 //! released ones, so a late duplicate is recognised and never planned twice.
 //!
+//! A live service may release sooner an entry that waits for nothing (`settle_complete_s`): its
+//! summary arrived, every leg hung up and every recording that started finished. Such an entry
+//! is released after that much quiet instead of the whole settle window, since Mango sends
+//! nothing more for it but the recording's storage and tags, which plans do not need. An event
+//! that arrives meanwhile restarts the quiet time; one that leaves something pending (a leg
+//! still up, a recording started) sends the entry back to the whole window.
+//!
 //! An entry that neither gets its summary nor has every leg hung up (a lost summary and a lost
 //! `Disconnected`) would stay open for ever and hold the service's recovery mark back. After
 //! `abandon_s` of silence it is *abandoned*: released at once with what is known, completed by
@@ -35,6 +42,10 @@ pub struct TrackerConfig {
     /// A4a: seconds of silence after which an entry still open (no summary, a leg never hung
     /// up) is given up and planned with what is known. 24 hours by default.
     pub abandon_s: i64,
+    /// Quiet time after which an entry closed by its summary that waits for nothing (every leg
+    /// hung up, every recording finished) is released without waiting out `settle_s`. `None`:
+    /// every closed entry waits the whole settle window (`simulate`, whose input is a file).
+    pub settle_complete_s: Option<i64>,
 }
 
 impl Default for TrackerConfig {
@@ -44,6 +55,7 @@ impl Default for TrackerConfig {
             settle_s: 120,
             remember_s: 6 * 3600,
             abandon_s: 24 * 3600,
+            settle_complete_s: None,
         }
     }
 }
@@ -90,6 +102,8 @@ pub struct Unfinished {
 struct Open {
     events: EntryEvents,
     closed: Option<(i64, CompletedBy)>,
+    /// In the `complete` queue: closed by its summary and waiting for nothing when queued.
+    quick: bool,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +115,9 @@ pub struct Tracker {
     settling: VecDeque<(i64, String)>,
     /// (deadline, entry) candidates for the grace period; checked lazily when popped.
     grace: BinaryHeap<Reverse<(i64, String)>>,
+    /// (deadline, entry) of entries closed by their summary that waited for nothing when
+    /// queued (`settle_complete_s`); checked again when popped.
+    complete: BinaryHeap<Reverse<(i64, String)>>,
     released: HashSet<String>,
     /// Released ids in order of release, to forget them after `remember_s`.
     released_order: VecDeque<(i64, String)>,
@@ -144,7 +161,11 @@ impl Tracker {
             .released_order
             .front()
             .map(|(at, _)| at.saturating_add(self.config.remember_s));
-        [grace, abandon, settle, forget].into_iter().flatten().min()
+        let complete = self.complete.peek().map(|Reverse((at, _))| *at);
+        [grace, abandon, settle, forget, complete]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Ids of released entries still remembered.
@@ -192,6 +213,7 @@ impl Tracker {
                 self.open.entry(id.clone()).or_insert(Open {
                     events: EntryEvents::new(id),
                     closed: None,
+                    quick: false,
                 })
             }
         };
@@ -216,6 +238,19 @@ impl Tracker {
                     .last_activity
                     .saturating_add(self.config.grace_s);
                 self.grace
+                    .push(Reverse((deadline, open.events.entry_id.clone())));
+            }
+        }
+        if let Some(quiet) = self.config.settle_complete_s {
+            let by_summary = matches!(open.closed, Some((_, CompletedBy::Summary)));
+            if by_summary && !open.quick && open.events.awaits_nothing() {
+                open.quick = true;
+                let deadline = open
+                    .events
+                    .last_activity
+                    .max(closed_at)
+                    .saturating_add(quiet);
+                self.complete
                     .push(Reverse((deadline, open.events.entry_id.clone())));
             }
         }
@@ -247,13 +282,22 @@ impl Tracker {
             self.released.remove(&id);
         }
         let mut out = self.abandon_silent_entries();
-        // An entry is in `settling` exactly while it is open and closed, at the time queued.
+        out.extend(self.release_complete_entries());
+        // An entry is in `settling` while it is open and closed, at the time queued; one
+        // released early by `release_complete_entries` is gone from `open` and skipped here.
         while let Some(&(closed_at, _)) = self.settling.front() {
             if closed_at.saturating_add(self.config.settle_s) > self.clock {
                 break;
             }
             let (_, id) = self.settling.pop_front().expect("front exists");
-            out.extend(self.release(id));
+            let same_closing = self
+                .open
+                .get(&id)
+                .and_then(|o| o.closed)
+                .is_some_and(|(at, _)| at == closed_at);
+            if same_closing {
+                out.extend(self.release(id));
+            }
         }
         out
     }
@@ -293,11 +337,7 @@ impl Tracker {
     }
 
     fn close_quiet_entries(&mut self) {
-        while let Some(Reverse((deadline, _))) = self.grace.peek() {
-            if *deadline > self.clock {
-                break;
-            }
-            let Reverse((_, id)) = self.grace.pop().expect("peeked");
+        while let Some(id) = pop_due(&mut self.grace, self.clock) {
             let Some(open) = self.open.get_mut(&id) else {
                 continue;
             };
@@ -316,11 +356,7 @@ impl Tracker {
     /// Releases the entries still open (not closed) after `abandon_s` of silence (A4a).
     fn abandon_silent_entries(&mut self) -> Vec<Completed> {
         let mut out = Vec::new();
-        while let Some(Reverse((deadline, _))) = self.abandon.peek() {
-            if *deadline > self.clock {
-                break;
-            }
-            let Reverse((_, id)) = self.abandon.pop().expect("peeked");
+        while let Some(id) = pop_due(&mut self.abandon, self.clock) {
             let Some(open) = self.open.get(&id) else {
                 continue; // released already
             };
@@ -348,6 +384,41 @@ impl Tracker {
         out
     }
 
+    /// Releases the entries closed by their summary that wait for nothing and were quiet for
+    /// `settle_complete_s`, in order of their deadlines.
+    fn release_complete_entries(&mut self) -> Vec<Completed> {
+        let Some(quiet) = self.config.settle_complete_s else {
+            return Vec::new();
+        };
+        let mut ready = Vec::new();
+        while let Some(id) = pop_due(&mut self.complete, self.clock) {
+            let Some(open) = self.open.get_mut(&id) else {
+                continue; // released already
+            };
+            if !open.events.awaits_nothing() {
+                // Something started again: back to the whole settle window, and to this
+                // queue when it is over.
+                open.quick = false;
+                continue;
+            }
+            let closed_at = open.closed.map_or(self.clock, |(at, _)| at);
+            let deadline = open
+                .events
+                .last_activity
+                .max(closed_at)
+                .saturating_add(quiet);
+            if deadline > self.clock {
+                self.complete.push(Reverse((deadline, id))); // an event arrived meanwhile
+                continue;
+            }
+            ready.push(id);
+        }
+        ready
+            .into_iter()
+            .filter_map(|id| self.release(id))
+            .collect()
+    }
+
     fn release(&mut self, id: String) -> Option<Completed> {
         let open = self.open.remove(&id)?;
         let (closed_at, completed_by) = open.closed?;
@@ -358,6 +429,14 @@ impl Tracker {
             completed_by,
             closed_at,
         })
+    }
+}
+
+/// The entry of the soonest deadline in `queue` when it is due by `clock`.
+fn pop_due(queue: &mut BinaryHeap<Reverse<(i64, String)>>, clock: i64) -> Option<String> {
+    match queue.peek() {
+        Some(Reverse((at, _))) if *at <= clock => queue.pop().map(|Reverse((_, id))| id),
+        _ => None,
     }
 }
 
@@ -420,6 +499,7 @@ mod tests {
             settle_s: 10,
             remember_s: 100,
             abandon_s: 1000,
+            settle_complete_s: None,
         });
         assert_eq!(t.next_deadline(), None);
         t.push_at(call("a", "l1", 1, 100, CallState::Appeared), 100);
@@ -576,6 +656,7 @@ mod tests {
             settle_s: 10,
             remember_s: 1_000,
             abandon_s: 500,
+            settle_complete_s: None,
         });
         feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared));
         feed(&mut t, call("a", "l1", 2, 110, CallState::Connected));
@@ -603,6 +684,7 @@ mod tests {
             settle_s: 400,
             remember_s: 1_000,
             abandon_s: 100,
+            settle_complete_s: None,
         });
         feed(&mut t, call("s", "l1", 1, 100, CallState::Appeared));
         feed(&mut t, summary("s", 110));
@@ -624,5 +706,105 @@ mod tests {
         assert_eq!(done.len(), 1);
         let plan = done[0].plan(&settings);
         assert!(plan.reasons.contains(&Rule::A4a), "{:?}", plan.reasons);
+    }
+    fn recording(entry: &str, leg: &str, state: RecordingState, t: i64) -> PbxEvent {
+        PbxEvent::Recording(RecordingEvent {
+            entry_id: entry.into(),
+            call_id: Some(leg.into()),
+            recording_id: format!("rec-{leg}"),
+            recording_state: state,
+            seq: if state == RecordingState::Started {
+                1
+            } else {
+                2
+            },
+            extension: Some("101".into()),
+            timestamp: t,
+            completion_code: (state == RecordingState::Completed).then_some(1000),
+        })
+    }
+
+    fn quick_tracker() -> Tracker {
+        Tracker::new(TrackerConfig {
+            grace_s: 120,
+            settle_s: 100,
+            remember_s: 1000,
+            abandon_s: 10_000,
+            settle_complete_s: Some(2),
+        })
+    }
+
+    #[test]
+    fn an_entry_that_waits_for_nothing_is_released_after_the_quiet_time() {
+        let mut t = quick_tracker();
+        feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared));
+        feed(&mut t, call("a", "l1", 2, 101, CallState::Connected));
+        feed(&mut t, recording("a", "l1", RecordingState::Started, 101));
+        feed(&mut t, recording("a", "l1", RecordingState::Completed, 120));
+        feed(&mut t, call("a", "l1", 3, 120, CallState::Disconnected));
+        assert!(feed(&mut t, summary("a", 120)).is_empty());
+        assert_eq!(
+            t.next_deadline(),
+            Some(122),
+            "the quiet time, not the settle window"
+        );
+        assert!(t.advance(121).is_empty());
+        let done = t.advance(122);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].completed_by, CompletedBy::Summary);
+        assert_eq!(done[0].closed_at, 120);
+        // Released once: the settle window's turn finds nothing, a re-delivery is late.
+        assert!(t.advance(500).is_empty());
+        assert_eq!(t.push(summary("a", 120)), Accepted::Late);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_recording_in_progress_or_a_leg_still_up_waits_the_whole_settle_window() {
+        let mut t = quick_tracker();
+        // A recording that started and has not finished.
+        feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared));
+        feed(&mut t, recording("a", "l1", RecordingState::Started, 101));
+        feed(&mut t, call("a", "l1", 2, 120, CallState::Disconnected));
+        feed(&mut t, summary("a", 120));
+        // A leg still up when the summary came (its Disconnected reordered after it).
+        feed(&mut t, call("b", "l2", 1, 120, CallState::Appeared));
+        feed(&mut t, summary("b", 121));
+        assert!(t.advance(200).is_empty());
+        let done = t.advance(220);
+        let ids: Vec<&str> = done.iter().map(|c| c.events.entry_id.as_str()).collect();
+        assert_eq!(ids, ["a"], "a's settle window is over, b's is not");
+        assert_eq!(t.advance(221).len(), 1);
+    }
+
+    #[test]
+    fn what_arrives_in_the_quiet_time_counts_and_restarts_it() {
+        let mut t = quick_tracker();
+        feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared));
+        feed(&mut t, call("a", "l1", 2, 110, CallState::Disconnected));
+        feed(&mut t, summary("a", 110));
+        // A reordered leg shows up: the entry waits for it, ...
+        assert!(feed(&mut t, call("a", "l2", 1, 111, CallState::Appeared)).is_empty());
+        assert!(t.advance(112).is_empty());
+        // ... and once it hung up, the quiet time runs from its last event.
+        assert!(feed(&mut t, call("a", "l2", 2, 113, CallState::Disconnected)).is_empty());
+        assert!(t.advance(114).is_empty());
+        let done = t.advance(115);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].events.call_event_count(), 4);
+    }
+
+    #[test]
+    fn without_the_quiet_time_a_complete_entry_waits_the_settle_window() {
+        let mut t = Tracker::new(TrackerConfig {
+            settle_s: 100,
+            ..TrackerConfig::default()
+        });
+        feed(&mut t, call("a", "l1", 1, 100, CallState::Appeared));
+        feed(&mut t, call("a", "l1", 2, 110, CallState::Disconnected));
+        feed(&mut t, summary("a", 110));
+        assert_eq!(t.next_deadline(), Some(210));
+        assert!(t.advance(209).is_empty());
+        assert_eq!(t.advance(210).len(), 1);
     }
 }

@@ -134,6 +134,10 @@ pub struct Processing {
     pub grace_seconds: i64,
     /// A completed entry waits this long for out-of-order stragglers before it is planned.
     pub settle_seconds: i64,
+    /// An entry whose summary arrived, every leg hung up and every recording finished waits
+    /// for nothing: it is planned after this much quiet instead of the whole settle window.
+    /// At `settle_seconds` or above, every entry waits the whole window.
+    pub settle_complete_ms: u64,
     /// How often the processor looks for new events when not woken by a webhook.
     pub tick_ms: u64,
     /// A4a: an entry with no summary and a leg never hung up is given up after this many hours
@@ -149,6 +153,7 @@ impl Default for Processing {
         Processing {
             grace_seconds: 120,
             settle_seconds: 5,
+            settle_complete_ms: 300,
             tick_ms: 250,
             abandon_after_hours: 24,
             abandon_after_ms: None,
@@ -619,6 +624,12 @@ impl Processing {
             "processing.settle_seconds",
             self.settle_seconds,
             0..=3_600,
+        )?;
+        within(
+            shown,
+            "processing.settle_complete_ms",
+            self.settle_complete_ms,
+            0..=3_600_000,
         )?;
         within(shown, "processing.tick_ms", self.tick_ms, 10..=60_000)?;
         Ok(())

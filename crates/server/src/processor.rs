@@ -111,6 +111,10 @@ const PLAN_SAVE_EVERY: Duration = Duration::from_millis(100);
 /// its flush.
 const PLAN_SAVE_BATCH: usize = 1_000;
 
+/// The shortest sleep until a tenant's next deadline: deadlines closer than this are taken a
+/// little late rather than with a burst of steps that each find little to do.
+const MIN_WAKE_MS: u64 = 5;
+
 pub struct Processor {
     state: Arc<AppState>,
     tenants: HashMap<String, TenantWork>,
@@ -205,11 +209,17 @@ impl Processor {
             Some(ms) => i64::try_from(ms).unwrap_or(i64::MAX),
             None => processing.abandon_after_hours.saturating_mul(3_600_000),
         };
+        let settle_ms = processing.settle_seconds.saturating_mul(1000);
+        // A quiet time as long as the window would only add work.
+        let settle_complete_ms = i64::try_from(processing.settle_complete_ms)
+            .ok()
+            .filter(|ms| *ms < settle_ms);
         TrackerConfig {
             grace_s: processing.grace_seconds.saturating_mul(1000),
-            settle_s: processing.settle_seconds.saturating_mul(1000),
+            settle_s: settle_ms,
             remember_s: defaults.remember_s * 1000,
             abandon_s: abandon_ms,
+            settle_complete_s: settle_complete_ms,
         }
     }
 
@@ -264,13 +274,18 @@ impl Processor {
             if let Err(e) = self.step_with(batches).await {
                 tracing::error!(error = %e, "processing step failed; retrying");
             }
-            // Plans held back are saved when their wait is over, not a whole tick later.
-            let tick = match self.saved_at {
+            // Plans held back are saved when their wait is over, and an entry is planned when
+            // its window ends, not a whole tick later.
+            let mut tick = match self.saved_at {
                 Some(at) if !self.unsaved.is_empty() => (at + self.save_every)
                     .saturating_duration_since(Instant::now())
                     .min(self.tick),
                 _ => self.tick,
             };
+            if let Some(Reverse((at, _))) = self.due.peek() {
+                let wait = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+                tick = tick.min(Duration::from_millis(wait.max(MIN_WAKE_MS)));
+            }
             tokio::select! {
                 batch = recv_live(&mut live) => {
                     if batch.is_none() {

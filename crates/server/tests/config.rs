@@ -107,6 +107,16 @@ fn each_bad_value_is_refused_naming_its_key() {
             "processing.settle_seconds: must be between 0 and 3600",
         ),
         (
+            "settle-complete-too-long",
+            format!("{GOOD}[processing]\nsettle_complete_ms = 3600001\n"),
+            "processing.settle_complete_ms: must be between 0 and 3600000",
+        ),
+        (
+            "negative-settle-complete",
+            format!("{GOOD}[processing]\nsettle_complete_ms = -5\n"),
+            "processing.settle_complete_ms",
+        ),
+        (
             "zero-tick",
             format!("{GOOD}[processing]\ntick_ms = 0\n"),
             "processing.tick_ms: must be between 10 and 60000",

@@ -173,9 +173,17 @@ fn transfers_cross_the_mapping_edge_both_ways_and_chain() {
 
 #[test]
 fn the_tracker_completes_every_call_exactly_once() {
-    for seed in [1, 2, 3] {
+    // With and without the early release of entries that wait for nothing.
+    let quick = TrackerConfig {
+        settle_complete_s: Some(1),
+        ..TrackerConfig::default()
+    };
+    for (seed, config) in [1, 2, 3]
+        .into_iter()
+        .flat_map(|seed| [(seed, TrackerConfig::default()), (seed, quick)])
+    {
         let t = generate(&faulty(seed, 2000, Mix::default()));
-        let mut tracker = Tracker::new(TrackerConfig::default());
+        let mut tracker = Tracker::new(config);
         let mut completed: HashMap<String, usize> = HashMap::new();
         let mut max_in_flight = 0;
         for e in t.events.iter().cloned() {

@@ -32,6 +32,7 @@ use setup::{
     contacts_len, crm_users, demo_settings, known_clients, print_where, start_service, DataDir,
     Endpoints, Secrets,
 };
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -62,6 +63,11 @@ pub struct Args {
     /// Also print the report as one JSON object (one line) on stdout.
     #[arg(long)]
     json: bool,
+    /// Share of the clients the CRM knows before the first call (0 to 1): their calls go
+    /// straight to their contact or open deal, the others' create contacts or requests first.
+    /// The report gives the latency of both kinds apart.
+    #[arg(long, default_value_t = 0.25, allow_negative_numbers = true)]
+    known_share: f64,
     /// Save speech-analytics transcripts on the call records (C2). Slower: Mango's transcript
     /// API allows one request per second, and the service fetches one recording at a time.
     #[arg(long)]
@@ -89,6 +95,7 @@ struct Options {
     calls: u64,
     rate: f64,
     compression: f64,
+    known_share: f64,
 }
 
 fn check(args: &Args) -> Result<Options> {
@@ -109,10 +116,16 @@ fn check(args: &Args) -> Result<Options> {
         "--time-compression: must be between 1 and 3600, got {}",
         args.time_compression
     );
+    ensure!(
+        (0.0..=1.0).contains(&args.known_share),
+        "--known-share: must be a fraction between 0 and 1, got {}",
+        args.known_share
+    );
     Ok(Options {
         calls: args.calls as u64,
         rate: args.rate,
         compression: args.time_compression,
+        known_share: args.known_share,
     })
 }
 
@@ -194,7 +207,11 @@ async fn demo(args: &Args, options: &Options, dir: &Path) -> Result<(Up, Vec<Str
     play_config.start_unix = Some(play_config.default_start(now_s));
 
     let users = crm_users(&staff);
-    let contacts = known_clients(&play_config, &settings, &users);
+    let contacts = known_clients(&play_config, &settings, &users, options.known_share);
+    let known_phones: HashSet<String> = contacts
+        .iter()
+        .filter_map(|c| c["phone"].as_str().map(str::to_string))
+        .collect();
     let seeded_leads: usize = contacts
         .iter()
         .map(|c| c["leads"].as_array().map_or(0, Vec::len))
@@ -285,6 +302,7 @@ async fn demo(args: &Args, options: &Options, dir: &Path) -> Result<(Up, Vec<Str
         cards: sandbox.call_events().len(),
         seeded_contacts: contacts_len(&seed),
         seeded_leads,
+        known_phones: &known_phones,
         calls: options.calls,
         rate: options.rate,
         speech_analytics: args.speech_analytics,

@@ -107,6 +107,8 @@ pub(super) struct Entries {
     pub(super) internal: u64,
     pub(super) missed: u64,
     pub(super) by_grace: u64,
+    /// The client's number of each planned entry that has one.
+    pub(super) client_phone: HashMap<String, String>,
 }
 
 pub(super) async fn read_entries(store: &Store) -> Result<Entries> {
@@ -125,6 +127,10 @@ pub(super) async fn read_entries(store: &Store) -> Result<Entries> {
             out.internal += u64::from(e.plan["direction"] == "internal");
             out.missed += u64::from(e.plan["outcome"] == "missed");
             out.by_grace += u64::from(e.completed_by == "grace");
+            if let Some(phone) = e.plan["client_phone"].as_str() {
+                out.client_phone
+                    .insert(e.entry_id.clone(), phone.to_string());
+            }
         }
     }
 }

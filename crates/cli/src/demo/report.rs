@@ -7,7 +7,7 @@ use super::say;
 use super::CRM_RPS;
 use callbridge_mango_sandbox::PlayReport;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 pub(super) struct Report<'a> {
     pub(super) played: &'a PlayReport,
@@ -19,6 +19,8 @@ pub(super) struct Report<'a> {
     pub(super) cards: usize,
     pub(super) seeded_contacts: usize,
     pub(super) seeded_leads: usize,
+    /// The numbers of the contacts the CRM knew before the first call.
+    pub(super) known_phones: &'a HashSet<String>,
     pub(super) calls: u64,
     pub(super) rate: f64,
     pub(super) speech_analytics: bool,
@@ -32,6 +34,19 @@ struct Latency {
     p50: i64,
     p95: i64,
     max: i64,
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.2} s, p95 {:.2} s, max {:.2} s ({} entries)",
+            self.p50 as f64 / 1000.0,
+            self.p95 as f64 / 1000.0,
+            self.max as f64 / 1000.0,
+            self.count
+        )
+    }
 }
 
 fn latency(samples: &mut [i64]) -> Option<Latency> {
@@ -51,13 +66,35 @@ fn latency(samples: &mut [i64]) -> Option<Latency> {
     })
 }
 
+/// Whose entries a latency covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clients {
+    All,
+    /// Clients the CRM knew before the first call.
+    Known,
+    /// Every other entry's: new clients, and entries without a client's number.
+    New,
+}
+
 impl Report<'_> {
     /// Per entry: its last call record written in the CRM minus its summary's sending.
-    fn latency(&self) -> Option<Latency> {
+    fn latency(&self, clients: Clients) -> Option<Latency> {
         let mut samples: Vec<i64> = self
             .outbox
             .written_at
             .iter()
+            .filter(|(entry, _)| {
+                let known = self
+                    .entries
+                    .client_phone
+                    .get(*entry)
+                    .is_some_and(|phone| self.known_phones.contains(phone));
+                match clients {
+                    Clients::All => true,
+                    Clients::Known => known,
+                    Clients::New => !known,
+                }
+            })
             .filter_map(|(entry, done)| {
                 let sent = self.played.entries.get(entry)?.summary_sent_unix_ms?;
                 Some(done - sent as i64)
@@ -129,7 +166,10 @@ impl Report<'_> {
     }
 
     pub(super) fn json(&self, problems: &[String]) -> Value {
-        let lat = self.latency();
+        let lat = self.latency(Clients::All);
+        let lat_json = |l: Option<Latency>| {
+            l.map(|l| json!({"count": l.count, "p50": l.p50, "p95": l.p95, "max": l.max}))
+        };
         let o = self.outbox;
         json!({
             "ok": problems.is_empty(),
@@ -182,7 +222,9 @@ impl Report<'_> {
                 "requests_by_route": self.stats.by_route,
                 "demo_read_requests": self.crm.requests,
             },
-            "latency_ms": lat.map(|l| json!({"count": l.count, "p50": l.p50, "p95": l.p95, "max": l.max})),
+            "latency_ms": lat_json(lat),
+            "latency_known_clients_ms": lat_json(self.latency(Clients::Known)),
+            "latency_new_clients_ms": lat_json(self.latency(Clients::New)),
         })
     }
 }
@@ -262,14 +304,15 @@ pub(super) fn print_report(r: &Report<'_>, problems: &[String]) {
             item["reason"].as_str().unwrap_or("-")
         );
     }
-    match r.latency() {
-        Some(l) => say!(
-            "Summary sent -> record in the CRM: p50 {:.2} s, p95 {:.2} s, max {:.2} s ({} entries).",
-            l.p50 as f64 / 1000.0,
-            l.p95 as f64 / 1000.0,
-            l.max as f64 / 1000.0,
-            l.count
-        ),
+    match r.latency(Clients::All) {
+        Some(l) => {
+            say!("Summary sent -> record in the CRM: {l}.");
+            for (clients, name) in [(Clients::Known, "known"), (Clients::New, "new")] {
+                if let Some(l) = r.latency(clients) {
+                    say!("  {name} clients: {l}.");
+                }
+            }
+        }
         None => say!("No latency: no entry with a summary was written."),
     }
     // amoCRM's 7 requests per second is a hard ceiling: past it, records queue, and the latency

@@ -132,13 +132,15 @@ pub(super) fn crm_users(staff: &Staff) -> Vec<(u64, String)> {
     users
 }
 
-/// Contacts the CRM knows before the first call: a quarter of the clients who will call, so
-/// that repeat-client paths show next to new ones. Found by planning the same traffic with the
-/// core; a third of them have an open deal, a third a won one.
+/// Contacts the CRM knows before the first call: `share` of the clients who will call (a
+/// quarter by default, so that repeat-client paths show next to new ones), spread evenly over
+/// them in the order they first call. Found by planning the same traffic with the core; a
+/// third of them have an open deal, a third a won one.
 pub(super) fn known_clients(
     play: &PlayConfig,
     settings: &ValidSettings,
     users: &[(u64, String)],
+    share: f64,
 ) -> Vec<Value> {
     let start = play.start_unix.unwrap_or(0);
     let mut seen = HashSet::new();
@@ -147,10 +149,14 @@ pub(super) fn known_clients(
         .filter_map(|plan| plan.client_phone)
         .filter(|p| seen.insert(p.clone()))
         .collect();
+    // The i-th client is known when (i + 3) x share crosses a whole number: every client at
+    // 1, half of them at 0.5, the 2nd, 6th, 10th, ... at a quarter.
+    let crosses = |i: usize| ((i + 3) as f64 * share).floor() != ((i + 2) as f64 * share).floor();
     phones
         .iter()
-        .skip(1)
-        .step_by(4)
+        .enumerate()
+        .filter(|(i, _)| crosses(*i))
+        .map(|(_, phone)| phone)
         .enumerate()
         .map(|(i, phone)| {
             let owner = users.get(i % users.len().max(1)).map_or(0, |u| u.0);

@@ -96,10 +96,17 @@ impl Server {
         if let Some(url) = &options.database_url {
             config += &format!("database_url = \"{url}\"\n");
         }
+        let settle = options.settle.unwrap_or(2);
+        // The tests compare the service with `simulate`, events shuffled: every entry waits the
+        // whole settle window, as in `simulate`, unless a test sets the quiet time itself.
+        let settle_complete = if options.processing.contains("settle_complete_ms") {
+            String::new()
+        } else {
+            format!("settle_complete_ms = {}\n", settle * 1000)
+        };
         config += &format!(
-            "[processing]\ngrace_seconds = {}\nsettle_seconds = {}\ntick_ms = 50\n{}\n",
+            "[processing]\ngrace_seconds = {}\nsettle_seconds = {settle}\ntick_ms = 50\n{settle_complete}{}\n",
             options.grace.unwrap_or(3),
-            options.settle.unwrap_or(2),
             options.processing,
         );
         for t in tenants {
