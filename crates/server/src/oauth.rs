@@ -208,8 +208,7 @@ async fn connect(state: &AppState, tenant_id: &str, code: &str) -> Result<(), OA
     };
     // The tenant's shared client: the exchange counts in the account's limiter.
     let client = state
-        .crm_clients
-        .client(&state.store, &tenant, state.allow_insecure_crm_hosts)
+        .crm_client(&tenant)
         .map_err(OAuthError::InvalidCrmConnection)?
         .ok_or(OAuthError::CrmSectionGone)?;
     client

@@ -304,6 +304,17 @@ impl AppState {
     pub async fn tenant(&self, id: &str) -> Option<Arc<Tenant>> {
         self.tenants.read().await.get(id).cloned()
     }
+
+    /// The tenant's shared amoCRM client under this service's host policy
+    /// (`allow_insecure_crm_hosts`); `None` when the tenant has no CRM connection. Every reader
+    /// and writer of the account goes through it, so its limiter counts them all.
+    pub fn crm_client(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<Option<callbridge_amocrm::AmoClient>, crate::crm::CrmConnectionError> {
+        self.crm_clients
+            .client(&self.store, tenant, self.allow_insecure_crm_hosts)
+    }
 }
 
 /// Secrets shorter than this are masked entirely: their last characters would be too large a

@@ -36,18 +36,14 @@ pub async fn refresh_due(state: &AppState) {
     let tenants: Vec<_> = state.tenants.read().await.values().cloned().collect();
     for tenant in tenants {
         let id = &tenant.row.id;
-        let client =
-            match state
-                .crm_clients
-                .client(&state.store, &tenant, state.allow_insecure_crm_hosts)
-            {
-                Ok(Some(client)) => client,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(tenant = %id, "scheduled token refresh: {e}");
-                    continue;
-                }
-            };
+        let client = match state.crm_client(&tenant) {
+            Ok(Some(client)) => client,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(tenant = %id, "scheduled token refresh: {e}");
+                continue;
+            }
+        };
         match client
             .refresh_if_older_than(SCHEDULED_REFRESH_AFTER_SECS)
             .await

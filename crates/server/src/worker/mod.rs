@@ -282,28 +282,24 @@ async fn deliveries_to_start(
     }
     let mut deliveries = Vec::with_capacity(tenants.len());
     for tenant in tenants {
-        let client =
-            match state
-                .crm_clients
-                .client(&state.store, &tenant, state.allow_insecure_crm_hosts)
-            {
-                Ok(Some(client)) => client,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(tenant = %tenant.row.id, "CRM connection not usable: {e}");
-                    let _ = state
-                        .store
-                        .set_crm_status(&tenant.row.id, "broken", &e.to_string(), now_ms())
-                        .await;
-                    // Remember the version, so the error is not repeated every second.
-                    let (stop, _) = watch::channel(false);
-                    running.insert(
-                        tenant.row.id.clone(),
-                        (tenant.row.updated_at_ms, stop, tokio::spawn(async {})),
-                    );
-                    continue;
-                }
-            };
+        let client = match state.crm_client(&tenant) {
+            Ok(Some(client)) => client,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.row.id, "CRM connection not usable: {e}");
+                let _ = state
+                    .store
+                    .set_crm_status(&tenant.row.id, "broken", &e.to_string(), now_ms())
+                    .await;
+                // Remember the version, so the error is not repeated every second.
+                let (stop, _) = watch::channel(false);
+                running.insert(
+                    tenant.row.id.clone(),
+                    (tenant.row.updated_at_ms, stop, tokio::spawn(async {})),
+                );
+                continue;
+            }
+        };
         let Some(account) = crate::crm_clients::account_of(&tenant) else {
             continue;
         };

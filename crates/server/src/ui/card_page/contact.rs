@@ -100,11 +100,7 @@ pub async fn lookup(state: &AppState, tenant: &Tenant, phone: &str) -> CrmLookup
 }
 
 async fn ask(state: &AppState, tenant: &Tenant, phone: &str) -> CrmLookup {
-    let client = match state.crm_clients.client(
-        &state.store,
-        tenant,
-        state.allow_insecure_crm_hosts,
-    ) {
+    let client = match state.crm_client(tenant) {
         Ok(Some(client)) => client,
         Ok(None) => return CrmLookup::NotConnected,
         Err(e) => {

@@ -135,17 +135,10 @@ pub async fn view(state: &AppState, ctx: &Ctx, tenant: &Tenant) -> CrmView {
         let seen = match state.connections.account(id, &origin, now) {
             Some(seen) => Some(seen),
             None if !may_read_account => None,
-            None => {
-                match state
-                    .crm_clients
-                    .client(&state.store, tenant, state.allow_insecure_crm_hosts)
-                {
-                    Ok(Some(client)) => {
-                        Some(state.connections.read_account(id, &client, now).await)
-                    }
-                    _ => None,
-                }
-            }
+            None => match state.crm_client(tenant) {
+                Ok(Some(client)) => Some(state.connections.read_account(id, &client, now).await),
+                _ => None,
+            },
         };
         if let Some(seen) = seen {
             view.account_name = seen.name;

@@ -104,15 +104,11 @@ pub async fn known_crm_users(state: &AppState, tenant: &Tenant) -> Vec<User> {
 
 async fn read(state: &AppState, tenant: &Tenant) -> CrmUsers {
     // The account's one client: its limiter counts these reads with the worker's requests.
-    let client =
-        match state
-            .crm_clients
-            .client(&state.store, tenant, state.allow_insecure_crm_hosts)
-        {
-            Ok(Some(client)) => client,
-            Ok(None) => return CrmUsers::NotConnected,
-            Err(e) => return CrmUsers::Failed(e.to_string()),
-        };
+    let client = match state.crm_client(tenant) {
+        Ok(Some(client)) => client,
+        Ok(None) => return CrmUsers::NotConnected,
+        Err(e) => return CrmUsers::Failed(e.to_string()),
+    };
     match tokio::time::timeout(READ_TIMEOUT, client.users()).await {
         Ok(Ok(mut users)) => {
             users.sort_by(|a, b| {
