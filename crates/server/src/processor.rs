@@ -282,7 +282,7 @@ impl Processor {
                     .min(self.tick),
                 _ => self.tick,
             };
-            if let Some(Reverse((at, _))) = self.due.peek() {
+            if let Some(at) = self.next_due() {
                 let wait = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
                 tick = tick.min(Duration::from_millis(wait.max(MIN_WAKE_MS)));
             }
@@ -441,6 +441,19 @@ impl Processor {
                 return Ok(());
             }
         }
+    }
+
+    /// When the soonest tenant is due. Stale entries on top of the queue (a tenant whose due
+    /// time changed since, or that was dropped) are thrown away first, so the processor does
+    /// not wake for them.
+    fn next_due(&mut self) -> Option<i64> {
+        while let Some(Reverse((at, tenant_id))) = self.due.peek() {
+            if self.tenants.get(tenant_id).is_some_and(|w| w.due_at == *at) {
+                return Some(*at);
+            }
+            self.due.pop();
+        }
+        None
     }
 
     /// Plans every entry whose windows have passed, and stores the plans in one transaction.
@@ -852,6 +865,13 @@ mod tests {
         );
         p.plan_completed().await.unwrap();
         assert_eq!(p.due.len(), 2, "the stale one and the next deadline");
+        assert!(p.due.iter().all(|Reverse((at, _))| *at > now));
+        // The processor sleeps until the tenant's real deadline; a stale entry on top of the
+        // queue is dropped rather than woken for.
+        let deadline = p.tenants["ringing"].due_at;
+        p.due.push(Reverse((now, "ringing".to_string())));
+        p.due.push(Reverse((now, "no-such-tenant".to_string())));
+        assert_eq!(p.next_due(), Some(deadline));
         assert!(p.due.iter().all(|Reverse((at, _))| *at > now));
         p.fold_event("done-a", summary("A1"), false, now, 4).await;
         assert!(!p.active.contains("done-a"), "a late event is not work");
