@@ -707,6 +707,7 @@ mod tests {
         let plan = done[0].plan(&settings);
         assert!(plan.reasons.contains(&Rule::A4a), "{:?}", plan.reasons);
     }
+
     fn recording(entry: &str, leg: &str, state: RecordingState, t: i64) -> PbxEvent {
         PbxEvent::Recording(RecordingEvent {
             entry_id: entry.into(),
