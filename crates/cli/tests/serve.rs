@@ -509,7 +509,7 @@ fn a_call_that_waits_for_nothing_is_planned_without_waiting_out_the_settle_windo
         std::slice::from_ref(&tenant),
         &Options {
             settle: Some(120),
-            processing: "settle_complete_ms = 300".into(),
+            settle_complete_ms: Some(300),
             ..Options::default()
         },
     );

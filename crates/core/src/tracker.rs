@@ -106,6 +106,14 @@ struct Open {
     quick: bool,
 }
 
+impl Open {
+    /// When an entry waiting for nothing has been quiet for `quiet`: that long after its last
+    /// event or `since`, whichever came later.
+    fn quiet_until(&self, quiet: i64, since: i64) -> i64 {
+        self.events.last_activity.max(since).saturating_add(quiet)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Tracker {
     config: TrackerConfig,
@@ -245,13 +253,10 @@ impl Tracker {
             let by_summary = matches!(open.closed, Some((_, CompletedBy::Summary)));
             if by_summary && !open.quick && open.events.awaits_nothing() {
                 open.quick = true;
-                let deadline = open
-                    .events
-                    .last_activity
-                    .max(closed_at)
-                    .saturating_add(quiet);
-                self.complete
-                    .push(Reverse((deadline, open.events.entry_id.clone())));
+                self.complete.push(Reverse((
+                    open.quiet_until(quiet, closed_at),
+                    open.events.entry_id.clone(),
+                )));
             }
         }
         match pushed {
@@ -390,7 +395,7 @@ impl Tracker {
         let Some(quiet) = self.config.settle_complete_s else {
             return Vec::new();
         };
-        let mut ready = Vec::new();
+        let mut out = Vec::new();
         while let Some(id) = pop_due(&mut self.complete, self.clock) {
             let Some(open) = self.open.get_mut(&id) else {
                 continue; // released already
@@ -402,21 +407,14 @@ impl Tracker {
                 continue;
             }
             let closed_at = open.closed.map_or(self.clock, |(at, _)| at);
-            let deadline = open
-                .events
-                .last_activity
-                .max(closed_at)
-                .saturating_add(quiet);
+            let deadline = open.quiet_until(quiet, closed_at);
             if deadline > self.clock {
                 self.complete.push(Reverse((deadline, id))); // an event arrived meanwhile
                 continue;
             }
-            ready.push(id);
+            out.extend(self.release(id));
         }
-        ready
-            .into_iter()
-            .filter_map(|id| self.release(id))
-            .collect()
+        out
     }
 
     fn release(&mut self, id: String) -> Option<Completed> {

@@ -50,6 +50,11 @@ pub struct Options {
     pub grace: Option<u32>,
     /// The settle window after a summary, seconds (default 2).
     pub settle: Option<u32>,
+    /// `processing.settle_complete_ms`, the quiet time after which an entry that waits for
+    /// nothing is planned. Default: as long as the settle window, so every entry waits the
+    /// whole window, as in `simulate`, which the tests compare the service with on shuffled
+    /// input.
+    pub settle_complete_ms: Option<u64>,
     /// More top-level TOML lines.
     pub extra: String,
     /// More `[processing]` lines.
@@ -97,15 +102,12 @@ impl Server {
             config += &format!("database_url = \"{url}\"\n");
         }
         let settle = options.settle.unwrap_or(2);
-        // The tests compare the service with `simulate`, events shuffled: every entry waits the
-        // whole settle window, as in `simulate`, unless a test sets the quiet time itself.
-        let settle_complete = if options.processing.contains("settle_complete_ms") {
-            String::new()
-        } else {
-            format!("settle_complete_ms = {}\n", settle * 1000)
-        };
+        let settle_complete_ms = options
+            .settle_complete_ms
+            .unwrap_or(u64::from(settle) * 1000);
         config += &format!(
-            "[processing]\ngrace_seconds = {}\nsettle_seconds = {settle}\ntick_ms = 50\n{settle_complete}{}\n",
+            "[processing]\ngrace_seconds = {}\nsettle_seconds = {settle}\n\
+             settle_complete_ms = {settle_complete_ms}\ntick_ms = 50\n{}\n",
             options.grace.unwrap_or(3),
             options.processing,
         );
