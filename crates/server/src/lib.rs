@@ -193,8 +193,14 @@ impl Running {
             let _ = signalled.wait_for(|stop| *stop).await;
             tokio::time::sleep(bound).await;
         };
+        let state = self.state.clone();
         let finished = async {
             let _ = (&mut self.server).await;
+            // No webhook is taken any more: the last second's arrival counts are written now
+            // rather than lost with the process.
+            if let Err(e) = state.store.flush_arrivals().await {
+                tracing::warn!(error = %e, "shutdown: writing the tenants' arrival counts failed");
+            }
             let _ = (&mut self.processor).await;
             let _ = (&mut self.worker).await;
         };

@@ -1,9 +1,10 @@
 //! Opening the database: SQLite in the data folder (with its writer connection and
 //! checkpointer) or PostgreSQL, and running the same SQL on either.
 
+use crate::arrivals::arrival_flusher;
 use crate::data_dir::{prepare_data_dir, prepare_database_files};
 use crate::writer::checkpointer;
-use crate::{schema, Result, Store, StoreError, Writer};
+use crate::{schema, Result, Store, StoreError, WeakStore, Writer};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -68,6 +69,7 @@ impl Store {
             writer: Some(writer.clone()),
             secrets: Default::default(),
             health: Arc::default(),
+            arrivals: Arc::default(),
         };
         store.migrate().await?;
         // The WAL and shared-memory files exist now (created 0600 after the database file);
@@ -77,6 +79,7 @@ impl Store {
             Arc::downgrade(&writer),
             Arc::downgrade(&store.health),
         ));
+        tokio::spawn(arrival_flusher(WeakStore::of(&store)));
         Ok(store)
     }
 
@@ -92,8 +95,10 @@ impl Store {
             writer: None,
             secrets: Default::default(),
             health: Arc::default(),
+            arrivals: Arc::default(),
         };
         store.migrate().await?;
+        tokio::spawn(arrival_flusher(WeakStore::of(&store)));
         Ok(store)
     }
 

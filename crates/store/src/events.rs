@@ -60,7 +60,7 @@ impl Store {
                         .push_bind(&e.json)
                         .push_bind(e.received_at_ms);
                 });
-                q.push(" ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id, tenant_id, dedupe_key");
+                q.push(" ON CONFLICT (dedupe_key, tenant_id) DO NOTHING RETURNING id, tenant_id, dedupe_key");
                 let rows: Vec<(i64, String, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
                 for (id, tenant, key) in rows {
                     stored.insert((tenant, key), id);
@@ -73,7 +73,10 @@ impl Store {
             .iter()
             .map(
                 |e| match stored.remove(&(e.tenant_id.clone(), e.dedupe_key.clone())) {
-                    Some(id) => Appended::Stored(id),
+                    Some(id) => {
+                        self.arrivals.note(&e.tenant_id, &e.path, e.received_at_ms);
+                        Appended::Stored(id)
+                    }
                     None => Appended::Duplicate,
                 },
             )
@@ -148,11 +151,5 @@ impl Store {
             sqlx::query_scalar("SELECT MAX(id) FROM events").fetch_one(pool).await?
         });
         Ok(id.unwrap_or(0))
-    }
-
-    pub async fn count_events(&self, tenant_id: &str) -> Result<i64> {
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events WHERE tenant_id = $1").bind(tenant_id).fetch_one(pool).await?
-        }))
     }
 }

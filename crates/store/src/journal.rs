@@ -329,8 +329,9 @@ impl Store {
     }
 
     /// The events of an entry, oldest first: a range of the log's primary key when the entry
-    /// was stored with its event ids, else (entries planned before they were kept, or not
-    /// planned yet) a scan of the whole log.
+    /// was stored with its event ids; for an entry not planned yet, the log from the recovery
+    /// mark on (every event below it belongs to a planned entry); else (entries planned before
+    /// the ids were kept) a scan of the whole log.
     pub async fn entry_events(&self, tenant_id: &str, entry_id: &str) -> Result<Vec<StoredEvent>> {
         let range: Option<(Option<i64>, Option<i64>)> = with_db!(&self.db, pool => {
             sqlx::query_as("SELECT first_event_id, last_event_id FROM entries WHERE tenant_id = $1 AND entry_id = $2")
@@ -348,12 +349,16 @@ impl Store {
                     sqlx::query_as(&sql).bind(first).bind(last).bind(tenant_id).bind(entry_id).fetch_all(pool).await?
                 })
             }
-            _ => {
+            unranged => {
+                let from = match unranged {
+                    None => self.recovery_mark().await?,
+                    Some(_) => 0,
+                };
                 let sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND entry_id = $2 ORDER BY id"
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE id >= $1 AND tenant_id = $2 AND entry_id = $3 ORDER BY id"
                 );
                 with_db!(&self.db, pool => {
-                    sqlx::query_as(&sql).bind(tenant_id).bind(entry_id).fetch_all(pool).await?
+                    sqlx::query_as(&sql).bind(from).bind(tenant_id).bind(entry_id).fetch_all(pool).await?
                 })
             }
         })

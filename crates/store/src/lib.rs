@@ -14,6 +14,7 @@
 //! written once, with `$n` placeholders both engines accept.
 
 mod appender;
+mod arrivals;
 mod backup;
 mod card_links;
 mod data_dir;
@@ -34,6 +35,7 @@ mod webhook_status;
 mod writer;
 
 pub use appender::{sink, Appender, Committed, Sink, SinkReceiver};
+pub use arrivals::LastReceived;
 pub use backup::{backup_sqlite, BackupReport};
 pub use card_links::{CardLink, NewCardLink};
 pub use data_dir::DataDirLock;
@@ -48,9 +50,10 @@ pub use tenant_meta::CreateTenantError;
 pub use tenants::TenantRow;
 pub use ui_auth::{SignInFailures, UiSession};
 pub use unsorted_requests::UnsortedRequest;
-pub use webhook_status::{LastReceived, WebhookRefusal};
+pub use webhook_status::WebhookRefusal;
 pub use writer::{WriteHealth, PROBE_BYTES};
 
+pub(crate) use arrivals::WeakStore;
 pub(crate) use db::with_db;
 pub(crate) use writer::{with_writer, Writer};
 
@@ -100,4 +103,7 @@ pub struct Store {
     health: Arc<WriteHealth>,
     /// The keys secrets at rest are sealed with, set by [`Store::unlock_secrets`].
     secrets: Arc<std::sync::OnceLock<Keyring>>,
+    /// Per tenant, the events this store appended since they were last added to
+    /// `tenant_arrivals` (see `arrivals.rs`).
+    arrivals: Arc<arrivals::ArrivalTallies>,
 }

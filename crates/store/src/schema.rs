@@ -263,7 +263,64 @@ Migration {
         name TEXT PRIMARY KEY,
         seen_at_ms BIGINT NOT NULL)",
     ],
+},
+Migration {
+    version: EVENTS_KEY_FIRST,
+    name: "event log: the unique index leads with the event's key; per-tenant arrival counts",
+    steps: &[
+        // What was read off the tenant-led index, kept per tenant instead (see `arrivals.rs`):
+        // how many events were stored, and the newest arrival.
+        "CREATE TABLE IF NOT EXISTS tenant_arrivals (
+        tenant_id TEXT PRIMARY KEY,
+        events_stored BIGINT NOT NULL,
+        last_path TEXT NOT NULL,
+        last_received_at_ms BIGINT NOT NULL)",
+        "INSERT INTO tenant_arrivals (tenant_id, events_stored, last_path, last_received_at_ms)
+        SELECT tenant_id, COUNT(*), '', MAX(received_at_ms) FROM events GROUP BY tenant_id",
+        "UPDATE tenant_arrivals SET last_path = COALESCE((SELECT e.path FROM events e
+        WHERE e.tenant_id = tenant_arrivals.tenant_id AND e.received_at_ms = tenant_arrivals.last_received_at_ms
+        ORDER BY e.id DESC LIMIT 1), '')",
+        // The unique index itself is rebuilt after these steps, per engine (see `migrate`).
+    ],
 }];
+
+/// The migration that leads the event log's unique index with the event's key. With the
+/// tenant first, each tenant's new keys went to a leaf page of their own, so a commit of events
+/// from many tenants wrote a page per tenant: spread over 5,000 tenants an event cost 1.1-1.3
+/// times its CPU for one tenant, nearly all of it in these pages (docs/benchmarks.md). Keys
+/// lead with the event's time, so with the key first a commit's keys land together on the
+/// index's last pages, whichever tenants sent them.
+const EVENTS_KEY_FIRST: i64 = 14;
+
+/// SQLite cannot change a table's constraint: the table is copied into one declared with the
+/// new one, keeping every id, and the id sequence carries over (a deleted highest id is never
+/// handed out again, as before). The columns are migration 1's, written out again rather than
+/// shared: a migration's text stays as it ran.
+const SQLITE_EVENTS_KEY_FIRST: &[&str] = &[
+    "CREATE TABLE events_key_first (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        entry_id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        dedupe_key TEXT NOT NULL,
+        json TEXT NOT NULL,
+        received_at_ms BIGINT NOT NULL,
+        UNIQUE (dedupe_key, tenant_id))",
+    "INSERT INTO events_key_first (id, tenant_id, entry_id, path, dedupe_key, json, received_at_ms)
+        SELECT id, tenant_id, entry_id, path, dedupe_key, json, received_at_ms FROM events ORDER BY id",
+    "UPDATE sqlite_sequence SET seq = (SELECT MAX(seq) FROM sqlite_sequence WHERE name IN ('events', 'events_key_first'))
+        WHERE name = 'events_key_first'",
+    "INSERT INTO sqlite_sequence (name, seq) SELECT 'events_key_first', seq FROM sqlite_sequence
+        WHERE name = 'events' AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'events_key_first')",
+    "DROP TABLE events",
+    "ALTER TABLE events_key_first RENAME TO events",
+];
+
+/// PostgreSQL changes the constraint in place: the new one is built before the old one goes.
+const POSTGRES_EVENTS_KEY_FIRST: &[&str] = &[
+    "ALTER TABLE events ADD CONSTRAINT events_key_tenant UNIQUE (dedupe_key, tenant_id)",
+    "ALTER TABLE events DROP CONSTRAINT IF EXISTS events_tenant_id_dedupe_key_key",
+];
 
 /// The migration adding the journal's columns; its rows are filled after its steps.
 const JOURNAL_COLUMNS: i64 = 10;
@@ -349,6 +406,16 @@ pub(crate) async fn migrate(db: &Db) -> Result<()> {
                             .execute(&mut *tx)
                             .await?;
                         }
+                    }
+                }
+                if m.version == EVENTS_KEY_FIRST {
+                    let steps = if matches!(db, Db::Postgres(_)) {
+                        POSTGRES_EVENTS_KEY_FIRST
+                    } else {
+                        SQLITE_EVENTS_KEY_FIRST
+                    };
+                    for sql in steps {
+                        sqlx::query(sql).execute(&mut *tx).await?;
                     }
                 }
                 sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")

@@ -136,12 +136,14 @@ impl Store {
                 .await?
                 .rows_affected()
                 == 1;
-            let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events WHERE tenant_id = $1")
+            // The log has no index by tenant (its unique index leads with the event's key), so
+            // this is one pass over it, which also tells the highest id deleted.
+            let ids: Vec<i64> = sqlx::query_scalar("DELETE FROM events WHERE tenant_id = $1 RETURNING id")
                 .bind(id)
-                .fetch_one(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
-            let last_event = max.unwrap_or(0);
-            for table in ["events", "entries", "outbox", "crm_tokens", "crm_status", "delivery_leases", "settings_versions", "webhook_refusals", "card_links", "unsorted_requests"] {
+            let last_event = ids.into_iter().max().unwrap_or(0);
+            for table in ["tenant_arrivals", "entries", "outbox", "crm_tokens", "crm_status", "delivery_leases", "settings_versions", "webhook_refusals", "card_links", "unsorted_requests"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                     .bind(id)
                     .execute(&mut *tx)
@@ -150,6 +152,9 @@ impl Store {
             tx.commit().await?;
             (existed, last_event)
         });
+        // What this store appended for the tenant and has not written yet must not come back
+        // under the id (another instance's last second may: see `arrivals.rs`).
+        self.arrivals.forget(id);
         Ok(existed.then_some(last_event))
     }
 }

@@ -1,16 +1,8 @@
-//! What a tenant's webhooks look like from the Connections page: the newest event stored, and
-//! the latest refusal (bad signature, unknown key, malformed) with how many were refused since
-//! the last accepted one.
+//! What a tenant's webhooks look like from the Connections page: the latest refusal (bad
+//! signature, unknown key, malformed) with how many were refused since the last accepted one.
+//! The newest accepted one is in `arrivals.rs`.
 
 use crate::{with_db, Result, Store};
-
-/// The newest event stored for a tenant.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct LastReceived {
-    /// The webhook's path as stored (`events/call`, `events/summary`, …): its kind.
-    pub path: String,
-    pub received_at_ms: i64,
-}
 
 /// The latest refused webhook of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -23,27 +15,7 @@ pub struct WebhookRefusal {
     pub count_since_accepted: i64,
 }
 
-/// The newest events by dedupe key (which leads with the event's time, so the tenant's part of
-/// the log's unique index is read from its end) among which the newest arrival is taken: a
-/// late re-delivery of an old event is still seen, without scanning the tenant's whole log.
-const RECENT_BY_KEY: i64 = 20;
-
 impl Store {
-    /// The tenant's newest stored event (by arrival among its most recent by event time).
-    pub async fn last_received_event(&self, tenant_id: &str) -> Result<Option<LastReceived>> {
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT path, received_at_ms FROM \
-                 (SELECT path, received_at_ms FROM events WHERE tenant_id = $1 ORDER BY dedupe_key DESC LIMIT $2) AS recent \
-                 ORDER BY received_at_ms DESC LIMIT 1",
-            )
-            .bind(tenant_id)
-            .bind(RECENT_BY_KEY)
-            .fetch_optional(pool)
-            .await?
-        }))
-    }
-
     /// Records `count` refusals of the tenant's webhooks, the last at `refused_at_ms` for
     /// `reason`. The count starts again when an event was accepted after the stored refusal.
     pub async fn record_webhook_refusal(
@@ -53,15 +25,16 @@ impl Store {
         reason: &str,
         count: i64,
     ) -> Result<()> {
+        // The newest arrival is the table's and this store's unwritten one, read together.
+        let _reading = self.arrivals.flushing.read().await;
         with_db!(&self.db, pool => {
             sqlx::query(
                 "INSERT INTO webhook_refusals (tenant_id, refused_at_ms, reason, count_since_accepted) \
                  VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (tenant_id) DO UPDATE SET \
                  count_since_accepted = CASE WHEN \
-                   (SELECT MAX(received_at_ms) FROM \
-                     (SELECT received_at_ms FROM events WHERE tenant_id = $1 ORDER BY dedupe_key DESC LIMIT $5) AS recent) \
-                   > webhook_refusals.refused_at_ms \
+                   COALESCE((SELECT last_received_at_ms FROM tenant_arrivals WHERE tenant_id = $1), 0) \
+                   > webhook_refusals.refused_at_ms OR $5 > webhook_refusals.refused_at_ms \
                    THEN excluded.count_since_accepted \
                    ELSE webhook_refusals.count_since_accepted + excluded.count_since_accepted END, \
                  refused_at_ms = excluded.refused_at_ms, reason = excluded.reason",
@@ -70,7 +43,7 @@ impl Store {
             .bind(refused_at_ms)
             .bind(reason)
             .bind(count)
-            .bind(RECENT_BY_KEY)
+            .bind(self.pending_arrival_ms(tenant_id))
             .execute(pool)
             .await?;
         });

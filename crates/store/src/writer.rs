@@ -22,7 +22,20 @@ use std::time::Duration;
 /// opens a fresh one.
 macro_rules! with_writer {
     ($store:expr, $conn:ident => $body:expr) => {{
-        let outcome: $crate::Result<_> = match (&$store.db, &$store.writer) {
+        let outcome: $crate::Result<_> = $crate::writer::write_outcome!($store, $conn => $body);
+        $store.health.record(&outcome);
+        outcome?
+    }};
+}
+pub(crate) use with_writer;
+
+/// [`with_writer!`] without recording the outcome in the store's health, for bookkeeping
+/// writes too small to tell whether the store has room (the arrival counts rewrite rows in
+/// place, so they succeed on a store too full for an append, and must not turn it green):
+/// the outcome as a `Result`.
+macro_rules! write_outcome {
+    ($store:expr, $conn:ident => $body:expr) => {{
+        match (&$store.db, &$store.writer) {
             ($crate::Db::Sqlite(_), Some(writer)) => {
                 let mut guard = writer.lock().await;
                 let outcome: $crate::Result<_> = async {
@@ -51,12 +64,10 @@ macro_rules! with_writer {
                 }
                 .await
             }
-        };
-        $store.health.record(&outcome);
-        outcome?
+        }
     }};
 }
-pub(crate) use with_writer;
+pub(crate) use write_outcome;
 
 /// SQLite's writer connection, opened again after a failed write (see `with_writer!`).
 #[derive(Debug)]

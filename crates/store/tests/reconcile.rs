@@ -1,5 +1,5 @@
-//! The log as reconciliation reads it: entries with events in a period, and which have a
-//! summary. On SQLite and on PostgreSQL (`CALLBRIDGE_TEST_POSTGRES_URL`).
+//! The log as reconciliation reads it: entries not planned yet with events in a period, and
+//! which have a summary. On SQLite and on PostgreSQL (`CALLBRIDGE_TEST_POSTGRES_URL`).
 
 use callbridge_store::{NewEvent, NewOutboxItem};
 use std::collections::HashMap;
@@ -105,6 +105,28 @@ async fn entries_of_a_period_with_whether_a_summary_came() {
             .await
             .unwrap()
             .is_empty());
+
+        // Events below the recovery mark belong to planned entries, which reconciliation
+        // decides by their plans: the log is read from the mark on.
+        let late = store
+            .append_events(&[event(
+                "t",
+                "late",
+                "events/call",
+                "001764000150:call:late:1:1:Appeared",
+            )])
+            .await
+            .unwrap();
+        let callbridge_store::Appended::Stored(late_id) = late[0] else {
+            panic!("not stored: {late:?}");
+        };
+        store.set_recovery_mark(late_id, 2_000).await.unwrap();
+        let seen = store
+            .entries_seen_between("t", 1_764_000_000, 1_764_000_200)
+            .await
+            .unwrap();
+        let want: HashMap<String, bool> = [("late".to_string(), false)].into_iter().collect();
+        assert_eq!(seen, want, "{}", store.backend());
     }
 }
 
