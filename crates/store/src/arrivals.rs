@@ -125,8 +125,8 @@ impl Store {
         let outcome: Result<()> = write_outcome!(self, conn => {
             // Taken once the write connection is held, so counts wait only for the write.
             let _flushing = self.arrivals.flushing.write().await;
-            // Taken under the writer (on SQLite), so a tenant's deletion, which also goes
-            // through it, cannot fall between taking its tally and writing it back.
+            // Taken under the flushing lock, which a tenant's deletion holds too, so the
+            // deletion cannot fall between taking its tally and writing it back.
             let taken = self.arrivals.take_all();
             let rows: Vec<(&String, &Tally)> = taken.iter().collect();
             let written: Result<()> = async {

@@ -129,6 +129,9 @@ impl Store {
     /// Rows left under the id by a deletion from before this rule are removed all the same.
     pub async fn purge_tenant(&self, id: &str) -> Result<Option<i64>> {
         let (existed, last_event) = with_writer!(self, conn => {
+            // No flush of this store's arrival tallies may fall between the deletion and
+            // forgetting the tenant's: it would write the row back (see `arrivals.rs`).
+            let _flushing = self.arrivals.flushing.write().await;
             let mut tx = sqlx::Connection::begin(conn).await?;
             let existed = sqlx::query("DELETE FROM tenants WHERE id = $1")
                 .bind(id)
@@ -150,11 +153,11 @@ impl Store {
                     .await?;
             }
             tx.commit().await?;
+            // What this store appended for the tenant and has not written yet must not come
+            // back under the id (another instance's last second may: see `arrivals.rs`).
+            self.arrivals.forget(id);
             (existed, last_event)
         });
-        // What this store appended for the tenant and has not written yet must not come back
-        // under the id (another instance's last second may: see `arrivals.rs`).
-        self.arrivals.forget(id);
         Ok(existed.then_some(last_event))
     }
 }
