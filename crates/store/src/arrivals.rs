@@ -27,12 +27,20 @@ struct Tally {
 }
 
 impl Tally {
+    /// Takes an arrival as the newest unless a later one is already here (the table's upsert
+    /// in `flush_arrivals` decides the same way). The path is copied only when it changes.
+    fn see(&mut self, path: &str, received_at_ms: i64) {
+        if received_at_ms >= self.last_received_at_ms {
+            if self.last_path != path {
+                self.last_path = path.to_owned();
+            }
+            self.last_received_at_ms = received_at_ms;
+        }
+    }
+
     fn add(&mut self, other: Tally) {
         self.stored += other.stored;
-        if other.last_received_at_ms >= self.last_received_at_ms {
-            self.last_path = other.last_path;
-            self.last_received_at_ms = other.last_received_at_ms;
-        }
+        self.see(&other.last_path, other.last_received_at_ms);
     }
 }
 
@@ -61,12 +69,7 @@ impl ArrivalTallies {
             None => pending.entry(tenant_id.to_owned()).or_default(),
         };
         tally.stored += 1;
-        if received_at_ms >= tally.last_received_at_ms {
-            if tally.last_path != path {
-                tally.last_path = path.to_owned();
-            }
-            tally.last_received_at_ms = received_at_ms;
-        }
+        tally.see(path, received_at_ms);
     }
 
     fn is_empty(&self) -> bool {

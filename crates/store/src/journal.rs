@@ -350,9 +350,10 @@ impl Store {
                 })
             }
             unranged => {
-                let from = match unranged {
-                    None => self.recovery_mark().await?,
-                    Some(_) => 0,
+                let from = if unranged.is_none() {
+                    self.recovery_mark().await?
+                } else {
+                    0
                 };
                 let sql = format!(
                     "SELECT {EVENT_COLUMNS} FROM events WHERE id >= $1 AND tenant_id = $2 AND entry_id = $3 ORDER BY id"
